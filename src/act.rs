@@ -1,0 +1,119 @@
+//! Acting on a vassal: the touch that makes the Emperor reload it gracefully.
+//!
+//! This module owns the only write the warden makes to a vassal: its mtime. The new mtime
+//! comes from `policy::touch_mtime` (whole seconds, see uwsgi-facts.md). A plain Emperor
+//! `stat()`s the file, so a symlink's target is touched; an Emperor with
+//! `emperor-nofollow` `lstat()`s it, so the link itself is touched (`utimensat` with
+//! `AT_SYMLINK_NOFOLLOW`). It never sends a signal.
+
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rustix::fs::{AtFlags, CWD, Timespec, Timestamps, UTIME_OMIT};
+
+use crate::policy;
+
+/// The mtime of `path` as the Emperor sees it.
+pub fn mtime(path: &Path, nofollow: bool) -> std::io::Result<SystemTime> {
+    let m = if nofollow {
+        std::fs::symlink_metadata(path)?
+    } else {
+        std::fs::metadata(path)?
+    };
+    m.modified()
+}
+
+fn to_secs(t: SystemTime) -> i64 {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        Err(e) => -i64::try_from(e.duration().as_secs()).unwrap_or(i64::MAX),
+    }
+}
+
+/// Touches `path` so the Emperor reloads the vassal. Returns the mtimes before and after.
+pub fn touch(
+    path: &Path,
+    nofollow: bool,
+    now: SystemTime,
+) -> std::io::Result<(SystemTime, SystemTime)> {
+    let before = mtime(path, nofollow)?;
+    let new_secs = policy::touch_mtime(to_secs(before), to_secs(now));
+    let times = Timestamps {
+        last_access: Timespec {
+            tv_sec: 0,
+            tv_nsec: UTIME_OMIT,
+        },
+        last_modification: Timespec {
+            tv_sec: new_secs,
+            tv_nsec: 0,
+        },
+    };
+    let flags = if nofollow {
+        AtFlags::SYMLINK_NOFOLLOW
+    } else {
+        AtFlags::empty()
+    };
+    rustix::fs::utimensat(CWD, path, &times, flags)?;
+    let after = mtime(path, nofollow)?;
+    Ok((before, after))
+}
+
+/// `SystemTime` of whole seconds since the epoch (for tests and records).
+#[must_use]
+pub fn from_secs(secs: i64) -> SystemTime {
+    if secs >= 0 {
+        UNIX_EPOCH + Duration::from_secs(secs.unsigned_abs())
+    } else {
+        UNIX_EPOCH - Duration::from_secs(secs.unsigned_abs())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn touch_moves_mtime_past_a_future_one() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("a.ini");
+        std::fs::write(&p, "[uwsgi]\n").unwrap();
+        let now = SystemTime::now();
+        let future = to_secs(now) + 5;
+        rustix::fs::utimensat(
+            CWD,
+            &p,
+            &Timestamps {
+                last_access: Timespec {
+                    tv_sec: 0,
+                    tv_nsec: UTIME_OMIT,
+                },
+                last_modification: Timespec {
+                    tv_sec: future,
+                    tv_nsec: 0,
+                },
+            },
+            AtFlags::empty(),
+        )
+        .unwrap();
+        let (before, after) = touch(&p, false, now).unwrap();
+        assert_eq!(to_secs(before), future);
+        assert_eq!(to_secs(after), future + 1);
+    }
+
+    #[test]
+    fn nofollow_touches_the_link_not_the_target() {
+        let d = tempfile::tempdir().unwrap();
+        let target = d.path().join("real.ini");
+        let link = d.path().join("link.ini");
+        std::fs::write(&target, "[uwsgi]\n").unwrap();
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let target_before = mtime(&target, false).unwrap();
+        let later = SystemTime::now() + Duration::from_secs(10);
+        let (_, after) = touch(&link, true, later).unwrap();
+        assert_eq!(mtime(&link, true).unwrap(), after);
+        assert_eq!(mtime(&target, false).unwrap(), target_before);
+        // Following the link touches the target.
+        let (_, after) = touch(&link, false, later + Duration::from_secs(10)).unwrap();
+        assert_eq!(mtime(&target, false).unwrap(), after);
+    }
+}

@@ -1,0 +1,284 @@
+//! The incident log: JSON lines, append-only, each record fsync'd before the next step.
+//!
+//! This module owns the wire format (its own serde types, versioned by `schema`; fields are
+//! added, never renamed) and the writer and reader. The writer opens the file for each
+//! record, so logrotate's rename and a fixed permission problem are picked up without a
+//! restart. It does not decide what to record.
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+
+pub const SCHEMA: u32 = 1;
+
+/// One line of the incident log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    #[serde(default = "default_schema")]
+    pub schema: u32,
+    /// RFC 3339, UTC.
+    pub ts: String,
+    pub incident: String,
+    pub vassal: String,
+    pub config: PathBuf,
+    #[serde(flatten)]
+    pub event: Event,
+}
+
+fn default_schema() -> u32 {
+    SCHEMA
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    Detected(Detected),
+    Action(Action),
+    Outcome(Outcome),
+    Suppressed(Suppressed),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Detected {
+    pub pid: i32,
+    pub role: Role,
+    pub fds: u64,
+    pub limit: u64,
+    pub usage: f64,
+    pub rule: String,
+    pub top: Vec<Target>,
+    pub by_kind: BTreeMap<String, u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Master,
+    Worker,
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Role::Master => "master",
+            Role::Worker => "worker",
+        })
+    }
+}
+
+/// One group of open fds that share a target.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Target {
+    pub target: String,
+    pub kind: String,
+    pub count: u64,
+    /// Change since the warden first saw the process; absent when no per-target baseline
+    /// was kept (large processes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub growth: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Action {
+    pub action: String,
+    pub path: PathBuf,
+    pub mtime_before: Option<String>,
+    pub mtime_after: Option<String>,
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutcomeResult {
+    Recovered,
+    NotRecovered,
+    Vanished,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Outcome {
+    pub result: OutcomeResult,
+    /// The highest fd count among the vassal's processes when the outcome was decided.
+    pub fds_after: Option<u64>,
+    pub seconds: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Suppressed {
+    pub reason: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+/// RFC 3339 in UTC, whole seconds.
+#[must_use]
+pub fn timestamp(t: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+/// RFC 3339 in UTC with nanoseconds, for mtimes (the Emperor compares whole seconds, and
+/// the record must show exactly what the file had).
+#[must_use]
+pub fn timestamp_precise(t: SystemTime) -> String {
+    humantime::format_rfc3339_nanos(t).to_string()
+}
+
+pub fn parse_timestamp(s: &str) -> Option<SystemTime> {
+    humantime::parse_rfc3339_weak(s).ok()
+}
+
+/// Why a record could not be written. The caller must not take the step the record was
+/// meant to precede.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "cannot write the incident log {path}: {source}; make its directory writable by the warden or set `audit-log` in warden.ini"
+)]
+pub struct WriteError {
+    pub path: PathBuf,
+    #[source]
+    pub source: std::io::Error,
+}
+
+/// Appends records to the incident log.
+#[derive(Debug, Clone)]
+pub struct AuditLog {
+    path: PathBuf,
+}
+
+impl AuditLog {
+    #[must_use]
+    pub fn new(path: PathBuf) -> Self {
+        AuditLog { path }
+    }
+
+    #[must_use]
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Writes one record and fsyncs it before returning.
+    pub fn append(&self, record: &Record) -> Result<(), WriteError> {
+        let wrap = |source| WriteError {
+            path: self.path.clone(),
+            source,
+        };
+        let mut line = serde_json::to_vec(record).map_err(|e| wrap(e.into()))?;
+        line.push(b'\n');
+        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(wrap)?;
+        }
+        let mut f = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)
+            .map_err(wrap)?;
+        // One write(2) of the whole line: O_APPEND keeps concurrent writers' lines whole.
+        f.write_all(&line).map_err(wrap)?;
+        f.sync_data().map_err(wrap)?;
+        Ok(())
+    }
+}
+
+/// A line of the log that could not be read, with its number.
+#[derive(Debug)]
+pub struct BadLine {
+    pub line: usize,
+    pub message: String,
+}
+
+/// Reads every record of the log. Bad lines (a torn last line after a crash, say) are
+/// returned apart and do not stop the reading.
+pub fn read_log(path: &Path) -> std::io::Result<(Vec<Record>, Vec<BadLine>)> {
+    let f = File::open(path)?;
+    let mut records = Vec::new();
+    let mut bad = Vec::new();
+    for (i, line) in BufReader::new(f).lines().enumerate() {
+        let line = line?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        match serde_json::from_str::<Record>(&line) {
+            Ok(r) => records.push(r),
+            Err(e) => bad.push(BadLine {
+                line: i + 1,
+                message: e.to_string(),
+            }),
+        }
+    }
+    Ok((records, bad))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SAMPLES: &str = include_str!("../tests/data/incidents-v1.jsonl");
+
+    #[test]
+    fn checked_in_samples_round_trip() {
+        for line in SAMPLES.lines().filter(|l| !l.is_empty()) {
+            let r: Record = serde_json::from_str(line).unwrap();
+            let back = serde_json::to_string(&r).unwrap();
+            let a: serde_json::Value = serde_json::from_str(line).unwrap();
+            let b: serde_json::Value = serde_json::from_str(&back).unwrap();
+            assert_eq!(a, b, "round trip changed {line}");
+        }
+    }
+
+    #[test]
+    fn append_then_read_back_and_torn_lines_are_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/incidents.jsonl");
+        let log = AuditLog::new(path.clone());
+        let r = Record {
+            schema: SCHEMA,
+            ts: timestamp(SystemTime::now()),
+            incident: "i1".into(),
+            vassal: "a.ini".into(),
+            config: "/v/a.ini".into(),
+            event: Event::Suppressed(Suppressed {
+                reason: "cooldown".into(),
+                detail: None,
+            }),
+        };
+        log.append(&r).unwrap();
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(b"{\"ts\": \"tor")
+            .unwrap();
+        let (records, bad) = read_log(&path).unwrap();
+        assert_eq!(records, vec![r]);
+        assert_eq!(bad.len(), 1);
+        assert_eq!(bad[0].line, 2);
+    }
+
+    #[test]
+    fn unwritable_log_error_names_the_file() {
+        let log = AuditLog::new(PathBuf::from("/proc/vassal-warden-test/incidents.jsonl"));
+        let r = Record {
+            schema: SCHEMA,
+            ts: "2026-01-01T00:00:00Z".into(),
+            incident: "i".into(),
+            vassal: "a.ini".into(),
+            config: "/v/a.ini".into(),
+            event: Event::Suppressed(Suppressed {
+                reason: "cooldown".into(),
+                detail: None,
+            }),
+        };
+        let e = log.append(&r).unwrap_err().to_string();
+        assert!(
+            e.contains("/proc/vassal-warden-test/incidents.jsonl"),
+            "{e}"
+        );
+        assert!(e.contains("audit-log"), "{e}");
+    }
+}

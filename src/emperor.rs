@@ -1,0 +1,390 @@
+//! Finding the running uWSGI Emperors and the vassal files they watch.
+//!
+//! This module owns reading an Emperor's settings from its command line and the config
+//! file it names (`--emperor`, `emperor =` in `--ini FILE`, `emperor-nofollow`,
+//! `emperor-stats`, `emperor-freq`, `emperor-tyrant`), recognising Debian's two-process
+//! layout (an Emperor started with `master = true` shows the same command line twice; the
+//! vassal masters are children of the second), and listing the vassal files of a
+//! directory or glob under the names the Emperor gives them. It never signals anything.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use crate::procs;
+use crate::uwsgi_ini::{self, VassalIni};
+
+/// Where an Emperor (or the warden's config) takes vassal files from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// A directory: vassals are named by file name.
+    Dir(PathBuf),
+    /// A glob: vassals are named by the path the glob produced.
+    Glob(String),
+}
+
+impl Source {
+    /// Parses an `emperor =` value or a warden `vassals =` value. Relative paths are taken
+    /// from `base`. Monitors that are not files (`zmq://`, `pg://`, ...) are not sources.
+    #[must_use]
+    pub fn parse(value: &str, base: &Path) -> Option<Source> {
+        if value.contains("://") {
+            return None;
+        }
+        let abs = if Path::new(value).is_absolute() {
+            value.to_owned()
+        } else {
+            base.join(value).to_string_lossy().into_owned()
+        };
+        if value.contains(['*', '?', '[']) {
+            Some(Source::Glob(abs))
+        } else {
+            let p = PathBuf::from(&abs);
+            Some(Source::Dir(std::fs::canonicalize(&p).unwrap_or(p)))
+        }
+    }
+
+    /// True when both name the same place (directories compared after resolving links).
+    #[must_use]
+    pub fn same_as(&self, other: &Source) -> bool {
+        self == other
+    }
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::Dir(d) => write!(f, "{}", d.display()),
+            Source::Glob(g) => f.write_str(g),
+        }
+    }
+}
+
+/// The file extensions the Emperor's directory monitor starts vassals from.
+const VASSAL_EXTENSIONS: [&str; 6] = ["ini", "xml", "yml", "yaml", "js", "json"];
+
+/// One vassal file as the Emperor names it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct VassalFile {
+    /// The Emperor's name for it (file name, or the glob's path).
+    pub name: String,
+    /// Its absolute path (not resolved: it may be a symlink).
+    pub path: PathBuf,
+}
+
+/// Lists the vassal files of `source`, sorted by name.
+#[must_use]
+pub fn list_vassals(source: &Source) -> Vec<VassalFile> {
+    let mut out = Vec::new();
+    match source {
+        Source::Dir(dir) => {
+            let Ok(entries) = std::fs::read_dir(dir) else {
+                return out;
+            };
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let is_vassal = Path::new(&name)
+                    .extension()
+                    .and_then(|x| x.to_str())
+                    .is_some_and(|x| VASSAL_EXTENSIONS.contains(&x));
+                // Editors' temporary files (`.x.ini.swp`, `x.ini~`) do not end in an
+                // extension the Emperor takes, and hidden files are skipped by it too.
+                if is_vassal && !name.starts_with('.') {
+                    out.push(VassalFile {
+                        name,
+                        path: dir.join(e.file_name()),
+                    });
+                }
+            }
+        }
+        Source::Glob(pattern) => {
+            if let Ok(paths) = glob::glob(pattern) {
+                for p in paths.flatten() {
+                    out.push(VassalFile {
+                        name: p.to_string_lossy().into_owned(),
+                        path: p,
+                    });
+                }
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// A running Emperor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Emperor {
+    /// The process whose children are the vassal masters.
+    pub pid: i32,
+    pub start_time: u64,
+    /// Debian's layout: the Emperor's own master, with the same command line, above it.
+    pub master_pid: Option<i32>,
+    pub cmdline: Vec<String>,
+    /// The config file its command line names, if any.
+    pub config_file: Option<PathBuf>,
+    pub sources: Vec<Source>,
+    pub nofollow: bool,
+    pub stats: Option<String>,
+    pub freq: Option<u32>,
+    pub tyrant: bool,
+}
+
+impl Emperor {
+    #[must_use]
+    pub fn is_running(&self) -> bool {
+        procs::is_same_process(procs::ProcId {
+            pid: self.pid,
+            start_time: self.start_time,
+        })
+    }
+
+    #[must_use]
+    pub fn watches(&self, source: &Source) -> bool {
+        self.sources.iter().any(|s| s.same_as(source))
+    }
+}
+
+/// Options of a uWSGI command line, `--key value` or `--key=value`; a flag has no value.
+fn cmdline_options(args: &[String]) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut i = 1;
+    while i < args.len() {
+        let a = &args[i];
+        i += 1;
+        let Some(opt) = a.strip_prefix("--") else {
+            continue;
+        };
+        if let Some((k, v)) = opt.split_once('=') {
+            out.push((k.to_owned(), v.to_owned()));
+        } else if i < args.len() && !args[i].starts_with('-') {
+            out.push((opt.to_owned(), args[i].clone()));
+            i += 1;
+        } else {
+            out.push((opt.to_owned(), String::new()));
+        }
+    }
+    out
+}
+
+/// Resolves a path from a process's command line: relative paths are relative to where it
+/// was started, which is `$PWD` of its environment when a shell started it, else its cwd.
+fn resolve_for(pid: i32, p: &str) -> PathBuf {
+    let path = Path::new(p);
+    if path.is_absolute() {
+        return path.to_owned();
+    }
+    let mut bases = Vec::new();
+    if let Some(pwd) = procs::environ_var(pid, "PWD") {
+        bases.push(PathBuf::from(pwd));
+    }
+    if let Ok(cwd) = std::fs::read_link(procs::proc_path(pid, "cwd")) {
+        bases.push(cwd);
+    }
+    bases
+        .iter()
+        .map(|b| b.join(path))
+        .find(|c| c.exists())
+        .unwrap_or_else(|| path.to_owned())
+}
+
+fn base_dir(pid: i32) -> PathBuf {
+    procs::environ_var(pid, "PWD")
+        .map(PathBuf::from)
+        .or_else(|| std::fs::read_link(procs::proc_path(pid, "cwd")).ok())
+        .unwrap_or_else(|| PathBuf::from("/"))
+}
+
+/// Reads an Emperor's settings from a process's command line (and the ini it names).
+/// `None` when the process is not an Emperor.
+fn emperor_settings(pid: i32, args: &[String]) -> Option<Emperor> {
+    let argv0 = Path::new(args.first()?).file_name()?.to_str()?;
+    if !argv0.starts_with("uwsgi") {
+        return None;
+    }
+    let mut opts: Vec<(String, String)> = Vec::new();
+    let mut config_file = None;
+    let mut ini_base = None;
+    for (k, v) in cmdline_options(args) {
+        if k == "ini" {
+            // `file.ini:section` names a section.
+            let (file, section) = match v.rsplit_once(':') {
+                Some((f, s)) if !f.is_empty() && !s.contains('/') => (f, s),
+                _ => (v.as_str(), "uwsgi"),
+            };
+            let path = resolve_for(pid, file);
+            if let Ok(text) = std::fs::read_to_string(&path)
+                && let Ok(ini) = VassalIni::parse(&path, &text, section)
+            {
+                ini_base = path.parent().map(Path::to_owned);
+                opts.extend(ini.options);
+                config_file = Some(path);
+            }
+        } else {
+            opts.push((k, v));
+        }
+    }
+    let get = |key: &str| {
+        opts.iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
+    };
+    let flag = |key: &str| {
+        opts.iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .is_some_and(|(_, v)| !matches!(v.as_str(), "0" | "false" | "no" | "off"))
+    };
+    let base = base_dir(pid);
+    let sources: Vec<Source> = opts
+        .iter()
+        .filter(|(k, _)| k == "emperor")
+        .filter_map(|(_, v)| Source::parse(v, ini_base.as_deref().unwrap_or(&base)))
+        .collect();
+    if !opts.iter().any(|(k, _)| k == "emperor") {
+        return None;
+    }
+    let start_time = procs::stat(pid)?.start_time;
+    Some(Emperor {
+        pid,
+        start_time,
+        master_pid: None,
+        cmdline: args.to_vec(),
+        config_file,
+        sources,
+        nofollow: flag("emperor-nofollow"),
+        stats: get("emperor-stats").or_else(|| get("emperor-stats-server")),
+        freq: get("emperor-freq").and_then(|v| v.parse().ok()),
+        tyrant: flag("emperor-tyrant"),
+    })
+}
+
+/// Finds every running Emperor on the host.
+#[must_use]
+pub fn discover() -> Vec<Emperor> {
+    let mut found: HashMap<i32, Emperor> = HashMap::new();
+    let mut parents: HashMap<i32, i32> = HashMap::new();
+    for pid in procs::all_pids() {
+        let Some(args) = procs::cmdline(pid) else {
+            continue;
+        };
+        // Cheap filter before any file is read: only uWSGI binaries.
+        let is_uwsgi = args
+            .first()
+            .and_then(|a| Path::new(a).file_name())
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with("uwsgi"));
+        if !is_uwsgi {
+            continue;
+        }
+        if let Some(e) = emperor_settings(pid, &args) {
+            if let Some(s) = procs::stat(pid) {
+                parents.insert(pid, s.ppid);
+            }
+            found.insert(pid, e);
+        }
+    }
+    // Debian's layout: a child with its parent's command line is the Emperor proper.
+    let pids: Vec<i32> = found.keys().copied().collect();
+    for pid in pids {
+        let Some(&ppid) = parents.get(&pid) else {
+            continue;
+        };
+        let same = found
+            .get(&ppid)
+            .zip(found.get(&pid))
+            .is_some_and(|(p, c)| p.cmdline == c.cmdline);
+        if same {
+            found.remove(&ppid);
+            if let Some(e) = found.get_mut(&pid) {
+                e.master_pid = Some(ppid);
+            }
+        }
+    }
+    let mut out: Vec<Emperor> = found.into_values().collect();
+    out.sort_by_key(|e| e.pid);
+    out
+}
+
+/// The default when nothing is configured and no Emperor runs: Debian's directory.
+#[must_use]
+pub fn default_source() -> Source {
+    Source::parse(crate::config::DEFAULT_VASSALS, Path::new("/"))
+        .unwrap_or(Source::Dir(PathBuf::from(crate::config::DEFAULT_VASSALS)))
+}
+
+/// Reads a vassal file the way uWSGI would, for the `--ini` case; other formats are only
+/// checked to be readable and non-empty (the warden does not parse them).
+pub fn read_vassal(path: &Path) -> Result<VassalIni, uwsgi_ini::IniError> {
+    let is_ini = path.extension().and_then(|x| x.to_str()) == Some("ini");
+    if is_ini {
+        return VassalIni::read(path);
+    }
+    match std::fs::metadata(path) {
+        Ok(m) if m.len() > 0 => Ok(VassalIni::default()),
+        Ok(_) => Err(uwsgi_ini::IniError {
+            path: path.to_owned(),
+            line: None,
+            message: "empty vassal file: uWSGI would start nothing from it".into(),
+        }),
+        Err(e) => Err(uwsgi_ini::IniError {
+            path: path.to_owned(),
+            line: None,
+            message: format!("cannot read it ({e}); fix its permissions or remove it"),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(s: &str) -> Vec<String> {
+        s.split(' ').map(str::to_owned).collect()
+    }
+
+    #[test]
+    fn command_line_options_with_and_without_equals() {
+        let o = cmdline_options(&args(
+            "uwsgi --emperor /v --emperor-nofollow --emperor-stats=/s.sock --master",
+        ));
+        assert_eq!(
+            o,
+            vec![
+                ("emperor".into(), "/v".into()),
+                ("emperor-nofollow".into(), String::new()),
+                ("emperor-stats".into(), "/s.sock".into()),
+                ("master".into(), String::new()),
+            ]
+        );
+    }
+
+    #[test]
+    fn sources_dir_glob_and_monitor() {
+        assert_eq!(
+            Source::parse("/x/*.ini", Path::new("/")),
+            Some(Source::Glob("/x/*.ini".into()))
+        );
+        assert_eq!(
+            Source::parse("vassals", Path::new("/nonexistent")),
+            Some(Source::Dir("/nonexistent/vassals".into()))
+        );
+        assert_eq!(
+            Source::parse("zmq://tcp://127.0.0.1:5250", Path::new("/")),
+            None
+        );
+    }
+
+    #[test]
+    fn listing_a_directory_keeps_vassal_extensions_only() {
+        let d = tempfile::tempdir().unwrap();
+        for f in ["a.ini", "b.xml", "c.ini.swp", ".d.ini", "e.txt", "f.yaml"] {
+            std::fs::write(d.path().join(f), "[uwsgi]\n").unwrap();
+        }
+        let names: Vec<String> = list_vassals(&Source::Dir(d.path().to_owned()))
+            .into_iter()
+            .map(|v| v.name)
+            .collect();
+        assert_eq!(names, ["a.ini", "b.xml", "f.yaml"]);
+    }
+}

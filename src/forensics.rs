@@ -1,0 +1,505 @@
+//! Forensics: what a process holds open, named and grouped the way a person would.
+//!
+//! This module owns reading `/proc/PID/fd` (readdir + readlinkat, one syscall per fd),
+//! classifying each target (file, deleted file, directory, device, socket, pipe, anon
+//! inode, memfd), resolving sockets through `/proc/PID/net/*` (tcp/udp by remote endpoint
+//! and state, unix by bound path, netlink), grouping by target with counts, and growth
+//! against a baseline taken when the warden first saw the process. An fd that closes while
+//! it is read is skipped, not an error. It decides nothing and writes nothing.
+
+use std::collections::{BTreeMap, HashMap};
+use std::ffi::CString;
+use std::io;
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use rustix::fs::{Dir, Mode, OFlags};
+
+use crate::audit::Target;
+
+/// The kind of one open fd.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kind {
+    File,
+    Deleted,
+    Directory,
+    Device,
+    Socket,
+    Pipe,
+    AnonInode,
+    Memfd,
+    Other,
+}
+
+impl Kind {
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::File => "file",
+            Kind::Deleted => "deleted",
+            Kind::Directory => "directory",
+            Kind::Device => "device",
+            Kind::Socket => "socket",
+            Kind::Pipe => "pipe",
+            Kind::AnonInode => "anon_inode",
+            Kind::Memfd => "memfd",
+            Kind::Other => "other",
+        }
+    }
+}
+
+/// Classifies a link target of `/proc/PID/fd/N` from its text alone (see proc(5)). Files
+/// that are really directories or devices are refined by `refine_path_kind`.
+#[must_use]
+pub fn classify(target: &str) -> Kind {
+    if target.starts_with("socket:[") {
+        Kind::Socket
+    } else if target.starts_with("pipe:[") {
+        Kind::Pipe
+    } else if target.starts_with("anon_inode:") {
+        Kind::AnonInode
+    } else if target.starts_with("/memfd:") {
+        Kind::Memfd
+    } else if target.starts_with('/') {
+        if target.ends_with(" (deleted)") {
+            Kind::Deleted
+        } else if target.starts_with("/dev/") && !target.starts_with("/dev/shm/") {
+            Kind::Device
+        } else {
+            Kind::File
+        }
+    } else {
+        Kind::Other
+    }
+}
+
+/// A path target is a directory or a device only if `stat` says so. Called for the few
+/// targets that make the report, not for every fd.
+fn refine_path_kind(kind: Kind, target: &str) -> Kind {
+    if kind != Kind::File && kind != Kind::Device {
+        return kind;
+    }
+    match rustix::fs::stat(target) {
+        Ok(st) => match rustix::fs::FileType::from_raw_mode(st.st_mode) {
+            rustix::fs::FileType::Directory => Kind::Directory,
+            rustix::fs::FileType::CharacterDevice | rustix::fs::FileType::BlockDevice => {
+                Kind::Device
+            }
+            rustix::fs::FileType::Fifo => Kind::Pipe,
+            _ => Kind::File,
+        },
+        Err(_) => kind,
+    }
+}
+
+/// One open fd: its number and link target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenFd {
+    pub fd: u32,
+    pub target: String,
+}
+
+/// Reads every fd of `pid` with one readdir pass and one readlinkat per entry.
+pub fn read_fds(pid: i32) -> io::Result<Vec<OpenFd>> {
+    let path = CString::new(format!("/proc/{pid}/fd")).unwrap_or_default();
+    let dir = rustix::fs::open(
+        path.as_c_str(),
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let mut out = Vec::new();
+    for entry in Dir::read_from(&dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some(fd) = std::str::from_utf8(name.to_bytes())
+            .ok()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        match rustix::fs::readlinkat(&dir, name, Vec::with_capacity(64)) {
+            Ok(t) => out.push(OpenFd {
+                fd,
+                target: String::from_utf8_lossy(t.as_bytes()).into_owned(),
+            }),
+            // Closed since readdir saw it.
+            Err(rustix::io::Errno::NOENT) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(out)
+}
+
+/// What sockets of one network namespace are, by inode.
+#[derive(Debug, Default)]
+pub struct SocketTable {
+    by_inode: HashMap<u64, String>,
+}
+
+const TCP_STATES: [&str; 12] = [
+    "UNKNOWN",
+    "ESTABLISHED",
+    "SYN_SENT",
+    "SYN_RECV",
+    "FIN_WAIT1",
+    "FIN_WAIT2",
+    "TIME_WAIT",
+    "CLOSE",
+    "CLOSE_WAIT",
+    "LAST_ACK",
+    "LISTEN",
+    "CLOSING",
+];
+
+impl SocketTable {
+    /// Reads `/proc/PID/net/{tcp,tcp6,udp,udp6,unix,netlink}`. Missing tables are skipped.
+    #[must_use]
+    pub fn read(pid: i32) -> SocketTable {
+        let mut t = SocketTable::default();
+        for (file, proto) in [
+            ("tcp", "tcp"),
+            ("tcp6", "tcp6"),
+            ("udp", "udp"),
+            ("udp6", "udp6"),
+        ] {
+            if let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/net/{file}")) {
+                t.add_inet(&text, proto);
+            }
+        }
+        if let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/net/unix")) {
+            t.add_unix(&text);
+        }
+        if let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/net/netlink")) {
+            t.add_netlink(&text);
+        }
+        t
+    }
+
+    fn add_inet(&mut self, text: &str, proto: &str) {
+        let udp = proto.starts_with("udp");
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_ascii_whitespace().collect();
+            if f.len() < 10 {
+                continue;
+            }
+            let (Some(local), Some(remote), Ok(st), Ok(inode)) = (
+                parse_endpoint(f[1]),
+                parse_endpoint(f[2]),
+                u8::from_str_radix(f[3], 16),
+                f[9].parse::<u64>(),
+            ) else {
+                continue;
+            };
+            if inode == 0 {
+                continue;
+            }
+            let remote_unset = remote.ends_with(":0");
+            let label = if udp {
+                if remote_unset {
+                    format!("{proto} {local}")
+                } else {
+                    format!("{proto} → {remote}")
+                }
+            } else if st == 0x0A {
+                format!("{proto} listen {local}")
+            } else {
+                let state = TCP_STATES
+                    .get(usize::from(st))
+                    .copied()
+                    .unwrap_or("UNKNOWN");
+                format!("{proto} → {remote} {state}")
+            };
+            self.by_inode.insert(inode, label);
+        }
+    }
+
+    fn add_unix(&mut self, text: &str) {
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_ascii_whitespace().collect();
+            if f.len() < 7 {
+                continue;
+            }
+            let Ok(inode) = f[6].parse::<u64>() else {
+                continue;
+            };
+            let ty = match f[4] {
+                "0002" => "unix-dgram",
+                "0005" => "unix-seqpacket",
+                _ => "unix",
+            };
+            let label = match f.get(7) {
+                Some(path) => format!("{ty} {path}"),
+                None => format!("{ty} (unnamed)"),
+            };
+            self.by_inode.insert(inode, label);
+        }
+    }
+
+    fn add_netlink(&mut self, text: &str) {
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_ascii_whitespace().collect();
+            if let Some(Ok(inode)) = f.get(9).map(|s| s.parse::<u64>()) {
+                let proto = f.get(1).copied().unwrap_or("?");
+                self.by_inode
+                    .insert(inode, format!("netlink proto {proto}"));
+            }
+        }
+    }
+
+    /// The label of `socket:[INODE]`, if the tables know it.
+    #[must_use]
+    pub fn label(&self, target: &str) -> Option<&str> {
+        let inode = target
+            .strip_prefix("socket:[")?
+            .strip_suffix(']')?
+            .parse()
+            .ok()?;
+        self.by_inode.get(&inode).map(String::as_str)
+    }
+}
+
+/// `0100007F:1F90` → `127.0.0.1:8080`; 32 hex digits for IPv6.
+fn parse_endpoint(s: &str) -> Option<String> {
+    let (addr, port) = s.split_once(':')?;
+    let port = u16::from_str_radix(port, 16).ok()?;
+    match addr.len() {
+        8 => {
+            let n = u32::from_str_radix(addr, 16).ok()?;
+            Some(format!("{}:{port}", Ipv4Addr::from(n.swap_bytes())))
+        }
+        32 => {
+            let mut bytes = [0u8; 16];
+            for (i, chunk) in bytes.chunks_mut(4).enumerate() {
+                let word = u32::from_str_radix(&addr[i * 8..i * 8 + 8], 16).ok()?;
+                chunk.copy_from_slice(&word.swap_bytes().to_be_bytes());
+            }
+            let ip = Ipv6Addr::from(bytes);
+            match ip.to_ipv4_mapped() {
+                Some(v4) => Some(format!("{v4}:{port}")),
+                None => Some(format!("[{ip}]:{port}")),
+            }
+        }
+        _ => None,
+    }
+}
+
+/// Counts per group label, the cheap summary kept as a baseline.
+pub type Counts = HashMap<String, u64>;
+
+/// Groups fds by label: sockets by what they are (remote endpoint and state), everything
+/// else by its link target.
+pub fn group<'a>(
+    fds: &'a [OpenFd],
+    sockets: Option<&'a SocketTable>,
+) -> HashMap<&'a str, (Kind, u64)> {
+    let mut groups: HashMap<&str, (Kind, u64)> = HashMap::new();
+    for f in fds {
+        let kind = classify(&f.target);
+        let label = match (kind, sockets) {
+            (Kind::Socket, Some(t)) => t.label(&f.target).unwrap_or(&f.target),
+            _ => f.target.as_str(),
+        };
+        groups.entry(label).or_insert((kind, 0)).1 += 1;
+    }
+    groups
+}
+
+/// The baseline of a process: its fd count, and per-label counts when it is small enough
+/// for that to be cheap.
+#[derive(Debug, Clone, Default)]
+pub struct Baseline {
+    pub fds: u64,
+    pub counts: Option<Counts>,
+}
+
+/// Processes with at most this many fds get a per-target baseline.
+pub const BASELINE_MAX_FDS: u64 = 512;
+
+impl Baseline {
+    /// Takes a baseline of `pid`, given its current count.
+    #[must_use]
+    pub fn take(pid: i32, fds: u64) -> Baseline {
+        if fds > BASELINE_MAX_FDS {
+            return Baseline { fds, counts: None };
+        }
+        let Ok(open) = read_fds(pid) else {
+            return Baseline { fds, counts: None };
+        };
+        let sockets = SocketTable::read(pid);
+        let counts = group(&open, Some(&sockets))
+            .into_iter()
+            .map(|(k, (_, n))| (k.to_owned(), n))
+            .collect();
+        Baseline {
+            fds: open.len() as u64,
+            counts: Some(counts),
+        }
+    }
+}
+
+/// The grouped report of one process.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Report {
+    pub pid: i32,
+    pub fds: u64,
+    pub top: Vec<Target>,
+    pub by_kind: BTreeMap<String, u64>,
+    /// fds opened since the baseline (negative: closed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub growth: Option<i64>,
+}
+
+/// Reads, names and groups every fd of `pid`, keeping the `top` largest groups.
+pub fn report(pid: i32, top: usize, baseline: Option<&Baseline>) -> io::Result<Report> {
+    let open = read_fds(pid)?;
+    let has_sockets = open.iter().any(|f| f.target.starts_with("socket:["));
+    let sockets = has_sockets.then(|| SocketTable::read(pid));
+    Ok(summarize(pid, &open, sockets.as_ref(), top, baseline))
+}
+
+/// The pure part of `report`: grouping, ranking, growth.
+#[must_use]
+pub fn summarize(
+    pid: i32,
+    open: &[OpenFd],
+    sockets: Option<&SocketTable>,
+    top: usize,
+    baseline: Option<&Baseline>,
+) -> Report {
+    let groups = group(open, sockets);
+    let mut by_kind: BTreeMap<String, u64> = BTreeMap::new();
+    for f in open {
+        *by_kind
+            .entry(classify(&f.target).as_str().to_owned())
+            .or_default() += 1;
+    }
+    let base_counts = baseline.and_then(|b| b.counts.as_ref());
+    let growth_of = |label: &str, n: u64| -> Option<i64> {
+        let before = base_counts?.get(label).copied().unwrap_or(0);
+        #[allow(clippy::cast_possible_wrap)]
+        Some(n as i64 - before as i64)
+    };
+    let mut ranked: Vec<(&str, Kind, u64)> =
+        groups.into_iter().map(|(l, (k, n))| (l, k, n)).collect();
+    // Largest first; among equals, the one that grew most, then by name for stable output.
+    ranked.sort_by(|a, b| {
+        b.2.cmp(&a.2)
+            .then_with(|| growth_of(b.0, b.2).cmp(&growth_of(a.0, a.2)))
+            .then_with(|| a.0.cmp(b.0))
+    });
+    let top = ranked
+        .into_iter()
+        .take(top)
+        .map(|(label, kind, count)| Target {
+            target: label.to_owned(),
+            kind: refine_path_kind(kind, label).as_str().to_owned(),
+            count,
+            growth: growth_of(label, count),
+        })
+        .collect();
+    #[allow(clippy::cast_possible_wrap)]
+    let growth = baseline.map(|b| open.len() as i64 - b.fds as i64);
+    Report {
+        pid,
+        fds: open.len() as u64,
+        top,
+        by_kind,
+        growth,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classification_by_target_text() {
+        assert_eq!(classify("/srv/app/static/cat.jpg"), Kind::File);
+        assert_eq!(classify("/tmp/x (deleted)"), Kind::Deleted);
+        assert_eq!(classify("/dev/null"), Kind::Device);
+        assert_eq!(classify("/dev/shm/x"), Kind::File);
+        assert_eq!(classify("socket:[123]"), Kind::Socket);
+        assert_eq!(classify("pipe:[9]"), Kind::Pipe);
+        assert_eq!(classify("anon_inode:[eventfd]"), Kind::AnonInode);
+        assert_eq!(classify("anon_inode:inotify"), Kind::AnonInode);
+        assert_eq!(classify("/memfd:jit (deleted)"), Kind::Memfd);
+        assert_eq!(classify("net:[4026531840]"), Kind::Other);
+    }
+
+    #[test]
+    fn endpoints_decode() {
+        assert_eq!(parse_endpoint("0100007F:1538").unwrap(), "127.0.0.1:5432");
+        assert_eq!(
+            parse_endpoint("0000000000000000FFFF00000100007F:0050").unwrap(),
+            "127.0.0.1:80"
+        );
+        assert_eq!(
+            parse_endpoint("00000000000000000000000001000000:1F90").unwrap(),
+            "[::1]:8080"
+        );
+    }
+
+    #[test]
+    fn tcp_sockets_group_by_remote_endpoint_and_state() {
+        let mut t = SocketTable::default();
+        t.add_inet(
+            "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n\
+             0: 0100007F:9C40 0100007F:1538 01 00000000:00000000 00:00000000 00000000  0 0 101 1\n\
+             1: 0100007F:9C41 0100007F:1538 01 00000000:00000000 00:00000000 00000000  0 0 102 1\n\
+             2: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000  0 0 103 1\n",
+            "tcp",
+        );
+        let fds: Vec<OpenFd> = [101, 102, 103]
+            .iter()
+            .enumerate()
+            .map(|(i, ino)| OpenFd {
+                fd: i as u32,
+                target: format!("socket:[{ino}]"),
+            })
+            .collect();
+        let r = summarize(1, &fds, Some(&t), 10, None);
+        assert_eq!(r.top[0].target, "tcp → 127.0.0.1:5432 ESTABLISHED");
+        assert_eq!(r.top[0].count, 2);
+        assert_eq!(r.top[1].target, "tcp listen 127.0.0.1:8080");
+        assert_eq!(r.by_kind["socket"], 3);
+    }
+
+    #[test]
+    fn growth_is_measured_against_the_baseline() {
+        let mk = |targets: &[&str]| -> Vec<OpenFd> {
+            targets
+                .iter()
+                .enumerate()
+                .map(|(i, t)| OpenFd {
+                    fd: i as u32,
+                    target: (*t).to_owned(),
+                })
+                .collect()
+        };
+        let before = mk(&["/dev/null", "/srv/big.db", "/srv/big.db", "/srv/big.db"]);
+        let base = Baseline {
+            fds: 4,
+            counts: Some(
+                group(&before, None)
+                    .into_iter()
+                    .map(|(k, (_, n))| (k.to_owned(), n))
+                    .collect(),
+            ),
+        };
+        let now = mk(&[
+            "/dev/null",
+            "/srv/big.db",
+            "/srv/big.db",
+            "/srv/big.db",
+            "/srv/cat.jpg",
+            "/srv/cat.jpg",
+            "/srv/cat.jpg",
+        ]);
+        let r = summarize(1, &now, None, 10, Some(&base));
+        // Equal counts: the one that grew ranks first.
+        assert_eq!(r.top[0].target, "/srv/cat.jpg");
+        assert_eq!(r.top[0].growth, Some(3));
+        assert_eq!(r.top[1].target, "/srv/big.db");
+        assert_eq!(r.top[1].growth, Some(0));
+        assert_eq!(r.growth, Some(3));
+    }
+}

@@ -1,0 +1,205 @@
+//! The inventory: which Emperors run, which vassal files they watch, and which processes
+//! belong to each vassal, refreshed on demand.
+//!
+//! This module owns turning the configuration and the discovered Emperors into the list
+//! of vassals the warden watches, re-reading a vassal file only when its mtime, size or
+//! inode changed, and mapping each vassal to its processes on every look. It is shared by
+//! the daemon and the one-shot commands (`status`, `fds`, `check`). It does not decide or
+//! act.
+
+use std::collections::{BTreeMap, HashMap};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use crate::config::{Config, Policy};
+use crate::emperor::{self, Emperor, Source, VassalFile};
+use crate::mapping::{self, EmperorView, Mapping, NameCache};
+use crate::uwsgi_ini::{IniError, VassalIni};
+
+/// Identity of a file's content for change detection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    mtime: SystemTime,
+    len: u64,
+    ino: u64,
+}
+
+fn stamp(path: &Path) -> Option<Stamp> {
+    let m = std::fs::metadata(path).ok()?;
+    Some(Stamp {
+        mtime: m.modified().ok()?,
+        len: m.len(),
+        ino: m.ino(),
+    })
+}
+
+/// One watched vassal.
+#[derive(Debug, Clone)]
+pub struct Vassal {
+    pub file: VassalFile,
+    /// Where it was found.
+    pub source: Source,
+    /// The PID of the Emperor that watches `source`, if one runs.
+    pub emperor: Option<i32>,
+    pub ini: Result<VassalIni, IniError>,
+    stamp: Option<Stamp>,
+    pub policy: Policy,
+    /// Problems in the vassal's own `[vassal-warden]` section.
+    pub policy_problems: Vec<String>,
+    pub mapping: Mapping,
+}
+
+/// Everything the warden currently knows about the host.
+#[derive(Debug, Default)]
+pub struct Inventory {
+    pub emperors: Vec<Emperor>,
+    /// Keyed by the vassal file's path.
+    pub vassals: BTreeMap<PathBuf, Vassal>,
+    /// Sources in use, and whether they came from the config or the Emperors.
+    pub sources: Vec<Source>,
+    pub sources_from: &'static str,
+    pub views: HashMap<i32, EmperorView>,
+    names: NameCache,
+}
+
+/// What changed in one refresh.
+#[derive(Debug, Default)]
+pub struct Changes {
+    pub added: Vec<PathBuf>,
+    pub removed: Vec<Vassal>,
+    pub reread: Vec<PathBuf>,
+}
+
+impl Inventory {
+    /// Re-discovers the Emperors and re-lists vassal files.
+    pub fn refresh(&mut self, cfg: &Config) -> Changes {
+        self.emperors = emperor::discover();
+        let (sources, from) = if cfg.vassals.is_empty() {
+            let mut s: Vec<Source> = Vec::new();
+            for e in &self.emperors {
+                for src in &e.sources {
+                    if !s.contains(src) {
+                        s.push(src.clone());
+                    }
+                }
+            }
+            if s.is_empty() {
+                (
+                    vec![emperor::default_source()],
+                    "default (no running Emperor found)",
+                )
+            } else {
+                (s, "running Emperors")
+            }
+        } else {
+            let s = cfg
+                .vassals
+                .iter()
+                .filter_map(|v| Source::parse(v, Path::new("/")))
+                .collect();
+            (s, "config")
+        };
+        self.sources = sources;
+        self.sources_from = from;
+
+        let mut seen: BTreeMap<PathBuf, (VassalFile, Source)> = BTreeMap::new();
+        for src in &self.sources {
+            for f in emperor::list_vassals(src) {
+                seen.entry(f.path.clone()).or_insert((f, src.clone()));
+            }
+        }
+        let mut changes = Changes::default();
+        let gone: Vec<PathBuf> = self
+            .vassals
+            .keys()
+            .filter(|k| !seen.contains_key(*k))
+            .cloned()
+            .collect();
+        for k in gone {
+            if let Some(v) = self.vassals.remove(&k) {
+                changes.removed.push(v);
+            }
+        }
+        for (path, (file, source)) in seen {
+            let emperor = self
+                .emperors
+                .iter()
+                .find(|e| e.watches(&source))
+                .map(|e| e.pid);
+            let st = stamp(&path);
+            match self.vassals.get_mut(&path) {
+                Some(v) if v.stamp == st => {
+                    v.emperor = emperor;
+                }
+                Some(v) => {
+                    v.ini = emperor::read_vassal(&path);
+                    v.stamp = st;
+                    v.emperor = emperor;
+                    (v.policy, v.policy_problems) = policy_of(cfg, &v.file.name, &v.ini);
+                    changes.reread.push(path);
+                }
+                None => {
+                    let ini = emperor::read_vassal(&path);
+                    let (policy, policy_problems) = policy_of(cfg, &file.name, &ini);
+                    self.vassals.insert(
+                        path.clone(),
+                        Vassal {
+                            file,
+                            source,
+                            emperor,
+                            ini,
+                            stamp: st,
+                            policy,
+                            policy_problems,
+                            mapping: Mapping::NoEmperor,
+                        },
+                    );
+                    changes.added.push(path);
+                }
+            }
+        }
+        changes
+    }
+
+    /// Looks at every Emperor and maps every vassal to its processes, now.
+    pub fn map_all(&mut self) {
+        let mut views = HashMap::new();
+        for e in &self.emperors {
+            views.insert(e.pid, mapping::observe(e, &mut self.names));
+        }
+        for v in self.vassals.values_mut() {
+            v.mapping = match v.emperor.and_then(|pid| views.get(&pid)) {
+                Some(view) => mapping::map_vassal(&v.file, v.ini.as_ref().ok(), view),
+                None => Mapping::NoEmperor,
+            };
+        }
+        let alive: Vec<_> = views
+            .values()
+            .flat_map(|v| v.children.iter().map(|(id, _)| *id))
+            .collect();
+        self.names.retain(|id| alive.contains(id));
+        self.views = views;
+    }
+
+    #[must_use]
+    pub fn emperor(&self, pid: i32) -> Option<&Emperor> {
+        self.emperors.iter().find(|e| e.pid == pid)
+    }
+
+    /// Finds a vassal by the Emperor's name for it, its file name, or its path.
+    #[must_use]
+    pub fn find(&self, name: &str) -> Option<&Vassal> {
+        self.vassals.values().find(|v| {
+            v.file.name == name
+                || v.file.path == Path::new(name)
+                || v.file.path.file_name().and_then(|f| f.to_str()) == Some(name)
+                || v.file.path.file_stem().and_then(|f| f.to_str()) == Some(name)
+        })
+    }
+}
+
+fn policy_of(cfg: &Config, name: &str, ini: &Result<VassalIni, IniError>) -> (Policy, Vec<String>) {
+    let own = ini.as_ref().map_or(&[][..], |i| i.warden.as_slice());
+    cfg.policy_for(name, own)
+}

@@ -1,0 +1,20 @@
+//! vassal-warden: keeps uWSGI Emperor vassals alive when their apps leak file descriptors.
+//!
+//! The data flow, one module per stage: `emperor` (find Emperors and vassal files) →
+//! `inventory` + `mapping` (vassal → PIDs) → `sample` (fd count, soft limit) → `policy`
+//! (pure decisions) → `forensics` (what leaks) → `audit` (record first) → `act` (touch) →
+//! verify (in `daemon`) → `audit`. See docs/ARCHITECTURE.md.
+
+pub mod act;
+pub mod audit;
+pub mod cli;
+pub mod config;
+pub mod daemon;
+pub mod emperor;
+pub mod forensics;
+pub mod inventory;
+pub mod mapping;
+pub mod policy;
+pub mod procs;
+pub mod sample;
+pub mod uwsgi_ini;

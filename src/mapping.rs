@@ -1,0 +1,259 @@
+//! Mapping a vassal file to its master and worker processes.
+//!
+//! This module owns the methods, tried in this order: the Emperor's stats server (ini name
+//! → master PID; survives rewritten process titles), the vassal's declared `pidfile` or
+//! `safe-pidfile` (checked to be a child of the Emperor), and the process tree (a child of
+//! the Emperor whose command line says `--ini NAME`). Workers are the master's children.
+//! It reads /proc and the stats socket; it never signals or writes.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::path::Path;
+use std::time::Duration;
+
+use crate::emperor::{Emperor, VassalFile};
+use crate::procs::{self, ProcId};
+use crate::uwsgi_ini::VassalIni;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Method {
+    EmperorStats,
+    Pidfile,
+    ProcessTree,
+}
+
+impl std::fmt::Display for Method {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Method::EmperorStats => "emperor-stats",
+            Method::Pidfile => "pidfile",
+            Method::ProcessTree => "process-tree",
+        })
+    }
+}
+
+/// The processes of one vassal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Procs {
+    pub master: ProcId,
+    pub workers: Vec<ProcId>,
+    pub method: Method,
+}
+
+impl Procs {
+    /// Master first, then workers.
+    pub fn all(&self) -> impl Iterator<Item = ProcId> + '_ {
+        std::iter::once(self.master).chain(self.workers.iter().copied())
+    }
+}
+
+/// What the mapping found for one vassal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mapping {
+    Running(Procs),
+    /// An on-demand vassal waiting for its first connection (stats PID -1).
+    Idle,
+    /// The Emperor runs but no master of this vassal was found (starting, throttled, or
+    /// broken).
+    NotRunning,
+    /// No running Emperor watches the vassal's directory or glob.
+    NoEmperor,
+}
+
+/// One look at an Emperor: its children and, when it has one, its stats.
+#[derive(Debug, Default)]
+pub struct EmperorView {
+    /// Children of the Emperor with the vassal name their command line gives, if any.
+    pub children: Vec<(ProcId, Option<String>)>,
+    pub stats: Option<HashMap<String, i32>>,
+    pub stats_error: Option<String>,
+}
+
+/// Caches the vassal name of each child by identity, so a command line is read once per
+/// process, not once per tick.
+#[derive(Debug, Default)]
+pub struct NameCache {
+    names: HashMap<ProcId, Option<String>>,
+}
+
+impl NameCache {
+    fn name(&mut self, id: ProcId) -> Option<String> {
+        self.names
+            .entry(id)
+            .or_insert_with(|| procs::cmdline(id.pid).and_then(|a| vassal_name_from_cmdline(&a)))
+            .clone()
+    }
+
+    pub fn retain(&mut self, alive: impl Fn(&ProcId) -> bool) {
+        self.names.retain(|k, _| alive(k));
+    }
+}
+
+/// The config a vassal master was started with: `--ini NAME` (or `--xml`, `--yaml`,
+/// `--json`, as the Emperor passes them).
+#[must_use]
+pub fn vassal_name_from_cmdline(args: &[String]) -> Option<String> {
+    let mut it = args.iter().skip(1);
+    while let Some(a) = it.next() {
+        for opt in ["--ini", "--xml", "--yaml", "--yml", "--json", "--js"] {
+            if a == opt {
+                return it.next().cloned();
+            }
+            if let Some(v) = a.strip_prefix(opt).and_then(|r| r.strip_prefix('=')) {
+                return Some(v.to_owned());
+            }
+        }
+    }
+    None
+}
+
+/// Looks at an Emperor now.
+pub fn observe(emperor: &Emperor, names: &mut NameCache) -> EmperorView {
+    let mut view = EmperorView::default();
+    for pid in procs::children(emperor.pid) {
+        if let Some(id) = procs::proc_id(pid) {
+            view.children.push((id, names.name(id)));
+        }
+    }
+    if let Some(addr) = &emperor.stats {
+        match query_stats(addr) {
+            Ok(json) => view.stats = Some(parse_emperor_stats(&json)),
+            Err(e) => {
+                view.stats_error = Some(format!(
+                    "cannot read the Emperor stats at {addr}: {e}; mapping falls back to the process tree"
+                ));
+            }
+        }
+    }
+    view
+}
+
+/// Ini name → master PID (-1 for an idle on-demand vassal) from `emperor-stats` JSON.
+#[must_use]
+pub fn parse_emperor_stats(json: &serde_json::Value) -> HashMap<String, i32> {
+    let mut out = HashMap::new();
+    if let Some(vassals) = json.get("vassals").and_then(|v| v.as_array()) {
+        for v in vassals {
+            let id = v.get("id").and_then(|x| x.as_str());
+            let pid = v.get("pid").and_then(serde_json::Value::as_i64);
+            if let (Some(id), Some(pid)) = (id, pid) {
+                out.insert(id.to_owned(), i32::try_from(pid).unwrap_or(-1));
+            }
+        }
+    }
+    out
+}
+
+/// Reads a uWSGI stats server (`/path.sock`, `HOST:PORT` or `:PORT`): connect, read JSON
+/// until EOF. Bounded by a one-second timeout so a stuck server cannot stall the loop.
+pub fn query_stats(addr: &str) -> std::io::Result<serde_json::Value> {
+    let timeout = Duration::from_secs(1);
+    let mut buf = Vec::new();
+    if addr.starts_with('/') || addr.starts_with('.') {
+        let mut s = std::os::unix::net::UnixStream::connect(addr)?;
+        s.set_read_timeout(Some(timeout))?;
+        s.read_to_end(&mut buf)?;
+    } else {
+        let host = if addr.starts_with(':') {
+            format!("127.0.0.1{addr}")
+        } else {
+            addr.to_owned()
+        };
+        let sa = std::net::ToSocketAddrs::to_socket_addrs(&host)?
+            .next()
+            .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "no address"))?;
+        let mut s = std::net::TcpStream::connect_timeout(&sa, timeout)?;
+        s.set_read_timeout(Some(timeout))?;
+        s.read_to_end(&mut buf)?;
+    }
+    serde_json::from_slice(&buf)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+}
+
+fn read_pidfile(path: &Path) -> Option<i32> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+/// Maps one vassal, given a fresh look at its Emperor.
+#[must_use]
+pub fn map_vassal(vassal: &VassalFile, ini: Option<&VassalIni>, view: &EmperorView) -> Mapping {
+    let is_child = |pid: i32| {
+        view.children
+            .iter()
+            .find(|(id, _)| id.pid == pid)
+            .map(|(id, _)| *id)
+    };
+    let found = |master: ProcId, method| {
+        let workers = procs::children(master.pid)
+            .into_iter()
+            .filter_map(procs::proc_id)
+            .collect();
+        Mapping::Running(Procs {
+            master,
+            workers,
+            method,
+        })
+    };
+    if let Some(stats) = &view.stats
+        && let Some(&pid) = stats.get(&vassal.name)
+    {
+        if pid < 0 {
+            return Mapping::Idle;
+        }
+        if let Some(id) = is_child(pid) {
+            return found(id, Method::EmperorStats);
+        }
+    }
+    if let Some(ini) = ini {
+        for key in ["safe-pidfile", "pidfile", "safe-pidfile2", "pidfile2"] {
+            if let Some(p) = ini.get(key)
+                && let Some(pid) = read_pidfile(Path::new(p))
+                && let Some(id) = is_child(pid)
+            {
+                return found(id, Method::Pidfile);
+            }
+        }
+    }
+    if let Some((id, _)) = view
+        .children
+        .iter()
+        .find(|(_, name)| name.as_deref() == Some(vassal.name.as_str()))
+    {
+        return found(*id, Method::ProcessTree);
+    }
+    Mapping::NotRunning
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(s: &str) -> Vec<String> {
+        s.split(' ').map(str::to_owned).collect()
+    }
+
+    #[test]
+    fn names_from_vassal_command_lines() {
+        assert_eq!(
+            vassal_name_from_cmdline(&args("/usr/bin/uwsgi-core --ini shop.ini")).as_deref(),
+            Some("shop.ini")
+        );
+        assert_eq!(
+            vassal_name_from_cmdline(&args("/usr/bin/uwsgi-core --yaml=api.yml")).as_deref(),
+            Some("api.yml")
+        );
+        assert_eq!(vassal_name_from_cmdline(&args("shop uWSGI worker 1")), None);
+    }
+
+    #[test]
+    fn emperor_stats_json() {
+        let j: serde_json::Value = serde_json::from_str(
+            r#"{"pid": 10, "vassals": [{"id": "a.ini", "pid": 42}, {"id": "od.ini", "pid": -1}]}"#,
+        )
+        .unwrap();
+        let m = parse_emperor_stats(&j);
+        assert_eq!(m["a.ini"], 42);
+        assert_eq!(m["od.ini"], -1);
+    }
+}

@@ -1,0 +1,173 @@
+//! Small, allocation-light readers of `/proc/PID/*` (see proc(5)).
+//!
+//! This module owns the parsing of `stat`, `cmdline`, `environ` and the `children` lists.
+//! It does not decide anything: a process that vanishes between two reads is normal here
+//! and surfaces as `None` or an empty list, never as a panic.
+
+use std::fs;
+use std::path::PathBuf;
+
+/// The part of `/proc/PID/stat` the warden needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stat {
+    pub pid: i32,
+    pub comm: String,
+    pub state: char,
+    pub ppid: i32,
+    /// Start time in clock ticks since boot (field 22). With the PID it identifies one
+    /// process for its whole life: a reused PID has a different start time.
+    pub start_time: u64,
+}
+
+/// A process as the warden identifies it: PID plus start time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ProcId {
+    pub pid: i32,
+    pub start_time: u64,
+}
+
+pub fn proc_path(pid: i32, file: &str) -> PathBuf {
+    PathBuf::from(format!("/proc/{pid}/{file}"))
+}
+
+/// Parses the text of `/proc/PID/stat`. `comm` may hold spaces and parentheses, so the
+/// fields after it are found from the last `)`.
+pub fn parse_stat(pid: i32, text: &str) -> Option<Stat> {
+    let open = text.find('(')?;
+    let close = text.rfind(')')?;
+    let comm = text.get(open + 1..close)?.to_owned();
+    let mut rest = text.get(close + 1..)?.split_ascii_whitespace();
+    let state = rest.next()?.chars().next()?;
+    let ppid = rest.next()?.parse().ok()?;
+    // After state and ppid, start_time is field 22, i.e. 18 fields further on.
+    let start_time = rest.nth(17)?.parse().ok()?;
+    Some(Stat {
+        pid,
+        comm,
+        state,
+        ppid,
+        start_time,
+    })
+}
+
+pub fn stat(pid: i32) -> Option<Stat> {
+    let text = fs::read_to_string(proc_path(pid, "stat")).ok()?;
+    parse_stat(pid, &text)
+}
+
+/// The identity of a live process, or `None` when it is gone (or a zombie, which holds no
+/// fds and cannot be acted on).
+pub fn proc_id(pid: i32) -> Option<ProcId> {
+    let s = stat(pid)?;
+    if s.state == 'Z' || s.state == 'X' {
+        return None;
+    }
+    Some(ProcId {
+        pid,
+        start_time: s.start_time,
+    })
+}
+
+/// True when `id` still names the same live process.
+pub fn is_same_process(id: ProcId) -> bool {
+    proc_id(id.pid) == Some(id)
+}
+
+/// The NUL-separated argument vector. A rewritten process title (uWSGI `procname`) shows
+/// up as one argument with spaces; callers must not assume it names a file.
+pub fn cmdline(pid: i32) -> Option<Vec<String>> {
+    let raw = fs::read(proc_path(pid, "cmdline")).ok()?;
+    Some(split_nul(&raw))
+}
+
+fn split_nul(raw: &[u8]) -> Vec<String> {
+    raw.split(|b| *b == 0)
+        .filter(|s| !s.is_empty())
+        .map(|s| String::from_utf8_lossy(s).into_owned())
+        .collect()
+}
+
+/// One variable of the process's initial environment.
+pub fn environ_var(pid: i32, name: &str) -> Option<String> {
+    let raw = fs::read(proc_path(pid, "environ")).ok()?;
+    split_nul(&raw).into_iter().find_map(|kv| {
+        kv.strip_prefix(name)
+            .and_then(|rest| rest.strip_prefix('='))
+            .map(str::to_owned)
+    })
+}
+
+/// Every PID currently in /proc.
+pub fn all_pids() -> Vec<i32> {
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect()
+}
+
+/// The children of `pid`, from `/proc/PID/task/*/children` (one small read per thread),
+/// or, on kernels built without `CONFIG_PROC_CHILDREN`, by scanning every process's ppid.
+pub fn children(pid: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    let Ok(tasks) = fs::read_dir(proc_path(pid, "task")) else {
+        return out;
+    };
+    let mut supported = false;
+    for task in tasks.flatten() {
+        if let Ok(text) = fs::read_to_string(task.path().join("children")) {
+            supported = true;
+            out.extend(
+                text.split_ascii_whitespace()
+                    .filter_map(|p| p.parse::<i32>().ok()),
+            );
+        }
+    }
+    if !supported {
+        out = all_pids()
+            .into_iter()
+            .filter(|&p| stat(p).is_some_and(|s| s.ppid == pid))
+            .collect();
+    }
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+/// Clock ticks per second, to turn start times into seconds (`sysconf(_SC_CLK_TCK)`,
+/// which is 100 on every Linux ABI the warden targets).
+pub const CLOCK_TICKS: u64 = 100;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_with_spaces_and_parens_in_comm() {
+        let text = "1234 (a (b) c) S 1 1234 1234 0 -1 4194560 2727 214954 0 468 1 1 757 188 20 0 1 0 5119 5124096 902";
+        let s = parse_stat(1234, text).unwrap();
+        assert_eq!(s.comm, "a (b) c");
+        assert_eq!(s.state, 'S');
+        assert_eq!(s.ppid, 1);
+        assert_eq!(s.start_time, 5119);
+    }
+
+    #[test]
+    fn own_process_is_found_and_has_children_list() {
+        let me = std::process::id() as i32;
+        let id = proc_id(me).unwrap();
+        assert!(is_same_process(id));
+        assert!(!is_same_process(ProcId {
+            pid: me,
+            start_time: id.start_time + 1
+        }));
+        let mut child = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .unwrap();
+        let kids = children(me);
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(kids.contains(&(child.id() as i32)));
+    }
+}

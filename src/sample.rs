@@ -1,0 +1,179 @@
+//! Sampling: how many fds a process has open, and its soft `RLIMIT_NOFILE`.
+//!
+//! Counting uses the kernel's count in `stat("/proc/PID/fd").st_size` (Linux >= 6.2, one
+//! syscall, no allocation), and falls back to reading the directory when it is 0 (older
+//! kernels report 0). The soft limit comes from `/proc/PID/limits` (readable without
+//! privileges), cached per process identity and refreshed now and then because
+//! `prlimit(1)` can change it. Nothing here decides or writes.
+
+use std::collections::HashMap;
+use std::ffi::CString;
+use std::io;
+use std::time::{Duration, Instant};
+
+use rustix::fs::{Dir, Mode, OFlags};
+
+use crate::procs::ProcId;
+
+/// How long a cached soft limit is trusted.
+const LIMIT_TTL: Duration = Duration::from_secs(60);
+
+/// `/proc/PID/fd` as a C string, without going through `Path`.
+fn fd_dir(pid: i32) -> CString {
+    // A formatted integer never contains a NUL.
+    CString::new(format!("/proc/{pid}/fd")).unwrap_or_default()
+}
+
+/// The number of open fds of `pid`.
+pub fn fd_count(pid: i32) -> io::Result<u64> {
+    let path = fd_dir(pid);
+    let st = rustix::fs::stat(path.as_c_str())?;
+    #[allow(clippy::cast_sign_loss)]
+    let size = st.st_size as u64;
+    if size > 0 {
+        return Ok(size);
+    }
+    fd_count_readdir(pid)
+}
+
+/// Counts the entries of `/proc/PID/fd` one by one: the fallback, and the reference the
+/// fast path is checked against.
+pub fn fd_count_readdir(pid: i32) -> io::Result<u64> {
+    let fd = rustix::fs::open(
+        fd_dir(pid).as_c_str(),
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let mut n = 0;
+    for entry in Dir::read_from(&fd)? {
+        let entry = entry?;
+        if entry.file_name().to_bytes().first() != Some(&b'.') {
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+/// Parses the "Max open files" soft limit out of `/proc/PID/limits`. `unlimited` is
+/// `u64::MAX`.
+pub fn parse_soft_limit(text: &str) -> Option<u64> {
+    let line = text.lines().find(|l| l.starts_with("Max open files"))?;
+    let soft = line["Max open files".len()..]
+        .split_ascii_whitespace()
+        .next()?;
+    if soft == "unlimited" {
+        Some(u64::MAX)
+    } else {
+        soft.parse().ok()
+    }
+}
+
+pub fn soft_limit(pid: i32) -> io::Result<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/limits"))?;
+    parse_soft_limit(&text).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("/proc/{pid}/limits has no readable \"Max open files\" line"),
+        )
+    })
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sample {
+    pub fds: u64,
+    pub limit: u64,
+}
+
+#[derive(Debug)]
+struct CachedLimit {
+    start_time: u64,
+    limit: u64,
+    read_at: Instant,
+}
+
+/// Samples processes, caching each one's soft limit.
+#[derive(Debug, Default)]
+pub struct Sampler {
+    limits: HashMap<i32, CachedLimit>,
+}
+
+impl Sampler {
+    /// One sample of `id`. An error means the process is gone (or unreadable); callers treat
+    /// it as "not sampled this time".
+    pub fn sample(&mut self, id: ProcId, now: Instant) -> io::Result<Sample> {
+        let fds = fd_count(id.pid)?;
+        let limit = match self.limits.get(&id.pid) {
+            Some(c)
+                if c.start_time == id.start_time && now.duration_since(c.read_at) < LIMIT_TTL =>
+            {
+                c.limit
+            }
+            _ => {
+                let limit = soft_limit(id.pid)?;
+                self.limits.insert(
+                    id.pid,
+                    CachedLimit {
+                        start_time: id.start_time,
+                        limit,
+                        read_at: now,
+                    },
+                );
+                limit
+            }
+        };
+        Ok(Sample { fds, limit })
+    }
+
+    /// Forgets processes not in `alive`, so the cache does not grow with PID churn.
+    pub fn retain(&mut self, alive: impl Fn(i32) -> bool) {
+        self.limits.retain(|pid, _| alive(*pid));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_parsing() {
+        let text = "Limit                     Soft Limit           Hard Limit           Units     \n\
+                    Max processes             95524                95524                processes \n\
+                    Max open files            1024                 524288               files     \n";
+        assert_eq!(parse_soft_limit(text), Some(1024));
+        let unl =
+            "Max open files            unlimited            unlimited            files     \n";
+        assert_eq!(parse_soft_limit(unl), Some(u64::MAX));
+    }
+
+    #[test]
+    fn fast_count_equals_directory_count() {
+        // A child that holds a known number of fds and nothing else changes them.
+        let mut child = std::process::Command::new("bash")
+            .arg("-c")
+            .arg("i=10; while [ $i -lt 47 ]; do eval \"exec $i</dev/null\"; i=$((i+1)); done; echo ready; exec sleep 30")
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        let pid = child.id() as i32;
+        let fast = fd_count(pid).unwrap();
+        let slow = fd_count_readdir(pid).unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert_eq!(fast, slow);
+        assert!(fast >= 37, "{fast}");
+    }
+
+    #[test]
+    fn vanished_process_is_an_error_not_a_panic() {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id() as i32;
+        child.wait().unwrap();
+        assert!(fd_count(pid).is_err());
+    }
+}

@@ -1,0 +1,375 @@
+//! Reading ini files the way uWSGI does (core/ini.c, uWSGI 2.0.21).
+//!
+//! This module owns the lexer shared by vassal files and the warden's own config, and the
+//! `VassalIni` view of a vassal file: its `[uwsgi]` options (repeated keys accumulate,
+//! magic variables expanded) and its optional `[vassal-warden]` policy section.
+//! uWSGI's rules, kept exactly: a line is a comment only when its first non-blank
+//! character is `;` or `#` (no inline comments); a section header is `[` up to the line's
+//! last character; keys and values are trimmed of blanks, tabs and `\r`; a line without
+//! `=` is a key with an empty value; no quoting, no escapes. It does no I/O but `read`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// One `key = value` line, with where it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub line: usize,
+    pub section: String,
+    pub key: String,
+    pub value: String,
+}
+
+fn strip_blanks(s: &str) -> &str {
+    s.trim_matches(|c| c == ' ' || c == '\t' || c == '\r')
+}
+
+/// Splits ini text into entries, as core/ini.c does. Sections are kept so that callers
+/// pick the one they read.
+pub fn lex(text: &str) -> Vec<Entry> {
+    let mut out = Vec::new();
+    let mut section = String::new();
+    for (i, raw) in text.split('\n').enumerate() {
+        let line = strip_blanks(raw);
+        if line.is_empty() || line.starts_with(';') || line.starts_with('#') {
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix('[') {
+            // uWSGI drops the last character whatever it is (normally `]`).
+            let mut chars = rest.chars();
+            chars.next_back();
+            chars.as_str().clone_into(&mut section);
+            continue;
+        }
+        let (key, value) = match line.split_once('=') {
+            Some((k, v)) => (strip_blanks(k), strip_blanks(v)),
+            None => (line, ""),
+        };
+        out.push(Entry {
+            line: i + 1,
+            section: section.clone(),
+            key: key.to_owned(),
+            value: value.to_owned(),
+        });
+    }
+    out
+}
+
+/// Why a vassal file cannot be trusted as a vassal config. Touching such a file would make
+/// the Emperor reload into it and take the site down (uwsgi-facts.md).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IniError {
+    pub path: PathBuf,
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+impl fmt::Display for IniError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "{}:{}: {}", self.path.display(), line, self.message),
+            None => write!(f, "{}: {}", self.path.display(), self.message),
+        }
+    }
+}
+
+impl std::error::Error for IniError {}
+
+/// A vassal ini file as uWSGI would read it.
+#[derive(Debug, Clone, Default)]
+pub struct VassalIni {
+    /// The `[uwsgi]` options in file order, magic variables expanded.
+    pub options: Vec<(String, String)>,
+    /// The `[vassal-warden]` section: policy overrides, not interpreted here.
+    pub warden: Vec<Entry>,
+}
+
+impl VassalIni {
+    /// Reads `path` (an absolute path) and parses it. `section` is uWSGI's `file.ini:section`.
+    pub fn read(path: &Path) -> Result<Self, IniError> {
+        let bytes = std::fs::read(path).map_err(|e| IniError {
+            path: path.to_owned(),
+            line: None,
+            message: format!("cannot read it ({e}); fix its permissions or remove it"),
+        })?;
+        let text = String::from_utf8(bytes).map_err(|e| IniError {
+            path: path.to_owned(),
+            line: Some(line_of(e.as_bytes(), e.utf8_error().valid_up_to())),
+            message: "not UTF-8 text: this is not an ini file uWSGI can use".to_owned(),
+        })?;
+        Self::parse(path, &text, "uwsgi")
+    }
+
+    pub fn parse(path: &Path, text: &str, section: &str) -> Result<Self, IniError> {
+        if let Some(pos) = text.find('\0') {
+            return Err(IniError {
+                path: path.to_owned(),
+                line: Some(line_of(text.as_bytes(), pos)),
+                message: "contains a NUL byte: this is not an ini file uWSGI can use".to_owned(),
+            });
+        }
+        let entries = lex(text);
+        let mut ini = VassalIni::default();
+        let mut any = false;
+        for e in entries {
+            if e.section == section {
+                any = true;
+                let value = expand(&e.value, path, &ini.options);
+                ini.options.push((e.key, value));
+            } else if e.section == "vassal-warden" {
+                ini.warden.push(e);
+            }
+        }
+        if !any {
+            return Err(IniError {
+                path: path.to_owned(),
+                line: None,
+                message: format!(
+                    "no [{section}] section with options: uWSGI would start nothing from it; \
+                     add the section or remove the file"
+                ),
+            });
+        }
+        Ok(ini)
+    }
+
+    /// Every value of `key`, in order.
+    pub fn values<'a>(&'a self, key: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.options
+            .iter()
+            .filter(move |(k, _)| option_eq(k, key))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The last value of `key` (uWSGI's "last one wins" for scalar options).
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.options
+            .iter()
+            .rev()
+            .find(|(k, _)| option_eq(k, key))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// A boolean option as uWSGI reads it: present with an empty value, `true`, `1`, ...
+    pub fn flag(&self, key: &str) -> bool {
+        self.get(key).is_some_and(|v| {
+            !matches!(
+                v.to_ascii_lowercase().as_str(),
+                "0" | "false" | "no" | "off"
+            )
+        })
+    }
+
+    /// All options as a map of key → values, for display.
+    pub fn as_map(&self) -> BTreeMap<&str, Vec<&str>> {
+        let mut m: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for (k, v) in &self.options {
+            m.entry(k.as_str()).or_default().push(v.as_str());
+        }
+        m
+    }
+}
+
+/// uWSGI accepts `_` for `-` in option names.
+fn option_eq(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .all(|(x, y)| x == y || (x == b'_' && y == b'-') || (x == b'-' && y == b'_'))
+}
+
+fn line_of(bytes: &[u8], pos: usize) -> usize {
+    bytes[..pos.min(bytes.len())]
+        .iter()
+        .filter(|b| **b == b'\n')
+        .count()
+        + 1
+}
+
+/// Expands uWSGI's magic variables in one value: `%n %s %e %d %p %c %x %%`, `%(key)` (an
+/// earlier option) and `$(ENV)`. Unknown `%X` sequences are kept as they are, as uWSGI
+/// does.
+pub fn expand(value: &str, path: &Path, earlier: &[(String, String)]) -> String {
+    if !value.contains('%') && !value.contains("$(") {
+        return value.to_owned();
+    }
+    let file_name = path
+        .file_name()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let (stem, ext) = match file_name.rsplit_once('.') {
+        Some((s, e)) => (s.to_owned(), e.to_owned()),
+        None => (file_name.clone(), String::new()),
+    };
+    let dir = path
+        .parent()
+        .map(|p| {
+            let mut s = p.to_string_lossy().into_owned();
+            if !s.ends_with('/') {
+                s.push('/');
+            }
+            s
+        })
+        .unwrap_or_default();
+    let dir_name = path
+        .parent()
+        .and_then(Path::file_name)
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut out = String::with_capacity(value.len());
+    let mut rest = value;
+    while let Some(i) = rest.find(['%', '$']) {
+        out.push_str(&rest[..i]);
+        let tail = &rest[i..];
+        if let Some(inner) = tail.strip_prefix("$(") {
+            if let Some(end) = inner.find(')') {
+                out.push_str(&std::env::var(&inner[..end]).unwrap_or_default());
+                rest = &inner[end + 1..];
+                continue;
+            }
+        } else if let Some(inner) = tail.strip_prefix("%(") {
+            if let Some(end) = inner.find(')') {
+                let key = &inner[..end];
+                let v = earlier
+                    .iter()
+                    .rev()
+                    .find(|(k, _)| option_eq(k, key))
+                    .map(|(_, v)| v.as_str())
+                    .unwrap_or_default();
+                out.push_str(v);
+                rest = &inner[end + 1..];
+                continue;
+            }
+        } else if tail.starts_with('%') && tail.len() >= 2 {
+            let c = tail.as_bytes()[1];
+            let sub = match c {
+                b'n' => Some(stem.as_str()),
+                b's' => Some(file_name.as_str()),
+                b'e' => Some(ext.as_str()),
+                b'd' => Some(dir.as_str()),
+                b'p' => Some(path.to_str().unwrap_or_default()),
+                b'c' => Some(dir_name.as_str()),
+                b'x' => Some(ext.as_str()),
+                b'%' => Some("%"),
+                _ => None,
+            };
+            if let Some(sub) = sub {
+                out.push_str(sub);
+                rest = &tail[2..];
+                continue;
+            }
+        }
+        // Not a magic sequence: keep the character.
+        let ch_len = tail.chars().next().map_or(1, char::len_utf8);
+        out.push_str(&tail[..ch_len]);
+        rest = &tail[ch_len..];
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> VassalIni {
+        VassalIni::parse(
+            Path::new("/etc/uwsgi-emperor/vassals/shop.ini"),
+            text,
+            "uwsgi",
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn inline_hash_stays_in_the_value() {
+        let ini = parse("[uwsgi]\nsocket = /run/%n.sock # not a comment\n");
+        assert_eq!(ini.get("socket"), Some("/run/shop.sock # not a comment"));
+    }
+
+    #[test]
+    fn whole_line_comments_and_blank_lines_are_skipped() {
+        let ini = parse("; top\n[uwsgi]\n  # indented comment\n\n\tmaster = true\r\n");
+        assert_eq!(ini.options, vec![("master".into(), "true".into())]);
+    }
+
+    #[test]
+    fn repeated_keys_accumulate_and_last_wins_for_get() {
+        let ini = parse("[uwsgi]\nenv = A=1\nenv = B=2\nprocesses = 2\nprocesses = 4\n");
+        assert_eq!(ini.values("env").collect::<Vec<_>>(), ["A=1", "B=2"]);
+        assert_eq!(ini.get("processes"), Some("4"));
+    }
+
+    #[test]
+    fn backslashes_and_quotes_are_kept_verbatim() {
+        let ini = parse("[uwsgi]\nroute = ^/foo\\.(png|jpg)$ static:/srv/\"x\"\n");
+        assert_eq!(
+            ini.get("route"),
+            Some("^/foo\\.(png|jpg)$ static:/srv/\"x\"")
+        );
+    }
+
+    #[test]
+    fn other_sections_are_ignored_and_warden_section_is_kept() {
+        let ini = parse("[app]\nfoo = 1\n[uwsgi]\nmaster = 1\n[vassal-warden]\nreload-at = 90%\n");
+        assert_eq!(ini.get("foo"), None);
+        assert_eq!(ini.warden.len(), 1);
+        assert_eq!(ini.warden[0].key, "reload-at");
+        assert_eq!(ini.warden[0].line, 6);
+    }
+
+    #[test]
+    fn magic_variables_expand() {
+        let path = std::env::var("PATH").unwrap_or_default();
+        let ini = parse(
+            "[uwsgi]\nsearch = $(PATH)\nbase = /srv/%n\nchdir = %(base)\npidfile = %d%n.pid\nself = %p\npct = 100%%\nodd = %q\n",
+        );
+        assert_eq!(ini.get("search"), Some(path.as_str()));
+        assert_eq!(ini.get("base"), Some("/srv/shop"));
+        assert_eq!(ini.get("chdir"), Some("/srv/shop"));
+        assert_eq!(
+            ini.get("pidfile"),
+            Some("/etc/uwsgi-emperor/vassals/shop.pid")
+        );
+        assert_eq!(ini.get("self"), Some("/etc/uwsgi-emperor/vassals/shop.ini"));
+        assert_eq!(ini.get("pct"), Some("100%"));
+        assert_eq!(ini.get("odd"), Some("%q"));
+    }
+
+    #[test]
+    fn line_without_equals_is_a_flag() {
+        let ini = parse("[uwsgi]\nmaster\nvacuum = false\n");
+        assert!(ini.flag("master"));
+        assert!(!ini.flag("vacuum"));
+        assert!(!ini.flag("absent"));
+    }
+
+    #[test]
+    fn underscores_match_dashes() {
+        let ini = parse("[uwsgi]\nmax_fd = 64\n");
+        assert_eq!(ini.get("max-fd"), Some("64"));
+    }
+
+    #[test]
+    fn file_without_uwsgi_section_is_an_error_naming_the_file() {
+        let err = VassalIni::parse(Path::new("/v/bad.ini"), "garbage\n[other]\nx=1\n", "uwsgi")
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("/v/bad.ini: no [uwsgi] section"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn nul_byte_is_an_error_with_its_line() {
+        let err = VassalIni::parse(
+            Path::new("/v/bad.ini"),
+            "[uwsgi]\nmaster = 1\n\0\0",
+            "uwsgi",
+        )
+        .unwrap_err();
+        assert_eq!(err.line, Some(3));
+    }
+}
