@@ -318,7 +318,12 @@ impl Warden {
         fds_after: Option<u64>,
         detail: Option<String>,
     ) {
-        let Some(p) = self.state.get_mut(path).and_then(|s| s.pending.take()) else {
+        let Some(st) = self.state.get_mut(path) else {
+            return;
+        };
+        // A new episode starts after each outcome: the next hold is recorded again.
+        st.noted = None;
+        let Some(p) = st.pending.take() else {
             return;
         };
         let Some(v) = self.inv.vassals.get(path) else {

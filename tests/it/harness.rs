@@ -1,0 +1,428 @@
+//! The test harness: a real uWSGI Emperor with real vassals in a temporary directory, and
+//! the real `vassal-warden` binary watching it. Every process is started in its own
+//! process group, and the group is killed on drop, so a failing test leaves nothing
+//! behind.
+#![allow(dead_code)]
+
+use std::fs;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+use rustix::process::{Pid, Signal};
+use serde_json::Value;
+
+/// The leaking WSGI app, written into each test's directory.
+pub const LEAKY_APP: &str = include_str!("../apps/leaky.py");
+
+/// Waits until `f` returns Some, or panics after `timeout` with `what`.
+pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(x) = f() {
+            return x;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Kills a whole process group (and reaps the leader) when dropped.
+pub struct Group {
+    child: Child,
+}
+
+impl Group {
+    pub fn spawn(cmd: &mut Command) -> Group {
+        let child = cmd
+            .process_group(0)
+            .spawn()
+            .expect("cannot start the process");
+        Group { child }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id().cast_signed()
+    }
+
+    /// The exit status, if the leader has exited.
+    pub fn try_wait(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    pub fn kill(&mut self, signal: Signal) {
+        if let Some(pgid) = Pid::from_raw(self.pid()) {
+            let _ = rustix::process::kill_process_group(pgid, signal);
+        }
+    }
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        self.kill(Signal::KILL);
+        let _ = self.child.wait();
+    }
+}
+
+/// How a vassal is set up.
+#[derive(Debug, Clone)]
+pub struct VassalSpec {
+    pub processes: u32,
+    pub max_fd: u32,
+    /// Files the app opens at import time (in the master).
+    pub open_at_import: u32,
+    /// Extra `[uwsgi]` lines.
+    pub extra: Vec<String>,
+}
+
+impl Default for VassalSpec {
+    fn default() -> Self {
+        VassalSpec {
+            processes: 1,
+            max_fd: 64,
+            open_at_import: 0,
+            extra: Vec::new(),
+        }
+    }
+}
+
+/// A running Emperor in a temporary directory.
+pub struct Emperor {
+    pub dir: tempfile::TempDir,
+    pub vassals: PathBuf,
+    pub log: PathBuf,
+    pub stats: Option<PathBuf>,
+    group: Group,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct EmperorOptions {
+    pub stats: bool,
+    pub nofollow: bool,
+}
+
+impl Emperor {
+    pub fn start() -> Emperor {
+        Emperor::start_with(&EmperorOptions::default())
+    }
+
+    pub fn start_with(opts: &EmperorOptions) -> Emperor {
+        let dir = tempfile::Builder::new()
+            .prefix("vw-test-")
+            .tempdir()
+            .expect("tempdir");
+        let root = dir.path();
+        let vassals = root.join("vassals");
+        fs::create_dir_all(&vassals).unwrap();
+        fs::create_dir_all(root.join("run")).unwrap();
+        fs::create_dir_all(root.join("static")).unwrap();
+        fs::write(root.join("static/cat.jpg"), b"\xff\xd8 not really a cat").unwrap();
+        fs::write(root.join("static/config.db"), b"settings").unwrap();
+        fs::write(root.join("app.py"), LEAKY_APP).unwrap();
+        let log = root.join("emperor.log");
+        let logf = fs::File::create(&log).unwrap();
+        let mut cmd = Command::new("uwsgi");
+        cmd.arg("--emperor")
+            .arg(&vassals)
+            .args(["--emperor-freq", "1"])
+            .stdin(Stdio::null())
+            .stdout(logf.try_clone().unwrap())
+            .stderr(logf);
+        let stats = opts.stats.then(|| root.join("run/emperor-stats.sock"));
+        if let Some(s) = &stats {
+            cmd.arg("--emperor-stats").arg(s);
+        }
+        if opts.nofollow {
+            cmd.arg("--emperor-nofollow");
+        }
+        let group = Group::spawn(&mut cmd);
+        Emperor {
+            dir,
+            vassals,
+            log,
+            stats,
+            group,
+        }
+    }
+
+    pub fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.group.pid()
+    }
+
+    pub fn ini_path(&self, name: &str) -> PathBuf {
+        self.vassals.join(name)
+    }
+
+    /// The text of a vassal ini for `spec`.
+    pub fn ini_text(&self, spec: &VassalSpec) -> String {
+        let root = self.root().display();
+        let mut s = format!(
+            "[uwsgi]\nplugins = python3\nmaster = true\nprocesses = {}\nhttp-socket = {root}/run/%n.sock\n\
+             wsgi-file = {root}/app.py\nmax-fd = {}\nenv = OPEN_AT_IMPORT={}\nvacuum = true\n",
+            spec.processes, spec.max_fd, spec.open_at_import
+        );
+        for l in &spec.extra {
+            s.push_str(l);
+            s.push('\n');
+        }
+        s
+    }
+
+    /// Writes `name` into the vassal directory; the Emperor starts it at its next scan.
+    pub fn add_vassal(&self, name: &str, spec: &VassalSpec) -> PathBuf {
+        let p = self.ini_path(name);
+        fs::write(&p, self.ini_text(spec)).unwrap();
+        p
+    }
+
+    pub fn socket(&self, name: &str) -> PathBuf {
+        let stem = Path::new(name)
+            .file_stem()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        self.root().join(format!("run/{stem}.sock"))
+    }
+
+    /// The vassal's master and workers, when it runs with `workers` workers and answers.
+    pub fn wait_running(&self, name: &str, workers: usize) -> (i32, Vec<i32>) {
+        wait_for(
+            Duration::from_secs(60),
+            &format!("vassal {name} to run"),
+            || {
+                let master = self.master_of(name)?;
+                let kids = children(master);
+                if kids.len() != workers {
+                    return None;
+                }
+                self.try_request(name, "/").ok()?;
+                Some((master, kids))
+            },
+        )
+    }
+
+    /// Waits until none of `old` is a worker of the vassal any more (a reload finished).
+    pub fn wait_replaced(&self, name: &str, old: &[i32]) -> (i32, Vec<i32>) {
+        wait_for(
+            Duration::from_secs(60),
+            &format!("the workers of {name} to be replaced"),
+            || {
+                let (master, workers) = self.wait_running(name, old.len());
+                workers
+                    .iter()
+                    .all(|w| !old.contains(w))
+                    .then_some((master, workers))
+            },
+        )
+    }
+
+    /// A vassal master: a child of the Emperor whose command line says `--ini NAME`.
+    pub fn master_of(&self, name: &str) -> Option<i32> {
+        children(self.pid()).into_iter().find(|&p| {
+            fs::read(format!("/proc/{p}/cmdline"))
+                .map(|c| {
+                    let args: Vec<&[u8]> = c.split(|b| *b == 0).collect();
+                    args.windows(2)
+                        .any(|w| w[0] == b"--ini" && w[1] == name.as_bytes())
+                })
+                .unwrap_or(false)
+        })
+    }
+
+    pub fn try_request(&self, name: &str, path: &str) -> std::io::Result<String> {
+        let mut s = UnixStream::connect(self.socket(name))?;
+        s.set_read_timeout(Some(Duration::from_secs(10)))?;
+        write!(s, "GET {path} HTTP/1.0\r\nHost: test\r\n\r\n")?;
+        let mut buf = String::new();
+        s.read_to_string(&mut buf)?;
+        let body = buf.split_once("\r\n\r\n").map(|(_, b)| b.trim().to_owned());
+        body.ok_or_else(|| std::io::Error::other(format!("no HTTP body in {buf:?}")))
+    }
+
+    /// One request; returns (worker pid, leaked so far in that worker).
+    pub fn request(&self, name: &str, path: &str) -> (i32, u64) {
+        let body = self.try_request(name, path).expect("request failed");
+        let mut it = body.split_whitespace();
+        let pid = it.next().unwrap().parse().unwrap();
+        let leaked = it.next().unwrap().parse().unwrap();
+        (pid, leaked)
+    }
+
+    /// Makes the vassal leak `n` files (one per request).
+    pub fn leak(&self, name: &str, n: u64) -> (i32, u64) {
+        let mut last = (0, 0);
+        for _ in 0..n {
+            last = self.request(name, "/leak");
+        }
+        last
+    }
+
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// How many times the Emperor logged a reload of `name`.
+    pub fn reloads(&self, name: &str) -> usize {
+        self.log_text()
+            .matches(&format!("[emperor] reload the uwsgi instance {name}"))
+            .count()
+    }
+}
+
+/// Children of `pid` (all threads).
+pub fn children(pid: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    if let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) {
+        for t in tasks.flatten() {
+            if let Ok(s) = fs::read_to_string(t.path().join("children")) {
+                out.extend(s.split_whitespace().filter_map(|x| x.parse::<i32>().ok()));
+            }
+        }
+    }
+    out.sort_unstable();
+    out
+}
+
+pub fn fd_count(pid: i32) -> usize {
+    fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(Iterator::count)
+        .unwrap_or(0)
+}
+
+pub fn mtime(p: &Path) -> SystemTime {
+    fs::metadata(p).unwrap().modified().unwrap()
+}
+
+/// The warden binary, running `run` against a config in `dir`.
+pub struct Warden {
+    pub config: PathBuf,
+    pub audit_log: PathBuf,
+    pub stderr: PathBuf,
+    group: Group,
+}
+
+impl Warden {
+    /// Writes a config (`[warden] vassals, interval, audit-log` plus `extra` lines) and
+    /// starts `vassal-warden run -c CONFIG ARGS...`.
+    pub fn start(bin: &Path, emperor: &Emperor, policy: &str, args: &[&str]) -> Warden {
+        let root = emperor.root();
+        let audit_log = root.join("incidents.jsonl");
+        let config = root.join("warden.ini");
+        fs::write(
+            &config,
+            format!(
+                "[warden]\nvassals = {}\ninterval = 200ms\naudit-log = {}\n\n[policy]\n{policy}\n",
+                emperor.vassals.display(),
+                audit_log.display()
+            ),
+        )
+        .unwrap();
+        Warden::start_with_config(bin, &config, &audit_log, args)
+    }
+
+    pub fn start_with_config(bin: &Path, config: &Path, audit_log: &Path, args: &[&str]) -> Warden {
+        let stderr = config.with_file_name("warden.log");
+        let errf = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&stderr)
+            .unwrap();
+        let group = Group::spawn(
+            Command::new(bin)
+                .arg("run")
+                .arg("-c")
+                .arg(config)
+                .args(args)
+                .env("VASSAL_WARDEN_LOG", "debug")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(errf),
+        );
+        let w = Warden {
+            config: config.to_owned(),
+            audit_log: audit_log.to_owned(),
+            stderr,
+            group,
+        };
+        wait_for(
+            Duration::from_secs(20),
+            "the warden to start watching",
+            || w.log().contains("watching vassal").then_some(()),
+        );
+        w
+    }
+
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    pub fn kill(&mut self, signal: Signal) {
+        self.group.kill(signal);
+    }
+
+    pub fn records(&self) -> Vec<Value> {
+        read_records(&self.audit_log)
+    }
+
+    /// Waits for a record with `event` (and, for outcomes and suppressions, any result).
+    pub fn wait_record(&self, event: &str, nth: usize) -> Value {
+        wait_for(
+            Duration::from_secs(60),
+            &format!("record #{nth} with event {event}"),
+            || {
+                self.records()
+                    .into_iter()
+                    .filter(|r| r["event"] == event)
+                    .nth(nth)
+            },
+        )
+    }
+}
+
+impl Drop for Warden {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "--- warden log ({}) ---\n{}",
+                self.stderr.display(),
+                self.log()
+            );
+            eprintln!("--- incident log ---\n{:#?}", self.records());
+        }
+    }
+}
+
+impl Drop for Emperor {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let text = self.log_text();
+            let tail: Vec<&str> = text.lines().rev().take(60).collect();
+            eprintln!("--- emperor log (last lines) ---");
+            for l in tail.iter().rev() {
+                eprintln!("{l}");
+            }
+        }
+    }
+}
+
+pub fn read_records(path: &Path) -> Vec<Value> {
+    let Ok(f) = fs::File::open(path) else {
+        return Vec::new();
+    };
+    BufReader::new(f)
+        .lines()
+        .map_while(Result::ok)
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(&l).expect("incident log line is JSON"))
+        .collect()
+}

@@ -1,0 +1,14 @@
+//! Integration tests: a real uWSGI Emperor, real vassals that leak on purpose, and the
+//! real `vassal-warden` binary. One binary, a module per area.
+
+mod harness;
+
+mod config_errors;
+mod remediation;
+
+use std::path::PathBuf;
+
+/// The binary under test.
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_vassal-warden"))
+}
