@@ -121,7 +121,7 @@ impl Warden {
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => {
-                warn!(file = %path.display(), "cannot read the incident log to restore cooldowns: {e}; cooldowns start empty")
+                warn!(file = %path.display(), "cannot read the incident log to restore cooldowns: {e}; cooldowns start empty");
             }
         }
     }
@@ -162,7 +162,7 @@ impl Warden {
                 match &v.ini {
                     Ok(_) => info!(vassal = %v.file.name, config = %p.display(), "watching vassal"),
                     Err(e) => {
-                        warn!(vassal = %v.file.name, "{e}; it is watched but will not be touched until it reads as a vassal config")
+                        warn!(vassal = %v.file.name, "{e}; it is watched but will not be touched until it reads as a vassal config");
                     }
                 }
                 for problem in &v.policy_problems {

@@ -229,13 +229,11 @@ impl Emperor {
     /// A vassal master: a child of the Emperor whose command line says `--ini NAME`.
     pub fn master_of(&self, name: &str) -> Option<i32> {
         children(self.pid()).into_iter().find(|&p| {
-            fs::read(format!("/proc/{p}/cmdline"))
-                .map(|c| {
-                    let args: Vec<&[u8]> = c.split(|b| *b == 0).collect();
-                    args.windows(2)
-                        .any(|w| w[0] == b"--ini" && w[1] == name.as_bytes())
-                })
-                .unwrap_or(false)
+            fs::read(format!("/proc/{p}/cmdline")).is_ok_and(|c| {
+                let args: Vec<&[u8]> = c.split(|b| *b == 0).collect();
+                args.windows(2)
+                    .any(|w| w[0] == b"--ini" && w[1] == name.as_bytes())
+            })
         })
     }
 
@@ -294,9 +292,7 @@ pub fn children(pid: i32) -> Vec<i32> {
 }
 
 pub fn fd_count(pid: i32) -> usize {
-    fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(Iterator::count)
-        .unwrap_or(0)
+    fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, Iterator::count)
 }
 
 pub fn mtime(p: &Path) -> SystemTime {
