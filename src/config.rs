@@ -151,8 +151,8 @@ impl Config {
             let v = strip_inline_comment(&e.value).to_owned();
             e.value = v;
             // `[policy]   ; defaults`: the header's own trailing comment.
-            if let Some((name, _)) = e.section.split_once(']') {
-                e.section = name.to_owned();
+            if let Some(end) = e.section.find(']') {
+                e.section.truncate(end);
             }
             if !sections_seen.contains(&e.section) {
                 sections_seen.push(e.section.clone());

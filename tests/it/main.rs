@@ -1,5 +1,6 @@
 //! Integration tests: a real uWSGI Emperor, real vassals that leak on purpose, and the
 //! real `vassal-warden` binary. One binary, a module per area.
+#![allow(clippy::unwrap_used)]
 
 mod harness;
 
