@@ -17,7 +17,11 @@ use harness::{Emperor, VassalSpec, Warden, fd_count};
 fn warden_binary() -> PathBuf {
     // target/<profile>/examples/demo → target/<profile>/vassal-warden
     let exe = std::env::current_exe().unwrap();
-    let bin = exe.parent().and_then(|p| p.parent()).unwrap().join("vassal-warden");
+    let bin = exe
+        .parent()
+        .and_then(|p| p.parent())
+        .unwrap()
+        .join("vassal-warden");
     if let Ok(cargo) = std::env::var("CARGO") {
         let profile_release = exe.to_string_lossy().contains("/release/");
         let mut cmd = Command::new(cargo);
@@ -25,9 +29,16 @@ fn warden_binary() -> PathBuf {
         if profile_release {
             cmd.arg("--release");
         }
-        assert!(cmd.status().unwrap().success(), "cannot build vassal-warden");
+        assert!(
+            cmd.status().unwrap().success(),
+            "cannot build vassal-warden"
+        );
     }
-    assert!(bin.exists(), "{} is missing: run `cargo build` first", bin.display());
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build` first",
+        bin.display()
+    );
     bin
 }
 
@@ -41,7 +52,9 @@ fn show(bin: &PathBuf, args: &[&str]) {
 fn main() {
     let bin = warden_binary();
     if Command::new("uwsgi").arg("--version").output().is_err() {
-        eprintln!("uWSGI is not installed: apt-get install -y uwsgi-core uwsgi-plugin-python3 (or run scripts/demo)");
+        eprintln!(
+            "uWSGI is not installed: apt-get install -y uwsgi-core uwsgi-plugin-python3 (or run scripts/demo)"
+        );
         std::process::exit(1);
     }
 
@@ -52,10 +65,19 @@ fn main() {
     let (master, workers) = emp.wait_running("shop.ini", 1);
     emp.wait_running("blog.ini", 1);
     println!("   vassal dir: {}", emp.vassals.display());
-    println!("   shop.ini: master {master}, worker {} with {} fds", workers[0], fd_count(workers[0]));
+    println!(
+        "   shop.ini: master {master}, worker {} with {} fds",
+        workers[0],
+        fd_count(workers[0])
+    );
 
     println!("\n== starting the warden: reload at 75% of the soft limit, 2 samples in a row");
-    let warden = Warden::start(&bin, &emp, "reload-at = 75%\nfor = 2\ncooldown = 10m\nverify = 30s", &[]);
+    let warden = Warden::start(
+        &bin,
+        &emp,
+        "reload-at = 75%\nfor = 2\ncooldown = 10m\nverify = 30s",
+        &[],
+    );
     let cfg = warden.config.to_string_lossy().into_owned();
     show(&bin, &["status", "-c", &cfg]);
 
@@ -63,12 +85,19 @@ fn main() {
     let start = Instant::now();
     let mut sent = 0;
     while warden.records().iter().all(|r| r["event"] != "action") {
-        assert!(start.elapsed() < Duration::from_secs(60), "no action after 60 s; see {}", warden.stderr.display());
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no action after 60 s; see {}",
+            warden.stderr.display()
+        );
         if let Ok(body) = emp.try_request("shop.ini", "/leak") {
             sent += 1;
             if sent % 10 == 0 {
                 let pid: i32 = body.split_whitespace().next().unwrap().parse().unwrap();
-                println!("   {sent} requests: worker {pid} holds {} fds", fd_count(pid));
+                println!(
+                    "   {sent} requests: worker {pid} holds {} fds",
+                    fd_count(pid)
+                );
             }
         }
         std::thread::sleep(Duration::from_millis(30));
@@ -76,8 +105,16 @@ fn main() {
     println!("   the warden acted after {sent} requests; waiting for the reload to be verified");
     warden.wait_record("outcome", 0);
     let (_, new_workers) = emp.wait_running("shop.ini", 1);
-    println!("   shop.ini: master {master}, new worker {} with {} fds", new_workers[0], fd_count(new_workers[0]));
-    for line in emp.log_text().lines().filter(|l| l.contains("[emperor] reload")) {
+    println!(
+        "   shop.ini: master {master}, new worker {} with {} fds",
+        new_workers[0],
+        fd_count(new_workers[0])
+    );
+    for line in emp
+        .log_text()
+        .lines()
+        .filter(|l| l.contains("[emperor] reload"))
+    {
         println!("   emperor log: {line}");
     }
 
