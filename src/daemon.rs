@@ -231,6 +231,11 @@ impl Warden {
         self.baselines.retain(|id, _| seen.contains(id));
         self.sampler
             .retain(|pid| seen.iter().any(|id| id.pid == pid));
+        tracing::trace!(
+            elapsed_us = now_i.elapsed().as_micros(),
+            processes = seen.len(),
+            "tick"
+        );
     }
 
     fn tick_vassal(&mut self, path: &Path, now_i: Instant, seen: &mut HashSet<ProcId>) {

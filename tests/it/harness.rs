@@ -339,7 +339,10 @@ impl Warden {
                 .arg("-c")
                 .arg(config)
                 .args(args)
-                .env("VASSAL_WARDEN_LOG", "debug")
+                .env(
+                    "VASSAL_WARDEN_LOG",
+                    std::env::var("VASSAL_WARDEN_LOG").unwrap_or_else(|_| "debug".into()),
+                )
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(errf),

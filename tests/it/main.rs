@@ -4,6 +4,7 @@
 
 mod harness;
 
+mod commands;
 mod config_errors;
 mod remediation;
 

@@ -1,0 +1,176 @@
+//! The one-shot commands against a real Emperor: `status`, `fds`, `run --once`,
+//! `incidents`, `check`.
+
+use std::process::Command;
+
+use serde_json::Value;
+
+use crate::bin;
+use crate::harness::{Emperor, VassalSpec, read_records};
+
+fn run_json(args: &[&str]) -> Value {
+    let out = Command::new(bin()).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn run_text(args: &[&str]) -> (i32, String) {
+    let out = Command::new(bin()).args(args).output().unwrap();
+    (
+        out.status.code().unwrap(),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+#[test]
+fn status_fds_once_and_incidents_tell_the_same_story() {
+    let emp = Emperor::start();
+    let leaky = emp.add_vassal(
+        "leaky.ini",
+        &VassalSpec {
+            processes: 2,
+            ..VassalSpec::default()
+        },
+    );
+    let (master, workers) = emp.wait_running("leaky.ini", 2);
+    let audit_log = emp.root().join("incidents.jsonl");
+    let cfg = emp.root().join("warden.ini");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[warden]\nvassals = {}\ninterval = 200ms\naudit-log = {}\n[policy]\nreload-at = 40\nfor = 1\n",
+            emp.vassals.display(),
+            audit_log.display()
+        ),
+    )
+    .unwrap();
+    let cfg = cfg.to_str().unwrap();
+
+    // status: the vassal, its master first, then both workers, with their limits.
+    let status = run_json(&["status", "-c", cfg, "--json"]);
+    let v = &status["vassals"][0];
+    assert_eq!(v["vassal"], "leaky.ini");
+    assert_eq!(v["state"], "running");
+    assert_eq!(v["method"], "process_tree".replace('_', "-"));
+    let procs = v["processes"].as_array().unwrap();
+    assert_eq!(procs.len(), 3);
+    assert_eq!(procs[0]["pid"], master);
+    assert_eq!(procs[0]["role"], "master");
+    let mut listed: Vec<i64> = procs[1..]
+        .iter()
+        .map(|p| p["pid"].as_i64().unwrap())
+        .collect();
+    listed.sort_unstable();
+    assert_eq!(
+        listed,
+        workers.iter().map(|w| i64::from(*w)).collect::<Vec<_>>()
+    );
+    assert!(procs.iter().all(|p| p["limit"] == 64 && p["line"] == 40));
+
+    // Leak until one worker holds 40 leaked files.
+    let mut leaker = 0;
+    for _ in 0..400 {
+        let (pid, leaked) = emp.request("leaky.ini", "/leak");
+        if leaked == 40 {
+            leaker = pid;
+            break;
+        }
+    }
+    assert_ne!(leaker, 0, "no worker reached 40 leaked files");
+
+    // fds PID: the leaked file on top, counted exactly.
+    let report = run_json(&["fds", &leaker.to_string(), "--json"]);
+    assert_eq!(report["pid"], leaker);
+    assert_eq!(
+        report["top"][0]["target"],
+        emp.root().join("static/cat.jpg").to_str().unwrap()
+    );
+    assert_eq!(report["top"][0]["count"], 40);
+    assert_eq!(report["limit"], 64);
+
+    // fds VASSAL: one section per process, master first.
+    let sections = run_json(&["fds", "leaky", "-c", cfg, "--json"]);
+    let sections = sections.as_array().unwrap();
+    assert_eq!(sections.len(), 3);
+    assert_eq!(sections[0]["role"], "master");
+    assert_eq!(sections[0]["pid"], master);
+
+    // run --once: one pass, the reload, its verification, then exit 0.
+    let before = std::fs::metadata(&leaky).unwrap().modified().unwrap();
+    let (code, out) = run_text(&["run", "-c", cfg, "--once"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(std::fs::metadata(&leaky).unwrap().modified().unwrap() > before);
+    let records = read_records(&audit_log);
+    let events: Vec<&str> = records
+        .iter()
+        .map(|r| r["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(events, ["detected", "action", "outcome"], "{records:#?}");
+    assert_eq!(records[0]["pid"], leaker);
+    assert_eq!(records[2]["result"], "recovered");
+
+    // incidents: the same records as JSON lines; filters by vassal and time.
+    let old = r#"{"schema":1,"ts":"2020-01-01T00:00:00Z","incident":"old","vassal":"other.ini","config":"/x/other.ini","event":"suppressed","reason":"cooldown"}"#;
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&audit_log)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, format!("{old}\n").as_bytes()))
+        .unwrap();
+    let (code, out) = run_text(&["incidents", "-c", cfg, "--json"]);
+    assert_eq!(code, 0);
+    assert_eq!(out.lines().count(), 4);
+    let (_, out) = run_text(&["incidents", "-c", cfg, "--json", "--since", "24h"]);
+    assert_eq!(out.lines().count(), 3, "{out}");
+    let (_, out) = run_text(&["incidents", "-c", cfg, "--json", "--vassal", "other.ini"]);
+    assert_eq!(out.lines().count(), 1, "{out}");
+    let (_, table) = run_text(&["incidents", "-c", cfg, "--vassal", "leaky"]);
+    let rows: Vec<&str> = table.lines().skip(1).collect();
+    assert_eq!(rows.len(), 1, "{table}");
+    assert!(
+        rows[0].contains("leaky.ini") && rows[0].contains("touch") && rows[0].contains("recovered"),
+        "{table}"
+    );
+    assert!(rows[0].contains(&leaker.to_string()), "{table}");
+}
+
+#[test]
+fn check_reports_the_emperor_and_exits_1_on_a_broken_vassal() {
+    let emp = Emperor::start();
+    emp.add_vassal("good.ini", &VassalSpec::default());
+    emp.wait_running("good.ini", 1);
+    let cfg = emp.root().join("warden.ini");
+    std::fs::write(
+        &cfg,
+        format!("[warden]\nvassals = {}\n", emp.vassals.display()),
+    )
+    .unwrap();
+    let cfg = cfg.to_str().unwrap();
+
+    let (code, out) = run_text(&["check", "-c", cfg]);
+    assert_eq!(code, 0, "{out}");
+    let doc = run_json(&["check", "-c", cfg, "--json"]);
+    // Every Emperor on the host is listed; ours watches our directory.
+    let ours = doc["emperors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["pid"] == emp.pid())
+        .expect("our Emperor is listed");
+    assert_eq!(ours["sources"][0], emp.vassals.to_str().unwrap());
+    assert_eq!(doc["vassals"][0]["method"], "process-tree");
+    assert_eq!(doc["problems"].as_array().unwrap().len(), 0);
+
+    // A file the Emperor would try to start but that is no vassal config.
+    let bad = emp.ini_path("broken.ini");
+    std::fs::write(&bad, "this is not\nan ini file\n").unwrap();
+    let (code, out) = run_text(&["check", "-c", cfg]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(&format!("{}: no [uwsgi] section", bad.display())),
+        "{out}"
+    );
+}
