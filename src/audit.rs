@@ -80,6 +80,11 @@ pub struct Target {
     /// was kept (large processes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub growth: Option<i64>,
+    /// For a worker: how many of these fds it shares with its master (same fd number and
+    /// target, inherited at fork). Such a leak lives in the master, and only a reload of
+    /// the master clears it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inherited: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -315,7 +315,7 @@ struct FdsSection {
 fn fds(cfg: &Config, target: &str, top: usize, json: bool) -> Result<(), Failure> {
     let mut sections = Vec::new();
     if let Ok(pid) = target.parse::<i32>() {
-        let report = forensics::report(pid, top, None).with_context(|| {
+        let report = forensics::report(pid, top, None, None).with_context(|| {
             format!("cannot read the open fds of PID {pid}: is it running, and is the warden root?")
         })?;
         sections.push(section(None, None, report));
@@ -345,7 +345,7 @@ fn fds(cfg: &Config, target: &str, top: usize, json: bool) -> Result<(), Failure
             } else {
                 audit::Role::Worker
             };
-            match forensics::report(id.pid, top, None) {
+            match forensics::report(id.pid, top, None, (i > 0).then_some(procs.master.pid)) {
                 Ok(r) => sections.push(section(Some(&v.file.name), Some(role), r)),
                 Err(e) => eprintln!(
                     "vassal-warden: PID {} ({role}) vanished while being read: {e}",
@@ -386,9 +386,25 @@ fn fds(cfg: &Config, target: &str, top: usize, json: bool) -> Result<(), Failure
             fmt_usage(s.usage)
         )
         .ok();
-        writeln!(out, "  {:>7}  {:<10}  TARGET", "COUNT", "KIND").ok();
+        writeln!(
+            out,
+            "  {:>7}  {:>7}  {:<10}  TARGET",
+            "COUNT", "GROWTH", "KIND"
+        )
+        .ok();
         for t in &s.report.top {
-            writeln!(out, "  {:>7}  {:<10}  {}", t.count, t.kind, t.target).ok();
+            let growth = t.growth.map_or_else(|| "-".into(), |g| format!("{g:+}"));
+            let inherited = match t.inherited {
+                Some(n) if n == t.count => "  (inherited from the master)".to_owned(),
+                Some(n) if n > 0 => format!("  ({n} inherited from the master)"),
+                _ => String::new(),
+            };
+            writeln!(
+                out,
+                "  {:>7}  {:>7}  {:<10}  {}{inherited}",
+                t.count, growth, t.kind, t.target
+            )
+            .ok();
         }
         let kinds: Vec<String> = s
             .report

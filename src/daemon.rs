@@ -375,7 +375,11 @@ impl Warden {
         };
 
         // Attribute: name what leaks, before anything else.
-        let report = match forensics::report(id.pid, policy.top, self.baselines.get(&id)) {
+        let master = match (&v.mapping, role) {
+            (Mapping::Running(p), Role::Worker) => Some(p.master.pid),
+            _ => None,
+        };
+        let report = match forensics::report(id.pid, policy.top, self.baselines.get(&id), master) {
             Ok(r) => r,
             Err(e) => {
                 debug!(vassal = %name, pid = id.pid, "process gone before it could be read: {e}");

@@ -348,24 +348,65 @@ pub struct Report {
     pub growth: Option<i64>,
 }
 
-/// Reads, names and groups every fd of `pid`, keeping the `top` largest groups.
-pub fn report(pid: i32, top: usize, baseline: Option<&Baseline>) -> io::Result<Report> {
+/// Reads, names and groups every fd of `pid`, keeping the `top` largest groups. For a
+/// worker, `master` is its master's PID: fds shared with it are counted as inherited.
+pub fn report(
+    pid: i32,
+    top: usize,
+    baseline: Option<&Baseline>,
+    master: Option<i32>,
+) -> io::Result<Report> {
     let open = read_fds(pid)?;
     let has_sockets = open.iter().any(|f| f.target.starts_with("socket:["));
     let sockets = has_sockets.then(|| SocketTable::read(pid));
-    Ok(summarize(pid, &open, sockets.as_ref(), top, baseline))
+    // The master may be re-executing; then nothing is marked inherited.
+    let master_fds = master.and_then(|m| read_fds(m).ok());
+    Ok(summarize(
+        pid,
+        &open,
+        &Context {
+            sockets: sockets.as_ref(),
+            baseline,
+            master: master_fds.as_deref(),
+        },
+        top,
+    ))
+}
+
+/// What a report is compared against.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Context<'a> {
+    pub sockets: Option<&'a SocketTable>,
+    pub baseline: Option<&'a Baseline>,
+    /// The master's open fds, when the process is a worker.
+    pub master: Option<&'a [OpenFd]>,
 }
 
 /// The pure part of `report`: grouping, ranking, growth.
 #[must_use]
-pub fn summarize(
-    pid: i32,
-    open: &[OpenFd],
-    sockets: Option<&SocketTable>,
-    top: usize,
-    baseline: Option<&Baseline>,
-) -> Report {
+pub fn summarize(pid: i32, open: &[OpenFd], ctx: &Context<'_>, top: usize) -> Report {
+    let Context {
+        sockets,
+        baseline,
+        master,
+    } = *ctx;
     let groups = group(open, sockets);
+    // Inherited fds keep their number and target across fork.
+    let inherited_by_label: Option<HashMap<&str, u64>> = master.map(|m| {
+        let shared: std::collections::HashSet<(u32, &str)> =
+            m.iter().map(|f| (f.fd, f.target.as_str())).collect();
+        let mut counts: HashMap<&str, u64> = HashMap::new();
+        for f in open {
+            if shared.contains(&(f.fd, f.target.as_str())) {
+                let label = match (classify(&f.target), sockets) {
+                    (Kind::Socket, Some(t)) => t.label(&f.target).unwrap_or(&f.target),
+                    _ => f.target.as_str(),
+                };
+                *counts.entry(label).or_default() += 1;
+            }
+        }
+        counts
+    });
     let mut by_kind: BTreeMap<String, u64> = BTreeMap::new();
     for f in open {
         *by_kind
@@ -394,6 +435,9 @@ pub fn summarize(
             kind: refine_path_kind(kind, label).as_str().to_owned(),
             count,
             growth: growth_of(label, count),
+            inherited: inherited_by_label
+                .as_ref()
+                .map(|m| m.get(label).copied().unwrap_or(0)),
         })
         .collect();
     #[allow(clippy::cast_possible_wrap)]
@@ -456,11 +500,57 @@ mod tests {
                 target: format!("socket:[{ino}]"),
             })
             .collect();
-        let r = summarize(1, &fds, Some(&t), 10, None);
+        let r = summarize(
+            1,
+            &fds,
+            &Context {
+                sockets: Some(&t),
+                ..Context::default()
+            },
+            10,
+        );
         assert_eq!(r.top[0].target, "tcp → 127.0.0.1:5432 ESTABLISHED");
         assert_eq!(r.top[0].count, 2);
         assert_eq!(r.top[1].target, "tcp listen 127.0.0.1:8080");
         assert_eq!(r.by_kind["socket"], 3);
+    }
+
+    #[test]
+    fn fds_shared_with_the_master_are_inherited() {
+        let fd = |fd: u32, t: &str| OpenFd {
+            fd,
+            target: t.to_owned(),
+        };
+        let master = [
+            fd(0, "/dev/null"),
+            fd(5, "/srv/config.db"),
+            fd(6, "/srv/config.db"),
+        ];
+        // fd 7 has the same target but a number the master does not hold: opened later.
+        let worker = [
+            fd(0, "/dev/null"),
+            fd(5, "/srv/config.db"),
+            fd(6, "/srv/config.db"),
+            fd(7, "/srv/config.db"),
+            fd(8, "/srv/cat.jpg"),
+        ];
+        let r = summarize(
+            2,
+            &worker,
+            &Context {
+                master: Some(&master),
+                ..Context::default()
+            },
+            10,
+        );
+        let get = |t: &str| r.top.iter().find(|x| x.target == t).unwrap();
+        assert_eq!(get("/srv/config.db").count, 3);
+        assert_eq!(get("/srv/config.db").inherited, Some(2));
+        assert_eq!(get("/srv/cat.jpg").inherited, Some(0));
+        assert_eq!(get("/dev/null").inherited, Some(1));
+        // Without a master, nothing is said about inheritance.
+        let r = summarize(2, &worker, &Context::default(), 10);
+        assert!(r.top.iter().all(|t| t.inherited.is_none()));
     }
 
     #[test]
@@ -494,7 +584,15 @@ mod tests {
             "/srv/cat.jpg",
             "/srv/cat.jpg",
         ]);
-        let r = summarize(1, &now, None, 10, Some(&base));
+        let r = summarize(
+            1,
+            &now,
+            &Context {
+                baseline: Some(&base),
+                ..Context::default()
+            },
+            10,
+        );
         // Equal counts: the one that grew ranks first.
         assert_eq!(r.top[0].target, "/srv/cat.jpg");
         assert_eq!(r.top[0].growth, Some(3));

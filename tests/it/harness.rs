@@ -425,3 +425,48 @@ pub fn read_records(path: &Path) -> Vec<Value> {
         .map(|l| serde_json::from_str(&l).expect("incident log line is JSON"))
         .collect()
 }
+
+/// A helper process (tests/helpers/holder.py) that holds a known set of fds.
+pub struct Holder {
+    group: Group,
+    stdin: std::process::ChildStdin,
+    stdout: BufReader<std::process::ChildStdout>,
+}
+
+impl Holder {
+    pub fn start(args: &[String]) -> Holder {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/helpers/holder.py");
+        let mut cmd = Command::new("python3");
+        cmd.arg(script)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        let mut group = Group::spawn(&mut cmd);
+        let stdin = group.child.stdin.take().unwrap();
+        let stdout = BufReader::new(group.child.stdout.take().unwrap());
+        let mut h = Holder {
+            group,
+            stdin,
+            stdout,
+        };
+        assert_eq!(h.read_line(), "ready");
+        h
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.group.pid()
+    }
+
+    fn read_line(&mut self) -> String {
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).unwrap();
+        line.trim().to_owned()
+    }
+
+    /// Opens `n` more files of `path`.
+    pub fn open_more(&mut self, n: usize, path: &Path) {
+        writeln!(self.stdin, "files {n} {}", path.display()).unwrap();
+        assert_eq!(self.read_line(), "ok");
+    }
+}

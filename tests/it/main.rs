@@ -6,6 +6,7 @@ mod harness;
 
 mod commands;
 mod config_errors;
+mod forensics;
 mod remediation;
 
 use std::path::PathBuf;
