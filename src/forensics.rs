@@ -7,7 +7,7 @@
 //! against a baseline taken when the warden first saw the process. An fd that closes while
 //! it is read is skipped, not an error. It decides nothing and writes nothing.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::CString;
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr};
@@ -29,6 +29,18 @@ pub enum Kind {
     Memfd,
     Other,
 }
+
+const ALL_KINDS: [Kind; 9] = [
+    Kind::File,
+    Kind::Deleted,
+    Kind::Directory,
+    Kind::Device,
+    Kind::Socket,
+    Kind::Pipe,
+    Kind::AnonInode,
+    Kind::Memfd,
+    Kind::Other,
+];
 
 impl Kind {
     #[must_use]
@@ -107,19 +119,18 @@ pub fn read_fds(pid: i32) -> io::Result<Vec<OpenFd>> {
         Mode::empty(),
     )?;
     let mut out = Vec::new();
+    // Link targets are at most PATH_MAX; one stack buffer serves every readlinkat.
+    let mut buf = [0u8; 4096];
     for entry in Dir::read_from(&dir)? {
         let entry = entry?;
         let name = entry.file_name();
-        let Some(fd) = std::str::from_utf8(name.to_bytes())
-            .ok()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
+        let Some(fd) = parse_fd(name.to_bytes()) else {
             continue;
         };
-        match rustix::fs::readlinkat(&dir, name, Vec::with_capacity(64)) {
-            Ok(t) => out.push(OpenFd {
+        match rustix::fs::readlinkat_raw(&dir, name, &mut buf[..]) {
+            Ok(len) => out.push(OpenFd {
                 fd,
-                target: String::from_utf8_lossy(t.as_bytes()).into_owned(),
+                target: String::from_utf8_lossy(&buf[..len]).into_owned(),
             }),
             // Closed since readdir saw it.
             Err(rustix::io::Errno::NOENT) => {}
@@ -129,10 +140,81 @@ pub fn read_fds(pid: i32) -> io::Result<Vec<OpenFd>> {
     Ok(out)
 }
 
+/// FNV-1a: grouping hashes one short string per fd, where the default hasher's flooding resistance buys
+/// nothing (the keys come from the kernel) and costs a measurable share of a report.
+#[derive(Default, Clone, Copy)]
+pub struct Fnv(u64);
+
+impl std::hash::Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for b in bytes {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = h;
+    }
+}
+
+type FastMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<Fnv>>;
+
+/// The socket tables of `/proc/PID/net/`, most common first.
+const TABLES: [&str; 6] = ["unix", "tcp", "tcp6", "udp", "udp6", "netlink"];
+
+fn read_table(pid: i32, proto: &str) -> Option<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/net/{proto}")).ok()
+}
+
+/// Reads the text of every socket table of `pid`'s network namespace.
+fn read_tables(pid: i32) -> Vec<(&'static str, String)> {
+    TABLES
+        .iter()
+        .filter_map(|p| read_table(pid, p).map(|t| (*p, t)))
+        .collect()
+}
+
+/// From this many fds on, the socket tables are read on a second thread while the fds
+/// are named: the kernel formats every line of the namespace's tables on read, which for
+/// thousands of sockets costs as much as a third of naming the fds.
+const PARALLEL_FROM: u64 = 2000;
+
+/// An fd number from a `/proc/PID/fd` entry name; `.` and `..` are not.
+fn parse_fd(name: &[u8]) -> Option<u32> {
+    if name.is_empty() {
+        return None;
+    }
+    let mut n: u32 = 0;
+    for b in name {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        n = n.checked_mul(10)?.checked_add(u32::from(b - b'0'))?;
+    }
+    Some(n)
+}
+
+/// The inode of a `socket:[INODE]` target.
+fn socket_inode(target: &str) -> Option<u64> {
+    target
+        .strip_prefix("socket:[")?
+        .strip_suffix(']')?
+        .parse()
+        .ok()
+}
+
 /// What sockets of one network namespace are, by inode.
 #[derive(Debug, Default)]
 pub struct SocketTable {
     by_inode: HashMap<u64, String>,
+    wanted: Option<HashSet<u64>>,
 }
 
 const TCP_STATES: [&str; 12] = [
@@ -154,44 +236,81 @@ impl SocketTable {
     /// Reads `/proc/PID/net/{tcp,tcp6,udp,udp6,unix,netlink}`. Missing tables are skipped.
     #[must_use]
     pub fn read(pid: i32) -> SocketTable {
-        let mut t = SocketTable::default();
-        for (file, proto) in [
-            ("tcp", "tcp"),
-            ("tcp6", "tcp6"),
-            ("udp", "udp"),
-            ("udp6", "udp6"),
-        ] {
-            if let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/net/{file}")) {
-                t.add_inet(&text, proto);
+        Self::read_for(pid, None)
+    }
+
+    /// Like `read`, but keeps only the sockets in `wanted` and stops reading tables once
+    /// all of them are found (the tables list the whole network namespace, and the kernel
+    /// formats each line on read, so this is most of the cost of naming sockets).
+    #[must_use]
+    pub fn read_for(pid: i32, wanted: Option<&HashSet<u64>>) -> SocketTable {
+        let mut t = SocketTable {
+            wanted: wanted.cloned(),
+            ..SocketTable::default()
+        };
+        for proto in TABLES {
+            if t.wanted
+                .as_ref()
+                .is_some_and(|w| t.by_inode.len() >= w.len())
+            {
+                break;
+            }
+            if let Some(text) = read_table(pid, proto) {
+                t.add(proto, &text);
             }
         }
-        if let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/net/unix")) {
-            t.add_unix(&text);
-        }
-        if let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/net/netlink")) {
-            t.add_netlink(&text);
+        t
+    }
+
+    /// Builds the table from texts read earlier (see `read_tables`).
+    #[must_use]
+    pub fn from_texts(
+        texts: &[(&'static str, String)],
+        wanted: Option<&HashSet<u64>>,
+    ) -> SocketTable {
+        let mut t = SocketTable {
+            wanted: wanted.cloned(),
+            ..SocketTable::default()
+        };
+        for (proto, text) in texts {
+            t.add(proto, text);
         }
         t
+    }
+
+    fn add(&mut self, proto: &str, text: &str) {
+        match proto {
+            "unix" => self.add_unix(text),
+            "netlink" => self.add_netlink(text),
+            _ => self.add_inet(text, proto),
+        }
+    }
+
+    fn wants(&self, inode: u64) -> bool {
+        self.wanted.as_ref().is_none_or(|w| w.contains(&inode))
     }
 
     fn add_inet(&mut self, text: &str, proto: &str) {
         let udp = proto.starts_with("udp");
         for line in text.lines().skip(1) {
-            let f: Vec<&str> = line.split_ascii_whitespace().collect();
-            if f.len() < 10 {
+            let mut f = line.split_ascii_whitespace();
+            let (Some(local), Some(remote), Some(st)) = (f.nth(1), f.next(), f.next()) else {
+                continue;
+            };
+            // inode is the 10th field: 5 more after `st`.
+            let Some(Ok(inode)) = f.nth(5).map(str::parse::<u64>) else {
+                continue;
+            };
+            if inode == 0 || !self.wants(inode) {
                 continue;
             }
-            let (Some(local), Some(remote), Ok(st), Ok(inode)) = (
-                parse_endpoint(f[1]),
-                parse_endpoint(f[2]),
-                u8::from_str_radix(f[3], 16),
-                f[9].parse::<u64>(),
+            let (Some(local), Some(remote), Ok(st)) = (
+                parse_endpoint(local),
+                parse_endpoint(remote),
+                u8::from_str_radix(st, 16),
             ) else {
                 continue;
             };
-            if inode == 0 {
-                continue;
-            }
             let remote_unset = remote.ends_with(":0");
             let label = if udp {
                 if remote_unset {
@@ -214,19 +333,22 @@ impl SocketTable {
 
     fn add_unix(&mut self, text: &str) {
         for line in text.lines().skip(1) {
-            let f: Vec<&str> = line.split_ascii_whitespace().collect();
-            if f.len() < 7 {
-                continue;
-            }
-            let Ok(inode) = f[6].parse::<u64>() else {
+            let mut f = line.split_ascii_whitespace();
+            let (Some(ty), Some(inode)) = (f.nth(4), f.nth(1)) else {
                 continue;
             };
-            let ty = match f[4] {
+            let Ok(inode) = inode.parse::<u64>() else {
+                continue;
+            };
+            if !self.wants(inode) {
+                continue;
+            }
+            let ty = match ty {
                 "0002" => "unix-dgram",
                 "0005" => "unix-seqpacket",
                 _ => "unix",
             };
-            let label = match f.get(7) {
+            let label = match f.next() {
                 Some(path) => format!("{ty} {path}"),
                 None => format!("{ty} (unnamed)"),
             };
@@ -237,7 +359,9 @@ impl SocketTable {
     fn add_netlink(&mut self, text: &str) {
         for line in text.lines().skip(1) {
             let f: Vec<&str> = line.split_ascii_whitespace().collect();
-            if let Some(Ok(inode)) = f.get(9).map(|s| s.parse::<u64>()) {
+            if let Some(Ok(inode)) = f.get(9).map(|s| s.parse::<u64>())
+                && self.wants(inode)
+            {
                 let proto = f.get(1).copied().unwrap_or("?");
                 self.by_inode
                     .insert(inode, format!("netlink proto {proto}"));
@@ -248,12 +372,9 @@ impl SocketTable {
     /// The label of `socket:[INODE]`, if the tables know it.
     #[must_use]
     pub fn label(&self, target: &str) -> Option<&str> {
-        let inode = target
-            .strip_prefix("socket:[")?
-            .strip_suffix(']')?
-            .parse()
-            .ok()?;
-        self.by_inode.get(&inode).map(String::as_str)
+        self.by_inode
+            .get(&socket_inode(target)?)
+            .map(String::as_str)
     }
 }
 
@@ -280,6 +401,18 @@ fn parse_endpoint(s: &str) -> Option<String> {
         }
         _ => None,
     }
+}
+
+/// The socket table for the sockets among `open`, or `None` when it holds none.
+fn read_sockets(pid: i32, open: &[OpenFd]) -> Option<SocketTable> {
+    let wanted = socket_inodes(open);
+    (!wanted.is_empty()).then(|| SocketTable::read_for(pid, Some(&wanted)))
+}
+
+fn socket_inodes(open: &[OpenFd]) -> HashSet<u64> {
+    open.iter()
+        .filter_map(|f| socket_inode(&f.target))
+        .collect()
 }
 
 /// Counts per group label, the cheap summary kept as a baseline.
@@ -324,8 +457,8 @@ impl Baseline {
         let Ok(open) = read_fds(pid) else {
             return Baseline { fds, counts: None };
         };
-        let sockets = SocketTable::read(pid);
-        let counts = group(&open, Some(&sockets))
+        let sockets = read_sockets(pid, &open);
+        let counts = group(&open, sockets.as_ref())
             .into_iter()
             .map(|(k, (_, n))| (k.to_owned(), n))
             .collect();
@@ -356,9 +489,23 @@ pub fn report(
     baseline: Option<&Baseline>,
     master: Option<i32>,
 ) -> io::Result<Report> {
-    let open = read_fds(pid)?;
-    let has_sockets = open.iter().any(|f| f.target.starts_with("socket:["));
-    let sockets = has_sockets.then(|| SocketTable::read(pid));
+    let large = crate::sample::fd_count(pid).is_ok_and(|n| n >= PARALLEL_FROM);
+    let (open, sockets) = if large {
+        std::thread::scope(|scope| {
+            let tables = scope.spawn(|| read_tables(pid));
+            let open = read_fds(pid);
+            let texts = tables.join().unwrap_or_default();
+            let open = open?;
+            let wanted = socket_inodes(&open);
+            let sockets =
+                (!wanted.is_empty()).then(|| SocketTable::from_texts(&texts, Some(&wanted)));
+            Ok::<_, io::Error>((open, sockets))
+        })?
+    } else {
+        let open = read_fds(pid)?;
+        let sockets = read_sockets(pid, &open);
+        (open, sockets)
+    };
     // The master may be re-executing; then nothing is marked inherited.
     let master_fds = master.and_then(|m| read_fds(m).ok());
     Ok(summarize(
@@ -390,7 +537,18 @@ pub fn summarize(pid: i32, open: &[OpenFd], ctx: &Context<'_>, top: usize) -> Re
         baseline,
         master,
     } = *ctx;
-    let groups = group(open, sockets);
+    let mut kinds = [0u64; 9];
+    let mut groups: FastMap<&str, (Kind, u64)> =
+        FastMap::with_capacity_and_hasher(64, std::hash::BuildHasherDefault::default());
+    for f in open {
+        let kind = classify(&f.target);
+        kinds[kind as usize] += 1;
+        let label = match (kind, sockets) {
+            (Kind::Socket, Some(t)) => t.label(&f.target).unwrap_or(&f.target),
+            _ => f.target.as_str(),
+        };
+        groups.entry(label).or_insert((kind, 0)).1 += 1;
+    }
     // Inherited fds keep their number and target across fork.
     let inherited_by_label: Option<HashMap<&str, u64>> = master.map(|m| {
         let shared: std::collections::HashSet<(u32, &str)> =
@@ -407,12 +565,11 @@ pub fn summarize(pid: i32, open: &[OpenFd], ctx: &Context<'_>, top: usize) -> Re
         }
         counts
     });
-    let mut by_kind: BTreeMap<String, u64> = BTreeMap::new();
-    for f in open {
-        *by_kind
-            .entry(classify(&f.target).as_str().to_owned())
-            .or_default() += 1;
-    }
+    let by_kind: BTreeMap<String, u64> = ALL_KINDS
+        .iter()
+        .filter(|k| kinds[**k as usize] > 0)
+        .map(|k| (k.as_str().to_owned(), kinds[*k as usize]))
+        .collect();
     let base_counts = baseline.and_then(|b| b.counts.as_ref());
     let growth_of = |label: &str, n: u64| -> Option<i64> {
         let before = base_counts?.get(label).copied().unwrap_or(0);

@@ -7,7 +7,7 @@
 //! `prlimit(1)` can change it. Nothing here decides or writes.
 
 use std::collections::HashMap;
-use std::ffi::CString;
+use std::ffi::CStr;
 use std::io;
 use std::time::{Duration, Instant};
 
@@ -18,17 +18,48 @@ use crate::procs::ProcId;
 /// How long a cached soft limit is trusted.
 const LIMIT_TTL: Duration = Duration::from_secs(60);
 
-/// `/proc/PID/fd` as a C string, without going through `Path`.
-fn fd_dir(pid: i32) -> CString {
-    // A formatted integer never contains a NUL.
-    CString::new(format!("/proc/{pid}/fd")).unwrap_or_default()
+/// `/proc/PID/fd` as a C string in a stack buffer: the hot path allocates nothing.
+struct FdDir {
+    buf: [u8; 32],
+}
+
+impl FdDir {
+    fn new(pid: i32) -> FdDir {
+        let mut buf = [0u8; 32];
+        let prefix = b"/proc/";
+        buf[..prefix.len()].copy_from_slice(prefix);
+        let mut digits = [0u8; 11];
+        let mut n = pid.unsigned_abs();
+        let mut len = 0;
+        loop {
+            digits[len] = b'0' + (n % 10) as u8;
+            len += 1;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        let mut at = prefix.len();
+        for d in digits[..len].iter().rev() {
+            buf[at] = *d;
+            at += 1;
+        }
+        buf[at..at + 3].copy_from_slice(b"/fd");
+        // buf[at + 3] stays 0: the terminating NUL.
+        FdDir { buf }
+    }
+
+    fn as_cstr(&self) -> &CStr {
+        // The buffer always holds exactly one NUL after the path (32 bytes fit
+        // "/proc/" + 10 digits + "/fd" + NUL).
+        CStr::from_bytes_until_nul(&self.buf).unwrap_or(c"/proc/self/fd")
+    }
 }
 
 /// The number of open fds of `pid`.
 pub fn fd_count(pid: i32) -> io::Result<u64> {
-    let path = fd_dir(pid);
-    let st = rustix::fs::stat(path.as_c_str())?;
-    #[allow(clippy::cast_sign_loss)]
+    let path = FdDir::new(pid);
+    let st = rustix::fs::stat(path.as_cstr())?;
     let size = st.st_size as u64;
     if size > 0 {
         return Ok(size);
@@ -40,7 +71,7 @@ pub fn fd_count(pid: i32) -> io::Result<u64> {
 /// fast path is checked against.
 pub fn fd_count_readdir(pid: i32) -> io::Result<u64> {
     let fd = rustix::fs::open(
-        fd_dir(pid).as_c_str(),
+        FdDir::new(pid).as_cstr(),
         OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
         Mode::empty(),
     )?;
@@ -133,6 +164,13 @@ impl Sampler {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fd_dir_paths() {
+        assert_eq!(FdDir::new(1).as_cstr(), c"/proc/1/fd");
+        assert_eq!(FdDir::new(4_194_304).as_cstr(), c"/proc/4194304/fd");
+        assert_eq!(FdDir::new(i32::MAX).as_cstr(), c"/proc/2147483647/fd");
+    }
 
     #[test]
     fn limits_parsing() {
