@@ -200,27 +200,32 @@ impl Warden {
     }
 
     /// Directories to watch with inotify: each source directory, and a glob's fixed prefix.
+    /// Each source's directory (a glob's fixed part) and its parent: the parent's events
+    /// tell when the directory itself is deleted and created again.
     fn watch_dirs(&self) -> Vec<PathBuf> {
-        self.inv
-            .sources
-            .iter()
-            .map(|s| match s {
+        let mut out: Vec<PathBuf> = Vec::new();
+        for s in &self.inv.sources {
+            let dir = match s {
                 Source::Dir(d) => d.clone(),
-                Source::Glob(g) => {
-                    let fixed: String = g.split(['*', '?', '[']).next().unwrap_or("/").to_owned();
-                    Path::new(&fixed)
-                        .ancestors()
-                        .find(|a| a.is_dir())
-                        .unwrap_or(Path::new("/"))
-                        .to_owned()
+                Source::Glob(g) => PathBuf::from(g.split(['*', '?', '[']).next().unwrap_or("/")),
+            };
+            for d in [Some(dir.as_path()), dir.parent()].into_iter().flatten() {
+                if !out.iter().any(|o| o == d) {
+                    out.push(d.to_owned());
                 }
-            })
-            .collect()
+            }
+        }
+        out
     }
 
     /// One pass: map, sample, decide, and act or verify, for every vassal.
     pub fn tick(&mut self) {
         let now_i = Instant::now();
+        // An Emperor that restarted has new PIDs: find it again before mapping.
+        if self.inv.emperors.iter().any(|e| !e.is_running()) {
+            info!("an Emperor stopped or restarted; rescanning");
+            self.refresh();
+        }
         self.inv.map_all();
         let paths: Vec<PathBuf> = self.inv.vassals.keys().cloned().collect();
         let mut seen: HashSet<ProcId> = HashSet::new();
@@ -532,6 +537,45 @@ impl Warden {
     }
 }
 
+/// The inotify watches, re-made when a watched directory is replaced.
+struct Watches {
+    watcher: notify::RecommendedWatcher,
+    /// Directory → its inode when the watch was made.
+    watched: HashMap<PathBuf, u64>,
+}
+
+impl Watches {
+    fn sync(&mut self, dirs: Vec<PathBuf>) {
+        use std::os::unix::fs::MetadataExt;
+        for d in dirs {
+            let ino = std::fs::metadata(&d)
+                .ok()
+                .filter(std::fs::Metadata::is_dir)
+                .map(|m| m.ino());
+            if ino.is_some() && self.watched.get(&d).copied() == ino {
+                continue;
+            }
+            if self.watched.remove(&d).is_some() {
+                // The kernel dropped the watch with the old directory; this may fail.
+                let _ = self.watcher.unwatch(&d);
+            }
+            let Some(ino) = ino else { continue };
+            match self.watcher.watch(&d, RecursiveMode::NonRecursive) {
+                Ok(()) => {
+                    debug!(dir = %d.display(), "watching directory");
+                    self.watched.insert(d, ino);
+                }
+                Err(e) => warn!(
+                    dir = %d.display(),
+                    "cannot watch with inotify: {e}; if it says no space left, raise the sysctl fs.inotify.max_user_watches; \
+                     changes are still picked up by a rescan every {}s",
+                    RESCAN_EVERY.as_secs()
+                ),
+            }
+        }
+    }
+}
+
 /// Runs the daemon until SIGTERM or SIGINT (or after one pass with `--once`).
 pub fn run(cfg: Config, opts: Options) -> anyhow::Result<()> {
     let interval = cfg.interval;
@@ -564,32 +608,17 @@ pub fn run(cfg: Config, opts: Options) -> anyhow::Result<()> {
 
     let (tx, rx) = mpsc::channel::<Event>();
     let fs_tx = tx.clone();
-    let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+    let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
         let _ = fs_tx.send(match res {
             Ok(_) => Event::Fs,
             Err(e) => Event::FsError(e.to_string()),
         });
     })?;
-    let mut watched: HashSet<PathBuf> = HashSet::new();
-    let mut watch_new = |w: &Warden, watcher: &mut notify::RecommendedWatcher| {
-        for d in w.watch_dirs() {
-            if watched.contains(&d) {
-                continue;
-            }
-            match watcher.watch(&d, RecursiveMode::NonRecursive) {
-                Ok(()) => {
-                    watched.insert(d);
-                }
-                Err(e) => warn!(
-                    dir = %d.display(),
-                    "cannot watch with inotify: {e}; if it says no space left, raise the sysctl fs.inotify.max_user_watches; \
-                     changes are still picked up by a rescan every {}s",
-                    RESCAN_EVERY.as_secs()
-                ),
-            }
-        }
+    let mut watches = Watches {
+        watcher,
+        watched: HashMap::new(),
     };
-    watch_new(&w, &mut watcher);
+    watches.sync(w.watch_dirs());
 
     let mut signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGTERM,
@@ -619,7 +648,7 @@ pub fn run(cfg: Config, opts: Options) -> anyhow::Result<()> {
                     }
                 }
                 w.refresh();
-                watch_new(&w, &mut watcher);
+                watches.sync(w.watch_dirs());
             }
             Ok(Event::FsError(e)) => warn!(
                 "inotify error: {e}; if it says no space left, raise the sysctl fs.inotify.max_user_watches; \
@@ -629,13 +658,13 @@ pub fn run(cfg: Config, opts: Options) -> anyhow::Result<()> {
             Ok(Event::Signal(signal_hook::consts::SIGHUP)) => {
                 info!("SIGHUP: rescanning Emperors and vassal files");
                 w.refresh();
-                watch_new(&w, &mut watcher);
+                watches.sync(w.watch_dirs());
             }
             Ok(Event::Signal(s)) => return stop(s),
             Err(RecvTimeoutError::Timeout) => {
                 if Instant::now() >= next_rescan {
                     w.refresh();
-                    watch_new(&w, &mut watcher);
+                    watches.sync(w.watch_dirs());
                     next_rescan = Instant::now() + RESCAN_EVERY;
                 }
                 w.tick();

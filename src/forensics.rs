@@ -369,6 +369,16 @@ impl SocketTable {
         }
     }
 
+    /// The inodes of the sockets whose label is one of `labels`.
+    #[must_use]
+    pub fn inodes_labelled(&self, labels: &[String]) -> HashSet<u64> {
+        self.by_inode
+            .iter()
+            .filter(|(_, l)| labels.iter().any(|x| x == *l))
+            .map(|(i, _)| *i)
+            .collect()
+    }
+
     /// The label of `socket:[INODE]`, if the tables know it.
     #[must_use]
     pub fn label(&self, target: &str) -> Option<&str> {

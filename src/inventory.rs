@@ -14,7 +14,7 @@ use std::time::SystemTime;
 
 use crate::config::{Config, Policy};
 use crate::emperor::{self, Emperor, Source, VassalFile};
-use crate::mapping::{self, EmperorView, Mapping, NameCache};
+use crate::mapping::{self, EmperorView, Mapping, Method, NameCache};
 use crate::uwsgi_ini::{IniError, VassalIni};
 
 /// Identity of a file's content for change detection.
@@ -173,6 +173,11 @@ impl Inventory {
                 Some(view) => mapping::map_vassal(&v.file, v.ini.as_ref().ok(), view),
                 None => Mapping::NoEmperor,
             };
+            if let Mapping::Running(p) = &v.mapping
+                && p.method == Method::Sockets
+            {
+                self.names.assign(p.master, &v.file.name, Method::Sockets);
+            }
         }
         let alive: Vec<_> = views
             .values()

@@ -12,6 +12,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::emperor::{Emperor, VassalFile};
+use crate::forensics;
 use crate::procs::{self, ProcId};
 use crate::uwsgi_ini::VassalIni;
 
@@ -21,6 +22,9 @@ pub enum Method {
     EmperorStats,
     Pidfile,
     ProcessTree,
+    /// The vassal's declared listening sockets, found among the fds of a child of the
+    /// Emperor (the master binds them): for rewritten process titles without stats.
+    Sockets,
 }
 
 impl std::fmt::Display for Method {
@@ -29,6 +33,7 @@ impl std::fmt::Display for Method {
             Method::EmperorStats => "emperor-stats",
             Method::Pidfile => "pidfile",
             Method::ProcessTree => "process-tree",
+            Method::Sockets => "sockets",
         })
     }
 }
@@ -64,8 +69,10 @@ pub enum Mapping {
 /// One look at an Emperor: its children and, when it has one, its stats.
 #[derive(Debug, Default)]
 pub struct EmperorView {
-    /// Children of the Emperor with the vassal name their command line gives, if any.
-    pub children: Vec<(ProcId, Option<String>)>,
+    pub pid: i32,
+    /// Children of the Emperor with the vassal name they are known by (from their command
+    /// line, or from an earlier match of their sockets) and how it was learned.
+    pub children: Vec<(ProcId, Option<(String, Method)>)>,
     pub stats: Option<HashMap<String, i32>>,
     pub stats_error: Option<String>,
 }
@@ -74,15 +81,24 @@ pub struct EmperorView {
 /// process, not once per tick.
 #[derive(Debug, Default)]
 pub struct NameCache {
-    names: HashMap<ProcId, Option<String>>,
+    names: HashMap<ProcId, Option<(String, Method)>>,
 }
 
 impl NameCache {
-    fn name(&mut self, id: ProcId) -> Option<String> {
+    fn name(&mut self, id: ProcId) -> Option<(String, Method)> {
         self.names
             .entry(id)
-            .or_insert_with(|| procs::cmdline(id.pid).and_then(|a| vassal_name_from_cmdline(&a)))
+            .or_insert_with(|| {
+                procs::cmdline(id.pid)
+                    .and_then(|a| vassal_name_from_cmdline(&a))
+                    .map(|n| (n, Method::ProcessTree))
+            })
             .clone()
+    }
+
+    /// Remembers a master found by its sockets, so the match is made once per process.
+    pub fn assign(&mut self, id: ProcId, name: &str, method: Method) {
+        self.names.insert(id, Some((name.to_owned(), method)));
     }
 
     pub fn retain(&mut self, alive: impl Fn(&ProcId) -> bool) {
@@ -110,7 +126,10 @@ pub fn vassal_name_from_cmdline(args: &[String]) -> Option<String> {
 
 /// Looks at an Emperor now.
 pub fn observe(emperor: &Emperor, names: &mut NameCache) -> EmperorView {
-    let mut view = EmperorView::default();
+    let mut view = EmperorView {
+        pid: emperor.pid,
+        ..EmperorView::default()
+    };
     for pid in procs::children(emperor.pid) {
         if let Some(id) = procs::proc_id(pid) {
             view.children.push((id, names.name(id)));
@@ -215,14 +234,93 @@ pub fn map_vassal(vassal: &VassalFile, ini: Option<&VassalIni>, view: &EmperorVi
             }
         }
     }
-    if let Some((id, _)) = view
+    if let Some((id, Some((_, method)))) = view
         .children
         .iter()
-        .find(|(_, name)| name.as_deref() == Some(vassal.name.as_str()))
+        .find(|(_, name)| name.as_ref().is_some_and(|(n, _)| *n == vassal.name))
     {
-        return found(*id, Method::ProcessTree);
+        return found(*id, *method);
+    }
+    if let Some(ini) = ini
+        && let Some(id) = match_sockets(ini, view)
+    {
+        return found(id, Method::Sockets);
     }
     Mapping::NotRunning
+}
+
+/// The options that make uWSGI bind a listening socket in the master.
+const SOCKET_OPTIONS: [&str; 12] = [
+    "socket",
+    "uwsgi-socket",
+    "http-socket",
+    "https-socket",
+    "http11-socket",
+    "fastcgi-socket",
+    "scgi-socket",
+    "suwsgi-socket",
+    "raw-socket",
+    "shared-socket",
+    "http",
+    "https",
+];
+
+/// How a declared address shows in the socket tables (see `forensics::SocketTable`).
+fn socket_labels(addr: &str) -> Vec<String> {
+    // `https = ADDR,cert,key`: the address is the first field.
+    let addr = addr.split(',').next().unwrap_or(addr).trim();
+    if addr.starts_with('/') || addr.starts_with('@') {
+        return vec![format!("unix {addr}")];
+    }
+    match addr.rsplit_once(':') {
+        Some(("" | "0.0.0.0" | "*", port)) => vec![
+            format!("tcp listen 0.0.0.0:{port}"),
+            format!("tcp6 listen [::]:{port}"),
+        ],
+        Some((host, port)) if host.starts_with('[') => vec![format!("tcp6 listen {host}:{port}")],
+        Some((host, port)) => {
+            let host = if host == "localhost" {
+                "127.0.0.1"
+            } else {
+                host
+            };
+            vec![format!("tcp listen {host}:{port}")]
+        }
+        None => Vec::new(),
+    }
+}
+
+/// Finds the child of the Emperor that holds one of the vassal's declared listening
+/// sockets. Only children not already known by another name are read.
+fn match_sockets(ini: &VassalIni, view: &EmperorView) -> Option<ProcId> {
+    let labels: Vec<String> = SOCKET_OPTIONS
+        .iter()
+        .flat_map(|k| ini.values(k))
+        .flat_map(socket_labels)
+        .collect();
+    if labels.is_empty() {
+        return None;
+    }
+    let table = forensics::SocketTable::read(view.pid);
+    let inodes = table.inodes_labelled(&labels);
+    if inodes.is_empty() {
+        return None;
+    }
+    view.children
+        .iter()
+        .filter(|(_, name)| name.is_none())
+        .map(|(id, _)| *id)
+        .find(|id| {
+            forensics::read_fds(id.pid).is_ok_and(|fds| {
+                fds.iter().any(|f| {
+                    f.target
+                        .strip_prefix("socket:[")
+                        .and_then(|r| r.strip_suffix(']'))
+                        .and_then(|i| i.parse::<u64>().ok())
+                        .is_some_and(|i| inodes.contains(&i))
+                })
+            })
+        })
 }
 
 #[cfg(test)]
@@ -244,6 +342,24 @@ mod tests {
             Some("api.yml")
         );
         assert_eq!(vassal_name_from_cmdline(&args("shop uWSGI worker 1")), None);
+    }
+
+    #[test]
+    fn declared_addresses_become_socket_labels() {
+        assert_eq!(socket_labels("/run/shop.sock"), ["unix /run/shop.sock"]);
+        assert_eq!(
+            socket_labels("127.0.0.1:8000"),
+            ["tcp listen 127.0.0.1:8000"]
+        );
+        assert_eq!(
+            socket_labels(":8000"),
+            ["tcp listen 0.0.0.0:8000", "tcp6 listen [::]:8000"]
+        );
+        assert_eq!(socket_labels("[::1]:8000"), ["tcp6 listen [::1]:8000"]);
+        assert_eq!(
+            socket_labels("0.0.0.0:443,foo.crt,foo.key")[0],
+            "tcp listen 0.0.0.0:443"
+        );
     }
 
     #[test]

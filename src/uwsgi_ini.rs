@@ -109,13 +109,14 @@ impl VassalIni {
                 message: "contains a NUL byte: this is not an ini file uWSGI can use".to_owned(),
             });
         }
-        let entries = lex(text);
+        let expanded = expand_magic(text, path);
+        let entries = lex(&expanded);
         let mut ini = VassalIni::default();
         let mut any = false;
         for e in entries {
             if e.section == section {
                 any = true;
-                let value = expand(&e.value, path, &ini.options);
+                let value = expand_refs(&e.value, &ini.options);
                 ini.options.push((e.key, value));
             } else if e.section == "vassal-warden" {
                 ini.warden.push(e);
@@ -187,12 +188,20 @@ fn line_of(bytes: &[u8], pos: usize) -> usize {
         + 1
 }
 
-/// Expands uWSGI's magic variables in one value: `%n %s %e %d %p %c %x %%`, `%(key)` (an
-/// earlier option) and `$(ENV)`. Unknown `%X` sequences are kept as they are, as uWSGI
-/// does.
-pub fn expand(value: &str, path: &Path, earlier: &[(String, String)]) -> String {
-    if !value.contains('%') && !value.contains("$(") {
-        return value.to_owned();
+/// Expands uWSGI's magic variables over the whole text, as uWSGI does when it reads the
+/// file (core/utils.c `uwsgi_open_and_read`), before lines are split and trimmed: `%n`
+/// name without extension, `%s` file name, `%e` extension, `%d` directory with a trailing
+/// slash, `%p` absolute path, `%c` name of the directory, `%0`..`%9` components of the
+/// directory, `%o`/`%O` the path it was read from (under an Emperor, uWSGI gives the
+/// name relative to the vassal directory instead), `%h` host name, `%k`
+/// CPU count, `%x` section (empty for the default one), `%%` a percent sign. Other
+/// letters uWSGI knows (`%t %T %j %i %V %u %U %g %G`) cannot be known to match here and,
+/// like unknown ones, expand to nothing — which is what uWSGI does with unknown ones.
+/// `%(` is left for `expand_refs`.
+#[must_use]
+pub fn expand_magic(text: &str, path: &Path) -> String {
+    if !text.contains('%') {
+        return text.to_owned();
     }
     let file_name = path
         .file_name()
@@ -202,68 +211,104 @@ pub fn expand(value: &str, path: &Path, earlier: &[(String, String)]) -> String 
         Some((s, e)) => (s.to_owned(), e.to_owned()),
         None => (file_name.clone(), String::new()),
     };
-    let dir = path
-        .parent()
-        .map(|p| {
-            let mut s = p.to_string_lossy().into_owned();
-            if !s.ends_with('/') {
-                s.push('/');
-            }
-            s
-        })
-        .unwrap_or_default();
-    let dir_name = path
-        .parent()
-        .and_then(Path::file_name)
+    let parent = path.parent().unwrap_or(Path::new("/"));
+    let mut dir = parent.to_string_lossy().into_owned();
+    if !dir.ends_with('/') {
+        dir.push('/');
+    }
+    let dir_name = parent
+        .file_name()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default();
+    let components: Vec<String> = parent
+        .components()
+        .filter_map(|c| match c {
+            std::path::Component::Normal(s) => Some(s.to_string_lossy().into_owned()),
+            _ => None,
+        })
+        .collect();
+    let full = path.to_string_lossy().into_owned();
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .unwrap_or_default()
+        .trim()
+        .to_owned();
+    let cpus = std::thread::available_parallelism()
+        .map_or(1, std::num::NonZero::get)
+        .to_string();
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            out.push(c);
+            continue;
+        }
+        let Some(&next) = chars.peek() else {
+            out.push('%');
+            break;
+        };
+        if next == '(' {
+            out.push('%');
+            continue;
+        }
+        chars.next();
+        match next {
+            'n' => out.push_str(&stem),
+            's' => out.push_str(&file_name),
+            'e' => out.push_str(&ext),
+            'd' => out.push_str(&dir),
+            'p' | 'o' | 'O' => out.push_str(&full),
+            'c' => out.push_str(&dir_name),
+            'h' => out.push_str(&host),
+            'k' => out.push_str(&cpus),
+            '%' => out.push('%'),
+            d @ '0'..='9' => {
+                let i = d as usize - '0' as usize;
+                out.push_str(components.get(i).map_or("", String::as_str));
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Expands what uWSGI expands once the options are read: `$(ENV)` (an environment
+/// variable) and `%(key)` (the last earlier value of an option).
+#[must_use]
+pub fn expand_refs(value: &str, earlier: &[(String, String)]) -> String {
+    if !value.contains("$(") && !value.contains("%(") {
+        return value.to_owned();
+    }
     let mut out = String::with_capacity(value.len());
     let mut rest = value;
     while let Some(i) = rest.find(['%', '$']) {
         out.push_str(&rest[..i]);
         let tail = &rest[i..];
-        if let Some(inner) = tail.strip_prefix("$(") {
-            if let Some(end) = inner.find(')') {
-                out.push_str(&std::env::var(&inner[..end]).unwrap_or_default());
-                rest = &inner[end + 1..];
-                continue;
-            }
-        } else if let Some(inner) = tail.strip_prefix("%(") {
-            if let Some(end) = inner.find(')') {
-                let key = &inner[..end];
-                let v = earlier
-                    .iter()
-                    .rev()
-                    .find(|(k, _)| option_eq(k, key))
-                    .map(|(_, v)| v.as_str())
-                    .unwrap_or_default();
-                out.push_str(v);
-                rest = &inner[end + 1..];
-                continue;
-            }
-        } else if tail.starts_with('%') && tail.len() >= 2 {
-            let c = tail.as_bytes()[1];
-            let sub = match c {
-                b'n' => Some(stem.as_str()),
-                b's' => Some(file_name.as_str()),
-                b'e' => Some(ext.as_str()),
-                b'd' => Some(dir.as_str()),
-                b'p' => Some(path.to_str().unwrap_or_default()),
-                b'c' => Some(dir_name.as_str()),
-                b'x' => Some(ext.as_str()),
-                b'%' => Some("%"),
-                _ => None,
-            };
-            if let Some(sub) = sub {
-                out.push_str(sub);
-                rest = &tail[2..];
-                continue;
-            }
+        let (open, is_env) = if tail.starts_with("$(") {
+            (2, true)
+        } else if tail.starts_with("%(") {
+            (2, false)
+        } else {
+            out.push_str(&tail[..1]);
+            rest = &tail[1..];
+            continue;
+        };
+        let Some(end) = tail[open..].find(')') else {
+            out.push_str(tail);
+            return out;
+        };
+        let name = &tail[open..open + end];
+        if is_env {
+            out.push_str(&std::env::var(name).unwrap_or_default());
+        } else {
+            let v = earlier
+                .iter()
+                .rev()
+                .find(|(k, _)| option_eq(k, name))
+                .map(|(_, v)| v.as_str())
+                .unwrap_or_default();
+            out.push_str(v);
         }
-        // Not a magic sequence: keep the character.
-        let ch_len = tail.chars().next().map_or(1, char::len_utf8);
-        out.push_str(&tail[..ch_len]);
-        rest = &tail[ch_len..];
+        rest = &tail[open + end + 1..];
     }
     out.push_str(rest);
     out
@@ -334,7 +379,8 @@ mod tests {
         );
         assert_eq!(ini.get("self"), Some("/etc/uwsgi-emperor/vassals/shop.ini"));
         assert_eq!(ini.get("pct"), Some("100%"));
-        assert_eq!(ini.get("odd"), Some("%q"));
+        // Unknown magic variables expand to nothing, as in uWSGI.
+        assert_eq!(ini.get("odd"), Some(""));
     }
 
     #[test]

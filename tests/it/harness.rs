@@ -105,6 +105,10 @@ pub struct Emperor {
 pub struct EmperorOptions {
     pub stats: bool,
     pub nofollow: bool,
+    /// `--emperor DIR/*.ini` instead of the directory.
+    pub glob: bool,
+    /// Debian's way: `uwsgi --ini emperor.ini` with `master = true` (two processes).
+    pub debian: bool,
 }
 
 impl Emperor {
@@ -127,20 +131,40 @@ impl Emperor {
         fs::write(root.join("app.py"), LEAKY_APP).unwrap();
         let log = root.join("emperor.log");
         let logf = fs::File::create(&log).unwrap();
-        let mut cmd = Command::new("uwsgi");
-        cmd.arg("--emperor")
-            .arg(&vassals)
-            .args(["--emperor-freq", "1"])
-            .stdin(Stdio::null())
-            .stdout(logf.try_clone().unwrap())
-            .stderr(logf);
         let stats = opts.stats.then(|| root.join("run/emperor-stats.sock"));
+        let watch = if opts.glob {
+            format!("{}/*.ini", vassals.display())
+        } else {
+            vassals.display().to_string()
+        };
+        let mut settings = vec![("emperor", watch), ("emperor-freq", "1".to_owned())];
         if let Some(s) = &stats {
-            cmd.arg("--emperor-stats").arg(s);
+            settings.push(("emperor-stats", s.display().to_string()));
         }
         if opts.nofollow {
-            cmd.arg("--emperor-nofollow");
+            settings.push(("emperor-nofollow", "true".to_owned()));
         }
+        let mut cmd = Command::new("uwsgi");
+        if opts.debian {
+            let mut ini = String::from("[uwsgi]\nmaster = true\n");
+            for (k, v) in &settings {
+                ini.push_str(&format!("{k} = {v}\n"));
+            }
+            let path = root.join("emperor.ini");
+            fs::write(&path, ini).unwrap();
+            cmd.arg("--ini").arg(path);
+        } else {
+            for (k, v) in &settings {
+                cmd.arg(format!("--{k}"));
+                // A flag takes no value on the command line.
+                if v != "true" {
+                    cmd.arg(v);
+                }
+            }
+        }
+        cmd.stdin(Stdio::null())
+            .stdout(logf.try_clone().unwrap())
+            .stderr(logf);
         let group = Group::spawn(&mut cmd);
         Emperor {
             dir,
@@ -155,8 +179,20 @@ impl Emperor {
         self.dir.path()
     }
 
+    /// The process the Emperor started us with (in Debian's layout, the Emperor's master).
     pub fn pid(&self) -> i32 {
         self.group.pid()
+    }
+
+    /// The Emperor proper: the process whose children are the vassal masters. In Debian's
+    /// layout it is the child of `pid()` with the same command line.
+    pub fn emperor_pid(&self) -> i32 {
+        let leader = self.pid();
+        let cmd = |p: i32| fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default();
+        children(leader)
+            .into_iter()
+            .find(|c| cmd(*c) == cmd(leader))
+            .unwrap_or(leader)
     }
 
     pub fn ini_path(&self, name: &str) -> PathBuf {
@@ -228,7 +264,7 @@ impl Emperor {
 
     /// A vassal master: a child of the Emperor whose command line says `--ini NAME`.
     pub fn master_of(&self, name: &str) -> Option<i32> {
-        children(self.pid()).into_iter().find(|&p| {
+        children(self.emperor_pid()).into_iter().find(|&p| {
             fs::read(format!("/proc/{p}/cmdline")).is_ok_and(|c| {
                 let args: Vec<&[u8]> = c.split(|b| *b == 0).collect();
                 args.windows(2)
@@ -311,18 +347,30 @@ impl Warden {
     /// Writes a config (`[warden] vassals, interval, audit-log` plus `extra` lines) and
     /// starts `vassal-warden run -c CONFIG ARGS...`.
     pub fn start(bin: &Path, emperor: &Emperor, policy: &str, args: &[&str]) -> Warden {
-        let root = emperor.root();
+        let vassals = [emperor.vassals.display().to_string()];
+        Warden::start_watching(bin, emperor.root(), &vassals, policy, args)
+    }
+
+    /// Like `start`, watching the given `vassals` (directories or globs), with its files
+    /// in `root`.
+    pub fn start_watching(
+        bin: &Path,
+        root: &Path,
+        vassals: &[String],
+        policy: &str,
+        args: &[&str],
+    ) -> Warden {
         let audit_log = root.join("incidents.jsonl");
         let config = root.join("warden.ini");
-        fs::write(
-            &config,
-            format!(
-                "[warden]\nvassals = {}\ninterval = 200ms\naudit-log = {}\n\n[policy]\n{policy}\n",
-                emperor.vassals.display(),
-                audit_log.display()
-            ),
-        )
-        .unwrap();
+        let mut text = String::from("[warden]\n");
+        for v in vassals {
+            text.push_str(&format!("vassals = {v}\n"));
+        }
+        text.push_str(&format!(
+            "interval = 200ms\naudit-log = {}\n\n[policy]\n{policy}\n",
+            audit_log.display()
+        ));
+        fs::write(&config, text).unwrap();
         Warden::start_with_config(bin, &config, &audit_log, args)
     }
 

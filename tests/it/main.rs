@@ -6,7 +6,9 @@ mod harness;
 
 mod commands;
 mod config_errors;
+mod discovery;
 mod forensics;
+mod ini_oracle;
 mod remediation;
 
 use std::path::PathBuf;
