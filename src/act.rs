@@ -1,17 +1,23 @@
-//! Acting on a vassal: the touch that makes the Emperor reload it gracefully.
+//! Acting on a vassal: the touch that makes the Emperor reload it gracefully, the touch of
+//! a `touch-chain-reload` file, and the recycling of one worker.
 //!
-//! This module owns the only write the warden makes to a vassal: its mtime. The new mtime
+//! This module owns the only writes the warden makes to a vassal: mtimes. The new mtime
 //! comes from `policy::touch_mtime` (whole seconds, see uwsgi-facts.md). A plain Emperor
 //! `stat()`s the file, so a symlink's target is touched; an Emperor with
 //! `emperor-nofollow` `lstat()`s it, so the link itself is touched (`utimensat` with
-//! `AT_SYMLINK_NOFOLLOW`). It never sends a signal.
+//! `AT_SYMLINK_NOFOLLOW`). The one signal it sends is SIGHUP to a worker (a graceful
+//! recycle: it finishes its request and the master respawns it), after checking that the
+//! PID is still that worker of that master. It never signals a master or an Emperor.
 
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rustix::fs::{AtFlags, CWD, Timespec, Timestamps, UTIME_OMIT};
 
+use rustix::process::{Pid, Signal};
+
 use crate::policy;
+use crate::procs::{self, ProcId};
 
 /// The mtime of `path` as the Emperor sees it.
 pub fn mtime(path: &Path, nofollow: bool) -> std::io::Result<SystemTime> {
@@ -56,6 +62,29 @@ pub fn touch(
     rustix::fs::utimensat(CWD, path, &times, flags)?;
     let after = mtime(path, nofollow)?;
     Ok((before, after))
+}
+
+/// Why a worker was not recycled.
+#[derive(Debug, thiserror::Error)]
+pub enum RecycleError {
+    #[error("PID {0} is no longer a worker of master {1}: not signalled")]
+    NotAWorker(i32, i32),
+    #[error("cannot signal PID {0}: {1}")]
+    Signal(i32, std::io::Error),
+}
+
+/// Sends SIGHUP to `worker` if it is still the same process and still a child of
+/// `master` (both identified by PID and start time).
+pub fn recycle_worker(master: ProcId, worker: ProcId) -> Result<(), RecycleError> {
+    let still_worker = procs::is_same_process(master)
+        && procs::stat(worker.pid)
+            .is_some_and(|s| s.start_time == worker.start_time && s.ppid == master.pid);
+    if !still_worker {
+        return Err(RecycleError::NotAWorker(worker.pid, master.pid));
+    }
+    let pid = Pid::from_raw(worker.pid).ok_or(RecycleError::NotAWorker(worker.pid, master.pid))?;
+    rustix::process::kill_process(pid, Signal::HUP)
+        .map_err(|e| RecycleError::Signal(worker.pid, e.into()))
 }
 
 /// `SystemTime` of whole seconds since the epoch (for tests and records).

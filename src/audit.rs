@@ -50,6 +50,14 @@ pub struct Detected {
     pub limit: u64,
     pub usage: f64,
     pub rule: String,
+    /// Which rule fired: `reload-at`, `max-fds` or `predict`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule_name: Option<String>,
+    /// For `predict`: growth in fds per second, and seconds left to the soft limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slope: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eta_seconds: Option<f64>,
     pub top: Vec<Target>,
     pub by_kind: BTreeMap<String, u64>,
 }
@@ -94,6 +102,15 @@ pub struct Action {
     pub mtime_before: Option<String>,
     pub mtime_after: Option<String>,
     pub dry_run: bool,
+    /// Workers signalled, for `recycle-worker`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pids: Vec<i32>,
+    /// Why: an operator's reason for a manual reload.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Why this action rather than another.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

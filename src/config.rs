@@ -51,10 +51,65 @@ impl fmt::Display for Threshold {
     }
 }
 
+/// What the warden may do about a vassal over the line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ActionMode {
+    /// The gentlest action that will work (see `policy::choose`).
+    Auto,
+    Touch,
+    ChainReload,
+    RecycleWorker,
+    /// Record and alert only.
+    Alert,
+}
+
+impl ActionMode {
+    fn parse(v: &str) -> Result<ActionMode, String> {
+        Ok(match v {
+            "auto" => ActionMode::Auto,
+            "touch" => ActionMode::Touch,
+            "chain-reload" => ActionMode::ChainReload,
+            "recycle-worker" => ActionMode::RecycleWorker,
+            "alert" => ActionMode::Alert,
+            _ => {
+                return Err(format!(
+                    "`{v}` is not an action; use auto, touch, chain-reload, recycle-worker or alert"
+                ));
+            }
+        })
+    }
+
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActionMode::Auto => "auto",
+            ActionMode::Touch => "touch",
+            ActionMode::ChainReload => "chain-reload",
+            ActionMode::RecycleWorker => "recycle-worker",
+            ActionMode::Alert => "alert",
+        }
+    }
+}
+
 /// Policy for one vassal, fully resolved.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Policy {
     pub reload_at: Threshold,
+    /// An absolute cap that applies whatever the soft limit (which can be ~10^9).
+    pub max_fds: Option<u64>,
+    /// How far below the line (a fraction of it) a process must drop for its streak to
+    /// clear, so that one hovering at the line does not flap.
+    pub hysteresis: f64,
+    /// Act when the soft limit will be reached within this time (least squares over the
+    /// recent samples), once usage is at least `predict_floor`.
+    pub predict: Option<Duration>,
+    pub predict_floor: f64,
+    /// Samples the prediction fits.
+    pub predict_window: usize,
+    /// At most this many actions per `max_reloads_window`; beyond, the vassal is flapping.
+    pub max_reloads: u32,
+    pub max_reloads_window: Duration,
+    pub action: ActionMode,
     /// Consecutive samples over the line before acting.
     pub for_samples: u32,
     pub cooldown: Duration,
@@ -68,6 +123,14 @@ impl Default for Policy {
     fn default() -> Self {
         Policy {
             reload_at: Threshold::Fraction(0.8),
+            max_fds: None,
+            hysteresis: 0.1,
+            predict: None,
+            predict_floor: 0.5,
+            predict_window: 30,
+            max_reloads: 3,
+            max_reloads_window: Duration::from_secs(3600),
+            action: ActionMode::Auto,
             for_samples: 2,
             cooldown: Duration::from_secs(600),
             top: 10,
@@ -84,6 +147,8 @@ pub struct Config {
     /// Vassal directories or globs. Empty: what the running Emperors use.
     pub vassals: Vec<String>,
     pub interval: Duration,
+    /// Reloads in progress at once across the host.
+    pub max_concurrent: usize,
     pub audit_log: PathBuf,
     pub dry_run: bool,
     pub policy: Policy,
@@ -97,6 +162,7 @@ impl Default for Config {
             path: None,
             vassals: Vec::new(),
             interval: Duration::from_secs(2),
+            max_concurrent: 1,
             audit_log: PathBuf::from(DEFAULT_AUDIT_LOG),
             dry_run: false,
             policy: Policy::default(),
@@ -175,12 +241,17 @@ impl Config {
                         }
                     }
                     "audit-log" => cfg.audit_log = PathBuf::from(&e.value),
+                    "max-concurrent" => {
+                        cfg.max_concurrent = e.value.parse().ok().filter(|n| *n >= 1).ok_or_else(|| {
+                            err(e.line, format!("`max-concurrent` must be a whole number, at least 1, not `{}`", e.value))
+                        })?;
+                    }
                     "dry-run" => cfg.dry_run = parse_bool(&e.value).map_err(|m| err(e.line, m))?,
                     other => {
                         return Err(err(
                             e.line,
                             format!(
-                                "unknown key `{other}` in [warden]; known: vassals, interval, audit-log, dry-run"
+                                "unknown key `{other}` in [warden]; known: vassals, interval, audit-log, dry-run, max-concurrent"
                             ),
                         ));
                     }
@@ -254,6 +325,30 @@ fn apply_policy_line(p: &mut Policy, e: &Entry) -> Result<(), String> {
             })?;
         }
         "cooldown" => p.cooldown = parse_duration(v)?,
+        "max-fds" => {
+            p.max_fds = Some(
+                v.parse()
+                    .ok()
+                    .filter(|n| *n >= 1)
+                    .ok_or_else(|| format!("`max-fds` must be a count of fds, not `{v}`"))?,
+            );
+        }
+        "hysteresis" => p.hysteresis = parse_fraction(v, "hysteresis")?,
+        "predict" => {
+            p.predict = if v == "off" {
+                None
+            } else {
+                Some(parse_duration(v)?)
+            };
+        }
+        "predict-floor" => p.predict_floor = parse_fraction(v, "predict-floor")?,
+        "predict-window" => {
+            p.predict_window = v.parse().ok().filter(|n| *n >= 3).ok_or_else(|| {
+                format!("`predict-window` must be a number of samples, at least 3, not `{v}`")
+            })?;
+        }
+        "max-reloads" => (p.max_reloads, p.max_reloads_window) = parse_rate(v)?,
+        "action" => p.action = ActionMode::parse(v)?,
         "verify" => p.verify = parse_duration(v)?,
         "top" => {
             p.top =
@@ -263,7 +358,7 @@ fn apply_policy_line(p: &mut Policy, e: &Entry) -> Result<(), String> {
         }
         other => {
             return Err(format!(
-                "unknown policy key `{other}`; known: reload-at, for, cooldown, verify, top"
+                "unknown policy key `{other}`; known: reload-at, max-fds, for, hysteresis, predict, predict-floor, predict-window, cooldown, max-reloads, action, verify, top"
             ));
         }
     }
@@ -290,6 +385,27 @@ pub fn parse_threshold(v: &str) -> Result<Threshold, String> {
         }
         Ok(Threshold::Count(n))
     }
+}
+
+/// `10%` as 0.1.
+fn parse_fraction(v: &str, key: &str) -> Result<f64, String> {
+    let x: f64 = v
+        .strip_suffix('%')
+        .and_then(|p| p.trim().parse().ok())
+        .ok_or_else(|| format!("`{key}` must be a percentage like 10%, not `{v}`"))?;
+    if (0.0..=100.0).contains(&x) {
+        Ok(x / 100.0)
+    } else {
+        Err(format!("`{key}` must be between 0% and 100%, not `{v}`"))
+    }
+}
+
+/// `3 per 1h`.
+fn parse_rate(v: &str) -> Result<(u32, Duration), String> {
+    let bad = || format!("`max-reloads` must look like `3 per 1h`, not `{v}`");
+    let (n, window) = v.split_once(" per ").ok_or_else(bad)?;
+    let n: u32 = n.trim().parse().ok().filter(|n| *n >= 1).ok_or_else(bad)?;
+    Ok((n, parse_duration(window.trim())?))
 }
 
 pub fn parse_duration(v: &str) -> Result<Duration, String> {
@@ -385,6 +501,33 @@ mod tests {
             e.to_string().contains(":2: unknown section [polciy]"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn remediation_keys() {
+        let cfg = parse(
+            "[warden]\nmax-concurrent = 2\n[policy]\nmax-fds = 5000\nhysteresis = 5%\npredict = 15m\n\
+             predict-floor = 50%\nmax-reloads = 3 per 1h\naction = recycle-worker\n",
+        )
+        .unwrap();
+        assert_eq!(cfg.max_concurrent, 2);
+        let p = &cfg.policy;
+        assert_eq!(p.max_fds, Some(5000));
+        assert!((p.hysteresis - 0.05).abs() < 1e-9);
+        assert_eq!(p.predict, Some(Duration::from_secs(900)));
+        assert_eq!(
+            (p.max_reloads, p.max_reloads_window),
+            (3, Duration::from_secs(3600))
+        );
+        assert_eq!(p.action, ActionMode::RecycleWorker);
+        let e = parse("[policy]\nmax-reloads = lots\n").unwrap_err();
+        assert!(
+            e.to_string()
+                .contains(":2: `max-reloads` must look like `3 per 1h`"),
+            "{e}"
+        );
+        let e = parse("[policy]\naction = restart\n").unwrap_err();
+        assert!(e.to_string().contains("not an action"), "{e}");
     }
 
     #[test]

@@ -48,6 +48,21 @@ pub struct Vassal {
     /// Problems in the vassal's own `[vassal-warden]` section.
     pub policy_problems: Vec<String>,
     pub mapping: Mapping,
+    /// The mtime (whole seconds) and content digest of the file as the Emperor last
+    /// loaded it, as far as the warden saw.
+    loaded: Option<(i64, u64)>,
+    /// The file's content changed without its mtime moving forward (`cp -p`, `rsync -t`):
+    /// the running vassal does not run what is on disk, and a touch would apply it.
+    pub pending_change: bool,
+}
+
+fn digest(path: &Path) -> Option<(i64, u64)> {
+    use std::hash::{Hash, Hasher};
+    let bytes = std::fs::read(path).ok()?;
+    let mtime = std::fs::metadata(path).ok()?.mtime();
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    bytes.hash(&mut h);
+    Some((mtime, h.finish()))
 }
 
 /// Everything the warden currently knows about the host.
@@ -133,6 +148,16 @@ impl Inventory {
                     v.emperor = emperor;
                 }
                 Some(v) => {
+                    match (v.loaded, digest(&path)) {
+                        // Newer mtime: the Emperor reloads it, so it will run this content.
+                        (Some((old_mtime, _)), Some((mtime, d))) if mtime > old_mtime => {
+                            v.loaded = Some((mtime, d));
+                            v.pending_change = false;
+                        }
+                        (Some((_, old)), Some((_, d))) => v.pending_change = d != old,
+                        (None, now) => v.loaded = now,
+                        (Some(_), None) => {}
+                    }
                     v.ini = emperor::read_vassal(&path);
                     v.stamp = st;
                     v.emperor = emperor;
@@ -153,6 +178,8 @@ impl Inventory {
                             policy,
                             policy_problems,
                             mapping: Mapping::NoEmperor,
+                            loaded: digest(&path),
+                            pending_change: false,
                         },
                     );
                     changes.added.push(path);

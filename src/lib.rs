@@ -2,8 +2,9 @@
 //!
 //! The data flow, one module per stage: `emperor` (find Emperors and vassal files) →
 //! `inventory` + `mapping` (vassal → PIDs) → `sample` (fd count, soft limit) → `policy`
-//! (pure decisions) → `forensics` (what leaks) → `audit` (record first) → `act` (touch) →
-//! verify (in `daemon`) → `audit`. See docs/ARCHITECTURE.md.
+//! (pure decisions) → `forensics` (what leaks) → `audit` (record first) → `act` (touch,
+//! recycle) → verify (in `warden`) → `audit`; `daemon` runs the loop. See
+//! docs/ARCHITECTURE.md.
 
 pub mod act;
 pub mod audit;
@@ -18,3 +19,4 @@ pub mod policy;
 pub mod procs;
 pub mod sample;
 pub mod uwsgi_ini;
+pub mod warden;

@@ -1,61 +1,207 @@
 //! Policy: samples and settings in, a decision out.
 //!
-//! This module is pure: no clock (times are passed in), no files, no /proc. It owns when a
-//! process counts as over the line, how many consecutive samples make it fire, whether a
-//! vassal may be acted on now (cooldown, dry run), and when a reload counts as having
+//! This module is pure: no clock (times are passed in), no files, no /proc. It owns when
+//! a process counts as over the line (`reload-at`, `max-fds`, with hysteresis), the
+//! prediction (least squares over recent samples), whether a vassal may be acted on now
+//! (flapping, cooldown, the host-wide cap, dry run), which action is the gentlest that
+//! will work and the ladder after one that did not, and when an action counts as having
 //! worked. Everything here is tested with plain tables of cases.
 
+use std::collections::VecDeque;
 use std::time::{Duration, SystemTime};
 
-use crate::config::{Policy, Threshold};
+use crate::config::{ActionMode, Policy};
 use crate::procs::ProcId;
 
-/// The fd count at or above which a process is over the line.
+/// The fd count at or above which a process is over the line: `reload-at` of its soft
+/// limit, capped by `max-fds`.
 #[must_use]
 pub fn line(policy: &Policy, soft_limit: u64) -> u64 {
-    policy.reload_at.line(soft_limit)
+    let l = policy.reload_at.line(soft_limit);
+    policy.max_fds.map_or(l, |cap| l.min(cap))
 }
 
-/// Consecutive samples over the line, per process.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Streak(pub u32);
+/// Below this count a process's streak clears.
+#[must_use]
+pub fn clear_line(policy: &Policy, soft_limit: u64) -> u64 {
+    let l = line(policy, soft_limit) as f64;
+    (l * (1.0 - policy.hysteresis)).floor() as u64
+}
 
-impl Streak {
-    /// Feeds one sample; returns true when the process has now been over the line for
-    /// `for` consecutive samples.
-    pub fn feed(&mut self, policy: &Policy, fds: u64, soft_limit: u64) -> bool {
-        if fds >= line(policy, soft_limit) {
-            self.0 = self.0.saturating_add(1);
-        } else {
-            self.0 = 0;
+/// What fired.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Fire {
+    /// Over `reload-at` of the soft limit.
+    ReloadAt { line: u64 },
+    /// Over the absolute `max-fds` cap (which was the lower of the two).
+    MaxFds { cap: u64 },
+    /// The soft limit will be reached within `predict`: growth in fds per second and the
+    /// estimated seconds left.
+    Predict { slope: f64, eta: f64 },
+}
+
+impl Fire {
+    #[must_use]
+    pub fn name(&self) -> &'static str {
+        match self {
+            Fire::ReloadAt { .. } => "reload-at",
+            Fire::MaxFds { .. } => "max-fds",
+            Fire::Predict { .. } => "predict",
         }
-        self.0 >= policy.for_samples
     }
+}
+
+/// Per-process state: streaks and recent samples.
+#[derive(Debug, Clone, Default)]
+pub struct ProcState {
+    over: u32,
+    predicted: u32,
+    /// (seconds, fds), oldest first.
+    samples: VecDeque<(f64, u64)>,
+}
+
+impl ProcState {
+    /// Feeds one sample taken at `t` seconds (any fixed origin). Returns what fired, if
+    /// the process has now met a rule for `for` consecutive samples.
+    pub fn feed(&mut self, policy: &Policy, t: f64, fds: u64, soft_limit: u64) -> Option<Fire> {
+        let l = line(policy, soft_limit);
+        if fds >= l {
+            self.over = self.over.saturating_add(1);
+        } else if fds < clear_line(policy, soft_limit) {
+            self.over = 0;
+        }
+        self.samples.push_back((t, fds));
+        while self.samples.len() > policy.predict_window.max(3) {
+            self.samples.pop_front();
+        }
+        let predicted = predict(policy, &self.samples, fds, soft_limit);
+        if predicted.is_some() {
+            self.predicted = self.predicted.saturating_add(1);
+        } else {
+            self.predicted = 0;
+        }
+        if self.over >= policy.for_samples {
+            let by_cap = policy
+                .max_fds
+                .is_some_and(|cap| cap == l && policy.reload_at.line(soft_limit) > cap);
+            return Some(if by_cap {
+                Fire::MaxFds { cap: l }
+            } else {
+                Fire::ReloadAt { line: l }
+            });
+        }
+        if self.predicted >= policy.for_samples {
+            return predicted;
+        }
+        None
+    }
+
+    /// Forgets the streaks (after an action), keeping the samples.
+    pub fn reset(&mut self) {
+        self.over = 0;
+        self.predicted = 0;
+    }
+}
+
+/// Least-squares slope of fds over time, in fds per second.
+#[must_use]
+pub fn slope(samples: &VecDeque<(f64, u64)>) -> Option<f64> {
+    let n = samples.len() as f64;
+    if samples.len() < 3 {
+        return None;
+    }
+    let mean_t = samples.iter().map(|s| s.0).sum::<f64>() / n;
+    let mean_f = samples.iter().map(|s| s.1 as f64).sum::<f64>() / n;
+    let (mut num, mut den) = (0.0, 0.0);
+    for (t, f) in samples {
+        num += (t - mean_t) * (*f as f64 - mean_f);
+        den += (t - mean_t) * (t - mean_t);
+    }
+    (den > 0.0).then(|| num / den)
+}
+
+/// The prediction rule: usage at least `predict-floor`, a full window of samples, growing,
+/// and the soft limit reached within `predict`.
+fn predict(
+    policy: &Policy,
+    samples: &VecDeque<(f64, u64)>,
+    fds: u64,
+    soft_limit: u64,
+) -> Option<Fire> {
+    let horizon = policy.predict?.as_secs_f64();
+    let limit = policy.max_fds.map_or(soft_limit, |cap| cap.min(soft_limit));
+    if samples.len() < policy.predict_window.max(3)
+        || (fds as f64) < limit as f64 * policy.predict_floor
+    {
+        return None;
+    }
+    let slope = slope(samples)?;
+    if slope <= 0.0 {
+        return None;
+    }
+    let eta = (limit.saturating_sub(fds)) as f64 / slope;
+    (eta <= horizon).then_some(Fire::Predict { slope, eta })
 }
 
 /// Human text of what fired, for the `detected` record.
 #[must_use]
-pub fn rule_text(policy: &Policy, fds: u64, soft_limit: u64) -> String {
-    let l = line(policy, soft_limit);
-    let what = match policy.reload_at {
-        Threshold::Fraction(_) => format!("{} of soft limit {soft_limit}", policy.reload_at),
-        Threshold::Count(_) => "reload-at".to_owned(),
-    };
+pub fn rule_text(policy: &Policy, fire: &Fire, fds: u64, soft_limit: u64) -> String {
     let samples = if policy.for_samples == 1 {
         "sample"
     } else {
         "samples"
     };
-    format!(
-        "{fds} fds >= {l} ({what}) for {} {samples}",
-        policy.for_samples
-    )
+    let n = policy.for_samples;
+    match fire {
+        Fire::ReloadAt { line } => match policy.reload_at {
+            crate::config::Threshold::Fraction(_) => format!(
+                "{fds} fds >= {line} ({} of soft limit {soft_limit}) for {n} {samples}",
+                policy.reload_at
+            ),
+            crate::config::Threshold::Count(_) => {
+                format!("{fds} fds >= {line} (reload-at) for {n} {samples}")
+            }
+        },
+        Fire::MaxFds { cap } => {
+            format!("{fds} fds >= {cap} (max-fds; soft limit {soft_limit}) for {n} {samples}")
+        }
+        Fire::Predict { slope, eta } => format!(
+            "{fds} fds growing {slope:.2}/s: soft limit {soft_limit} in {eta:.0}s, within predict {} ({n} {samples})",
+            humantime::format_duration(policy.predict.unwrap_or_default())
+        ),
+    }
+}
+
+/// What the warden remembers of a vassal's past actions.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct History {
+    /// When actions were taken (not dry runs), oldest first.
+    pub actions: Vec<SystemTime>,
+    /// Set once the vassal was found flapping; cleared after a quiet window.
+    pub flapping: bool,
+    /// The previous time a rule fired for it.
+    pub last_fire: Option<SystemTime>,
+}
+
+impl History {
+    #[must_use]
+    pub fn last_action(&self) -> Option<SystemTime> {
+        self.actions.last().copied()
+    }
 }
 
 /// Why a vassal over the line is not acted on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Hold {
-    Cooldown { remaining: Duration },
+    /// More than `max-reloads` in the window, or not yet quiet since.
+    Flapping {
+        recent: usize,
+    },
+    Cooldown {
+        remaining: Duration,
+    },
+    /// Too many reloads in progress on the host.
+    Busy,
     DryRun,
 }
 
@@ -63,27 +209,62 @@ impl Hold {
     #[must_use]
     pub fn reason(&self) -> &'static str {
         match self {
+            Hold::Flapping { .. } => "flapping",
             Hold::Cooldown { .. } => "cooldown",
+            Hold::Busy => "busy",
             Hold::DryRun => "dry_run",
         }
     }
 }
 
-/// May the vassal be acted on now?
+fn since(now: SystemTime, then: SystemTime) -> Duration {
+    // A clock that went backwards counts as "just now": never act early.
+    now.duration_since(then).unwrap_or(Duration::ZERO)
+}
+
+/// Is the vassal flapping now? Too many actions in the window, or flapping before and
+/// not quiet (no rule fired) for a whole window since.
+#[must_use]
+pub fn flapping(policy: &Policy, now: SystemTime, hist: &History) -> bool {
+    let window = policy.max_reloads_window;
+    let recent = hist
+        .actions
+        .iter()
+        .filter(|t| since(now, **t) < window)
+        .count();
+    if recent >= policy.max_reloads as usize {
+        return true;
+    }
+    hist.flapping && hist.last_fire.is_some_and(|t| since(now, t) < window)
+}
+
+/// May the vassal be acted on now? `busy`: the host-wide cap on reloads in progress is
+/// reached.
 pub fn gate(
     policy: &Policy,
     now: SystemTime,
-    last_action: Option<SystemTime>,
+    hist: &History,
+    busy: bool,
     dry_run: bool,
 ) -> Result<(), Hold> {
-    if let Some(last) = last_action {
-        // A clock that went backwards counts as "just now": never act early.
-        let since = now.duration_since(last).unwrap_or(Duration::ZERO);
-        if since < policy.cooldown {
+    if flapping(policy, now, hist) {
+        let recent = hist
+            .actions
+            .iter()
+            .filter(|t| since(now, **t) < policy.max_reloads_window)
+            .count();
+        return Err(Hold::Flapping { recent });
+    }
+    if let Some(last) = hist.last_action() {
+        let s = since(now, last);
+        if s < policy.cooldown {
             return Err(Hold::Cooldown {
-                remaining: policy.cooldown.saturating_sub(since),
+                remaining: policy.cooldown.saturating_sub(s),
             });
         }
+    }
+    if busy {
+        return Err(Hold::Busy);
     }
     if dry_run {
         return Err(Hold::DryRun);
@@ -91,31 +272,143 @@ pub fn gate(
     Ok(())
 }
 
+/// The steps of the ladder, gentlest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Plan {
+    /// SIGHUP these workers: each finishes its request and the master respawns it.
+    RecycleWorkers(Vec<ProcId>),
+    /// Touch the vassal's `touch-chain-reload` file: workers replaced one at a time.
+    ChainReload(std::path::PathBuf),
+    /// Touch the vassal ini: the master re-executes, which clears its fds and the workers'.
+    Touch,
+    /// Record and alert only.
+    Alert(&'static str),
+}
+
+impl Plan {
+    #[must_use]
+    pub fn name(&self) -> &'static str {
+        match self {
+            Plan::RecycleWorkers(_) => "recycle-worker",
+            Plan::ChainReload(_) => "chain-reload",
+            Plan::Touch => "touch",
+            Plan::Alert(_) => "alert",
+        }
+    }
+
+    /// The next step up after this one did not work.
+    #[must_use]
+    pub fn escalate(&self) -> u8 {
+        match self {
+            Plan::RecycleWorkers(_) | Plan::ChainReload(_) => 1,
+            Plan::Touch | Plan::Alert(_) => 2,
+        }
+    }
+}
+
+/// What is known about the leak when choosing what to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Situation {
+    /// The process that fired is the master.
+    pub master_leaks: bool,
+    /// The leaking targets of the worker that fired are mostly inherited from the master.
+    pub inherited: bool,
+    /// Workers over their line, and how many workers there are.
+    pub workers_over: Vec<ProcId>,
+    pub workers: usize,
+    /// The vassal's `touch-chain-reload` file, if it declares one that exists.
+    pub chain_file: Option<std::path::PathBuf>,
+    /// The ini on disk differs from what the master runs (a deploy kept the old mtime):
+    /// a touch would also apply it.
+    pub pending_change: bool,
+    /// 0: gentlest; 1: after a recycle or chain reload did not work; 2: after a touch.
+    pub escalation: u8,
+}
+
+/// Picks the gentlest action that will work, and a note for the record.
+#[must_use]
+pub fn choose(mode: ActionMode, s: &Situation) -> (Plan, Option<String>) {
+    let in_master = s.master_leaks || s.inherited;
+    let few = !s.workers_over.is_empty() && s.workers_over.len() * 2 <= s.workers.max(1);
+    if s.escalation >= 2 {
+        return (
+            Plan::Alert("ladder_exhausted"),
+            Some("a touch did not bring the fds down".into()),
+        );
+    }
+    match mode {
+        ActionMode::Alert => (Plan::Alert("alert_only"), None),
+        ActionMode::Touch => touch_or_hold(s),
+        ActionMode::RecycleWorker => {
+            if s.escalation == 0 && !s.workers_over.is_empty() {
+                (Plan::RecycleWorkers(s.workers_over.clone()), None)
+            } else {
+                touch_or_hold(s)
+            }
+        }
+        ActionMode::ChainReload => match (&s.chain_file, s.escalation) {
+            (Some(f), 0) => (Plan::ChainReload(f.clone()), None),
+            _ => touch_or_hold(s),
+        },
+        ActionMode::Auto => {
+            if s.escalation == 0 && !in_master {
+                if few {
+                    let note = s
+                        .pending_change
+                        .then(|| "the ini on disk changed since the vassal started; recycling workers leaves it unapplied".to_owned());
+                    return (Plan::RecycleWorkers(s.workers_over.clone()), note);
+                }
+                if let Some(f) = &s.chain_file {
+                    return (Plan::ChainReload(f.clone()), None);
+                }
+                if s.pending_change && !s.workers_over.is_empty() {
+                    return (
+                        Plan::RecycleWorkers(s.workers_over.clone()),
+                        Some("the ini on disk changed since the vassal started; a touch would apply it, so workers are recycled instead".to_owned()),
+                    );
+                }
+            }
+            touch_or_hold(s)
+        }
+    }
+}
+
+fn touch_or_hold(s: &Situation) -> (Plan, Option<String>) {
+    if s.pending_change {
+        // A touch would deploy whatever is on disk: not the warden's call to make.
+        return (
+            Plan::Alert("pending_change"),
+            Some("the ini on disk changed since the vassal started (old mtime kept); a touch would apply it".into()),
+        );
+    }
+    (Plan::Touch, None)
+}
+
 /// What a vassal looks like after an action, for verification.
 #[derive(Debug, Clone)]
 pub struct After<'a> {
-    /// Workers before the action.
-    pub old_workers: &'a [ProcId],
+    /// The workers the action meant to replace (all of them for a touch or chain reload).
+    pub replace: &'a [ProcId],
     /// Workers now.
     pub workers: &'a [ProcId],
     /// The fd count and line of every process now (master and workers).
     pub counts: &'a [(u64, u64)],
 }
 
-/// Has the reload worked? It has when every old worker has been replaced by a new one and
-/// every process is back under its line.
+/// Has the action worked? It has when every worker it meant to replace is gone from the
+/// vassal (and the vassal has workers again) and every process is back under its line.
 #[must_use]
 pub fn recovered(after: &After<'_>) -> bool {
-    let replaced = after.old_workers.iter().all(|w| !after.workers.contains(w))
-        && (after.old_workers.is_empty() || !after.workers.is_empty());
+    let replaced = after.replace.iter().all(|w| !after.workers.contains(w))
+        && (after.replace.is_empty() || !after.workers.is_empty());
     let under = after.counts.iter().all(|(fds, line)| fds < line);
     replaced && under
 }
 
-/// The mtime to give a vassal file so that the Emperor sees it as newer: the current
-/// second, or one second past the old mtime if that is later. The Emperor compares whole
-/// seconds against the mtime it last saw (emperor.c), so a touch within the same second
-/// as the last change would do nothing.
+/// The mtime to give a file so that uWSGI sees it as newer: the current second, or one
+/// second past the old mtime if that is later. uWSGI compares whole seconds against the
+/// mtime it last saw (emperor.c), so a touch within the same second as the last change
+/// would do nothing.
 #[must_use]
 pub fn touch_mtime(old_secs: i64, now_secs: i64) -> i64 {
     now_secs.max(old_secs + 1)
@@ -124,6 +417,7 @@ pub fn touch_mtime(old_secs: i64, now_secs: i64) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Threshold;
 
     fn policy(reload_at: Threshold, for_samples: u32) -> Policy {
         Policy {
@@ -133,83 +427,335 @@ mod tests {
         }
     }
 
+    fn feed_all(p: &Policy, limit: u64, counts: &[u64]) -> Vec<Option<&'static str>> {
+        let mut st = ProcState::default();
+        counts
+            .iter()
+            .enumerate()
+            .map(|(i, f)| st.feed(p, i as f64, *f, limit).map(|x| x.name()))
+            .collect()
+    }
+
     #[test]
     fn streak_needs_consecutive_samples() {
         let p = policy(Threshold::Fraction(0.8), 2);
-        let mut s = Streak::default();
-        // (fds, limit, fires)
-        let table = [
-            (819, 1024, false),
-            (820, 1024, false),
-            (700, 1024, false),
-            (830, 1024, false),
-            (840, 1024, true),
-            (900, 1024, true),
-            (10, 1024, false),
-        ];
-        for (i, (fds, limit, fires)) in table.into_iter().enumerate() {
-            assert_eq!(s.feed(&p, fds, limit), fires, "row {i}");
+        // Line 820 of 1024; clears below 738 (10% hysteresis).
+        let fires = feed_all(&p, 1024, &[819, 820, 700, 830, 840, 900, 10]);
+        assert_eq!(
+            fires,
+            [
+                None,
+                None,
+                None,
+                None,
+                Some("reload-at"),
+                Some("reload-at"),
+                None
+            ]
+        );
+    }
+
+    #[test]
+    fn hovering_at_the_line_does_not_clear_the_streak() {
+        let p = policy(Threshold::Count(100), 3);
+        // 95..99 is under the line but above the clear line (90): the streak holds.
+        let fires = feed_all(&p, 1000, &[100, 97, 101, 99, 102]);
+        assert_eq!(fires, [None, None, None, None, Some("reload-at")]);
+        // Dropping clearly below (89 < 90) clears it.
+        let fires = feed_all(&p, 1000, &[100, 101, 89, 100, 101]);
+        assert_eq!(fires, [None, None, None, None, None]);
+    }
+
+    #[test]
+    fn max_fds_caps_a_huge_soft_limit() {
+        let p = Policy {
+            max_fds: Some(5000),
+            ..policy(Threshold::Fraction(0.8), 1)
+        };
+        let huge = 1_073_741_816;
+        assert_eq!(line(&p, huge), 5000);
+        assert_eq!(feed_all(&p, huge, &[4999, 5000]), [None, Some("max-fds")]);
+        // With an ordinary limit, reload-at is the lower one and names itself.
+        assert_eq!(line(&p, 1024), 820);
+        assert_eq!(feed_all(&p, 1024, &[820]), [Some("reload-at")]);
+    }
+
+    fn predicting() -> Policy {
+        Policy {
+            predict: Some(Duration::from_secs(60)),
+            predict_floor: 0.3,
+            predict_window: 10,
+            ..policy(Threshold::Fraction(0.9), 2)
         }
     }
 
     #[test]
-    fn absolute_count_ignores_the_limit() {
-        let p = policy(Threshold::Count(40), 1);
-        assert!(Streak::default().feed(&p, 40, 1_000_000_000));
-        assert!(!Streak::default().feed(&p, 39, 64));
+    fn prediction_fires_on_a_steady_leak_before_the_line() {
+        let p = predicting();
+        // 5 fds a second from 300 of 1000: the limit is 140 s away at first, 60 s away
+        // at 700.
+        let counts: Vec<u64> = (0..100).map(|i| 300 + 5 * i).collect();
+        let fires = feed_all(&p, 1000, &counts);
+        let first = fires.iter().position(Option::is_some).unwrap();
+        assert_eq!(fires[first], Some("predict"));
+        assert!(
+            counts[first] < 900,
+            "fired at {} fds, not before the line",
+            counts[first]
+        );
+        assert!(
+            counts[first] >= 700,
+            "fired at {} fds, earlier than 60 s out",
+            counts[first]
+        );
     }
 
     #[test]
-    fn rule_text_says_what_fired() {
+    fn prediction_ignores_noise_without_a_trend_and_low_usage() {
+        let p = predicting();
+        // Flat at ~500 with ±40 of noise: no trend, never fires.
+        let noisy: Vec<u64> = (0..200)
+            .map(|i| 500 + [0, 40, 10, 35, 0, 25][i % 6] - 20)
+            .collect();
+        assert!(feed_all(&p, 1000, &noisy).iter().all(Option::is_none));
+        // A fast leak below the floor (30%) does not fire on prediction.
+        let low: Vec<u64> = (0..50).map(|i| 10 + 5 * i).collect();
+        assert!(feed_all(&p, 1000, &low).iter().all(Option::is_none));
+        // The same leak with noise still fires.
+        let leak: Vec<u64> = (0..100)
+            .map(|i| 300 + 5 * i + [0, 30, 5, 25, 10, 0][i as usize % 6])
+            .collect();
+        assert!(feed_all(&p, 1000, &leak).contains(&Some("predict")));
+    }
+
+    #[test]
+    fn least_squares_slope() {
+        let s: VecDeque<(f64, u64)> = [(0.0, 10), (1.0, 12), (2.0, 14), (3.0, 16)]
+            .into_iter()
+            .collect();
+        assert!((slope(&s).unwrap() - 2.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn rule_texts() {
         let p = policy(Threshold::Fraction(0.8), 2);
         assert_eq!(
-            rule_text(&p, 830, 1024),
+            rule_text(&p, &Fire::ReloadAt { line: 820 }, 830, 1024),
             "830 fds >= 820 (80% of soft limit 1024) for 2 samples"
         );
         let p = policy(Threshold::Count(40), 1);
         assert_eq!(
-            rule_text(&p, 41, 64),
+            rule_text(&p, &Fire::ReloadAt { line: 40 }, 41, 64),
             "41 fds >= 40 (reload-at) for 1 sample"
         );
     }
 
+    fn t(s: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000 + s)
+    }
+
     #[test]
-    fn cooldown_and_dry_run() {
+    fn cooldown_busy_and_dry_run() {
         let p = Policy {
             cooldown: Duration::from_secs(600),
             ..Policy::default()
         };
-        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
-        assert_eq!(gate(&p, t0, None, false), Ok(()));
-        assert_eq!(gate(&p, t0, None, true), Err(Hold::DryRun));
+        let none = History::default();
+        assert_eq!(gate(&p, t(0), &none, false, false), Ok(()));
+        assert_eq!(gate(&p, t(0), &none, false, true), Err(Hold::DryRun));
+        assert_eq!(gate(&p, t(0), &none, true, false), Err(Hold::Busy));
+        let once = History {
+            actions: vec![t(0)],
+            ..History::default()
+        };
         assert_eq!(
-            gate(&p, t0 + Duration::from_secs(60), Some(t0), false),
+            gate(&p, t(60), &once, false, false),
             Err(Hold::Cooldown {
                 remaining: Duration::from_secs(540)
             })
         );
-        assert_eq!(
-            gate(&p, t0 + Duration::from_secs(600), Some(t0), false),
-            Ok(())
-        );
+        assert_eq!(gate(&p, t(600), &once, false, false), Ok(()));
         // Clock went backwards: still in cooldown.
-        assert!(gate(&p, t0 - Duration::from_secs(5), Some(t0), false).is_err());
+        assert!(gate(&p, t(0) - Duration::from_secs(5), &once, false, false).is_err());
     }
 
     #[test]
-    fn recovery_needs_new_workers_and_counts_under_the_line() {
-        let id = |pid| ProcId { pid, start_time: 1 };
+    fn flapping_after_max_reloads_until_quiet() {
+        let p = Policy {
+            cooldown: Duration::from_secs(60),
+            max_reloads: 3,
+            max_reloads_window: Duration::from_secs(3600),
+            ..Policy::default()
+        };
+        let mut h = History {
+            actions: vec![t(0), t(100), t(200)],
+            ..History::default()
+        };
+        // (time, still firing since, flapping?)
+        assert_eq!(
+            gate(&p, t(300), &h, false, false),
+            Err(Hold::Flapping { recent: 3 })
+        );
+        h.flapping = true;
+        h.last_fire = Some(t(3500));
+        // The window has passed for the actions, but it fired 300 s ago: not quiet yet.
+        assert!(flapping(&p, t(3800), &h));
+        // A whole quiet window since the last fire: it may act again.
+        assert!(!flapping(&p, t(3500 + 3600), &h));
+        assert_eq!(gate(&p, t(3500 + 3600), &h, false, false), Ok(()));
+        // Two actions in the window are below the cap.
+        let two = History {
+            actions: vec![t(0), t(100)],
+            ..History::default()
+        };
+        assert_eq!(gate(&p, t(300), &two, false, false), Ok(()));
+    }
+
+    fn id(pid: i32) -> ProcId {
+        ProcId { pid, start_time: 1 }
+    }
+
+    fn situation() -> Situation {
+        Situation {
+            master_leaks: false,
+            inherited: false,
+            workers_over: vec![id(11)],
+            workers: 4,
+            chain_file: None,
+            pending_change: false,
+            escalation: 0,
+        }
+    }
+
+    #[test]
+    fn auto_picks_the_gentlest_action_that_will_work() {
+        use ActionMode::Auto;
+        let s = situation();
+        assert_eq!(choose(Auto, &s).0, Plan::RecycleWorkers(vec![id(11)]));
+        // Leak in the master, or inherited from it: only a touch clears it.
+        assert_eq!(
+            choose(
+                Auto,
+                &Situation {
+                    master_leaks: true,
+                    ..s.clone()
+                }
+            )
+            .0,
+            Plan::Touch
+        );
+        assert_eq!(
+            choose(
+                Auto,
+                &Situation {
+                    inherited: true,
+                    ..s.clone()
+                }
+            )
+            .0,
+            Plan::Touch
+        );
+        // Most workers leak: a chain reload when declared, else a touch.
+        let many = Situation {
+            workers_over: vec![id(11), id(12), id(13)],
+            ..s.clone()
+        };
+        assert_eq!(choose(Auto, &many).0, Plan::Touch);
+        let chain = Situation {
+            chain_file: Some("/srv/chain".into()),
+            ..many.clone()
+        };
+        assert_eq!(
+            choose(Auto, &chain).0,
+            Plan::ChainReload("/srv/chain".into())
+        );
+        // A pending deploy: recycle instead of touching, and say so.
+        let pending = Situation {
+            pending_change: true,
+            ..many.clone()
+        };
+        let (plan, note) = choose(Auto, &pending);
+        assert_eq!(plan, Plan::RecycleWorkers(many.workers_over.clone()));
+        assert!(note.unwrap().contains("a touch would apply it"));
+        // ...and alert rather than deploy when only a touch would help.
+        let pending_master = Situation {
+            master_leaks: true,
+            pending_change: true,
+            ..s.clone()
+        };
+        assert_eq!(
+            choose(Auto, &pending_master).0,
+            Plan::Alert("pending_change")
+        );
+    }
+
+    #[test]
+    fn the_ladder_goes_one_step_at_a_time() {
+        let s = situation();
+        let first = choose(ActionMode::Auto, &s).0;
+        assert_eq!(first.name(), "recycle-worker");
+        let second = choose(
+            ActionMode::Auto,
+            &Situation {
+                escalation: first.escalate(),
+                ..s.clone()
+            },
+        )
+        .0;
+        assert_eq!(second, Plan::Touch);
+        let third = choose(
+            ActionMode::Auto,
+            &Situation {
+                escalation: second.escalate(),
+                ..s.clone()
+            },
+        )
+        .0;
+        assert_eq!(third, Plan::Alert("ladder_exhausted"));
+        assert_eq!(choose(ActionMode::Alert, &s).0, Plan::Alert("alert_only"));
+        assert_eq!(choose(ActionMode::Touch, &s).0, Plan::Touch);
+    }
+
+    #[test]
+    fn recovery_needs_replaced_workers_and_counts_under_the_line() {
         let old = [id(10), id(11)];
-        let cases: [(&[ProcId], &[(u64, u64)], bool); 5] = [
-            (&[id(10), id(11)], &[(14, 40), (50, 40), (10, 40)], false),
-            (&[id(12), id(11)], &[(14, 40), (10, 40), (10, 40)], false),
-            (&[id(12), id(13)], &[(14, 40), (10, 40), (10, 40)], true),
-            (&[id(12), id(13)], &[(14, 40), (45, 40), (10, 40)], false),
-            (&[], &[(14, 40)], false),
+        let cases: [(&[ProcId], &[ProcId], &[(u64, u64)], bool); 6] = [
+            (
+                &old,
+                &[id(10), id(11)],
+                &[(14, 40), (50, 40), (10, 40)],
+                false,
+            ),
+            (
+                &old,
+                &[id(12), id(11)],
+                &[(14, 40), (10, 40), (10, 40)],
+                false,
+            ),
+            (
+                &old,
+                &[id(12), id(13)],
+                &[(14, 40), (10, 40), (10, 40)],
+                true,
+            ),
+            (
+                &old,
+                &[id(12), id(13)],
+                &[(14, 40), (45, 40), (10, 40)],
+                false,
+            ),
+            (&old, &[], &[(14, 40)], false),
+            // Recycling one worker: the other keeps its PID.
+            (
+                &old[1..],
+                &[id(10), id(12)],
+                &[(14, 40), (20, 40), (10, 40)],
+                true,
+            ),
         ];
-        for (i, (workers, counts, want)) in cases.into_iter().enumerate() {
+        for (i, (replace, workers, counts, want)) in cases.into_iter().enumerate() {
             let a = After {
-                old_workers: &old,
+                replace,
                 workers,
                 counts,
             };
@@ -220,9 +766,7 @@ mod tests {
     #[test]
     fn touch_mtime_respects_whole_seconds() {
         assert_eq!(touch_mtime(100, 200), 200);
-        // Modified this very second: one more.
         assert_eq!(touch_mtime(200, 200), 201);
-        // An mtime in the future: one past it.
         assert_eq!(touch_mtime(300, 200), 301);
     }
 }

@@ -42,7 +42,7 @@ fn status_fds_once_and_incidents_tell_the_same_story() {
     std::fs::write(
         &cfg,
         format!(
-            "[warden]\nvassals = {}\ninterval = 200ms\naudit-log = {}\n[policy]\nreload-at = 40\nfor = 1\n",
+            "[warden]\nvassals = {}\ninterval = 200ms\naudit-log = {}\n[policy]\nreload-at = 40\nfor = 1\naction = touch\n",
             emp.vassals.display(),
             audit_log.display()
         ),
