@@ -79,6 +79,19 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// A manual, audited graceful reload of one vassal (touch its ini), then verified.
+    Reload {
+        /// The vassal's name (`shop.ini`, `shop`) or path.
+        vassal: String,
+        /// Why, for the incident log.
+        #[arg(long, default_value = "operator request")]
+        reason: String,
+        /// Check and record, but do not touch.
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+    },
     /// What the warden sees and why: Emperors, vassals, mapping, problems.
     Check {
         #[arg(short, long)]
@@ -144,6 +157,31 @@ pub fn main(cli: Cli) -> Result<(), Failure> {
             json,
         ),
         Command::Check { config, json } => check(&Config::load(config.as_deref())?, json),
+        Command::Reload {
+            vassal,
+            reason,
+            dry_run,
+            config,
+        } => {
+            let cfg = Config::load(config.as_deref())?;
+            let mut w = crate::warden::Warden::new(cfg, crate::warden::Options::default());
+            match w.manual_reload(&vassal, &reason, dry_run)? {
+                _ if dry_run => {
+                    println!("{vassal}: checks passed; not touched (dry run); recorded");
+                }
+                audit::OutcomeResult::Recovered => {
+                    println!("{vassal}: reloaded; new workers are up");
+                }
+                other => {
+                    return Err(anyhow::anyhow!(
+                        "{vassal}: touched, but the reload was not confirmed ({}); see `vassal-warden incidents --vassal {vassal}`",
+                        serde_json::to_value(other).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
+                    )
+                    .into());
+                }
+            }
+            Ok(())
+        }
     }
 }
 
@@ -594,11 +632,24 @@ fn check(cfg: &Config, json: bool) -> Result<(), Failure> {
             _ => {}
         }
         let mut s = serde_json::to_value(vassal_status(v)).context("encoding check")?;
+        if let Mapping::Running(p) = &v.mapping
+            && v.policy.max_fds.is_none()
+            && sample::soft_limit(p.master.pid).is_ok_and(|l| l > 1 << 20)
+        {
+            problems.push(format!(
+                "{}: its soft fd limit is over 2^20, so a percentage of it never fires; set `max-fds` for it or `max-fd` in the vassal",
+                v.file.path.display()
+            ));
+        }
         s["link_target"] = serde_json::json!(link);
         s["policy"] = serde_json::json!({
             "reload-at": v.policy.reload_at.to_string(),
             "for": v.policy.for_samples,
             "cooldown": humantime::format_duration(v.policy.cooldown).to_string(),
+            "max-fds": v.policy.max_fds,
+            "predict": v.policy.predict.map(|d| humantime::format_duration(d).to_string()),
+            "max-reloads": format!("{} per {}", v.policy.max_reloads, humantime::format_duration(v.policy.max_reloads_window)),
+            "action": v.policy.action.as_str(),
             "verify": humantime::format_duration(v.policy.verify).to_string(),
             "top": v.policy.top,
         });

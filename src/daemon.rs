@@ -124,7 +124,13 @@ pub fn run(cfg: Config, opts: Options) -> anyhow::Result<()> {
         }
     });
 
-    let mut next_tick = Instant::now();
+    let processes = w.tick();
+    info!(
+        processes,
+        vassals = w.inventory().vassals.len(),
+        "first pass done; baselines taken"
+    );
+    let mut next_tick = Instant::now() + interval;
     let mut next_rescan = Instant::now() + RESCAN_EVERY;
     loop {
         let timeout = next_tick.saturating_duration_since(Instant::now());

@@ -321,6 +321,8 @@ pub struct Situation {
     /// The ini on disk differs from what the master runs (a deploy kept the old mtime):
     /// a touch would also apply it.
     pub pending_change: bool,
+    /// The ini does not read as a vassal config: a touch would start a broken vassal.
+    pub ini_invalid: bool,
     /// 0: gentlest; 1: after a recycle or chain reload did not work; 2: after a touch.
     pub escalation: u8,
 }
@@ -374,6 +376,12 @@ pub fn choose(mode: ActionMode, s: &Situation) -> (Plan, Option<String>) {
 }
 
 fn touch_or_hold(s: &Situation) -> (Plan, Option<String>) {
+    if s.ini_invalid {
+        return (
+            Plan::Alert("ini_invalid"),
+            Some("the ini does not read as a vassal config; a reload would make the Emperor start a broken vassal".into()),
+        );
+    }
     if s.pending_change {
         // A touch would deploy whatever is on disk: not the warden's call to make.
         return (
@@ -623,6 +631,7 @@ mod tests {
             workers: 4,
             chain_file: None,
             pending_change: false,
+            ini_invalid: false,
             escalation: 0,
         }
     }
@@ -686,6 +695,21 @@ mod tests {
         assert_eq!(
             choose(Auto, &pending_master).0,
             Plan::Alert("pending_change")
+        );
+        // A broken ini is never touched, and that is the reason given.
+        let broken = Situation {
+            ini_invalid: true,
+            ..pending_master
+        };
+        assert_eq!(choose(Auto, &broken).0, Plan::Alert("ini_invalid"));
+        // Recycling a worker does not read the ini: still allowed.
+        let broken_worker = Situation {
+            ini_invalid: true,
+            ..s.clone()
+        };
+        assert_eq!(
+            choose(Auto, &broken_worker).0,
+            Plan::RecycleWorkers(vec![id(11)])
         );
     }
 

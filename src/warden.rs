@@ -51,7 +51,7 @@ struct VassalState {
     hist: History,
     /// When a hold or an alert was last recorded; cleared when the vassal is back under
     /// the line or an outcome is recorded, so each episode is recorded once, not per tick.
-    noted: Option<SystemTime>,
+    noted: Option<(SystemTime, String)>,
     pending: Option<Pending>,
     escalation: u8,
 }
@@ -264,8 +264,9 @@ impl Warden {
         out
     }
 
-    /// One pass: map, sample, decide, and act or verify, for every vassal.
-    pub fn tick(&mut self) {
+    /// One pass: map, sample, decide, and act or verify, for every vassal. Returns how
+    /// many processes were sampled.
+    pub fn tick(&mut self) -> usize {
         let now_i = Instant::now();
         // An Emperor that restarted has new PIDs: find it again before mapping.
         if self.inv.emperors.iter().any(|e| !e.is_running()) {
@@ -287,6 +288,7 @@ impl Warden {
             processes = seen.len(),
             "tick"
         );
+        seen.len()
     }
 
     /// True while some vassal's action is being verified.
@@ -444,13 +446,28 @@ impl Warden {
         };
         let policy = v.policy.clone();
         let name = v.file.name.clone();
+        let ini_invalid = crate::emperor::read_vassal(&v.file.path).is_err();
+        let pending_change = v.pending_change;
+        let emperor_up = v
+            .emperor
+            .and_then(|p| self.inv.emperor(p))
+            .is_some_and(crate::emperor::Emperor::is_running);
         let st = self.vassals.entry(path.to_owned()).or_default();
         let hold = policy::gate(&policy, now, &st.hist, busy, self.opts.dry_run);
         st.hist.flapping = matches!(hold, Err(Hold::Flapping { .. }));
         st.hist.last_fire = Some(now);
-        if hold.is_err()
-            && let Some(noted) = st.noted
-            && now.duration_since(noted).unwrap_or_default() < policy.cooldown
+        // What the decision depends on: the same episode with the same inputs is recorded
+        // once per cooldown, not once per tick.
+        let key = match &hold {
+            Err(h) => h.reason().to_owned(),
+            Ok(()) => format!(
+                "act:{ini_invalid}:{pending_change}:{emperor_up}:{}",
+                st.escalation
+            ),
+        };
+        if let Some((noted, k)) = &st.noted
+            && *k == key
+            && now.duration_since(*noted).unwrap_or_default() < policy.cooldown
         {
             return;
         }
@@ -498,6 +515,7 @@ impl Warden {
             workers: procs.workers.len(),
             chain_file,
             pending_change: v.pending_change,
+            ini_invalid,
             escalation,
         };
         let (plan, note) = policy::choose(policy.action, &situation);
@@ -528,7 +546,7 @@ impl Warden {
         });
         let recorded = self.write(now, &incident, v, detected);
         if let Some(st) = self.vassals.get_mut(path) {
-            st.noted = Some(now);
+            st.noted = Some((now, key));
         }
         if recorded.is_err() {
             // Record first, or not at all: no action without its record on disk.
@@ -569,11 +587,13 @@ impl Warden {
         }
         if let Plan::Alert(reason) = plan {
             warn!(vassal = %name, reason, "alert: not acting");
-            suppress(
-                self,
-                reason,
-                note.unwrap_or_else(|| "action = alert".into()),
-            );
+            let mut detail = note.unwrap_or_else(|| "action = alert".into());
+            if reason == "ini_invalid"
+                && let Err(e) = crate::emperor::read_vassal(path)
+            {
+                detail = format!("{e}; {detail}");
+            }
+            suppress(self, reason, detail);
             return;
         }
         if let Err((reason, detail)) = self.precheck(path, f.id, &plan) {

@@ -6,17 +6,42 @@
 # has leaked, and how many it holds from import time.
 # OPEN_AT_IMPORT=N (environment) opens N files at import time, i.e. in the uWSGI master
 # when the app is not loaded lazily, so that workers inherit them.
+# MASTER_LEAK_PER_SEC=N starts a thread at import time, in the master, that opens N files
+# a second, up to 500 (needs `enable-threads`).
+# LEAK_WORKER=N makes /leak leak only in uWSGI worker N; other workers answer normally.
 import os
+import threading
+import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TARGET = os.path.join(HERE, "static", "cat.jpg")
 IMPORTED = [open(os.path.join(HERE, "static", "config.db"), "rb")
             for _ in range(int(os.environ.get("OPEN_AT_IMPORT", "0")))]
 LEAKED = []
+MASTER_LEAKED = []
+
+
+def _leak_in_master(per_sec):
+    while len(MASTER_LEAKED) < 500:
+        MASTER_LEAKED.append(open(os.path.join(HERE, "static", "config.db"), "rb"))
+        time.sleep(1.0 / per_sec)
+
+
+if int(os.environ.get("MASTER_LEAK_PER_SEC", "0")) > 0:
+    threading.Thread(target=_leak_in_master, args=(int(os.environ["MASTER_LEAK_PER_SEC"]),), daemon=True).start()
+
+
+def _worker_id():
+    try:
+        import uwsgi
+        return uwsgi.worker_id()
+    except ImportError:
+        return 0
 
 
 def application(environ, start_response):
-    if environ.get("PATH_INFO") == "/leak":
+    only = int(os.environ.get("LEAK_WORKER", "0"))
+    if environ.get("PATH_INFO") == "/leak" and (only == 0 or only == _worker_id()):
         LEAKED.append(open(TARGET, "rb"))
     body = "%d %d %d\n" % (os.getpid(), len(LEAKED), len(IMPORTED))
     start_response("200 OK", [("Content-Type", "text/plain")])

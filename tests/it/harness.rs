@@ -262,6 +262,22 @@ impl Emperor {
         )
     }
 
+    /// Waits until the workers in `gone` are no longer workers of the vassal, and it has
+    /// `n` workers again.
+    pub fn wait_replaced_some(&self, name: &str, gone: &[i32], n: usize) -> (i32, Vec<i32>) {
+        wait_for(
+            Duration::from_secs(60),
+            &format!("workers {gone:?} of {name} to be replaced"),
+            || {
+                let (master, workers) = self.wait_running(name, n);
+                workers
+                    .iter()
+                    .all(|w| !gone.contains(w))
+                    .then_some((master, workers))
+            },
+        )
+    }
+
     /// A vassal master: a child of the Emperor whose command line says `--ini NAME`.
     pub fn master_of(&self, name: &str) -> Option<i32> {
         children(self.emperor_pid()).into_iter().find(|&p| {
@@ -402,9 +418,10 @@ impl Warden {
             group,
         };
         wait_for(
-            Duration::from_secs(20),
-            "the warden to start watching",
-            || w.log().contains("watching vassal").then_some(()),
+            Duration::from_secs(30),
+            // Once its first pass is done, the warden has a baseline of every process.
+            "the warden's first pass",
+            || w.log().contains("first pass done").then_some(()),
         );
         w
     }

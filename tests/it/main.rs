@@ -4,6 +4,7 @@
 
 mod harness;
 
+mod careful;
 mod commands;
 mod config_errors;
 mod discovery;

@@ -1,0 +1,303 @@
+//! Remediation like a careful operator: the gentlest action that works, verified, never a
+//! storm, never an action a restart or a broken file would make unsafe.
+
+use std::time::Duration;
+
+use rustix::process::Signal;
+
+use crate::bin;
+use crate::harness::{Emperor, VassalSpec, Warden, fd_count, mtime, wait_for};
+
+fn events(records: &[serde_json::Value]) -> Vec<String> {
+    records
+        .iter()
+        .map(|r| r["event"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn count(records: &[serde_json::Value], event: &str) -> usize {
+    records.iter().filter(|r| r["event"] == event).count()
+}
+
+#[test]
+fn one_leaking_worker_is_recycled_and_the_others_keep_their_pids() {
+    let emp = Emperor::start();
+    let ini = emp.add_vassal(
+        "shop.ini",
+        &VassalSpec {
+            processes: 3,
+            extra: vec!["env = LEAK_WORKER=1".into()],
+            ..VassalSpec::default()
+        },
+    );
+    let (master, workers) = emp.wait_running("shop.ini", 3);
+    let before = mtime(&ini);
+    let warden = Warden::start(
+        &bin(),
+        &emp,
+        "reload-at = 40\nfor = 2\ncooldown = 10m\nverify = 30s\n",
+        &[],
+    );
+    // Requests land on any worker; only worker 1 leaks.
+    let mut leaker = 0;
+    for _ in 0..2000 {
+        let (pid, leaked) = emp.request("shop.ini", "/leak");
+        if leaked == 40 {
+            leaker = pid;
+            break;
+        }
+    }
+    assert_ne!(leaker, 0, "worker 1 never reached 40 leaked files");
+
+    let outcome = warden.wait_record("outcome", 0);
+    assert_eq!(outcome["result"], "recovered", "{outcome}");
+    let records = warden.records();
+    assert_eq!(
+        events(&records),
+        ["detected", "action", "outcome"],
+        "{records:#?}"
+    );
+    assert_eq!(records[0]["pid"], leaker);
+    assert_eq!(records[1]["action"], "recycle-worker");
+    assert_eq!(records[1]["pids"], serde_json::json!([leaker]));
+
+    let (master_now, workers_now) = emp.wait_replaced_some("shop.ini", &[leaker], 3);
+    assert_eq!(master_now, master);
+    for w in workers.iter().filter(|w| **w != leaker) {
+        assert!(
+            workers_now.contains(w),
+            "worker {w} was replaced too: {workers_now:?}"
+        );
+    }
+    assert_eq!(mtime(&ini), before, "the ini was touched");
+    assert_eq!(emp.reloads("shop.ini"), 0);
+}
+
+#[test]
+fn leak_in_the_master_is_cleared_by_touching_the_ini() {
+    let emp = Emperor::start();
+    let ini = emp.add_vassal(
+        "master.ini",
+        &VassalSpec {
+            extra: vec![
+                "enable-threads = true".into(),
+                "env = MASTER_LEAK_PER_SEC=20".into(),
+            ],
+            ..VassalSpec::default()
+        },
+    );
+    let (master, _) = emp.wait_running("master.ini", 1);
+    let before = mtime(&ini);
+    let warden = Warden::start(
+        &bin(),
+        &emp,
+        "reload-at = 40\nfor = 2\ncooldown = 10m\nverify = 30s\n",
+        &[],
+    );
+    let detected = warden.wait_record("detected", 0);
+    assert_eq!(detected["pid"], master, "{detected}");
+    assert_eq!(detected["role"], "master");
+    assert_eq!(
+        detected["top"][0]["target"],
+        emp.root().join("static/config.db").to_str().unwrap()
+    );
+    let action = warden.wait_record("action", 0);
+    assert_eq!(action["action"], "touch");
+    let outcome = warden.wait_record("outcome", 0);
+    assert_eq!(outcome["result"], "recovered", "{outcome}");
+    assert!(
+        outcome["fds_after"].as_u64().unwrap() < detected["fds"].as_u64().unwrap(),
+        "fds did not drop: {detected} then {outcome}"
+    );
+    assert!(mtime(&ini) > before);
+    assert_eq!(emp.reloads("master.ini"), 1);
+    // The same master, re-executed.
+    assert_eq!(emp.master_of("master.ini"), Some(master));
+}
+
+#[test]
+fn a_leak_that_comes_back_is_acted_on_at_most_max_reloads_times() {
+    let emp = Emperor::start();
+    emp.add_vassal("flappy.ini", &VassalSpec::default());
+    let (_, mut workers) = emp.wait_running("flappy.ini", 1);
+    let warden = Warden::start(
+        &bin(),
+        &emp,
+        "reload-at = 40\nfor = 2\ncooldown = 1s\nmax-reloads = 2 per 1h\naction = touch\nverify = 30s\n",
+        &[],
+    );
+    for round in 0..2 {
+        emp.leak("flappy.ini", 40);
+        assert_eq!(warden.wait_record("outcome", round)["result"], "recovered");
+        workers = emp.wait_replaced("flappy.ini", &workers).1;
+        std::thread::sleep(Duration::from_millis(1100));
+    }
+    emp.leak("flappy.ini", 40);
+    let flapping = warden.wait_record("suppressed", 0);
+    assert_eq!(flapping["reason"], "flapping", "{flapping}");
+    std::thread::sleep(Duration::from_secs(2));
+    let records = warden.records();
+    assert_eq!(count(&records, "action"), 2, "{records:#?}");
+    assert_eq!(emp.reloads("flappy.ini"), 2);
+    let (_, now) = emp.wait_running("flappy.ini", 1);
+    assert_eq!(
+        now, workers,
+        "the leaking worker was replaced while flapping"
+    );
+}
+
+#[test]
+fn killed_warden_restarted_within_cooldown_does_not_act_again() {
+    let emp = Emperor::start();
+    let ini = emp.add_vassal("shop.ini", &VassalSpec::default());
+    let (_, workers) = emp.wait_running("shop.ini", 1);
+    let policy = "reload-at = 40\nfor = 2\ncooldown = 10m\naction = touch\nverify = 30s\n";
+    let mut first = Warden::start(&bin(), &emp, policy, &[]);
+    emp.leak("shop.ini", 40);
+    first.wait_record("action", 0);
+    first.kill(Signal::KILL);
+    let touched = mtime(&ini);
+    emp.wait_replaced("shop.ini", &workers);
+
+    // The leak comes right back, and a new warden starts within the cooldown.
+    emp.leak("shop.ini", 40);
+    let second = Warden::start_with_config(&bin(), &first.config, &first.audit_log, &[]);
+    let held = second.wait_record("suppressed", 0);
+    assert_eq!(held["reason"], "cooldown", "{held}");
+    std::thread::sleep(Duration::from_secs(2));
+    let records = second.records();
+    assert_eq!(count(&records, "action"), 1, "{records:#?}");
+    assert_eq!(mtime(&ini), touched);
+    assert_eq!(emp.reloads("shop.ini"), 1);
+}
+
+#[test]
+fn an_ini_that_no_longer_reads_as_a_config_is_not_touched() {
+    let emp = Emperor::start();
+    let ini = emp.add_vassal("shop.ini", &VassalSpec::default());
+    let (master, workers) = emp.wait_running("shop.ini", 1);
+    let warden = Warden::start(
+        &bin(),
+        &emp,
+        "reload-at = 40\nfor = 2\ncooldown = 10m\naction = touch\n",
+        &[],
+    );
+    // A broken deploy that kept the old mtime: the Emperor does not notice, the warden does.
+    let old = mtime(&ini);
+    std::fs::write(&ini, "<<<<<<< HEAD\nthis is not an ini file\n").unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&ini)
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+    wait_for(
+        Duration::from_secs(30),
+        "the warden to notice the broken file",
+        || warden.log().contains("no [uwsgi] section").then_some(()),
+    );
+    emp.leak("shop.ini", 40);
+    let held = warden.wait_record("suppressed", 0);
+    assert_eq!(held["reason"], "ini_invalid", "{held}");
+    assert!(
+        held["detail"]
+            .as_str()
+            .unwrap()
+            .contains(ini.to_str().unwrap())
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let records = warden.records();
+    assert_eq!(events(&records), ["detected", "suppressed"], "{records:#?}");
+    assert_eq!(mtime(&ini), old);
+    assert_eq!(emp.reloads("shop.ini"), 0);
+    // The vassal keeps running on its old config.
+    assert_eq!(emp.wait_running("shop.ini", 1), (master, workers));
+}
+
+#[test]
+fn a_steady_leak_is_caught_by_prediction_before_reload_at() {
+    let emp = Emperor::start();
+    emp.add_vassal(
+        "steady.ini",
+        &VassalSpec {
+            max_fd: 400,
+            ..VassalSpec::default()
+        },
+    );
+    let (_, workers) = emp.wait_running("steady.ini", 1);
+    let warden = Warden::start(
+        &bin(),
+        &emp,
+        "reload-at = 90%\npredict = 60s\npredict-floor = 10%\npredict-window = 8\nfor = 2\naction = touch\nverify = 30s\n",
+        &[],
+    );
+    // About 20 fds a second until the warden acts.
+    let start = std::time::Instant::now();
+    while count(&warden.records(), "action") == 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no action: {:#?}",
+            warden.records()
+        );
+        emp.request("steady.ini", "/leak");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let detected = warden.wait_record("detected", 0);
+    assert_eq!(detected["rule_name"], "predict", "{detected}");
+    assert!(detected["fds"].as_u64().unwrap() < 360, "{detected}");
+    assert!(detected["slope"].as_f64().unwrap() > 5.0, "{detected}");
+    assert!(
+        detected["eta_seconds"].as_f64().unwrap() <= 60.0,
+        "{detected}"
+    );
+    assert_eq!(warden.wait_record("outcome", 0)["result"], "recovered");
+    let (_, now) = emp.wait_replaced("steady.ini", &workers);
+    assert!(fd_count(now[0]) < 40);
+}
+
+#[test]
+fn manual_reload_is_checked_recorded_and_verified() {
+    let emp = Emperor::start();
+    let ini = emp.add_vassal("shop.ini", &VassalSpec::default());
+    let (_, workers) = emp.wait_running("shop.ini", 1);
+    let cfg = emp.root().join("warden.ini");
+    let log = emp.root().join("incidents.jsonl");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[warden]\nvassals = {}\naudit-log = {}\n",
+            emp.vassals.display(),
+            log.display()
+        ),
+    )
+    .unwrap();
+    let before = mtime(&ini);
+    let out = std::process::Command::new(bin())
+        .args(["reload", "shop", "--reason", "deploy hotfix", "-c"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(mtime(&ini) > before);
+    emp.wait_replaced("shop.ini", &workers);
+    let records = crate::harness::read_records(&log);
+    assert_eq!(events(&records), ["action", "outcome"], "{records:#?}");
+    assert_eq!(records[0]["reason"], "manual: deploy hotfix");
+    assert_eq!(records[1]["result"], "recovered");
+
+    // A broken file is refused the same way the daemon refuses it.
+    std::fs::write(&ini, "garbage\n").unwrap();
+    let out = std::process::Command::new(bin())
+        .args(["reload", "shop.ini", "-c"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no [uwsgi] section"));
+    let records = crate::harness::read_records(&log);
+    assert_eq!(records.last().unwrap()["reason"], "ini_invalid");
+}
