@@ -19,7 +19,6 @@ use crate::forensics::{self, Report};
 use crate::inventory::{Inventory, Vassal};
 use crate::mapping::Mapping;
 use crate::policy;
-use crate::procs;
 use crate::sample;
 
 #[derive(Debug, Parser)]
@@ -741,10 +740,4 @@ fn check(cfg: &Config, json: bool) -> Result<(), Failure> {
     } else {
         Err(Failure::Problems)
     }
-}
-
-/// Exposed for tests of the table output.
-#[must_use]
-pub fn pid_alive(pid: i32) -> bool {
-    procs::proc_id(pid).is_some()
 }

@@ -23,7 +23,7 @@ use crate::warden::Warden;
 const RESCAN_EVERY: Duration = Duration::from_secs(10);
 
 enum Event {
-    Fs,
+    Fs(Vec<PathBuf>),
     FsError(String),
     Signal(i32),
 }
@@ -100,7 +100,9 @@ pub fn run(cfg: Config, opts: Options) -> anyhow::Result<()> {
     let fs_tx = tx.clone();
     let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
         let _ = fs_tx.send(match res {
-            Ok(_) => Event::Fs,
+            // Opening or reading a file (the warden's own rescans do) changes nothing.
+            Ok(ev) if matches!(ev.kind, notify::EventKind::Access(_)) => return,
+            Ok(ev) => Event::Fs(ev.paths),
             Err(e) => Event::FsError(e.to_string()),
         });
     })?;
@@ -135,7 +137,12 @@ pub fn run(cfg: Config, opts: Options) -> anyhow::Result<()> {
     loop {
         let timeout = next_tick.saturating_duration_since(Instant::now());
         match rx.recv_timeout(timeout) {
-            Ok(Event::Fs) => {
+            Ok(Event::Fs(paths)) => {
+                // Only changes to vassal files or to the vassal directories themselves: the
+                // parent directories are watched for the latter and may be busy.
+                if !paths.iter().any(|p| w.concerns(p)) {
+                    continue;
+                }
                 // Coalesce a burst (a deploy adding hundreds of files) into one rescan.
                 std::thread::sleep(Duration::from_millis(20));
                 while let Ok(ev) = rx.try_recv() {

@@ -259,32 +259,62 @@ fn emperor_settings(pid: i32, args: &[String]) -> Option<Emperor> {
     })
 }
 
-/// Finds every running Emperor on the host.
+/// Finds every running Emperor on the host, remembering each process's verdict by its
+/// identity, so that a rescan reads one `stat` per process and the command line and
+/// config file only of processes it has not seen before.
+#[derive(Debug, Default)]
+pub struct Discovery {
+    verdicts: HashMap<procs::ProcId, Option<Emperor>>,
+}
+
+impl Discovery {
+    pub fn discover(&mut self) -> Vec<Emperor> {
+        let mut found: HashMap<i32, Emperor> = HashMap::new();
+        let mut parents: HashMap<i32, i32> = HashMap::new();
+        let mut seen = std::collections::HashSet::new();
+        for pid in procs::all_pids() {
+            let Some(st) = procs::stat(pid) else { continue };
+            let id = procs::ProcId {
+                pid,
+                start_time: st.start_time,
+            };
+            seen.insert(id);
+            let verdict = self.verdicts.entry(id).or_insert_with(|| {
+                let args = procs::cmdline(pid)?;
+                // Cheap filter before any file is read: only uWSGI binaries.
+                let is_uwsgi = args
+                    .first()
+                    .and_then(|a| Path::new(a).file_name())
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("uwsgi"));
+                if is_uwsgi {
+                    emperor_settings(pid, &args)
+                } else {
+                    None
+                }
+            });
+            if let Some(e) = verdict {
+                parents.insert(pid, st.ppid);
+                found.insert(pid, e.clone());
+            }
+        }
+        self.verdicts.retain(|id, _| seen.contains(id));
+        pair_debian_layout(found, &parents)
+    }
+}
+
+/// Finds every running Emperor on the host (one-shot; the daemon keeps a `Discovery`).
 #[must_use]
 pub fn discover() -> Vec<Emperor> {
-    let mut found: HashMap<i32, Emperor> = HashMap::new();
-    let mut parents: HashMap<i32, i32> = HashMap::new();
-    for pid in procs::all_pids() {
-        let Some(args) = procs::cmdline(pid) else {
-            continue;
-        };
-        // Cheap filter before any file is read: only uWSGI binaries.
-        let is_uwsgi = args
-            .first()
-            .and_then(|a| Path::new(a).file_name())
-            .and_then(|n| n.to_str())
-            .is_some_and(|n| n.starts_with("uwsgi"));
-        if !is_uwsgi {
-            continue;
-        }
-        if let Some(e) = emperor_settings(pid, &args) {
-            if let Some(s) = procs::stat(pid) {
-                parents.insert(pid, s.ppid);
-            }
-            found.insert(pid, e);
-        }
-    }
-    // Debian's layout: a child with its parent's command line is the Emperor proper.
+    Discovery::default().discover()
+}
+
+/// Debian's layout: a child with its parent's command line is the Emperor proper; its
+/// parent is the Emperor's master and is not counted.
+fn pair_debian_layout(
+    mut found: HashMap<i32, Emperor>,
+    parents: &HashMap<i32, i32>,
+) -> Vec<Emperor> {
     let pids: Vec<i32> = found.keys().copied().collect();
     for pid in pids {
         let Some(&ppid) = parents.get(&pid) else {

@@ -76,6 +76,8 @@ pub struct Inventory {
     pub sources_from: &'static str,
     pub views: HashMap<i32, EmperorView>,
     names: NameCache,
+    discovery: emperor::Discovery,
+    ids: crate::procs::IdCache,
 }
 
 /// What changed in one refresh.
@@ -89,7 +91,7 @@ pub struct Changes {
 impl Inventory {
     /// Re-discovers the Emperors and re-lists vassal files.
     pub fn refresh(&mut self, cfg: &Config) -> Changes {
-        self.emperors = emperor::discover();
+        self.emperors = self.discovery.discover();
         let (sources, from) = if cfg.vassals.is_empty() {
             let mut s: Vec<Source> = Vec::new();
             for e in &self.emperors {
@@ -191,13 +193,16 @@ impl Inventory {
 
     /// Looks at every Emperor and maps every vassal to its processes, now.
     pub fn map_all(&mut self) {
+        self.ids.rotate();
         let mut views = HashMap::new();
         for e in &self.emperors {
-            views.insert(e.pid, mapping::observe(e, &mut self.names));
+            views.insert(e.pid, mapping::observe(e, &mut self.names, &mut self.ids));
         }
         for v in self.vassals.values_mut() {
             v.mapping = match v.emperor.and_then(|pid| views.get(&pid)) {
-                Some(view) => mapping::map_vassal(&v.file, v.ini.as_ref().ok(), view),
+                Some(view) => {
+                    mapping::map_vassal(&v.file, v.ini.as_ref().ok(), view, &mut self.ids)
+                }
                 None => Mapping::NoEmperor,
             };
             if let Mapping::Running(p) = &v.mapping

@@ -125,13 +125,13 @@ pub fn vassal_name_from_cmdline(args: &[String]) -> Option<String> {
 }
 
 /// Looks at an Emperor now.
-pub fn observe(emperor: &Emperor, names: &mut NameCache) -> EmperorView {
+pub fn observe(emperor: &Emperor, names: &mut NameCache, ids: &mut procs::IdCache) -> EmperorView {
     let mut view = EmperorView {
         pid: emperor.pid,
         ..EmperorView::default()
     };
     for pid in procs::children(emperor.pid) {
-        if let Some(id) = procs::proc_id(pid) {
+        if let Some(id) = ids.id(pid) {
             view.children.push((id, names.name(id)));
         }
     }
@@ -196,17 +196,22 @@ fn read_pidfile(path: &Path) -> Option<i32> {
 
 /// Maps one vassal, given a fresh look at its Emperor.
 #[must_use]
-pub fn map_vassal(vassal: &VassalFile, ini: Option<&VassalIni>, view: &EmperorView) -> Mapping {
+pub fn map_vassal(
+    vassal: &VassalFile,
+    ini: Option<&VassalIni>,
+    view: &EmperorView,
+    ids: &mut procs::IdCache,
+) -> Mapping {
     let is_child = |pid: i32| {
         view.children
             .iter()
             .find(|(id, _)| id.pid == pid)
             .map(|(id, _)| *id)
     };
-    let found = |master: ProcId, method| {
+    let mut found = |master: ProcId, method| {
         let workers = procs::children(master.pid)
             .into_iter()
-            .filter_map(procs::proc_id)
+            .filter_map(|p| ids.id(p))
             .collect();
         Mapping::Running(Procs {
             master,

@@ -4,6 +4,7 @@
 //! It does not decide anything: a process that vanishes between two reads is normal here
 //! and surfaces as `None` or an empty list, never as a panic.
 
+use std::collections::HashMap;
 use std::fs;
 use std::path::PathBuf;
 
@@ -106,32 +107,52 @@ pub fn all_pids() -> Vec<i32> {
         .collect()
 }
 
-/// The children of `pid`, from `/proc/PID/task/*/children` (one small read per thread),
-/// or, on kernels built without `CONFIG_PROC_CHILDREN`, by scanning every process's ppid.
+/// The children of `pid` forked by its main thread, from `/proc/PID/task/PID/children`
+/// (one small read; uWSGI's Emperor and masters fork from their main thread), or, on
+/// kernels built without `CONFIG_PROC_CHILDREN`, by scanning every process's ppid.
 pub fn children(pid: i32) -> Vec<i32> {
-    let mut out = Vec::new();
-    let Ok(tasks) = fs::read_dir(proc_path(pid, "task")) else {
-        return out;
-    };
-    let mut supported = false;
-    for task in tasks.flatten() {
-        if let Ok(text) = fs::read_to_string(task.path().join("children")) {
-            supported = true;
-            out.extend(
-                text.split_ascii_whitespace()
-                    .filter_map(|p| p.parse::<i32>().ok()),
-            );
-        }
-    }
-    if !supported {
-        out = all_pids()
+    let mut out: Vec<i32> = match fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")) {
+        Ok(text) => text
+            .split_ascii_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect(),
+        // Gone.
+        Err(_) if !std::path::Path::new(&format!("/proc/{pid}")).exists() => Vec::new(),
+        // A kernel without CONFIG_PROC_CHILDREN.
+        Err(_) => all_pids()
             .into_iter()
             .filter(|&p| stat(p).is_some_and(|s| s.ppid == pid))
-            .collect();
-    }
+            .collect(),
+    };
     out.sort_unstable();
     out.dedup();
     out
+}
+
+/// Identities of processes seen on the previous look, so that a child listed again by its
+/// parent is not read again. A PID reused within one tick by a new child of the same
+/// parent would be missed here; every action checks the start time again before it acts.
+#[derive(Debug, Default)]
+pub struct IdCache {
+    now: HashMap<i32, ProcId>,
+    prev: HashMap<i32, ProcId>,
+}
+
+impl IdCache {
+    /// The identity of `pid`, from the last look or from `/proc/PID/stat`.
+    pub fn id(&mut self, pid: i32) -> Option<ProcId> {
+        let id = match self.prev.get(&pid).or_else(|| self.now.get(&pid)) {
+            Some(id) => *id,
+            None => proc_id(pid)?,
+        };
+        self.now.insert(pid, id);
+        Some(id)
+    }
+
+    /// Starts a new look: what was not seen in the last one is forgotten.
+    pub fn rotate(&mut self) {
+        self.prev = std::mem::take(&mut self.now);
+    }
 }
 
 /// Clock ticks per second, to turn start times into seconds (`sysconf(_SC_CLK_TCK)`,
@@ -153,21 +174,36 @@ mod tests {
     }
 
     #[test]
-    fn own_process_is_found_and_has_children_list() {
-        let me = std::process::id() as i32;
+    fn own_process_is_found_and_children_are_listed() {
+        let me = std::process::id().cast_signed();
         let id = proc_id(me).unwrap();
         assert!(is_same_process(id));
         assert!(!is_same_process(ProcId {
             pid: me,
             start_time: id.start_time + 1
         }));
-        let mut child = std::process::Command::new("sleep")
-            .arg("5")
+        // A shell whose main thread forks a child, as uWSGI's masters do.
+        let mut sh = std::process::Command::new("sh")
+            .args(["-c", "sleep 5 & echo $!; wait"])
+            .stdout(std::process::Stdio::piped())
             .spawn()
             .unwrap();
-        let kids = children(me);
-        child.kill().unwrap();
-        child.wait().unwrap();
-        assert!(kids.contains(&(child.id() as i32)));
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(sh.stdout.take().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        let sleeper: i32 = line.trim().parse().unwrap();
+        let kids = children(sh.id().cast_signed());
+        let _ = std::process::Command::new("kill")
+            .arg(sleeper.to_string())
+            .status();
+        sh.wait().unwrap();
+        assert_eq!(kids, vec![sleeper]);
+        assert!(
+            children(sh.id().cast_signed()).is_empty(),
+            "a reaped process has no children"
+        );
     }
 }

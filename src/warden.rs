@@ -264,6 +264,20 @@ impl Warden {
         out
     }
 
+    /// Whether a file event at `path` can change the set of vassals: a file in a vassal
+    /// directory (or a glob's directory), or such a directory itself.
+    #[must_use]
+    pub fn concerns(&self, path: &Path) -> bool {
+        self.inv.sources.iter().any(|s| {
+            let dir = match s {
+                Source::Dir(d) => d.clone(),
+                Source::Glob(g) => PathBuf::from(g.split(['*', '?', '[']).next().unwrap_or("/")),
+            };
+            let dir = dir.as_path();
+            path == dir || path.parent() == Some(dir) || dir.starts_with(path)
+        })
+    }
+
     /// One pass: map, sample, decide, and act or verify, for every vassal. Returns how
     /// many processes were sampled.
     pub fn tick(&mut self) -> usize {
