@@ -42,12 +42,6 @@ impl Source {
             Some(Source::Dir(std::fs::canonicalize(&p).unwrap_or(p)))
         }
     }
-
-    /// True when both name the same place (directories compared after resolving links).
-    #[must_use]
-    pub fn same_as(&self, other: &Source) -> bool {
-        self == other
-    }
 }
 
 impl std::fmt::Display for Source {
@@ -140,7 +134,7 @@ impl Emperor {
 
     #[must_use]
     pub fn watches(&self, source: &Source) -> bool {
-        self.sources.iter().any(|s| s.same_as(source))
+        self.sources.contains(source)
     }
 }
 

@@ -181,6 +181,110 @@ fn read_tables(pid: i32) -> Vec<(&'static str, String)> {
         .collect()
 }
 
+/// Unix socket peers, when `pid` lives in the warden's network namespace (the netlink
+/// socket answers for the namespace it was opened in). `None` when the kernel does not
+/// tell (no `unix_diag`, or another namespace): unnamed sockets then stay `(unnamed)`.
+fn unix_peers_of(pid: i32) -> Option<HashMap<u64, u64>> {
+    let ns = |p: &str| std::fs::read_link(format!("/proc/{p}/ns/net")).ok();
+    let theirs = ns(&pid.to_string())?;
+    if ns("self")? != theirs {
+        return None;
+    }
+    unix_peers().ok()
+}
+
+/// Every unix socket's peer in this network namespace, from `NETLINK_SOCK_DIAG`
+/// (`unix_diag` with `UDIAG_SHOW_PEER`; see `sock_diag(7)`). Messages are built and read
+/// by hand in native byte order.
+fn unix_peers() -> io::Result<HashMap<u64, u64>> {
+    use rustix::net::{AddressFamily, RecvFlags, SendFlags, SocketFlags, SocketType, netlink};
+    const SOCK_DIAG_BY_FAMILY: u16 = 20;
+    const NLM_F_REQUEST: u16 = 0x1;
+    const NLM_F_DUMP: u16 = 0x300;
+    const NLMSG_ERROR: u16 = 2;
+    const NLMSG_DONE: u16 = 3;
+    const UDIAG_SHOW_PEER: u32 = 0x4;
+    const UNIX_DIAG_PEER: u16 = 2;
+    const AF_UNIX: u8 = 1;
+
+    let fd = rustix::net::socket_with(
+        AddressFamily::NETLINK,
+        SocketType::RAW,
+        SocketFlags::CLOEXEC,
+        Some(netlink::SOCK_DIAG),
+    )?;
+    let mut req = Vec::with_capacity(40);
+    req.extend_from_slice(&40u32.to_ne_bytes());
+    req.extend_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
+    req.extend_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
+    req.extend_from_slice(&1u32.to_ne_bytes()); // seq
+    req.extend_from_slice(&0u32.to_ne_bytes()); // pid: the kernel
+    req.extend_from_slice(&[AF_UNIX, 0, 0, 0]); // family, protocol, pad
+    req.extend_from_slice(&u32::MAX.to_ne_bytes()); // every state
+    req.extend_from_slice(&0u32.to_ne_bytes()); // any inode
+    req.extend_from_slice(&UDIAG_SHOW_PEER.to_ne_bytes());
+    req.extend_from_slice(&[0u8; 8]); // cookie
+    rustix::net::sendto(
+        &fd,
+        &req,
+        SendFlags::empty(),
+        &netlink::SocketAddrNetlink::new(0, 0),
+    )?;
+
+    let u16_at = |b: &[u8], i: usize| b.get(i..i + 2).map(|x| u16::from_ne_bytes([x[0], x[1]]));
+    let u32_at = |b: &[u8], i: usize| {
+        b.get(i..i + 4)
+            .map(|x| u32::from_ne_bytes([x[0], x[1], x[2], x[3]]))
+    };
+    let mut peers = HashMap::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let (n, _) = rustix::net::recv(&fd, &mut buf[..], RecvFlags::empty())?;
+        if n == 0 {
+            return Ok(peers);
+        }
+        let mut off = 0;
+        while off + 16 <= n {
+            let msg = &buf[off..n];
+            let (Some(len), Some(ty)) = (u32_at(msg, 0), u16_at(msg, 4)) else {
+                break;
+            };
+            let len = len as usize;
+            if len < 16 || len > msg.len() {
+                break;
+            }
+            match ty {
+                NLMSG_DONE => return Ok(peers),
+                NLMSG_ERROR => {
+                    return Err(io::Error::other("sock_diag refused the unix_diag request"));
+                }
+                _ => {}
+            }
+            // unix_diag_msg: family, type, state, pad (4 bytes), ino (4), cookie (8).
+            let body = &msg[16..len];
+            if let Some(ino) = u32_at(body, 4) {
+                let mut a = 16;
+                while a + 4 <= body.len() {
+                    let (Some(alen), Some(aty)) = (u16_at(body, a), u16_at(body, a + 2)) else {
+                        break;
+                    };
+                    let alen = usize::from(alen);
+                    if alen < 4 {
+                        break;
+                    }
+                    if aty == UNIX_DIAG_PEER
+                        && let Some(peer) = u32_at(body, a + 4)
+                    {
+                        peers.insert(u64::from(ino), u64::from(peer));
+                    }
+                    a += (alen + 3) & !3;
+                }
+            }
+            off += (len + 3) & !3;
+        }
+    }
+}
+
 /// From this many fds on, the socket tables are read on a second thread while the fds
 /// are named: the kernel formats every line of the namespace's tables on read, which for
 /// thousands of sockets costs as much as a third of naming the fds.
@@ -215,6 +319,8 @@ fn socket_inode(target: &str) -> Option<u64> {
 pub struct SocketTable {
     by_inode: HashMap<u64, String>,
     wanted: Option<HashSet<u64>>,
+    /// Unix socket inode → its peer's inode, when the kernel told (see `unix_peers`).
+    peers: Option<HashMap<u64, u64>>,
 }
 
 const TCP_STATES: [&str; 12] = [
@@ -246,6 +352,7 @@ impl SocketTable {
     pub fn read_for(pid: i32, wanted: Option<&HashSet<u64>>) -> SocketTable {
         let mut t = SocketTable {
             wanted: wanted.cloned(),
+            peers: unix_peers_of(pid),
             ..SocketTable::default()
         };
         for proto in TABLES {
@@ -267,9 +374,11 @@ impl SocketTable {
     pub fn from_texts(
         texts: &[(&'static str, String)],
         wanted: Option<&HashSet<u64>>,
+        peers: Option<HashMap<u64, u64>>,
     ) -> SocketTable {
         let mut t = SocketTable {
             wanted: wanted.cloned(),
+            peers,
             ..SocketTable::default()
         };
         for (proto, text) in texts {
@@ -331,26 +440,51 @@ impl SocketTable {
         }
     }
 
+    /// `/proc/net/unix`: a listening socket is `unix listen PATH`, a connection accepted
+    /// on it `unix PATH`, an unnamed socket whose peer has a name (a client of a server's
+    /// socket, resolved with `peers`) `unix → PATH`, any other `unix (unnamed)`.
     fn add_unix(&mut self, text: &str) {
+        // Columns: Num RefCount Protocol Flags Type St Inode [Path].
+        let mut names: HashMap<u64, &str> = HashMap::new();
+        let mut wanted: Vec<(u64, &str, bool, Option<&str>)> = Vec::new();
         for line in text.lines().skip(1) {
             let mut f = line.split_ascii_whitespace();
-            let (Some(ty), Some(inode)) = (f.nth(4), f.nth(1)) else {
+            let (Some(flags), Some(ty), Some(inode)) = (f.nth(3), f.next(), f.nth(1)) else {
                 continue;
             };
             let Ok(inode) = inode.parse::<u64>() else {
                 continue;
             };
+            let path = f.next();
+            if let Some(p) = path {
+                names.insert(inode, p);
+            }
             if !self.wants(inode) {
                 continue;
             }
+            // __SO_ACCEPTCON: the socket listens.
+            let listening = u32::from_str_radix(flags, 16).is_ok_and(|x| x & 0x0001_0000 != 0);
             let ty = match ty {
                 "0002" => "unix-dgram",
                 "0005" => "unix-seqpacket",
                 _ => "unix",
             };
-            let label = match f.next() {
-                Some(path) => format!("{ty} {path}"),
-                None => format!("{ty} (unnamed)"),
+            wanted.push((inode, ty, listening, path));
+        }
+        let need_peers = wanted.iter().any(|(_, _, _, p)| p.is_none());
+        let peers = if need_peers {
+            self.peers.take().unwrap_or_default()
+        } else {
+            HashMap::new()
+        };
+        for (inode, ty, listening, path) in wanted {
+            let label = match path {
+                Some(p) if listening => format!("{ty} listen {p}"),
+                Some(p) => format!("{ty} {p}"),
+                None => match peers.get(&inode).and_then(|peer| names.get(peer)) {
+                    Some(p) => format!("{ty} → {p}"),
+                    None => format!("{ty} (unnamed)"),
+                },
             };
             self.by_inode.insert(inode, label);
         }
@@ -502,13 +636,13 @@ pub fn report(
     let large = crate::sample::fd_count(pid).is_ok_and(|n| n >= PARALLEL_FROM);
     let (open, sockets) = if large {
         std::thread::scope(|scope| {
-            let tables = scope.spawn(|| read_tables(pid));
+            let tables = scope.spawn(|| (read_tables(pid), unix_peers_of(pid)));
             let open = read_fds(pid);
-            let texts = tables.join().unwrap_or_default();
+            let (texts, peers) = tables.join().unwrap_or_default();
             let open = open?;
             let wanted = socket_inodes(&open);
             let sockets =
-                (!wanted.is_empty()).then(|| SocketTable::from_texts(&texts, Some(&wanted)));
+                (!wanted.is_empty()).then(|| SocketTable::from_texts(&texts, Some(&wanted), peers));
             Ok::<_, io::Error>((open, sockets))
         })?
     } else {
@@ -718,6 +852,28 @@ mod tests {
         // Without a master, nothing is said about inheritance.
         let r = summarize(2, &worker, &Context::default(), 10);
         assert!(r.top.iter().all(|t| t.inherited.is_none()));
+    }
+
+    #[test]
+    fn unix_sockets_are_named_by_path_listening_state_and_peer() {
+        let mut t = SocketTable {
+            peers: Some([(30, 21), (31, 32)].into_iter().collect()),
+            ..SocketTable::default()
+        };
+        t.add_unix(
+            "Num       RefCount Protocol Flags    Type St Inode Path\n\
+             0000: 00000002 00000000 00010000 0001 01 20 /run/db.sock\n\
+             0000: 00000003 00000000 00000000 0001 03 21 /run/db.sock\n\
+             0000: 00000003 00000000 00000000 0001 03 30\n\
+             0000: 00000003 00000000 00000000 0001 03 31\n\
+             0000: 00000003 00000000 00000000 0001 03 32\n\
+             0000: 00000002 00000000 00000000 0002 01 40 @journal\n",
+        );
+        assert_eq!(t.label("socket:[20]"), Some("unix listen /run/db.sock"));
+        assert_eq!(t.label("socket:[21]"), Some("unix /run/db.sock"));
+        assert_eq!(t.label("socket:[30]"), Some("unix → /run/db.sock"));
+        assert_eq!(t.label("socket:[31]"), Some("unix (unnamed)"));
+        assert_eq!(t.label("socket:[40]"), Some("unix-dgram @journal"));
     }
 
     #[test]

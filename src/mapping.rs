@@ -275,7 +275,7 @@ fn socket_labels(addr: &str) -> Vec<String> {
     // `https = ADDR,cert,key`: the address is the first field.
     let addr = addr.split(',').next().unwrap_or(addr).trim();
     if addr.starts_with('/') || addr.starts_with('@') {
-        return vec![format!("unix {addr}")];
+        return vec![format!("unix listen {addr}")];
     }
     match addr.rsplit_once(':') {
         Some(("" | "0.0.0.0" | "*", port)) => vec![
@@ -351,7 +351,10 @@ mod tests {
 
     #[test]
     fn declared_addresses_become_socket_labels() {
-        assert_eq!(socket_labels("/run/shop.sock"), ["unix /run/shop.sock"]);
+        assert_eq!(
+            socket_labels("/run/shop.sock"),
+            ["unix listen /run/shop.sock"]
+        );
         assert_eq!(
             socket_labels("127.0.0.1:8000"),
             ["tcp listen 127.0.0.1:8000"]

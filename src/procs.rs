@@ -155,10 +155,6 @@ impl IdCache {
     }
 }
 
-/// Clock ticks per second, to turn start times into seconds (`sysconf(_SC_CLK_TCK)`,
-/// which is 100 on every Linux ABI the warden targets).
-pub const CLOCK_TICKS: u64 = 100;
-
 #[cfg(test)]
 mod tests {
     use super::*;

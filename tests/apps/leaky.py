@@ -7,7 +7,8 @@
 # OPEN_AT_IMPORT=N (environment) opens N files at import time, i.e. in the uWSGI master
 # when the app is not loaded lazily, so that workers inherit them.
 # MASTER_LEAK_PER_SEC=N starts a thread at import time, in the master, that opens N files
-# a second, up to 500 (needs `enable-threads`).
+# a second, up to 500 (needs `enable-threads`); with MASTER_LEAK_ONCE=PATH, only in the
+# first life of the master (PATH marks that it happened), so a reload cures it.
 # LEAK_WORKER=N makes /leak leak only in uWSGI worker N; other workers answer normally.
 import os
 import threading
@@ -27,7 +28,10 @@ def _leak_in_master(per_sec):
         time.sleep(1.0 / per_sec)
 
 
-if int(os.environ.get("MASTER_LEAK_PER_SEC", "0")) > 0:
+_once = os.environ.get("MASTER_LEAK_ONCE")
+if int(os.environ.get("MASTER_LEAK_PER_SEC", "0")) > 0 and not (_once and os.path.exists(_once)):
+    if _once:
+        open(_once, "w").close()
     threading.Thread(target=_leak_in_master, args=(int(os.environ["MASTER_LEAK_PER_SEC"]),), daemon=True).start()
 
 

@@ -1,7 +1,7 @@
 # Holds a known set of file descriptors open until its stdin closes, for vassal-warden's
 # forensics tests and benchmarks.
 #
-#   holder.py [--files N PATH] [--deleted PATH] [--tcp N HOST:PORT] [--unixpair N]
+#   holder.py [--files N PATH] [--deleted PATH] [--tcp N HOST:PORT] [--unix N PATH] [--unixpair N]
 #             [--pipe N] [--eventfd N] [--epoll N]
 #
 # Prints "ready" once everything is open. Then each line on stdin "files N PATH" opens N
@@ -42,6 +42,12 @@ while i < len(args):
         host, port = args[i + 2].rsplit(":", 1)
         for _ in range(int(args[i + 1])):
             held.append(socket.create_connection((host, int(port))))
+        i += 3
+    elif a == "--unix":
+        for _ in range(int(args[i + 1])):
+            c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            c.connect(args[i + 2])
+            held.append(c)
         i += 3
     elif a == "--unixpair":
         for _ in range(int(args[i + 1])):

@@ -362,8 +362,14 @@ fn ini_replaced_by_rename_and_directory_recreated_are_followed() {
     std::fs::remove_dir_all(&emp.vassals).unwrap();
     wait_for(
         Duration::from_secs(30),
-        "the Emperor to stop leaky.ini",
-        || emp.master_of("leaky.ini").is_none().then_some(()),
+        "the warden to drop leaky.ini",
+        || {
+            warden
+                .log()
+                .lines()
+                .any(|l| l.contains("vassal file removed") && l.contains("leaky.ini"))
+                .then_some(())
+        },
     );
     std::fs::create_dir_all(&emp.vassals).unwrap();
     let fresh = emp.add_vassal("fresh.ini", &VassalSpec::default());

@@ -44,6 +44,8 @@ fn every_kind_of_fd_is_classified_exactly() {
     std::fs::write(&gone, b"x").unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap().to_string();
+    let server_path = dir.path().join("db.sock");
+    let server = std::os::unix::net::UnixListener::bind(&server_path).unwrap();
     let args: Vec<String> = [
         "--files",
         "3",
@@ -53,6 +55,9 @@ fn every_kind_of_fd_is_classified_exactly() {
         "--tcp",
         "2",
         &addr,
+        "--unix",
+        "3",
+        server_path.to_str().unwrap(),
         "--unixpair",
         "1",
         "--pipe",
@@ -80,6 +85,8 @@ fn every_kind_of_fd_is_classified_exactly() {
     expect(data.to_str().unwrap(), "file", 3);
     expect(&format!("{} (deleted)", gone.display()), "deleted", 1);
     expect(&format!("tcp → {addr} ESTABLISHED"), "socket", 2);
+    // A client of a server's socket is named by the server's path (its peer's name).
+    expect(&format!("unix → {}", server_path.display()), "socket", 3);
     expect("unix (unnamed)", "socket", 2);
     expect("anon_inode:[eventfd]", "anon_inode", 1);
     expect("anon_inode:[eventpoll]", "anon_inode", 1);
@@ -97,12 +104,12 @@ fn every_kind_of_fd_is_classified_exactly() {
 
     let by_kind: BTreeMap<String, u64> = serde_json::from_value(r["by_kind"].clone()).unwrap();
     let want: BTreeMap<String, u64> = serde_json::from_value(json!({
-        "file": 3, "deleted": 1, "socket": 4, "pipe": 4, "anon_inode": 2, "device": 1
+        "file": 3, "deleted": 1, "socket": 7, "pipe": 4, "anon_inode": 2, "device": 1
     }))
     .unwrap();
     assert_eq!(by_kind, want);
-    assert_eq!(r["fds"], 15);
-    drop(listener);
+    assert_eq!(r["fds"], 18);
+    drop((listener, server));
 }
 
 #[test]

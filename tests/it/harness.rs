@@ -535,3 +535,16 @@ impl Holder {
         assert_eq!(self.read_line(), "ok");
     }
 }
+
+/// The `event` of each record, in order.
+pub fn events(records: &[Value]) -> Vec<String> {
+    records
+        .iter()
+        .map(|r| r["event"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// How many records have this `event`.
+pub fn count(records: &[Value], event: &str) -> usize {
+    records.iter().filter(|r| r["event"] == event).count()
+}

@@ -4,17 +4,10 @@
 use std::time::Duration;
 
 use crate::bin;
-use crate::harness::{Emperor, VassalSpec, Warden, fd_count, mtime, wait_for};
+use crate::harness::{Emperor, VassalSpec, Warden, events, fd_count, mtime, wait_for};
 
 /// reload-at 40 fds, two consecutive samples, a long cooldown.
 const POLICY: &str = "reload-at = 40\nfor = 2\ncooldown = 10m\nverify = 30s\n";
-
-fn events(records: &[serde_json::Value]) -> Vec<String> {
-    records
-        .iter()
-        .map(|r| r["event"].as_str().unwrap().to_owned())
-        .collect()
-}
 
 #[test]
 fn leaking_worker_is_reloaded_and_healthy_vassal_is_left_alone() {
