@@ -121,6 +121,8 @@ pub struct Emperor {
     pub stats: Option<String>,
     pub freq: Option<u32>,
     pub tyrant: bool,
+    /// On-demand vassals (`emperor-on-demand-*`): a vassal with no master is idle.
+    pub on_demand: bool,
 }
 
 impl Emperor {
@@ -250,6 +252,9 @@ fn emperor_settings(pid: i32, args: &[String]) -> Option<Emperor> {
         stats: get("emperor-stats").or_else(|| get("emperor-stats-server")),
         freq: get("emperor-freq").and_then(|v| v.parse().ok()),
         tyrant: flag("emperor-tyrant"),
+        on_demand: opts
+            .iter()
+            .any(|(k, v)| k.starts_with("emperor-on-demand") && !v.is_empty()),
     })
 }
 

@@ -75,6 +75,8 @@ pub struct EmperorView {
     pub children: Vec<(ProcId, Option<(String, Method)>)>,
     pub stats: Option<HashMap<String, i32>>,
     pub stats_error: Option<String>,
+    /// The Emperor starts vassals on demand: no master means idle, not broken.
+    pub on_demand: bool,
 }
 
 /// Caches the vassal name of each child by identity, so a command line is read once per
@@ -128,6 +130,7 @@ pub fn vassal_name_from_cmdline(args: &[String]) -> Option<String> {
 pub fn observe(emperor: &Emperor, names: &mut NameCache, ids: &mut procs::IdCache) -> EmperorView {
     let mut view = EmperorView {
         pid: emperor.pid,
+        on_demand: emperor.on_demand,
         ..EmperorView::default()
     };
     for pid in procs::children(emperor.pid) {
@@ -251,6 +254,9 @@ pub fn map_vassal(
     {
         return found(id, Method::Sockets);
     }
+    if view.on_demand {
+        return Mapping::Idle;
+    }
     Mapping::NotRunning
 }
 
@@ -367,6 +373,36 @@ mod tests {
         assert_eq!(
             socket_labels("0.0.0.0:443,foo.crt,foo.key")[0],
             "tcp listen 0.0.0.0:443"
+        );
+    }
+
+    #[test]
+    fn on_demand_vassals_without_a_master_are_idle() {
+        let vassal = VassalFile {
+            name: "od.ini".into(),
+            path: "/v/od.ini".into(),
+        };
+        let mut ids = procs::IdCache::default();
+        let by_stats = EmperorView {
+            stats: Some([("od.ini".to_owned(), -1)].into_iter().collect()),
+            ..EmperorView::default()
+        };
+        assert_eq!(
+            map_vassal(&vassal, None, &by_stats, &mut ids),
+            Mapping::Idle
+        );
+        let by_option = EmperorView {
+            on_demand: true,
+            ..EmperorView::default()
+        };
+        assert_eq!(
+            map_vassal(&vassal, None, &by_option, &mut ids),
+            Mapping::Idle
+        );
+        // Without on-demand, a vassal with no master is not running.
+        assert_eq!(
+            map_vassal(&vassal, None, &EmperorView::default(), &mut ids),
+            Mapping::NotRunning
         );
     }
 
