@@ -391,3 +391,51 @@ fn ini_replaced_by_rename_and_directory_recreated_are_followed() {
     emp.wait_replaced("fresh.ini", &fresh_workers);
     assert!(!third.is_empty());
 }
+
+#[test]
+fn hundreds_of_files_added_at_once_are_all_watched_and_removed_ones_dropped() {
+    // A directory no Emperor watches (so none of these start): the warden still follows
+    // the set of files.
+    let dir = tempfile::Builder::new()
+        .prefix("vw-test-")
+        .tempdir()
+        .unwrap();
+    let vassals = dir.path().join("vassals");
+    std::fs::create_dir_all(&vassals).unwrap();
+    std::fs::write(vassals.join("first.ini"), "[uwsgi]\nmaster = true\n").unwrap();
+    let warden = Warden::start_watching(
+        &bin(),
+        dir.path(),
+        &[vassals.display().to_string()],
+        "",
+        &[],
+    );
+    for i in 0..300 {
+        std::fs::write(
+            vassals.join(format!("app{i:03}.ini")),
+            "[uwsgi]\nmaster = true\n",
+        )
+        .unwrap();
+    }
+    let watched = |log: &str| {
+        log.lines()
+            .filter(|l| l.contains("watching vassal"))
+            .count()
+    };
+    wait_for(
+        Duration::from_secs(30),
+        "all 301 vassals to be watched",
+        || (watched(&warden.log()) == 301).then_some(()),
+    );
+    for i in 0..150 {
+        std::fs::remove_file(vassals.join(format!("app{i:03}.ini"))).unwrap();
+    }
+    wait_for(Duration::from_secs(30), "150 vassals to be dropped", || {
+        let removed = warden
+            .log()
+            .lines()
+            .filter(|l| l.contains("vassal file removed"))
+            .count();
+        (removed == 150).then_some(())
+    });
+}
