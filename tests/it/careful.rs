@@ -260,17 +260,8 @@ fn manual_reload_is_checked_recorded_and_verified() {
     let emp = Emperor::start();
     let ini = emp.add_vassal("shop.ini", &VassalSpec::default());
     let (_, workers) = emp.wait_running("shop.ini", 1);
-    let cfg = emp.root().join("warden.ini");
+    let cfg = emp.config("");
     let log = emp.root().join("incidents.jsonl");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[warden]\nvassals = {}\naudit-log = {}\n",
-            emp.vassals.display(),
-            log.display()
-        ),
-    )
-    .unwrap();
     let before = mtime(&ini);
     let out = std::process::Command::new(bin())
         .args(["reload", "shop", "--reason", "deploy hotfix", "-c"])

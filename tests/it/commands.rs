@@ -38,17 +38,8 @@ fn status_fds_once_and_incidents_tell_the_same_story() {
     );
     let (master, workers) = emp.wait_running("leaky.ini", 2);
     let audit_log = emp.root().join("incidents.jsonl");
-    let cfg = emp.root().join("warden.ini");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[warden]\nvassals = {}\ninterval = 200ms\naudit-log = {}\n[policy]\nreload-at = 40\nfor = 1\naction = touch\n",
-            emp.vassals.display(),
-            audit_log.display()
-        ),
-    )
-    .unwrap();
-    let cfg = cfg.to_str().unwrap();
+    let cfg = emp.config("interval = 200ms\n[policy]\nreload-at = 40\nfor = 1\naction = touch\n");
+    let cfg = cfg.as_str();
 
     // status: the vassal, its master first, then both workers, with their limits.
     let status = run_json(&["status", "-c", cfg, "--json"]);
@@ -142,13 +133,8 @@ fn check_reports_the_emperor_and_exits_1_on_a_broken_vassal() {
     let emp = Emperor::start();
     emp.add_vassal("good.ini", &VassalSpec::default());
     emp.wait_running("good.ini", 1);
-    let cfg = emp.root().join("warden.ini");
-    std::fs::write(
-        &cfg,
-        format!("[warden]\nvassals = {}\n", emp.vassals.display()),
-    )
-    .unwrap();
-    let cfg = cfg.to_str().unwrap();
+    let cfg = emp.config("");
+    let cfg = cfg.as_str();
 
     let (code, out) = run_text(&["check", "-c", cfg]);
     assert_eq!(code, 0, "{out}");

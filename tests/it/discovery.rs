@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::bin;
+use crate::harness;
 use crate::harness::{Emperor, EmperorOptions, VassalSpec, Warden, children, mtime, wait_for};
 
 const POLICY: &str = "reload-at = 40\nfor = 2\ncooldown = 10m\nverify = 30s\n";
@@ -20,13 +21,9 @@ fn json(args: &[&str]) -> Value {
 }
 
 fn write_config(emp: &Emperor, vassals: &[String]) -> String {
-    let cfg = emp.root().join("check.ini");
-    let mut text = String::from("[warden]\n");
-    for v in vassals {
-        text.push_str(&format!("vassals = {v}\n"));
-    }
-    std::fs::write(&cfg, text).unwrap();
-    cfg.display().to_string()
+    harness::write_config(emp.root(), "check.ini", vassals, "")
+        .display()
+        .to_string()
 }
 
 fn vassal<'a>(doc: &'a Value, name: &str) -> &'a Value {

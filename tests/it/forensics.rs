@@ -160,13 +160,8 @@ fn files_opened_at_import_in_the_master_are_marked_inherited_in_workers() {
     );
     let (master, workers) = emp.wait_running("inherit.ini", 1);
     emp.leak("inherit.ini", 3);
-    let cfg = emp.root().join("warden.ini");
-    std::fs::write(
-        &cfg,
-        format!("[warden]\nvassals = {}\n", emp.vassals.display()),
-    )
-    .unwrap();
-    let sections = fds_json(&["inherit.ini", "-c", cfg.to_str().unwrap()]);
+    let cfg = emp.config("");
+    let sections = fds_json(&["inherit.ini", "-c", &cfg]);
     let sections = sections.as_array().unwrap();
     assert_eq!(sections[0]["pid"], master);
     let worker = &sections[1];

@@ -376,18 +376,9 @@ impl Warden {
         policy: &str,
         args: &[&str],
     ) -> Warden {
-        let audit_log = root.join("incidents.jsonl");
-        let config = root.join("warden.ini");
-        let mut text = String::from("[warden]\n");
-        for v in vassals {
-            text.push_str(&format!("vassals = {v}\n"));
-        }
-        text.push_str(&format!(
-            "interval = 200ms\naudit-log = {}\n\n[policy]\n{policy}\n",
-            audit_log.display()
-        ));
-        fs::write(&config, text).unwrap();
-        Warden::start_with_config(bin, &config, &audit_log, args)
+        let extra = format!("interval = 200ms\n\n[policy]\n{policy}\n");
+        let config = write_config(root, "warden.ini", vassals, &extra);
+        Warden::start_with_config(bin, &config, &root.join("incidents.jsonl"), args)
     }
 
     pub fn start_with_config(bin: &Path, config: &Path, audit_log: &Path, args: &[&str]) -> Warden {
@@ -533,6 +524,32 @@ impl Holder {
     pub fn open_more(&mut self, n: usize, path: &Path) {
         writeln!(self.stdin, "files {n} {}", path.display()).unwrap();
         assert_eq!(self.read_line(), "ok");
+    }
+}
+
+/// Writes `root/NAME`: a warden config watching `vassals`, with its incident log at
+/// `root/incidents.jsonl`, then `extra` lines.
+pub fn write_config(root: &Path, name: &str, vassals: &[String], extra: &str) -> PathBuf {
+    let mut text = String::from("[warden]\n");
+    for v in vassals {
+        text.push_str(&format!("vassals = {v}\n"));
+    }
+    text.push_str(&format!(
+        "audit-log = {}\n{extra}",
+        root.join("incidents.jsonl").display()
+    ));
+    let path = root.join(name);
+    fs::write(&path, text).unwrap();
+    path
+}
+
+impl Emperor {
+    /// A warden config for this Emperor's vassal directory, with `extra` lines.
+    pub fn config(&self, extra: &str) -> String {
+        let vassals = [self.vassals.display().to_string()];
+        write_config(self.root(), "warden.ini", &vassals, extra)
+            .display()
+            .to_string()
     }
 }
 
