@@ -292,3 +292,44 @@ fn manual_reload_is_checked_recorded_and_verified() {
     let records = crate::harness::read_records(&log);
     assert_eq!(records.last().unwrap()["reason"], "ini_invalid");
 }
+
+#[test]
+fn an_unwritable_incident_log_means_no_action_and_an_error_naming_it() {
+    let emp = Emperor::start();
+    let ini = emp.add_vassal("shop.ini", &VassalSpec::default());
+    emp.wait_running("shop.ini", 1);
+    // The log's directory is a regular file: nothing can be written there.
+    let blocker = emp.root().join("not-a-dir");
+    std::fs::write(&blocker, "").unwrap();
+    let log = blocker.join("incidents.jsonl");
+    let cfg = crate::harness::write_config(
+        emp.root(),
+        "warden.ini",
+        &[emp.vassals.display().to_string()],
+        &format!(
+            "audit-log = {}\ninterval = 200ms\n[policy]\nreload-at = 40\nfor = 2\naction = touch\n",
+            log.display()
+        ),
+    );
+    let warden = Warden::start_with_config(&bin(), &cfg, &log, &[]);
+    let before = mtime(&ini);
+    emp.leak("shop.ini", 40);
+    wait_for(
+        Duration::from_secs(30),
+        "an error naming the incident log",
+        || {
+            warden
+                .log()
+                .lines()
+                .any(|l| {
+                    l.contains("ERROR")
+                        && l.contains(log.to_str().unwrap())
+                        && l.contains("audit-log")
+                })
+                .then_some(())
+        },
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(mtime(&ini), before, "acted without its record on disk");
+    assert_eq!(emp.reloads("shop.ini"), 0);
+}
