@@ -10,6 +10,8 @@
 # a second, up to 500 (needs `enable-threads`); with MASTER_LEAK_ONCE=PATH, only in the
 # first life of the master (PATH marks that it happened), so a reload cures it.
 # LEAK_WORKER=N makes /leak leak only in uWSGI worker N; other workers answer normally.
+#   GET /stuck       in worker LEAK_WORKER only: opens 45 files, then hangs for 120 s
+#                    (a worker stuck in a request; elsewhere it answers at once)
 import os
 import threading
 import time
@@ -45,8 +47,12 @@ def _worker_id():
 
 def application(environ, start_response):
     only = int(os.environ.get("LEAK_WORKER", "0"))
-    if environ.get("PATH_INFO") == "/leak" and (only == 0 or only == _worker_id()):
+    mine = only == 0 or only == _worker_id()
+    if environ.get("PATH_INFO") == "/leak" and mine:
         LEAKED.append(open(TARGET, "rb"))
+    if environ.get("PATH_INFO") == "/stuck" and only == _worker_id():
+        LEAKED.extend(open(TARGET, "rb") for _ in range(45))
+        time.sleep(120)
     body = "%d %d %d\n" % (os.getpid(), len(LEAKED), len(IMPORTED))
     start_response("200 OK", [("Content-Type", "text/plain")])
     return [body.encode()]

@@ -333,3 +333,110 @@ fn an_unwritable_incident_log_means_no_action_and_an_error_naming_it() {
     assert_eq!(mtime(&ini), before, "acted without its record on disk");
     assert_eq!(emp.reloads("shop.ini"), 0);
 }
+
+#[test]
+fn a_recycle_that_does_not_work_is_followed_by_a_touch_one_step_at_a_time() {
+    let emp = Emperor::start();
+    let ini = emp.add_vassal(
+        "stuck.ini",
+        &VassalSpec {
+            processes: 2,
+            extra: vec![
+                "env = LEAK_WORKER=1".into(),
+                "worker-reload-mercy = 3".into(),
+            ],
+            ..VassalSpec::default()
+        },
+    );
+    let (_, workers) = emp.wait_running("stuck.ini", 2);
+    let before = mtime(&ini);
+    let warden = Warden::start(
+        &bin(),
+        &emp,
+        "reload-at = 40\nfor = 2\ncooldown = 1s\nverify = 10s\n",
+        &[],
+    );
+    // Worker 1 opens 45 files and then hangs in its request: SIGHUP cannot replace it
+    // (uWSGI waits for the request), so recycling it does not work.
+    let stuck = std::thread::scope(|scope| {
+        for _ in 0..20 {
+            scope.spawn(|| {
+                let _ = emp.try_request("stuck.ini", "/stuck");
+            });
+        }
+        let outcome = warden.wait_record("outcome", 0);
+        assert_eq!(outcome["result"], "not_recovered", "{outcome}");
+        let outcome = warden.wait_record("outcome", 1);
+        assert_eq!(outcome["result"], "recovered", "{outcome}");
+        warden.records()
+    });
+    let actions: Vec<&str> = stuck
+        .iter()
+        .filter(|r| r["event"] == "action")
+        .map(|r| r["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, ["recycle-worker", "touch"], "{stuck:#?}");
+    assert_eq!(
+        events(&stuck),
+        [
+            "detected", "action", "outcome", "detected", "action", "outcome"
+        ],
+        "{stuck:#?}"
+    );
+    assert!(
+        mtime(&ini) > before,
+        "the second step did not touch the ini"
+    );
+    assert_eq!(emp.reloads("stuck.ini"), 1);
+    emp.wait_replaced("stuck.ini", &workers);
+}
+
+#[test]
+fn a_change_deployed_with_an_old_mtime_is_not_applied_by_a_touch() {
+    let emp = Emperor::start();
+    let ini = emp.add_vassal("deploy.ini", &VassalSpec::default());
+    let (master, workers) = emp.wait_running("deploy.ini", 1);
+    let warden = Warden::start(
+        &bin(),
+        &emp,
+        "reload-at = 40\nfor = 2\ncooldown = 10m\n",
+        &[],
+    );
+    // `cp -p`: new content, old mtime. The Emperor does not reload it.
+    let old = mtime(&ini);
+    let text = emp.ini_text(&VassalSpec::default()) + "processes = 2\n";
+    std::fs::write(&ini, text).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&ini)
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+    wait_for(
+        Duration::from_secs(30),
+        "the warden to see the pending change",
+        || {
+            warden
+                .log()
+                .contains("changed without a newer mtime")
+                .then_some(())
+        },
+    );
+    emp.leak("deploy.ini", 40);
+    let action = warden.wait_record("action", 0);
+    assert_eq!(action["action"], "recycle-worker", "{action}");
+    assert!(
+        action["note"]
+            .as_str()
+            .unwrap()
+            .contains("a touch would apply it"),
+        "{action}"
+    );
+    assert_eq!(warden.wait_record("outcome", 0)["result"], "recovered");
+    // The worker was replaced; the master still runs the old config (one worker).
+    let (master_now, now) = emp.wait_replaced("deploy.ini", &workers);
+    assert_eq!(master_now, master);
+    assert_eq!(now.len(), 1);
+    assert_eq!(mtime(&ini), old);
+    assert_eq!(emp.reloads("deploy.ini"), 0);
+}
