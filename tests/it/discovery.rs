@@ -436,3 +436,52 @@ fn hundreds_of_files_added_at_once_are_all_watched_and_removed_ones_dropped() {
         (removed == 150).then_some(())
     });
 }
+
+#[test]
+fn tyrant_vassals_run_as_their_owners_and_are_mapped_and_reloaded() {
+    let emp = Emperor::start_with(&EmperorOptions {
+        tyrant: true,
+        ..EmperorOptions::default()
+    });
+    // Written first under another name, so the Emperor never sees it owned by root.
+    let staged = emp.root().join("staged.ini");
+    std::fs::write(&staged, emp.ini_text(&VassalSpec::default())).unwrap();
+    std::os::unix::fs::chown(&staged, Some(65534), Some(65534)).unwrap();
+    let ini = emp.ini_path("owned.ini");
+    std::fs::rename(&staged, &ini).unwrap();
+    let (master, workers) = emp.wait_running("owned.ini", 1);
+    let uid = |pid: i32| {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .unwrap()
+            .lines()
+            .find(|l| l.starts_with("Uid:"))
+            .and_then(|l| l.split_whitespace().nth(1).map(str::to_owned))
+            .unwrap()
+    };
+    assert_eq!(uid(master), "65534", "tyrant mode did not apply");
+
+    let cfg = write_config(&emp, &[emp.vassals.display().to_string()]);
+    let doc = json(&["check", "-c", &cfg, "--json"]);
+    let ours = doc["emperors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["pid"] == emp.emperor_pid())
+        .unwrap();
+    assert_eq!(ours["tyrant"], true);
+    assert_eq!(
+        pids(vassal(&doc, "owned.ini")),
+        (i64::from(master), as_i64(&workers))
+    );
+
+    let warden = Warden::start(&bin(), &emp, POLICY, &[]);
+    emp.leak("owned.ini", 40);
+    assert_eq!(warden.wait_record("outcome", 0)["result"], "recovered");
+    emp.wait_replaced("owned.ini", &workers);
+    assert_eq!(emp.reloads("owned.ini"), 1);
+    // The touch kept the file's owner, so it still runs as that user.
+    assert_eq!(
+        std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(&ini).unwrap()),
+        65534
+    );
+}

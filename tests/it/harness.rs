@@ -109,6 +109,9 @@ pub struct EmperorOptions {
     pub glob: bool,
     /// Debian's way: `uwsgi --ini emperor.ini` with `master = true` (two processes).
     pub debian: bool,
+    /// `--emperor-tyrant`: vassals run as the owners of their files (the tree is opened
+    /// up so that `nobody` can read the app and bind its socket).
+    pub tyrant: bool,
 }
 
 impl Emperor {
@@ -143,6 +146,17 @@ impl Emperor {
         }
         if opts.nofollow {
             settings.push(("emperor-nofollow", "true".to_owned()));
+        }
+        if opts.tyrant {
+            settings.push(("emperor-tyrant", "true".to_owned()));
+            for (d, mode) in [
+                (root.to_owned(), 0o755),
+                (vassals.clone(), 0o755),
+                (root.join("static"), 0o755),
+                (root.join("run"), 0o777),
+            ] {
+                fs::set_permissions(d, std::os::unix::fs::PermissionsExt::from_mode(mode)).unwrap();
+            }
         }
         let mut cmd = Command::new("uwsgi");
         if opts.debian {
