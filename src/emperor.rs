@@ -199,7 +199,6 @@ fn emperor_settings(pid: i32, args: &[String]) -> Option<Emperor> {
     }
     let mut opts: Vec<(String, String)> = Vec::new();
     let mut config_file = None;
-    let mut ini_base = None;
     for (k, v) in cmdline_options(args) {
         if k == "ini" {
             // `file.ini:section` names a section.
@@ -211,7 +210,6 @@ fn emperor_settings(pid: i32, args: &[String]) -> Option<Emperor> {
             if let Ok(text) = std::fs::read_to_string(&path)
                 && let Ok(ini) = VassalIni::parse(&path, &text, section)
             {
-                ini_base = path.parent().map(Path::to_owned);
                 opts.extend(ini.options);
                 config_file = Some(path);
             }
@@ -235,7 +233,9 @@ fn emperor_settings(pid: i32, args: &[String]) -> Option<Emperor> {
     let sources: Vec<Source> = opts
         .iter()
         .filter(|(k, _)| k == "emperor")
-        .filter_map(|(_, v)| Source::parse(v, ini_base.as_deref().unwrap_or(&base)))
+        // uWSGI opens a relative `emperor` directory from its working directory, not from
+        // the config file's.
+        .filter_map(|(_, v)| Source::parse(v, &base))
         .collect();
     if !opts.iter().any(|(k, _)| k == "emperor") {
         return None;
