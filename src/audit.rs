@@ -207,6 +207,29 @@ impl AuditLog {
     }
 }
 
+/// When actions on the vassal file `config` were recorded, from the last `tail` bytes of
+/// the log: what another writer (an operator's `vassal-warden reload`, another warden)
+/// did since this one read the log.
+pub fn recent_actions(path: &Path, config: &Path, tail: u64) -> Vec<SystemTime> {
+    use std::io::{Read, Seek, SeekFrom};
+    let Ok(mut f) = File::open(path) else {
+        return Vec::new();
+    };
+    let len = f.metadata().map_or(0, |m| m.len());
+    let start = len.saturating_sub(tail);
+    let mut text = String::new();
+    if f.seek(SeekFrom::Start(start)).is_err() || f.read_to_string(&mut text).is_err() {
+        return Vec::new();
+    }
+    // Past a cut, the first line is partial.
+    let lines = text.lines().skip(usize::from(start > 0));
+    lines
+        .filter_map(|l| serde_json::from_str::<Record>(l).ok())
+        .filter(|r| r.config == config && matches!(&r.event, Event::Action(a) if !a.dry_run))
+        .filter_map(|r| parse_timestamp(&r.ts))
+        .collect()
+}
+
 /// A line of the log that could not be read, with its number.
 #[derive(Debug)]
 pub struct BadLine {

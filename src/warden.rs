@@ -467,7 +467,17 @@ impl Warden {
             .and_then(|p| self.inv.emperor(p))
             .is_some_and(crate::emperor::Emperor::is_running);
         let st = self.vassals.entry(path.to_owned()).or_default();
-        let hold = policy::gate(&policy, now, &st.hist, busy, self.opts.dry_run);
+        let mut hold = policy::gate(&policy, now, &st.hist, busy, self.opts.dry_run);
+        if hold.is_ok() {
+            // Before acting, learn what others recorded meanwhile (an operator's manual
+            // reload, say): their actions count for cooldown and `max-reloads` too.
+            for t in audit::recent_actions(self.audit.path(), path, 256 * 1024) {
+                if !st.hist.actions.contains(&t) && st.hist.last_action().is_none_or(|l| t > l) {
+                    st.hist.actions.push(t);
+                }
+            }
+            hold = policy::gate(&policy, now, &st.hist, busy, self.opts.dry_run);
+        }
         st.hist.flapping = matches!(hold, Err(Hold::Flapping { .. }));
         st.hist.last_fire = Some(now);
         // What the decision depends on: the same episode with the same inputs is recorded

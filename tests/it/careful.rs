@@ -440,3 +440,37 @@ fn a_change_deployed_with_an_old_mtime_is_not_applied_by_a_touch() {
     assert_eq!(mtime(&ini), old);
     assert_eq!(emp.reloads("deploy.ini"), 0);
 }
+
+#[test]
+fn a_manual_reload_counts_for_the_running_wardens_cooldown() {
+    let emp = Emperor::start();
+    let ini = emp.add_vassal("shop.ini", &VassalSpec::default());
+    let (_, workers) = emp.wait_running("shop.ini", 1);
+    let warden = Warden::start(
+        &bin(),
+        &emp,
+        "reload-at = 40\nfor = 2\ncooldown = 10m\naction = touch\n",
+        &[],
+    );
+    let out = std::process::Command::new(bin())
+        .args(["reload", "shop.ini", "--reason", "deploy", "-c"])
+        .arg(&warden.config)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    emp.wait_replaced("shop.ini", &workers);
+    let touched = mtime(&ini);
+
+    emp.leak("shop.ini", 40);
+    let held = warden.wait_record("suppressed", 0);
+    assert_eq!(held["reason"], "cooldown", "{held}");
+    std::thread::sleep(Duration::from_secs(2));
+    let records = warden.records();
+    assert_eq!(count(&records, "action"), 1, "{records:#?}");
+    assert_eq!(mtime(&ini), touched);
+    assert_eq!(emp.reloads("shop.ini"), 1);
+}
