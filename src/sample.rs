@@ -50,9 +50,9 @@ impl FdDir {
     }
 
     fn as_cstr(&self) -> &CStr {
-        // The buffer always holds exactly one NUL after the path (32 bytes fit
-        // "/proc/" + 10 digits + "/fd" + NUL).
-        CStr::from_bytes_until_nul(&self.buf).unwrap_or(c"/proc/self/fd")
+        // The buffer always holds a NUL after the path: 32 bytes fit "/proc/" + 10 digits
+        // + "/fd" + NUL, and the rest of the buffer is zeros.
+        CStr::from_bytes_until_nul(&self.buf).expect("FdDir always holds a NUL")
     }
 }
 
