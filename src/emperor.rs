@@ -44,6 +44,18 @@ impl Source {
     }
 }
 
+impl Source {
+    /// The directory whose entries are the vassal files: the directory itself, or a
+    /// glob's fixed leading part.
+    #[must_use]
+    pub fn dir(&self) -> PathBuf {
+        match self {
+            Source::Dir(d) => d.clone(),
+            Source::Glob(g) => PathBuf::from(g.split(['*', '?', '[']).next().unwrap_or("/")),
+        }
+    }
+}
+
 impl std::fmt::Display for Source {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -338,8 +350,9 @@ fn pair_debian_layout(
 /// The default when nothing is configured and no Emperor runs: Debian's directory.
 #[must_use]
 pub fn default_source() -> Source {
-    Source::parse(crate::config::DEFAULT_VASSALS, Path::new("/"))
-        .unwrap_or(Source::Dir(PathBuf::from(crate::config::DEFAULT_VASSALS)))
+    // Resolved like every directory source, so that it compares equal to an Emperor's.
+    let dir = PathBuf::from(crate::config::DEFAULT_VASSALS);
+    Source::Dir(std::fs::canonicalize(&dir).unwrap_or(dir))
 }
 
 /// Reads a vassal file the way uWSGI would, for the `--ini` case; other formats are only

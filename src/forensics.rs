@@ -306,7 +306,7 @@ fn parse_fd(name: &[u8]) -> Option<u32> {
 }
 
 /// The inode of a `socket:[INODE]` target.
-fn socket_inode(target: &str) -> Option<u64> {
+pub fn socket_inode(target: &str) -> Option<u64> {
     target
         .strip_prefix("socket:[")?
         .strip_suffix(']')?
@@ -562,6 +562,14 @@ fn socket_inodes(open: &[OpenFd]) -> HashSet<u64> {
 /// Counts per group label, the cheap summary kept as a baseline.
 pub type Counts = HashMap<String, u64>;
 
+/// The group an fd belongs to: a socket by what it is, anything else by its target.
+fn label<'a>(f: &'a OpenFd, kind: Kind, sockets: Option<&'a SocketTable>) -> &'a str {
+    match (kind, sockets) {
+        (Kind::Socket, Some(t)) => t.label(&f.target).unwrap_or(&f.target),
+        _ => f.target.as_str(),
+    }
+}
+
 /// Groups fds by label: sockets by what they are (remote endpoint and state), everything
 /// else by its link target.
 pub fn group<'a>(
@@ -571,11 +579,7 @@ pub fn group<'a>(
     let mut groups: HashMap<&str, (Kind, u64)> = HashMap::new();
     for f in fds {
         let kind = classify(&f.target);
-        let label = match (kind, sockets) {
-            (Kind::Socket, Some(t)) => t.label(&f.target).unwrap_or(&f.target),
-            _ => f.target.as_str(),
-        };
-        groups.entry(label).or_insert((kind, 0)).1 += 1;
+        groups.entry(label(f, kind, sockets)).or_insert((kind, 0)).1 += 1;
     }
     groups
 }
@@ -687,11 +691,7 @@ pub fn summarize(pid: i32, open: &[OpenFd], ctx: &Context<'_>, top: usize) -> Re
     for f in open {
         let kind = classify(&f.target);
         kinds[kind as usize] += 1;
-        let label = match (kind, sockets) {
-            (Kind::Socket, Some(t)) => t.label(&f.target).unwrap_or(&f.target),
-            _ => f.target.as_str(),
-        };
-        groups.entry(label).or_insert((kind, 0)).1 += 1;
+        groups.entry(label(f, kind, sockets)).or_insert((kind, 0)).1 += 1;
     }
     // Inherited fds keep their number and target across fork.
     let inherited_by_label: Option<HashMap<&str, u64>> = master.map(|m| {
@@ -700,11 +700,9 @@ pub fn summarize(pid: i32, open: &[OpenFd], ctx: &Context<'_>, top: usize) -> Re
         let mut counts: HashMap<&str, u64> = HashMap::new();
         for f in open {
             if shared.contains(&(f.fd, f.target.as_str())) {
-                let label = match (classify(&f.target), sockets) {
-                    (Kind::Socket, Some(t)) => t.label(&f.target).unwrap_or(&f.target),
-                    _ => f.target.as_str(),
-                };
-                *counts.entry(label).or_default() += 1;
+                *counts
+                    .entry(label(f, classify(&f.target), sockets))
+                    .or_default() += 1;
             }
         }
         counts

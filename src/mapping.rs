@@ -324,11 +324,7 @@ fn match_sockets(ini: &VassalIni, view: &EmperorView) -> Option<ProcId> {
         .find(|id| {
             forensics::read_fds(id.pid).is_ok_and(|fds| {
                 fds.iter().any(|f| {
-                    f.target
-                        .strip_prefix("socket:[")
-                        .and_then(|r| r.strip_suffix(']'))
-                        .and_then(|i| i.parse::<u64>().ok())
-                        .is_some_and(|i| inodes.contains(&i))
+                    forensics::socket_inode(&f.target).is_some_and(|i| inodes.contains(&i))
                 })
             })
         })

@@ -20,7 +20,6 @@ use crate::audit::{
     Suppressed,
 };
 use crate::config::Config;
-use crate::emperor::Source;
 use crate::forensics::{self, Baseline};
 use crate::inventory::{Inventory, Vassal};
 use crate::mapping::{Mapping, Procs};
@@ -251,10 +250,7 @@ impl Warden {
     pub fn watch_dirs(&self) -> Vec<PathBuf> {
         let mut out: Vec<PathBuf> = Vec::new();
         for s in &self.inv.sources {
-            let dir = match s {
-                Source::Dir(d) => d.clone(),
-                Source::Glob(g) => PathBuf::from(g.split(['*', '?', '[']).next().unwrap_or("/")),
-            };
+            let dir = s.dir();
             for d in [Some(dir.as_path()), dir.parent()].into_iter().flatten() {
                 if !out.iter().any(|o| o == d) {
                     out.push(d.to_owned());
@@ -269,12 +265,8 @@ impl Warden {
     #[must_use]
     pub fn concerns(&self, path: &Path) -> bool {
         self.inv.sources.iter().any(|s| {
-            let dir = match s {
-                Source::Dir(d) => d.clone(),
-                Source::Glob(g) => PathBuf::from(g.split(['*', '?', '[']).next().unwrap_or("/")),
-            };
-            let dir = dir.as_path();
-            path == dir || path.parent() == Some(dir) || dir.starts_with(path)
+            let dir = s.dir();
+            path == dir || path.parent() == Some(dir.as_path()) || dir.starts_with(path)
         })
     }
 
@@ -460,7 +452,8 @@ impl Warden {
         };
         let policy = v.policy.clone();
         let name = v.file.name.clone();
-        let ini_invalid = crate::emperor::read_vassal(&v.file.path).is_err();
+        let ini_error = crate::emperor::read_vassal(&v.file.path).err();
+        let ini_invalid = ini_error.is_some();
         let pending_change = v.pending_change;
         let emperor_up = v
             .emperor
@@ -612,9 +605,7 @@ impl Warden {
         if let Plan::Alert(reason) = plan {
             warn!(vassal = %name, reason, "alert: not acting");
             let mut detail = note.unwrap_or_else(|| "action = alert".into());
-            if reason == "ini_invalid"
-                && let Err(e) = crate::emperor::read_vassal(path)
-            {
+            if let Some(e) = ini_error.filter(|_| reason == "ini_invalid") {
                 detail = format!("{e}; {detail}");
             }
             suppress(self, reason, detail);
