@@ -13,6 +13,8 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
+use crate::policy::{ActionKind, Reason, Rule};
+
 pub const SCHEMA: u32 = 1;
 
 /// One line of the incident log.
@@ -52,7 +54,7 @@ pub struct Detected {
     pub rule: String,
     /// Which rule fired: `reload-at`, `max-fds` or `predict`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rule_name: Option<String>,
+    pub rule_name: Option<Rule>,
     /// For `predict`: growth in fds per second, and seconds left to the soft limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slope: Option<f64>,
@@ -97,7 +99,7 @@ pub struct Target {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Action {
-    pub action: String,
+    pub action: ActionKind,
     pub path: PathBuf,
     pub mtime_before: Option<String>,
     pub mtime_after: Option<String>,
@@ -133,7 +135,7 @@ pub struct Outcome {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Suppressed {
-    pub reason: String,
+    pub reason: Reason,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
 }
@@ -276,6 +278,26 @@ mod tests {
         }
     }
 
+    /// Every suppression reason, action kind and rule the warden writes, as the version
+    /// that wrote these lines wrote them: reading and writing again gives the same bytes.
+    #[test]
+    fn vocabulary_is_byte_identical_on_the_wire() {
+        let samples = include_str!("../tests/data/incidents-v1-vocabulary.jsonl");
+        let mut reasons = Vec::new();
+        for line in samples.lines().filter(|l| !l.is_empty()) {
+            let r: Record = serde_json::from_str(line).unwrap();
+            assert_eq!(serde_json::to_string(&r).unwrap(), line);
+            if let Event::Suppressed(s) = r.event {
+                reasons.push(s.reason);
+            }
+        }
+        assert!(reasons.contains(&Reason::LadderExhausted));
+        assert_eq!(
+            reasons[11],
+            Reason::Other("a_reason_from_a_newer_version".into())
+        );
+    }
+
     #[test]
     fn append_then_read_back_and_torn_lines_are_reported() {
         let dir = tempfile::tempdir().unwrap();
@@ -288,7 +310,7 @@ mod tests {
             vassal: "a.ini".into(),
             config: "/v/a.ini".into(),
             event: Event::Suppressed(Suppressed {
-                reason: "cooldown".into(),
+                reason: Reason::Cooldown,
                 detail: None,
             }),
         };
@@ -315,7 +337,7 @@ mod tests {
             vassal: "a.ini".into(),
             config: "/v/a.ini".into(),
             event: Event::Suppressed(Suppressed {
-                reason: "cooldown".into(),
+                reason: Reason::Cooldown,
                 detail: None,
             }),
         };

@@ -549,7 +549,7 @@ fn incidents(
                         top = format!("{} ×{}", t.target, t.count);
                     }
                 }
-                Rec::Action(a) => action.clone_from(&a.action),
+                Rec::Action(a) => action = a.action.to_string(),
                 Rec::Suppressed(s) => outcome = format!("suppressed: {}", s.reason),
                 Rec::Outcome(o) => {
                     outcome = format!(

@@ -12,6 +12,7 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod emperor;
+pub mod episode;
 pub mod forensics;
 pub mod inventory;
 pub mod mapping;

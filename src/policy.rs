@@ -10,8 +10,141 @@
 use std::collections::VecDeque;
 use std::time::{Duration, SystemTime};
 
+use serde::{Deserialize, Serialize};
+
 use crate::config::{ActionMode, Policy};
 use crate::procs::ProcId;
+
+/// Which rule fired, as the incident log names it (`rule_name`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Rule {
+    ReloadAt,
+    MaxFds,
+    Predict,
+}
+
+impl Rule {
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Rule::ReloadAt => "reload-at",
+            Rule::MaxFds => "max-fds",
+            Rule::Predict => "predict",
+        }
+    }
+}
+
+/// What the warden did to a vassal, as the incident log names it (`action`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ActionKind {
+    /// SIGHUP to chosen workers.
+    RecycleWorker,
+    /// A touch of the vassal's `touch-chain-reload` file.
+    ChainReload,
+    /// A touch of the vassal file.
+    Touch,
+}
+
+impl ActionKind {
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActionKind::RecycleWorker => "recycle-worker",
+            ActionKind::ChainReload => "chain-reload",
+            ActionKind::Touch => "touch",
+        }
+    }
+}
+
+impl std::fmt::Display for ActionKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a vassal over the line was not acted on, as the incident log names it
+/// (`suppressed.reason`). `Other` keeps a reason this version does not know (a newer
+/// warden wrote it), so that reading a log never fails on one.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reason {
+    /// More than `max-reloads` actions in the window, or not yet quiet since.
+    Flapping,
+    /// Acted on less than `cooldown` ago.
+    Cooldown,
+    /// The host-wide cap on actions in progress (`max-concurrent`) is reached.
+    Busy,
+    /// Dry run: the action is recorded, not taken.
+    DryRun,
+    /// `action = alert`.
+    AlertOnly,
+    /// The top of the ladder: a touch did not bring the fds down.
+    LadderExhausted,
+    /// The vassal file does not read as a vassal config: a touch would break the vassal.
+    IniInvalid,
+    /// The file changed under an old mtime: a touch would deploy it.
+    PendingChange,
+    /// The process is gone or its PID was reused since it was sampled.
+    PidChanged,
+    /// No running Emperor watches the file: a touch could not reload it.
+    NoEmperor,
+    /// The action was tried and failed.
+    ActionFailed,
+    #[serde(untagged)]
+    Other(String),
+}
+
+impl Reason {
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        match self {
+            Reason::Flapping => "flapping",
+            Reason::Cooldown => "cooldown",
+            Reason::Busy => "busy",
+            Reason::DryRun => "dry_run",
+            Reason::AlertOnly => "alert_only",
+            Reason::LadderExhausted => "ladder_exhausted",
+            Reason::IniInvalid => "ini_invalid",
+            Reason::PendingChange => "pending_change",
+            Reason::PidChanged => "pid_changed",
+            Reason::NoEmperor => "no_emperor",
+            Reason::ActionFailed => "action_failed",
+            Reason::Other(s) => s,
+        }
+    }
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A vassal's place on the ladder of actions: each action that did not work moves it one
+/// step up, a recovery moves it back to the bottom.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub enum Step {
+    /// The gentlest action that will work.
+    #[default]
+    Gentlest,
+    /// A recycle or chain reload did not work: a touch is next.
+    Touch,
+    /// A touch did not work: alert only.
+    Exhausted,
+}
+
+impl Step {
+    /// Where the ladder stands after an action of `kind` did not work.
+    #[must_use]
+    pub fn after_failed(kind: ActionKind) -> Step {
+        match kind {
+            ActionKind::RecycleWorker | ActionKind::ChainReload => Step::Touch,
+            ActionKind::Touch => Step::Exhausted,
+        }
+    }
+}
 
 /// The fd count at or above which a process is over the line: `reload-at` of its soft
 /// limit, capped by `max-fds`.
@@ -42,11 +175,11 @@ pub enum Fire {
 
 impl Fire {
     #[must_use]
-    pub fn name(&self) -> &'static str {
+    pub fn rule(&self) -> Rule {
         match self {
-            Fire::ReloadAt { .. } => "reload-at",
-            Fire::MaxFds { .. } => "max-fds",
-            Fire::Predict { .. } => "predict",
+            Fire::ReloadAt { .. } => Rule::ReloadAt,
+            Fire::MaxFds { .. } => Rule::MaxFds,
+            Fire::Predict { .. } => Rule::Predict,
         }
     }
 }
@@ -207,12 +340,12 @@ pub enum Hold {
 
 impl Hold {
     #[must_use]
-    pub fn reason(&self) -> &'static str {
+    pub fn reason(&self) -> Reason {
         match self {
-            Hold::Flapping { .. } => "flapping",
-            Hold::Cooldown { .. } => "cooldown",
-            Hold::Busy => "busy",
-            Hold::DryRun => "dry_run",
+            Hold::Flapping { .. } => Reason::Flapping,
+            Hold::Cooldown { .. } => Reason::Cooldown,
+            Hold::Busy => Reason::Busy,
+            Hold::DryRun => Reason::DryRun,
         }
     }
 }
@@ -281,28 +414,31 @@ pub enum Plan {
     ChainReload(std::path::PathBuf),
     /// Touch the vassal ini: the master re-executes, which clears its fds and the workers'.
     Touch,
-    /// Record and alert only.
-    Alert(&'static str),
+    /// Record and alert only, for this reason.
+    Alert(Reason),
 }
 
 impl Plan {
+    /// The action this plan takes; `None` for an alert.
     #[must_use]
-    pub fn name(&self) -> &'static str {
+    pub fn kind(&self) -> Option<ActionKind> {
         match self {
-            Plan::RecycleWorkers(_) => "recycle-worker",
-            Plan::ChainReload(_) => "chain-reload",
-            Plan::Touch => "touch",
-            Plan::Alert(_) => "alert",
+            Plan::RecycleWorkers(_) => Some(ActionKind::RecycleWorker),
+            Plan::ChainReload(_) => Some(ActionKind::ChainReload),
+            Plan::Touch => Some(ActionKind::Touch),
+            Plan::Alert(_) => None,
         }
     }
 
-    /// The next step up after this one did not work.
     #[must_use]
-    pub fn escalate(&self) -> u8 {
-        match self {
-            Plan::RecycleWorkers(_) | Plan::ChainReload(_) => 1,
-            Plan::Touch | Plan::Alert(_) => 2,
-        }
+    pub fn name(&self) -> &'static str {
+        self.kind().map_or("alert", ActionKind::as_str)
+    }
+
+    /// Where the ladder stands if this plan does not work.
+    #[must_use]
+    pub fn escalate(&self) -> Step {
+        self.kind().map_or(Step::Exhausted, Step::after_failed)
     }
 }
 
@@ -323,8 +459,8 @@ pub struct Situation {
     pub pending_change: bool,
     /// The ini does not read as a vassal config: a touch would start a broken vassal.
     pub ini_invalid: bool,
-    /// 0: gentlest; 1: after a recycle or chain reload did not work; 2: after a touch.
-    pub escalation: u8,
+    /// The vassal's place on the ladder.
+    pub escalation: Step,
 }
 
 /// Picks the gentlest action that will work, and a note for the record.
@@ -332,28 +468,28 @@ pub struct Situation {
 pub fn choose(mode: ActionMode, s: &Situation) -> (Plan, Option<String>) {
     let in_master = s.master_leaks || s.inherited;
     let few = !s.workers_over.is_empty() && s.workers_over.len() * 2 <= s.workers.max(1);
-    if s.escalation >= 2 {
+    if s.escalation == Step::Exhausted {
         return (
-            Plan::Alert("ladder_exhausted"),
+            Plan::Alert(Reason::LadderExhausted),
             Some("a touch did not bring the fds down".into()),
         );
     }
     match mode {
-        ActionMode::Alert => (Plan::Alert("alert_only"), None),
+        ActionMode::Alert => (Plan::Alert(Reason::AlertOnly), None),
         ActionMode::Touch => touch_or_hold(s),
         ActionMode::RecycleWorker => {
-            if s.escalation == 0 && !s.workers_over.is_empty() {
+            if s.escalation == Step::Gentlest && !s.workers_over.is_empty() {
                 (Plan::RecycleWorkers(s.workers_over.clone()), None)
             } else {
                 touch_or_hold(s)
             }
         }
         ActionMode::ChainReload => match (&s.chain_file, s.escalation) {
-            (Some(f), 0) => (Plan::ChainReload(f.clone()), None),
+            (Some(f), Step::Gentlest) => (Plan::ChainReload(f.clone()), None),
             _ => touch_or_hold(s),
         },
         ActionMode::Auto => {
-            if s.escalation == 0 && !in_master {
+            if s.escalation == Step::Gentlest && !in_master {
                 if few {
                     let note = s
                         .pending_change
@@ -378,14 +514,14 @@ pub fn choose(mode: ActionMode, s: &Situation) -> (Plan, Option<String>) {
 fn touch_or_hold(s: &Situation) -> (Plan, Option<String>) {
     if s.ini_invalid {
         return (
-            Plan::Alert("ini_invalid"),
+            Plan::Alert(Reason::IniInvalid),
             Some("the ini does not read as a vassal config; a reload would make the Emperor start a broken vassal".into()),
         );
     }
     if s.pending_change {
         // A touch would deploy whatever is on disk: not the warden's call to make.
         return (
-            Plan::Alert("pending_change"),
+            Plan::Alert(Reason::PendingChange),
             Some("the ini on disk changed since the vassal started (old mtime kept); a touch would apply it".into()),
         );
     }
@@ -440,7 +576,7 @@ mod tests {
         counts
             .iter()
             .enumerate()
-            .map(|(i, f)| st.feed(p, i as f64, *f, limit).map(|x| x.name()))
+            .map(|(i, f)| st.feed(p, i as f64, *f, limit).map(|x| x.rule().as_str()))
             .collect()
     }
 
@@ -632,7 +768,7 @@ mod tests {
             chain_file: None,
             pending_change: false,
             ini_invalid: false,
-            escalation: 0,
+            escalation: Step::Gentlest,
         }
     }
 
@@ -694,14 +830,14 @@ mod tests {
         };
         assert_eq!(
             choose(Auto, &pending_master).0,
-            Plan::Alert("pending_change")
+            Plan::Alert(Reason::PendingChange)
         );
         // A broken ini is never touched, and that is the reason given.
         let broken = Situation {
             ini_invalid: true,
             ..pending_master
         };
-        assert_eq!(choose(Auto, &broken).0, Plan::Alert("ini_invalid"));
+        assert_eq!(choose(Auto, &broken).0, Plan::Alert(Reason::IniInvalid));
         // Recycling a worker does not read the ini: still allowed.
         let broken_worker = Situation {
             ini_invalid: true,
@@ -735,8 +871,11 @@ mod tests {
             },
         )
         .0;
-        assert_eq!(third, Plan::Alert("ladder_exhausted"));
-        assert_eq!(choose(ActionMode::Alert, &s).0, Plan::Alert("alert_only"));
+        assert_eq!(third, Plan::Alert(Reason::LadderExhausted));
+        assert_eq!(
+            choose(ActionMode::Alert, &s).0,
+            Plan::Alert(Reason::AlertOnly)
+        );
         assert_eq!(choose(ActionMode::Touch, &s).0, Plan::Touch);
     }
 

@@ -1,12 +1,14 @@
-//! The warden: what happens to each vassal on each tick, and the state kept between ticks.
+//! The warden: gathers each vassal's inputs on each pass, carries out what the decision
+//! core (`episode`) decides, and keeps the state between passes.
 //!
-//! This module owns the order of the stages for a vassal — map, sample, decide,
-//! attribute, record, act, verify, record — and the state that lives between ticks:
-//! per-process streaks and samples, baselines, each vassal's history of actions (rebuilt
-//! from the incident log at start, so a restart never causes an action the running warden
-//! would have suppressed), its place on the ladder, and the action being verified. A
-//! failure on one vassal is logged with what to do and the rest go on. No action is taken
-//! before its `detected` record is on disk.
+//! This module owns the order of the stages for a vassal — map, sample, decide (with
+//! attribution), record, check, act, verify, record — and the state that lives between
+//! passes: per-process streaks and baselines, and each vassal's `Episode` (rebuilt from
+//! the incident log at start, so a restart never causes an action the running warden
+//! would have suppressed). It makes no decision of its own beyond the last checks right
+//! before acting (same process, Emperor running, file still a vassal config). A failure on
+//! one vassal is logged with what to do and the rest go on. No action is taken before its
+//! `detected` record is on disk.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -19,11 +21,12 @@ use crate::audit::{
     self, Action, AuditLog, Detected, Event as Rec, Outcome, OutcomeResult, Record, Role,
     Suppressed,
 };
-use crate::config::Config;
-use crate::forensics::{self, Baseline};
+use crate::config::{Config, Policy};
+use crate::episode::{self, Decision, Episode, Facts, Incident, Lookups, Pass, Proc, Then};
+use crate::forensics::{self, Baseline, Report};
 use crate::inventory::{Inventory, Vassal};
 use crate::mapping::{Mapping, Procs};
-use crate::policy::{self, Fire, History, Hold, Plan, ProcState, Situation};
+use crate::policy::{self, ActionKind, Fire, Plan, ProcState, Reason};
 use crate::procs::{self, ProcId};
 use crate::sample::Sampler;
 
@@ -33,37 +36,14 @@ pub struct Options {
     pub once: bool,
 }
 
-/// An action under verification.
-#[derive(Debug)]
-struct Pending {
-    incident: String,
-    started: Instant,
-    /// The workers the action meant to replace.
-    replace: Vec<ProcId>,
-    /// The ladder step to take if this does not work.
-    escalate_to: u8,
-}
-
-/// Per-vassal state that lives between ticks.
-#[derive(Debug, Default)]
-struct VassalState {
-    hist: History,
-    /// When a hold or an alert was last recorded; cleared when the vassal is back under
-    /// the line or an outcome is recorded, so each episode is recorded once, not per tick.
-    noted: Option<(SystemTime, String)>,
-    pending: Option<Pending>,
-    escalation: u8,
-}
-
-/// A process that fired on this tick.
-#[derive(Debug, Clone, Copy)]
-struct Fired {
-    id: ProcId,
-    role: Role,
-    fds: u64,
-    limit: u64,
-    line: u64,
-    fire: Fire,
+/// An action to carry out and how to record it.
+struct Request<'a> {
+    plan: &'a Plan,
+    note: Option<String>,
+    incident: &'a str,
+    now: SystemTime,
+    /// An operator's reason, for a manual reload.
+    reason: Option<String>,
 }
 
 pub struct Warden {
@@ -74,9 +54,61 @@ pub struct Warden {
     sampler: Sampler,
     states: HashMap<ProcId, ProcState>,
     baselines: HashMap<ProcId, Baseline>,
-    vassals: HashMap<PathBuf, VassalState>,
+    episodes: HashMap<PathBuf, Episode>,
     origin: Instant,
     seq: u64,
+}
+
+/// The reads the decision core may ask for, for one vassal on one pass.
+struct Reads<'a> {
+    audit: &'a Path,
+    vassal: &'a Vassal,
+    inv: &'a Inventory,
+    baselines: &'a HashMap<ProcId, Baseline>,
+    master: ProcId,
+    top: usize,
+}
+
+impl Lookups for Reads<'_> {
+    fn recorded_actions(&mut self) -> Vec<SystemTime> {
+        audit::recent_actions(self.audit, &self.vassal.file.path, 256 * 1024)
+    }
+
+    fn facts(&mut self) -> Facts {
+        let v = self.vassal;
+        // Read the file again now: it may have changed since the last rescan.
+        let ini_error = crate::emperor::read_vassal(&v.file.path)
+            .err()
+            .map(|e| e.to_string());
+        let chain_file = v
+            .ini
+            .as_ref()
+            .ok()
+            .and_then(|i| i.get("touch-chain-reload"))
+            .map(PathBuf::from)
+            .filter(|p| p.exists());
+        Facts {
+            ini_error,
+            pending_change: v.pending_change,
+            emperor_up: v
+                .emperor
+                .and_then(|p| self.inv.emperor(p))
+                .is_some_and(crate::emperor::Emperor::is_running),
+            chain_file,
+        }
+    }
+
+    fn attribute(&mut self, offender: &Proc) -> Option<Report> {
+        let master = (offender.role == Role::Worker).then_some(self.master.pid);
+        let pid = offender.id.pid;
+        match forensics::report(pid, self.top, self.baselines.get(&offender.id), master) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                debug!(vassal = %self.vassal.file.name, pid, "process gone before it could be read: {e}");
+                None
+            }
+        }
+    }
 }
 
 impl Warden {
@@ -94,7 +126,7 @@ impl Warden {
             sampler: Sampler::default(),
             states: HashMap::new(),
             baselines: HashMap::new(),
-            vassals: HashMap::new(),
+            episodes: HashMap::new(),
             origin: Instant::now(),
             seq: 0,
         };
@@ -117,53 +149,20 @@ impl Warden {
         &self.inv
     }
 
-    /// Rebuilds each vassal's history from the incident log: actions (cooldown and
-    /// `max-reloads`), the last time a rule fired, whether it was flapping, and its place
-    /// on the ladder.
+    /// Rebuilds each vassal's episode from the incident log.
     fn restore_from_log(&mut self) {
         let path = self.audit.path().to_owned();
-        let records = match audit::read_log(&path) {
+        match audit::read_log(&path) {
             Ok((records, bad)) => {
                 for b in bad {
                     warn!(file = %path.display(), line = b.line, "unreadable incident log line skipped: {}", b.message);
                 }
-                records
+                self.episodes = Episode::replay(&records);
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => {
                 warn!(file = %path.display(), "cannot read the incident log to restore cooldowns: {e}; they start empty");
-                return;
             }
-        };
-        let mut last_action_kind: HashMap<PathBuf, String> = HashMap::new();
-        for r in records {
-            let Some(ts) = audit::parse_timestamp(&r.ts) else {
-                continue;
-            };
-            let st = self.vassals.entry(r.config.clone()).or_default();
-            match &r.event {
-                Rec::Action(a) if !a.dry_run => {
-                    st.hist.actions.push(ts);
-                    st.hist.flapping = false;
-                    last_action_kind.insert(r.config.clone(), a.action.clone());
-                }
-                Rec::Detected(_) => st.hist.last_fire = Some(ts),
-                Rec::Suppressed(s) if s.reason == "flapping" => st.hist.flapping = true,
-                Rec::Outcome(o) => {
-                    st.escalation = match (
-                        o.result,
-                        last_action_kind.get(&r.config).map(String::as_str),
-                    ) {
-                        (OutcomeResult::NotRecovered, Some("touch")) => 2,
-                        (OutcomeResult::NotRecovered, Some(_)) => 1,
-                        _ => 0,
-                    };
-                }
-                _ => {}
-            }
-        }
-        for st in self.vassals.values_mut() {
-            st.hist.actions.sort();
         }
     }
 
@@ -221,25 +220,11 @@ impl Warden {
                 }
             }
         }
-        let now = SystemTime::now();
         for v in changes.removed {
             info!(vassal = %v.file.name, "vassal file removed; no longer watched");
-            if let Some(p) = self
-                .vassals
-                .get_mut(&v.file.path)
-                .and_then(|s| s.pending.take())
-            {
-                let _ = self.write(
-                    now,
-                    &p.incident,
-                    &v,
-                    Rec::Outcome(Outcome {
-                        result: OutcomeResult::Vanished,
-                        fds_after: None,
-                        seconds: p.started.elapsed().as_secs_f64(),
-                        detail: Some("the vassal file was removed".into()),
-                    }),
-                );
+            if let Some(ep) = self.episodes.get_mut(&v.file.path) {
+                let d = ep.removed(Instant::now());
+                self.record_outcome(&v, d);
             }
         }
     }
@@ -300,33 +285,20 @@ impl Warden {
     /// True while some vassal's action is being verified.
     #[must_use]
     pub fn any_pending(&self) -> bool {
-        self.vassals.values().any(|s| s.pending.is_some())
+        self.episodes.values().any(Episode::is_pending)
     }
 
-    fn tick_vassal(&mut self, path: &Path, now_i: Instant, seen: &mut HashSet<ProcId>) {
-        let Some(v) = self.inv.vassals.get(path) else {
-            return;
-        };
-        let Mapping::Running(procs) = &v.mapping else {
-            if let Some(p) = self.vassals.get(path).and_then(|s| s.pending.as_ref())
-                && p.started.elapsed() > v.policy.verify
-            {
-                self.finish(
-                    path,
-                    OutcomeResult::NotRecovered,
-                    None,
-                    Some("the vassal's master is gone".into()),
-                );
-            }
-            return;
-        };
-        let procs = procs.clone();
-        let policy = v.policy.clone();
-        let name = v.file.name.clone();
+    /// Samples every process of a running vassal and feeds each one's streaks.
+    fn sample(
+        &mut self,
+        name: &str,
+        procs: &Procs,
+        policy: &Policy,
+        now_i: Instant,
+        seen: &mut HashSet<ProcId>,
+    ) -> Vec<Proc> {
         let t = now_i.duration_since(self.origin).as_secs_f64();
-        let mut counts = Vec::new();
-        let mut fired: Vec<Fired> = Vec::new();
-        let mut workers_over = Vec::new();
+        let mut out = Vec::new();
         for (i, id) in procs.all().enumerate() {
             let role = if i == 0 { Role::Master } else { Role::Worker };
             let s = match self.sampler.sample(id, now_i) {
@@ -340,403 +312,247 @@ impl Warden {
             self.baselines
                 .entry(id)
                 .or_insert_with(|| Baseline::take(id.pid, s.fds));
-            let line = policy::line(&policy, s.limit);
-            counts.push((s.fds, line));
-            if role == Role::Worker && s.fds >= line {
-                workers_over.push(id);
-            }
-            if let Some(fire) = self
+            let fire = self
                 .states
                 .entry(id)
                 .or_default()
-                .feed(&policy, t, s.fds, s.limit)
-            {
-                debug!(vassal = %name, pid = id.pid, fds = s.fds, limit = s.limit, rule = fire.name(), "fired");
-                fired.push(Fired {
-                    id,
-                    role,
-                    fds: s.fds,
-                    limit: s.limit,
-                    line,
-                    fire,
-                });
+                .feed(policy, t, s.fds, s.limit);
+            if let Some(f) = fire {
+                debug!(vassal = %name, pid = id.pid, fds = s.fds, limit = s.limit, rule = f.rule().as_str(), "fired");
             }
+            out.push(Proc {
+                id,
+                role,
+                fds: s.fds,
+                limit: s.limit,
+                line: policy::line(policy, s.limit),
+                fire,
+            });
         }
-        let st = self.vassals.entry(path.to_owned()).or_default();
-        if let Some(p) = &st.pending {
-            let after = policy::After {
-                replace: &p.replace,
-                workers: &procs.workers,
-                counts: &counts,
-            };
-            let max = counts.iter().map(|(f, _)| *f).max();
-            if policy::recovered(&after) {
-                self.finish(path, OutcomeResult::Recovered, max, None);
-            } else if p.started.elapsed() > policy.verify {
-                let detail = if p.replace.iter().any(|w| procs.workers.contains(w)) {
-                    "workers were not replaced"
-                } else {
-                    "fd counts are still over the line"
-                };
-                self.finish(path, OutcomeResult::NotRecovered, max, Some(detail.into()));
-            }
-            return;
-        }
-        if counts.iter().all(|(f, l)| f < l) {
-            st.noted = None;
-        }
-        // The record is about the process closest to its limit.
-        let offender = fired
-            .iter()
-            .max_by(|a, b| {
-                (a.fds as f64 / a.line.max(1) as f64)
-                    .total_cmp(&(b.fds as f64 / b.line.max(1) as f64))
-            })
-            .copied();
-        if let Some(f) = offender {
-            self.incident(path, &procs, f, workers_over);
-        }
+        out
     }
 
-    fn finish(
-        &mut self,
-        path: &Path,
-        result: OutcomeResult,
-        fds_after: Option<u64>,
-        detail: Option<String>,
-    ) {
-        let Some(st) = self.vassals.get_mut(path) else {
-            return;
-        };
-        // A new episode starts after each outcome: the next hold is recorded again.
-        st.noted = None;
-        let Some(p) = st.pending.take() else { return };
-        st.escalation = if result == OutcomeResult::Recovered {
-            0
-        } else {
-            p.escalate_to
-        };
-        let Some(v) = self.inv.vassals.get(path) else {
-            return;
-        };
-        let seconds = p.started.elapsed().as_secs_f64();
-        if result == OutcomeResult::Recovered {
-            info!(vassal = %v.file.name, fds = fds_after, seconds, "recovered");
-        } else {
-            warn!(vassal = %v.file.name, fds = fds_after, seconds, "not recovered: {}", detail.as_deref().unwrap_or(""));
-        }
-        let _ = self.write(
-            SystemTime::now(),
-            &p.incident,
-            v,
-            Rec::Outcome(Outcome {
-                result,
-                fds_after,
-                seconds,
-                detail,
-            }),
-        );
-    }
-
-    /// A process of the vassal at `path` fired: decide, attribute, record, check, act.
-    fn incident(&mut self, path: &Path, procs: &Procs, f: Fired, workers_over: Vec<ProcId>) {
-        let now = SystemTime::now();
-        let busy = self
-            .vassals
-            .values()
-            .filter(|s| s.pending.is_some())
-            .count()
-            >= self.cfg.max_concurrent;
+    fn tick_vassal(&mut self, path: &Path, now_i: Instant, seen: &mut HashSet<ProcId>) {
         let Some(v) = self.inv.vassals.get(path) else {
             return;
         };
         let policy = v.policy.clone();
+        let Mapping::Running(procs) = &v.mapping else {
+            if let Some(ep) = self.episodes.get_mut(path) {
+                let d = ep.decide_stopped(&policy, Instant::now());
+                self.record_outcome(&self.inv.vassals[path], d);
+            }
+            return;
+        };
+        let procs = procs.clone();
         let name = v.file.name.clone();
-        let ini_error = crate::emperor::read_vassal(&v.file.path).err();
-        let ini_invalid = ini_error.is_some();
-        let pending_change = v.pending_change;
-        let emperor_up = v
-            .emperor
-            .and_then(|p| self.inv.emperor(p))
-            .is_some_and(crate::emperor::Emperor::is_running);
-        let st = self.vassals.entry(path.to_owned()).or_default();
-        let mut hold = policy::gate(&policy, now, &st.hist, busy, self.opts.dry_run);
-        if hold.is_ok() {
-            // Before acting, learn what others recorded meanwhile (an operator's manual
-            // reload, say): their actions count for cooldown and `max-reloads` too.
-            for t in audit::recent_actions(self.audit.path(), path, 256 * 1024) {
-                if !st.hist.actions.contains(&t) && st.hist.last_action().is_none_or(|l| t > l) {
-                    st.hist.actions.push(t);
-                }
-            }
-            hold = policy::gate(&policy, now, &st.hist, busy, self.opts.dry_run);
-        }
-        st.hist.flapping = matches!(hold, Err(Hold::Flapping { .. }));
-        st.hist.last_fire = Some(now);
-        // What the decision depends on: the same episode with the same inputs is recorded
-        // once per cooldown, not once per tick.
-        let key = match &hold {
-            Err(h) => h.reason().to_owned(),
-            Ok(()) => format!(
-                "act:{ini_invalid}:{pending_change}:{emperor_up}:{}",
-                st.escalation
-            ),
+        let sampled = self.sample(&name, &procs, &policy, now_i, seen);
+        let busy =
+            self.episodes.values().filter(|e| e.is_pending()).count() >= self.cfg.max_concurrent;
+        let pass = Pass {
+            now: SystemTime::now(),
+            mono: Instant::now(),
+            master: procs.master,
+            workers: &procs.workers,
+            procs: &sampled,
+            busy,
+            dry_run: self.opts.dry_run,
         };
-        if let Some((noted, k)) = &st.noted
-            && *k == key
-            && now.duration_since(*noted).unwrap_or_default() < policy.cooldown
-        {
-            return;
-        }
-        let escalation = st.escalation;
-        let incident = self.next_incident(now);
-
-        // Attribute: name what leaks, before anything else.
-        let master = (f.role == Role::Worker).then_some(procs.master.pid);
-        let report = match forensics::report(
-            f.id.pid,
-            policy.top,
-            self.baselines.get(&f.id),
-            master,
-        ) {
-            Ok(r) => r,
-            Err(e) => {
-                debug!(vassal = %name, pid = f.id.pid, "process gone before it could be read: {e}");
-                return;
-            }
+        let mut reads = Reads {
+            audit: self.audit.path(),
+            vassal: &self.inv.vassals[path],
+            inv: &self.inv,
+            baselines: &self.baselines,
+            master: procs.master,
+            top: policy.top,
         };
-        let Some(v) = self.inv.vassals.get(path) else {
-            return;
-        };
-        // Mostly inherited: the leading target (the one that grew, when known) is held
-        // through the master for at least half of its count.
-        let leading = report
-            .top
-            .iter()
-            .find(|t| t.growth.is_some_and(|g| g > 0))
-            .or_else(|| report.top.first());
-        let inherited = leading.is_some_and(|t| {
-            t.inherited.unwrap_or(0) * 2 >= t.count && t.inherited.unwrap_or(0) > 0
-        });
-        let chain_file = v
-            .ini
-            .as_ref()
-            .ok()
-            .and_then(|i| i.get("touch-chain-reload"))
-            .map(PathBuf::from)
-            .filter(|p| p.exists());
-        let situation = Situation {
-            master_leaks: f.role == Role::Master,
-            inherited,
-            workers_over,
-            workers: procs.workers.len(),
-            chain_file,
-            pending_change: v.pending_change,
-            ini_invalid,
-            escalation,
-        };
-        let (plan, note) = policy::choose(policy.action, &situation);
-        #[allow(clippy::cast_precision_loss)]
-        let usage = if f.limit == 0 {
-            1.0
-        } else {
-            f.fds as f64 / f.limit as f64
-        };
-        warn!(vassal = %name, pid = f.id.pid, role = %f.role, fds = f.fds, limit = f.limit, rule = f.fire.name(),
-              top = report.top.first().map_or("", |t| t.target.as_str()), plan = plan.name(), "over threshold");
-        let (slope, eta) = match f.fire {
-            Fire::Predict { slope, eta } => (Some(slope), Some(eta)),
-            _ => (None, None),
-        };
-        let detected = Rec::Detected(Detected {
-            pid: f.id.pid,
-            role: f.role,
-            fds: f.fds,
-            limit: f.limit,
-            usage,
-            rule: policy::rule_text(&policy, &f.fire, f.fds, f.limit),
-            rule_name: Some(f.fire.name().to_owned()),
-            slope,
-            eta_seconds: eta,
-            top: report.top,
-            by_kind: report.by_kind,
-        });
-        let recorded = self.write(now, &incident, v, detected);
-        if let Some(st) = self.vassals.get_mut(path) {
-            st.noted = Some((now, key));
+        let decision = self
+            .episodes
+            .entry(path.to_owned())
+            .or_default()
+            .decide(&policy, &pass, &mut reads);
+        match decision {
+            Decision::Nothing => {}
+            Decision::Outcome(_) => self.record_outcome(&self.inv.vassals[path], decision),
+            Decision::Incident(inc) => self.incident(path, &procs, &policy, pass.now, &inc),
         }
-        if recorded.is_err() {
-            // Record first, or not at all: no action without its record on disk.
-            return;
-        }
-        let suppress = |w: &Warden, reason: &str, detail: String| {
-            let v = &w.inv.vassals[path];
-            info!(vassal = %v.file.name, reason, "{detail}");
-            let _ = w.write(
-                now,
-                &incident,
-                v,
-                Rec::Suppressed(Suppressed {
-                    reason: reason.into(),
-                    detail: Some(detail),
-                }),
-            );
-        };
-        if let Err(h) = hold {
-            let detail = match &h {
-                Hold::Flapping { recent } => format!(
-                    "{recent} actions within {}: alerting only until it has been quiet for that long",
-                    humantime::format_duration(policy.max_reloads_window)
-                ),
-                Hold::Cooldown { remaining } => format!(
-                    "acted on less than {} ago; next action allowed in {}",
-                    humantime::format_duration(policy.cooldown),
-                    humantime::format_duration(Duration::from_secs(remaining.as_secs()))
-                ),
-                Hold::Busy => format!(
-                    "{} reload(s) already in progress on this host (max-concurrent)",
-                    self.cfg.max_concurrent
-                ),
-                Hold::DryRun => format!("dry run: would {}", plan.name()),
-            };
-            suppress(self, h.reason(), detail);
-            return;
-        }
-        if let Plan::Alert(reason) = plan {
-            warn!(vassal = %name, reason, "alert: not acting");
-            let mut detail = note.unwrap_or_else(|| "action = alert".into());
-            if let Some(e) = ini_error.filter(|_| reason == "ini_invalid") {
-                detail = format!("{e}; {detail}");
-            }
-            suppress(self, reason, detail);
-            return;
-        }
-        if let Err((reason, detail)) = self.precheck(path, f.id, &plan) {
-            warn!(vassal = %name, reason, "not acting: {detail}");
-            suppress(self, reason, detail);
-            return;
-        }
-        self.execute(path, procs, &plan, note, &incident, now, None);
     }
 
-    /// Carries out `plan` and records it; on success the vassal's action is pending
-    /// verification.
-    #[allow(clippy::too_many_arguments)]
-    fn execute(
+    /// Records the outcome of an action under verification, if `d` is one.
+    fn record_outcome(&self, v: &Vassal, d: Decision) {
+        let Decision::Outcome(o) = d else { return };
+        if o.result == OutcomeResult::Recovered {
+            info!(vassal = %v.file.name, fds = o.fds_after, seconds = o.seconds, "recovered");
+        } else {
+            warn!(vassal = %v.file.name, fds = o.fds_after, seconds = o.seconds, result = ?o.result,
+                  "not recovered: {}", o.detail.as_deref().unwrap_or(""));
+        }
+        let _ = self.write(
+            SystemTime::now(),
+            &o.incident,
+            v,
+            Rec::Outcome(Outcome {
+                result: o.result,
+                fds_after: o.fds_after,
+                seconds: o.seconds,
+                detail: o.detail,
+            }),
+        );
+    }
+
+    /// Records an incident the core decided on, then holds, alerts, or checks and acts.
+    fn incident(
         &mut self,
         path: &Path,
         procs: &Procs,
-        plan: &Plan,
-        note: Option<String>,
-        incident: &str,
+        policy: &Policy,
         now: SystemTime,
-        reason: Option<String>,
-    ) -> bool {
+        inc: &Incident,
+    ) {
+        let incident = self.next_incident(now);
         let v = &self.inv.vassals[path];
-        let nofollow = v
-            .emperor
-            .and_then(|p| self.inv.emperor(p))
-            .is_some_and(|e| e.nofollow);
+        let f = &inc.offender;
+        let plan_name = match &inc.then {
+            Then::Hold { would, .. } => would.name(),
+            Then::Alert { .. } => "alert",
+            Then::Act { plan, .. } => plan.name(),
+        };
+        warn!(vassal = %v.file.name, pid = f.id.pid, role = %f.role, fds = f.fds, limit = f.limit,
+              rule = inc.fire.rule().as_str(),
+              top = inc.report.top.first().map_or("", |t| t.target.as_str()), plan = plan_name, "over threshold");
+        if self
+            .write(now, &incident, v, detected(policy, inc))
+            .is_err()
+        {
+            // Record first, or not at all: no action without its record on disk.
+            return;
+        }
+        let suppress = |reason: Reason, detail: String| {
+            info!(vassal = %v.file.name, reason = reason.as_str(), "{detail}");
+            let event = Rec::Suppressed(Suppressed {
+                reason,
+                detail: Some(detail),
+            });
+            let _ = self.write(now, &incident, v, event);
+        };
+        match &inc.then {
+            Then::Hold { hold, would } => {
+                let detail =
+                    episode::hold_detail(hold, policy, self.cfg.max_concurrent, would.name());
+                suppress(hold.reason(), detail);
+            }
+            Then::Alert { reason, note } => {
+                warn!(vassal = %v.file.name, reason = reason.as_str(), "alert: not acting");
+                suppress(
+                    reason.clone(),
+                    note.clone().unwrap_or_else(|| "action = alert".into()),
+                );
+            }
+            Then::Act { plan, note } => {
+                if let Err((reason, detail)) = self.precheck(path, f.id, plan) {
+                    warn!(vassal = %v.file.name, reason = reason.as_str(), "not acting: {detail}");
+                    suppress(reason, detail);
+                    return;
+                }
+                let req = Request {
+                    plan,
+                    note: note.clone(),
+                    incident: &incident,
+                    now,
+                    reason: None,
+                };
+                self.execute(path, procs, &req);
+            }
+        }
+    }
+
+    /// Carries out `req.plan` and records it; on success the vassal's action is pending
+    /// verification.
+    fn execute(&mut self, path: &Path, procs: &Procs, req: &Request<'_>) -> bool {
+        let v = &self.inv.vassals[path];
+        let Some(kind) = req.plan.kind() else {
+            return false;
+        };
         let mut action = Action {
-            action: plan.name().into(),
+            action: kind,
             path: v.file.path.clone(),
             mtime_before: None,
             mtime_after: None,
             dry_run: false,
             pids: Vec::new(),
-            reason,
-            note,
+            reason: req.reason.clone(),
+            note: req.note.clone(),
         };
         let mut replace = procs.workers.clone();
-        let result: Result<(), String> = match plan {
+        let result = match req.plan {
             Plan::Touch | Plan::ChainReload(_) => {
-                let (file, follow_rule) = match plan {
+                let (file, nofollow) = match req.plan {
                     Plan::ChainReload(f) => (f.clone(), false),
-                    _ => (v.file.path.clone(), nofollow),
+                    _ => (v.file.path.clone(), self.nofollow(v)),
                 };
-                action.path.clone_from(&file);
-                act::touch(&file, follow_rule, SystemTime::now())
-                    .map(|(before, after)| {
-                        action.mtime_before = Some(audit::timestamp_precise(before));
-                        action.mtime_after = Some(audit::timestamp_precise(after));
-                    })
-                    .map_err(|e| {
-                        format!(
-                            "cannot touch {}: {e}; check that the warden may set its mtime",
-                            file.display()
-                        )
-                    })
+                touch(&file, nofollow, &mut action)
             }
             Plan::RecycleWorkers(ids) => {
+                let r = recycle(procs.master, ids, &mut action);
                 replace.clone_from(ids);
-                let mut errors = Vec::new();
-                for id in ids {
-                    match act::recycle_worker(procs.master, *id) {
-                        Ok(()) => action.pids.push(id.pid),
-                        Err(e) => errors.push(e.to_string()),
-                    }
-                }
-                if action.pids.is_empty() {
-                    Err(errors.join("; "))
-                } else {
-                    replace.retain(|id| action.pids.contains(&id.pid));
-                    Ok(())
-                }
+                replace.retain(|id| action.pids.contains(&id.pid));
+                r
             }
-            Plan::Alert(_) => Ok(()),
+            Plan::Alert(_) => return false,
         };
         if let Err(detail) = result {
             error!(vassal = %v.file.name, "{detail}");
-            let _ = self.write(
-                now,
-                incident,
-                v,
-                Rec::Suppressed(Suppressed {
-                    reason: "action_failed".into(),
-                    detail: Some(detail),
-                }),
-            );
+            let event = Rec::Suppressed(Suppressed {
+                reason: Reason::ActionFailed,
+                detail: Some(detail),
+            });
+            let _ = self.write(req.now, req.incident, v, event);
             return false;
         }
         info!(vassal = %v.file.name, action = %action.action, pids = ?action.pids, "acted");
-        let _ = self.write(now, incident, v, Rec::Action(action));
+        let _ = self.write(req.now, req.incident, v, Rec::Action(action));
         for id in procs.all() {
             if let Some(s) = self.states.get_mut(&id) {
                 s.reset();
             }
         }
-        let st = self.vassals.entry(path.to_owned()).or_default();
-        st.hist.actions.push(now);
-        st.pending = Some(Pending {
-            incident: incident.to_owned(),
-            started: Instant::now(),
+        self.episodes.entry(path.to_owned()).or_default().acted(
+            req.now,
+            Instant::now(),
+            kind,
+            req.incident.to_owned(),
             replace,
-            escalate_to: plan.escalate(),
-        });
+        );
         true
     }
 
+    fn nofollow(&self, v: &Vassal) -> bool {
+        v.emperor
+            .and_then(|p| self.inv.emperor(p))
+            .is_some_and(|e| e.nofollow)
+    }
+
     /// The checks just before acting. `Err((reason, detail))` refuses.
-    fn precheck(&self, path: &Path, id: ProcId, plan: &Plan) -> Result<(), (&'static str, String)> {
+    fn precheck(&self, path: &Path, id: ProcId, plan: &Plan) -> Result<(), (Reason, String)> {
         let v = &self.inv.vassals[path];
         if !procs::is_same_process(id) {
             return Err((
-                "pid_changed",
+                Reason::PidChanged,
                 format!("PID {} is gone or was reused since it was sampled", id.pid),
             ));
         }
         let emperor = v.emperor.and_then(|p| self.inv.emperor(p));
         if !emperor.is_some_and(crate::emperor::Emperor::is_running) {
             return Err((
-                "no_emperor",
+                Reason::NoEmperor,
                 "no running Emperor watches this vassal, so a reload could not happen".into(),
             ));
         }
         if matches!(plan, Plan::Touch) {
-            // Read the file again now: it may have changed since the last rescan.
+            // Read the file again now: it may have changed since the decision.
             if let Err(e) = crate::emperor::read_vassal(&v.file.path) {
                 return Err((
-                    "ini_invalid",
+                    Reason::IniInvalid,
                     format!("{e}; a reload would make the Emperor start a broken vassal"),
                 ));
             }
@@ -771,60 +587,43 @@ impl Warden {
         let now = SystemTime::now();
         let incident = self.next_incident(now);
         let reason = format!("manual: {reason}");
+        let v = &self.inv.vassals[&path];
         if let Err((why, detail)) = self.precheck(&path, procs.master, &Plan::Touch) {
-            let v = &self.inv.vassals[&path];
-            let _ = self.write(
-                now,
-                &incident,
-                v,
-                Rec::Suppressed(Suppressed {
-                    reason: why.into(),
-                    detail: Some(format!("{reason}: {detail}")),
-                }),
-            );
+            let event = Rec::Suppressed(Suppressed {
+                reason: why,
+                detail: Some(format!("{reason}: {detail}")),
+            });
+            let _ = self.write(now, &incident, v, event);
             anyhow::bail!("not reloading {}: {detail}", v.file.name);
         }
-        let v = &self.inv.vassals[&path];
         if dry_run {
-            self.write(
-                now,
-                &incident,
-                v,
-                Rec::Action(Action {
-                    action: "touch".into(),
-                    path: v.file.path.clone(),
-                    mtime_before: None,
-                    mtime_after: None,
-                    dry_run: true,
-                    pids: Vec::new(),
-                    reason: Some(reason),
-                    note: None,
-                }),
-            )?;
+            let event = Rec::Action(Action {
+                action: ActionKind::Touch,
+                path: v.file.path.clone(),
+                mtime_before: None,
+                mtime_after: None,
+                dry_run: true,
+                pids: Vec::new(),
+                reason: Some(reason),
+                note: None,
+            });
+            self.write(now, &incident, v, event)?;
             return Ok(OutcomeResult::Recovered);
         }
-        if !self.execute(
-            &path,
-            &procs,
-            &Plan::Touch,
-            None,
-            &incident,
+        let req = Request {
+            plan: &Plan::Touch,
+            note: None,
+            incident: &incident,
             now,
-            Some(reason),
-        ) {
+            reason: Some(reason),
+        };
+        if !self.execute(&path, &procs, &req) {
             anyhow::bail!(
                 "the touch failed; see the incident log {}",
                 self.audit.path().display()
             );
         }
-        let verify = self.inv.vassals[&path].policy.verify;
-        let start = Instant::now();
-        while self.any_pending() && start.elapsed() <= verify + Duration::from_secs(1) {
-            std::thread::sleep(self.cfg.interval.min(Duration::from_millis(500)));
-            self.inv.map_all();
-            let mut seen = HashSet::new();
-            self.tick_vassal(&path, Instant::now(), &mut seen);
-        }
+        self.await_outcome(&path);
         let (records, _) = audit::read_log(self.audit.path())?;
         Ok(records
             .iter()
@@ -834,5 +633,75 @@ impl Warden {
                 _ => None,
             })
             .unwrap_or(OutcomeResult::NotRecovered))
+    }
+
+    /// Passes over one vassal until its action is verified (or its time is up).
+    fn await_outcome(&mut self, path: &Path) {
+        let verify = self.inv.vassals[path].policy.verify;
+        let start = Instant::now();
+        while self.any_pending() && start.elapsed() <= verify + Duration::from_secs(1) {
+            std::thread::sleep(self.cfg.interval.min(Duration::from_millis(500)));
+            self.inv.map_all();
+            let mut seen = HashSet::new();
+            self.tick_vassal(path, Instant::now(), &mut seen);
+        }
+    }
+}
+
+/// The `detected` record of an incident.
+fn detected(policy: &Policy, inc: &Incident) -> Rec {
+    let f = &inc.offender;
+    let usage = if f.limit == 0 {
+        1.0
+    } else {
+        f.fds as f64 / f.limit as f64
+    };
+    let (slope, eta) = match inc.fire {
+        Fire::Predict { slope, eta } => (Some(slope), Some(eta)),
+        _ => (None, None),
+    };
+    Rec::Detected(Detected {
+        pid: f.id.pid,
+        role: f.role,
+        fds: f.fds,
+        limit: f.limit,
+        usage,
+        rule: policy::rule_text(policy, &inc.fire, f.fds, f.limit),
+        rule_name: Some(inc.fire.rule()),
+        slope,
+        eta_seconds: eta,
+        top: inc.report.top.clone(),
+        by_kind: inc.report.by_kind.clone(),
+    })
+}
+
+/// Touches `file` so that uWSGI sees it as newer, filling in the action's mtimes.
+fn touch(file: &Path, nofollow: bool, action: &mut Action) -> Result<(), String> {
+    file.clone_into(&mut action.path);
+    let (before, after) = act::touch(file, nofollow, SystemTime::now()).map_err(|e| {
+        format!(
+            "cannot touch {}: {e}; check that the warden may set its mtime",
+            file.display()
+        )
+    })?;
+    action.mtime_before = Some(audit::timestamp_precise(before));
+    action.mtime_after = Some(audit::timestamp_precise(after));
+    Ok(())
+}
+
+/// SIGHUPs each of `ids`, checked to still be a worker of `master`; the action lists the
+/// ones signalled. Fails only when none could be.
+fn recycle(master: ProcId, ids: &[ProcId], action: &mut Action) -> Result<(), String> {
+    let mut errors = Vec::new();
+    for id in ids {
+        match act::recycle_worker(master, *id) {
+            Ok(()) => action.pids.push(id.pid),
+            Err(e) => errors.push(e.to_string()),
+        }
+    }
+    if action.pids.is_empty() {
+        Err(errors.join("; "))
+    } else {
+        Ok(())
     }
 }
