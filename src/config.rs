@@ -11,6 +11,8 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::emperor::Source;
+use crate::error::FileError;
 use crate::uwsgi_ini::{self, Entry};
 
 pub const DEFAULT_PATH: &str = "/etc/vassal-warden/warden.ini";
@@ -144,16 +146,16 @@ impl Default for Policy {
 pub struct Config {
     /// The file it was read from, if any.
     pub path: Option<PathBuf>,
-    /// Vassal directories or globs. Empty: what the running Emperors use.
-    pub vassals: Vec<String>,
+    /// Vassal directories or globs, absolute. Empty: what the running Emperors use.
+    pub vassals: Vec<Source>,
     pub interval: Duration,
     /// Reloads in progress at once across the host.
     pub max_concurrent: usize,
     pub audit_log: PathBuf,
     pub dry_run: bool,
     pub policy: Policy,
-    /// `[vassal NAME]` sections: NAME and its policy lines.
-    pub overrides: Vec<(String, Vec<Entry>)>,
+    /// `[vassal NAME]` sections: NAME and its policy settings, in file order.
+    pub overrides: Vec<(String, Vec<Setting>)>,
 }
 
 impl Default for Config {
@@ -172,13 +174,7 @@ impl Default for Config {
 }
 
 /// A configuration error: the program stops with exit code 2.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{}{}: {message}", path.display(), line.map(|l| format!(":{l}")).unwrap_or_default())]
-pub struct ConfigError {
-    pub path: PathBuf,
-    pub line: Option<usize>,
-    pub message: String,
-}
+pub type ConfigError = FileError;
 
 impl Config {
     /// Loads `path`. A missing file at the default path means defaults; a file named with
@@ -193,26 +189,20 @@ impl Config {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
                 Ok(Config::default())
             }
-            Err(e) => Err(ConfigError {
+            Err(e) => Err(FileError::new(
                 path,
-                line: None,
-                message: format!("cannot read the config file ({e})"),
-            }),
+                None,
+                format!("cannot read the config file ({e})"),
+            )),
         }
     }
 
+    /// Parses the text of `path`. The first bad line is the error, with its number.
     pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
-        let err = |line: usize, message: String| ConfigError {
-            path: path.to_owned(),
-            line: Some(line),
-            message,
-        };
         let mut cfg = Config {
             path: Some(path.to_owned()),
             ..Config::default()
         };
-        let mut overrides: Vec<(String, Vec<Entry>)> = Vec::new();
-        let mut sections_seen = Vec::new();
         for mut e in uwsgi_ini::lex(text) {
             let v = strip_inline_comment(&e.value).to_owned();
             e.value = v;
@@ -220,73 +210,70 @@ impl Config {
             if let Some(end) = e.section.find(']') {
                 e.section.truncate(end);
             }
-            if !sections_seen.contains(&e.section) {
-                sections_seen.push(e.section.clone());
+            cfg.apply(&e)
+                .map_err(|m| FileError::new(path, Some(e.line), m))?;
+        }
+        Ok(cfg)
+    }
+
+    /// Applies one line of warden.ini.
+    fn apply(&mut self, e: &Entry) -> Result<(), String> {
+        match e.section.as_str() {
+            "warden" => self.apply_warden(&e.key, &e.value)?,
+            "policy" => Setting::parse(&e.key, &e.value)?.apply(&mut self.policy),
+            s if s.starts_with("vassal ") => {
+                let name = s["vassal ".len()..].trim().to_owned();
+                // Parsed now, so that a typo is reported at start, not at incident time.
+                let setting = Setting::parse(&e.key, &e.value)?;
+                match self.overrides.iter_mut().find(|(n, _)| *n == name) {
+                    Some((_, settings)) => settings.push(setting),
+                    None => self.overrides.push((name, vec![setting])),
+                }
             }
-            match e.section.as_str() {
-                "warden" => match e.key.as_str() {
-                    "vassals" => {
-                        if e.value.is_empty() {
-                            return Err(err(
-                                e.line,
-                                "`vassals` needs a directory or a glob".into(),
-                            ));
-                        }
-                        cfg.vassals.push(e.value.clone());
-                    }
-                    "interval" => {
-                        cfg.interval = parse_duration(&e.value).map_err(|m| err(e.line, m))?;
-                        if cfg.interval < Duration::from_millis(50) {
-                            return Err(err(e.line, "`interval` must be at least 50ms".into()));
-                        }
-                    }
-                    "audit-log" => cfg.audit_log = PathBuf::from(&e.value),
-                    "max-concurrent" => {
-                        cfg.max_concurrent = e.value.parse().ok().filter(|n| *n >= 1).ok_or_else(|| {
-                            err(e.line, format!("`max-concurrent` must be a whole number, at least 1, not `{}`", e.value))
-                        })?;
-                    }
-                    "dry-run" => cfg.dry_run = parse_bool(&e.value).map_err(|m| err(e.line, m))?,
-                    other => {
-                        return Err(err(
-                            e.line,
-                            format!(
-                                "unknown key `{other}` in [warden]; known: vassals, interval, audit-log, dry-run, max-concurrent"
-                            ),
-                        ));
-                    }
-                },
-                "policy" => apply_policy_line(&mut cfg.policy, &e).map_err(|m| err(e.line, m))?,
-                s if s.starts_with("vassal ") => {
-                    let name = s["vassal ".len()..].trim().to_owned();
-                    // Validate now, so that a typo is reported at start, not at incident time.
-                    apply_policy_line(&mut Policy::default(), &e).map_err(|m| err(e.line, m))?;
-                    match overrides.iter_mut().find(|(n, _)| *n == name) {
-                        Some((_, lines)) => lines.push(e),
-                        None => overrides.push((name, vec![e])),
-                    }
-                }
-                "" => {
-                    return Err(err(
-                        e.line,
-                        format!(
-                            "`{}` is outside any section; put it under [warden] or [policy]",
-                            e.key
-                        ),
-                    ));
-                }
-                other => {
-                    return Err(err(
-                        e.line,
-                        format!(
-                            "unknown section [{other}]; known: [warden], [policy], [vassal NAME]"
-                        ),
-                    ));
-                }
+            "" => {
+                return Err(format!(
+                    "`{}` is outside any section; put it under [warden] or [policy]",
+                    e.key
+                ));
+            }
+            other => {
+                return Err(format!(
+                    "unknown section [{other}]; known: [warden], [policy], [vassal NAME]"
+                ));
             }
         }
-        cfg.overrides = overrides;
-        Ok(cfg)
+        Ok(())
+    }
+
+    /// Applies one `[warden]` key.
+    fn apply_warden(&mut self, key: &str, v: &str) -> Result<(), String> {
+        match key {
+            "vassals" => self.vassals.push(parse_source(v)?),
+            "interval" => {
+                self.interval = parse_duration(v)?;
+                if self.interval < Duration::from_millis(50) {
+                    return Err("`interval` must be at least 50ms".into());
+                }
+            }
+            "audit-log" => {
+                if !Path::new(v).is_absolute() {
+                    return Err(format!("`audit-log` must be an absolute path, not `{v}`"));
+                }
+                self.audit_log = PathBuf::from(v);
+            }
+            "max-concurrent" => {
+                self.max_concurrent = v.parse().ok().filter(|n| *n >= 1).ok_or_else(|| {
+                    format!("`max-concurrent` must be a whole number, at least 1, not `{v}`")
+                })?;
+            }
+            "dry-run" => self.dry_run = parse_bool(v)?,
+            other => {
+                return Err(format!(
+                    "unknown key `{other}` in [warden]; known: vassals, interval, audit-log, dry-run, max-concurrent"
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// The policy for the vassal named `name`, given the `[vassal-warden]` lines of its own
@@ -297,15 +284,15 @@ impl Config {
         let mut p = self.policy.clone();
         let mut problems = Vec::new();
         for e in own {
-            if let Err(m) = apply_policy_line(&mut p, e) {
-                problems.push(format!("line {}: {m}", e.line));
+            match Setting::parse(&e.key, &e.value) {
+                Ok(s) => s.apply(&mut p),
+                Err(m) => problems.push(format!("line {}: {m}", e.line)),
             }
         }
-        for (n, lines) in &self.overrides {
+        for (n, settings) in &self.overrides {
             if n == name {
-                for e in lines {
-                    // Validated at load time.
-                    let _ = apply_policy_line(&mut p, e);
+                for s in settings {
+                    s.apply(&mut p);
                 }
             }
         }
@@ -313,56 +300,95 @@ impl Config {
     }
 }
 
-/// Applies one policy key. Only policy keys exist here, which is what keeps a vassal's own
-/// `[vassal-warden]` section from naming paths or commands.
-fn apply_policy_line(p: &mut Policy, e: &Entry) -> Result<(), String> {
-    let v = e.value.as_str();
-    match e.key.as_str() {
-        "reload-at" => p.reload_at = parse_threshold(v)?,
-        "for" => {
-            p.for_samples = v.parse().ok().filter(|n| *n >= 1).ok_or_else(|| {
-                format!("`for` must be a whole number of samples, at least 1, not `{v}`")
-            })?;
-        }
-        "cooldown" => p.cooldown = parse_duration(v)?,
-        "max-fds" => {
-            p.max_fds = Some(
-                v.parse()
-                    .ok()
-                    .filter(|n| *n >= 1)
-                    .ok_or_else(|| format!("`max-fds` must be a count of fds, not `{v}`"))?,
-            );
-        }
-        "hysteresis" => p.hysteresis = parse_fraction(v, "hysteresis")?,
-        "predict" => {
-            p.predict = if v == "off" {
-                None
-            } else {
-                Some(parse_duration(v)?)
-            };
-        }
-        "predict-floor" => p.predict_floor = parse_fraction(v, "predict-floor")?,
-        "predict-window" => {
-            p.predict_window = v.parse().ok().filter(|n| *n >= 3).ok_or_else(|| {
-                format!("`predict-window` must be a number of samples, at least 3, not `{v}`")
-            })?;
-        }
-        "max-reloads" => (p.max_reloads, p.max_reloads_window) = parse_rate(v)?,
-        "action" => p.action = ActionMode::parse(v)?,
-        "verify" => p.verify = parse_duration(v)?,
-        "top" => {
-            p.top =
-                v.parse().ok().filter(|n| *n >= 1).ok_or_else(|| {
-                    format!("`top` must be a whole number, at least 1, not `{v}`")
-                })?;
-        }
-        other => {
-            return Err(format!(
-                "unknown policy key `{other}`; known: reload-at, max-fds, for, hysteresis, predict, predict-floor, predict-window, cooldown, max-reloads, action, verify, top"
-            ));
+/// A `vassals =` value: an absolute directory or glob of vassal files.
+fn parse_source(v: &str) -> Result<Source, String> {
+    if v.is_empty() {
+        return Err("`vassals` needs a directory or a glob".into());
+    }
+    let source = Source::literal(v, Path::new("/")).ok_or_else(|| {
+        format!("`{v}` is not a directory or a glob; the warden watches vassal files only")
+    })?;
+    if !Path::new(v).is_absolute() {
+        return Err(format!(
+            "`vassals` must be an absolute directory or glob, not `{v}`"
+        ));
+    }
+    Ok(source)
+}
+
+/// One policy key with its parsed value. Only policy keys exist here, which is what keeps a
+/// vassal's own `[vassal-warden]` section from naming paths or commands.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Setting {
+    ReloadAt(Threshold),
+    For(u32),
+    Cooldown(Duration),
+    MaxFds(u64),
+    Hysteresis(f64),
+    Predict(Option<Duration>),
+    PredictFloor(f64),
+    PredictWindow(usize),
+    MaxReloads(u32, Duration),
+    Action(ActionMode),
+    Verify(Duration),
+    Top(usize),
+}
+
+impl Setting {
+    /// Parses `key = v`; the error says what is wrong and what is expected.
+    pub fn parse(key: &str, v: &str) -> Result<Setting, String> {
+        let count = |min: u64, what: &str| {
+            v.parse::<u64>()
+                .ok()
+                .filter(|n| *n >= min)
+                .ok_or_else(|| format!("`{key}` must be {what}, not `{v}`"))
+        };
+        Ok(match key {
+            "reload-at" => Setting::ReloadAt(parse_threshold(v)?),
+            "for" => Setting::For(
+                u32::try_from(count(1, "a whole number of samples, at least 1")?)
+                    .map_err(|_| format!("`for` is too large: `{v}`"))?,
+            ),
+            "cooldown" => Setting::Cooldown(parse_duration(v)?),
+            "max-fds" => Setting::MaxFds(count(1, "a count of fds")?),
+            "hysteresis" => Setting::Hysteresis(parse_fraction(v, key)?),
+            "predict" if v == "off" => Setting::Predict(None),
+            "predict" => Setting::Predict(Some(parse_duration(v)?)),
+            "predict-floor" => Setting::PredictFloor(parse_fraction(v, key)?),
+            "predict-window" => {
+                Setting::PredictWindow(count(3, "a number of samples, at least 3")? as usize)
+            }
+            "max-reloads" => {
+                let (n, window) = parse_rate(v)?;
+                Setting::MaxReloads(n, window)
+            }
+            "action" => Setting::Action(ActionMode::parse(v)?),
+            "verify" => Setting::Verify(parse_duration(v)?),
+            "top" => Setting::Top(count(1, "a whole number, at least 1")? as usize),
+            other => {
+                return Err(format!(
+                    "unknown policy key `{other}`; known: reload-at, max-fds, for, hysteresis, predict, predict-floor, predict-window, cooldown, max-reloads, action, verify, top"
+                ));
+            }
+        })
+    }
+
+    pub fn apply(&self, p: &mut Policy) {
+        match *self {
+            Setting::ReloadAt(t) => p.reload_at = t,
+            Setting::For(n) => p.for_samples = n,
+            Setting::Cooldown(d) => p.cooldown = d,
+            Setting::MaxFds(n) => p.max_fds = Some(n),
+            Setting::Hysteresis(x) => p.hysteresis = x,
+            Setting::Predict(d) => p.predict = d,
+            Setting::PredictFloor(x) => p.predict_floor = x,
+            Setting::PredictWindow(n) => p.predict_window = n,
+            Setting::MaxReloads(n, w) => (p.max_reloads, p.max_reloads_window) = (n, w),
+            Setting::Action(a) => p.action = a,
+            Setting::Verify(d) => p.verify = d,
+            Setting::Top(n) => p.top = n,
         }
     }
-    Ok(())
 }
 
 /// `80%` or `900`.
@@ -450,7 +476,11 @@ mod tests {
              for       = 3\ncooldown  = 10m\n\n[vassal myapp.ini]\nreload-at = 90%\n",
         )
         .unwrap();
-        assert_eq!(cfg.vassals, ["/etc/uwsgi-emperor/vassals"]);
+        assert_eq!(cfg.vassals.len(), 1);
+        assert_eq!(
+            cfg.vassals[0].dir(),
+            Path::new("/etc/uwsgi-emperor/vassals")
+        );
         assert_eq!(cfg.interval, Duration::from_secs(2));
         assert_eq!(cfg.policy.for_samples, 3);
         assert_eq!(cfg.policy.reload_at, Threshold::Fraction(0.8));
@@ -528,6 +558,62 @@ mod tests {
         );
         let e = parse("[policy]\naction = restart\n").unwrap_err();
         assert!(e.to_string().contains("not an action"), "{e}");
+    }
+
+    #[test]
+    fn sources_are_parsed_at_load_and_a_bad_one_is_an_error() {
+        let cfg = parse("[warden]\nvassals = /srv/*/vassals/*.ini\nvassals = /etc/v\n").unwrap();
+        assert_eq!(
+            cfg.vassals,
+            [
+                Source::Glob("/srv/*/vassals/*.ini".into()),
+                Source::Dir("/etc/v".into())
+            ]
+        );
+        for (text, want) in [
+            (
+                "vassals = vassals",
+                ":2: `vassals` must be an absolute directory or glob",
+            ),
+            (
+                "vassals = zmq://tcp://127.0.0.1:5250",
+                ":2: `zmq://tcp://127.0.0.1:5250` is not a directory or a glob",
+            ),
+            ("vassals =", ":2: `vassals` needs a directory or a glob"),
+            (
+                "audit-log = incidents.jsonl",
+                ":2: `audit-log` must be an absolute path",
+            ),
+        ] {
+            let e = parse(&format!("[warden]\n{text}\n")).unwrap_err();
+            assert!(e.to_string().contains(want), "{text}: {e}");
+        }
+    }
+
+    #[test]
+    fn overrides_are_typed_settings_in_file_order() {
+        let cfg =
+            parse("[vassal a.ini]\nreload-at = 500\nmax-reloads = 5 per 2h\nreload-at = 90%\n")
+                .unwrap();
+        assert_eq!(
+            cfg.overrides,
+            [(
+                "a.ini".to_owned(),
+                vec![
+                    Setting::ReloadAt(Threshold::Count(500)),
+                    Setting::MaxReloads(5, Duration::from_secs(7200)),
+                    Setting::ReloadAt(Threshold::Fraction(0.9)),
+                ]
+            )]
+        );
+        let (p, _) = cfg.policy_for("a.ini", &[]);
+        assert_eq!(p.reload_at, Threshold::Fraction(0.9));
+        let e = parse("[vassal a.ini]\nfor = 0\n").unwrap_err();
+        assert!(
+            e.to_string()
+                .contains(":2: `for` must be a whole number of samples, at least 1, not `0`"),
+            "{e}"
+        );
     }
 
     #[test]

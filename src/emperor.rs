@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use crate::procs;
-use crate::uwsgi_ini::{self, VassalIni};
+use crate::uwsgi_ini::VassalIni;
 
 /// Where an Emperor (or the warden's config) takes vassal files from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,10 +23,18 @@ pub enum Source {
 }
 
 impl Source {
-    /// Parses an `emperor =` value or a warden `vassals =` value. Relative paths are taken
-    /// from `base`. Monitors that are not files (`zmq://`, `pg://`, ...) are not sources.
+    /// Parses an `emperor =` value or a warden `vassals =` value, resolved as it is now
+    /// (see `resolved`). Relative paths are taken from `base`. Monitors that are not
+    /// files (`zmq://`, `pg://`, ...) are not sources.
     #[must_use]
     pub fn parse(value: &str, base: &Path) -> Option<Source> {
+        Source::literal(value, base).map(|s| s.resolved())
+    }
+
+    /// Like `parse`, without resolving: a directory that does not exist yet, or whose
+    /// symlinks will change, is resolved again at each use.
+    #[must_use]
+    pub fn literal(value: &str, base: &Path) -> Option<Source> {
         if value.contains("://") {
             return None;
         }
@@ -35,11 +43,20 @@ impl Source {
         } else {
             base.join(value).to_string_lossy().into_owned()
         };
-        if value.contains(['*', '?', '[']) {
-            Some(Source::Glob(abs))
+        Some(if value.contains(['*', '?', '[']) {
+            Source::Glob(abs)
         } else {
-            let p = PathBuf::from(&abs);
-            Some(Source::Dir(std::fs::canonicalize(&p).unwrap_or(p)))
+            Source::Dir(PathBuf::from(abs))
+        })
+    }
+
+    /// A directory with its symlinks followed, as it is now, so that it compares equal
+    /// to an Emperor's view of the same directory; a glob as it is.
+    #[must_use]
+    pub fn resolved(&self) -> Source {
+        match self {
+            Source::Dir(d) => Source::Dir(std::fs::canonicalize(d).unwrap_or_else(|_| d.clone())),
+            Source::Glob(_) => self.clone(),
         }
     }
 }
@@ -357,19 +374,19 @@ pub fn default_source() -> Source {
 
 /// Reads a vassal file the way uWSGI would, for the `--ini` case; other formats are only
 /// checked to be readable and non-empty (the warden does not parse them).
-pub fn read_vassal(path: &Path) -> Result<VassalIni, uwsgi_ini::IniError> {
+pub fn read_vassal(path: &Path) -> Result<VassalIni, crate::error::FileError> {
     let is_ini = path.extension().and_then(|x| x.to_str()) == Some("ini");
     if is_ini {
         return VassalIni::read(path);
     }
     match std::fs::metadata(path) {
         Ok(m) if m.len() > 0 => Ok(VassalIni::default()),
-        Ok(_) => Err(uwsgi_ini::IniError {
+        Ok(_) => Err(crate::error::FileError {
             path: path.to_owned(),
             line: None,
             message: "empty vassal file: uWSGI would start nothing from it".into(),
         }),
-        Err(e) => Err(uwsgi_ini::IniError {
+        Err(e) => Err(crate::error::FileError {
             path: path.to_owned(),
             line: None,
             message: format!("cannot read it ({e}); fix its permissions or remove it"),

@@ -14,8 +14,9 @@ use std::time::SystemTime;
 
 use crate::config::{Config, Policy};
 use crate::emperor::{self, Emperor, Source, VassalFile};
+use crate::error::FileError;
 use crate::mapping::{self, EmperorView, Mapping, Method, NameCache};
-use crate::uwsgi_ini::{IniError, VassalIni};
+use crate::uwsgi_ini::VassalIni;
 
 /// Identity of a file's content for change detection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,7 +43,7 @@ pub struct Vassal {
     pub source: Source,
     /// The PID of the Emperor that watches `source`, if one runs.
     pub emperor: Option<i32>,
-    pub ini: Result<VassalIni, IniError>,
+    pub ini: Result<VassalIni, FileError>,
     stamp: Option<Stamp>,
     pub policy: Policy,
     /// Problems in the vassal's own `[vassal-warden]` section.
@@ -110,11 +111,7 @@ impl Inventory {
                 (s, "running Emperors")
             }
         } else {
-            let s = cfg
-                .vassals
-                .iter()
-                .filter_map(|v| Source::parse(v, Path::new("/")))
-                .collect();
+            let s = cfg.vassals.iter().map(Source::resolved).collect();
             (s, "config")
         };
         self.sources = sources;
@@ -236,7 +233,11 @@ impl Inventory {
     }
 }
 
-fn policy_of(cfg: &Config, name: &str, ini: &Result<VassalIni, IniError>) -> (Policy, Vec<String>) {
+fn policy_of(
+    cfg: &Config,
+    name: &str,
+    ini: &Result<VassalIni, FileError>,
+) -> (Policy, Vec<String>) {
     let own = ini.as_ref().map_or(&[][..], |i| i.warden.as_slice());
     cfg.policy_for(name, own)
 }

@@ -13,6 +13,7 @@ pub mod config;
 pub mod daemon;
 pub mod emperor;
 pub mod episode;
+pub mod error;
 pub mod forensics;
 pub mod inventory;
 pub mod mapping;

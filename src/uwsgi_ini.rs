@@ -9,8 +9,9 @@
 //! `=` is a key with an empty value; no quoting, no escapes. It does no I/O but `read`.
 
 use std::collections::BTreeMap;
-use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
+
+use crate::error::FileError;
 
 /// One `key = value` line, with where it came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,26 +57,6 @@ pub fn lex(text: &str) -> Vec<Entry> {
     out
 }
 
-/// Why a vassal file cannot be trusted as a vassal config. Touching such a file would make
-/// the Emperor reload into it and take the site down (uwsgi-facts.md).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IniError {
-    pub path: PathBuf,
-    pub line: Option<usize>,
-    pub message: String,
-}
-
-impl fmt::Display for IniError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.line {
-            Some(line) => write!(f, "{}:{}: {}", self.path.display(), line, self.message),
-            None => write!(f, "{}: {}", self.path.display(), self.message),
-        }
-    }
-}
-
-impl std::error::Error for IniError {}
-
 /// A vassal ini file as uWSGI would read it.
 #[derive(Debug, Clone, Default)]
 pub struct VassalIni {
@@ -87,13 +68,13 @@ pub struct VassalIni {
 
 impl VassalIni {
     /// Reads `path` (an absolute path) and parses it. `section` is uWSGI's `file.ini:section`.
-    pub fn read(path: &Path) -> Result<Self, IniError> {
-        let bytes = std::fs::read(path).map_err(|e| IniError {
+    pub fn read(path: &Path) -> Result<Self, FileError> {
+        let bytes = std::fs::read(path).map_err(|e| FileError {
             path: path.to_owned(),
             line: None,
             message: format!("cannot read it ({e}); fix its permissions or remove it"),
         })?;
-        let text = String::from_utf8(bytes).map_err(|e| IniError {
+        let text = String::from_utf8(bytes).map_err(|e| FileError {
             path: path.to_owned(),
             line: Some(line_of(e.as_bytes(), e.utf8_error().valid_up_to())),
             message: "not UTF-8 text: this is not an ini file uWSGI can use".to_owned(),
@@ -101,9 +82,9 @@ impl VassalIni {
         Self::parse(path, &text, "uwsgi")
     }
 
-    pub fn parse(path: &Path, text: &str, section: &str) -> Result<Self, IniError> {
+    pub fn parse(path: &Path, text: &str, section: &str) -> Result<Self, FileError> {
         if let Some(pos) = text.find('\0') {
-            return Err(IniError {
+            return Err(FileError {
                 path: path.to_owned(),
                 line: Some(line_of(text.as_bytes(), pos)),
                 message: "contains a NUL byte: this is not an ini file uWSGI can use".to_owned(),
@@ -123,7 +104,7 @@ impl VassalIni {
             }
         }
         if !any {
-            return Err(IniError {
+            return Err(FileError {
                 path: path.to_owned(),
                 line: None,
                 message: format!(
