@@ -10,7 +10,7 @@
 //! PID is still that worker of that master. It never signals a master or an Emperor.
 
 use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use rustix::fs::{AtFlags, CWD, Timespec, Timestamps, UTIME_OMIT};
 
@@ -87,19 +87,10 @@ pub fn recycle_worker(master: ProcId, worker: ProcId) -> Result<(), RecycleError
         .map_err(|e| RecycleError::Signal(worker.pid, e.into()))
 }
 
-/// `SystemTime` of whole seconds since the epoch (for tests and records).
-#[must_use]
-pub fn from_secs(secs: i64) -> SystemTime {
-    if secs >= 0 {
-        UNIX_EPOCH + Duration::from_secs(secs.unsigned_abs())
-    } else {
-        UNIX_EPOCH - Duration::from_secs(secs.unsigned_abs())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn touch_moves_mtime_past_a_future_one() {

@@ -163,7 +163,7 @@ pub fn main(cli: Cli) -> Result<(), Failure> {
             config,
         } => {
             let cfg = Config::load(config.as_deref())?;
-            let mut w = crate::warden::Warden::new(cfg, crate::warden::Options::default());
+            let mut w = crate::warden::Warden::new(cfg, false);
             match w.manual_reload(&vassal, &reason, dry_run)? {
                 _ if dry_run => {
                     println!("{vassal}: checks passed; not touched (dry run); recorded");

@@ -15,8 +15,16 @@ use notify::{RecursiveMode, Watcher};
 use tracing::{debug, info, warn};
 
 use crate::config::Config;
-pub use crate::warden::Options;
 use crate::warden::Warden;
+
+/// How `run` runs.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    /// Record what would be done, do nothing.
+    pub dry_run: bool,
+    /// One pass (and the verification of what it did), then exit.
+    pub once: bool,
+}
 
 /// How often the Emperors and vassal files are re-listed even without inotify events
 /// (also the fallback when inotify is out of watches).
@@ -70,11 +78,11 @@ impl Watches {
 /// Runs the daemon until SIGTERM or SIGINT (or after one pass with `--once`).
 pub fn run(cfg: Config, opts: Options) -> anyhow::Result<()> {
     let interval = cfg.interval;
-    let mut w = Warden::new(cfg, opts);
+    let mut w = Warden::new(cfg, opts.dry_run);
     info!(
         audit_log = %w.audit_log().display(),
         interval = %humantime::format_duration(interval),
-        dry_run = w.options().dry_run,
+        dry_run = w.dry_run(),
         "vassal-warden starting"
     );
     w.refresh();
@@ -132,6 +140,16 @@ pub fn run(cfg: Config, opts: Options) -> anyhow::Result<()> {
         vassals = w.inventory().vassals.len(),
         "first pass done; baselines taken"
     );
+    event_loop(&mut w, &rx, &mut watches, interval)
+}
+
+/// The loop: file events, signals, and a pass every `interval`.
+fn event_loop(
+    w: &mut Warden,
+    rx: &mpsc::Receiver<Event>,
+    watches: &mut Watches,
+    interval: Duration,
+) -> anyhow::Result<()> {
     let mut next_tick = Instant::now() + interval;
     let mut next_rescan = Instant::now() + RESCAN_EVERY;
     loop {

@@ -331,12 +331,6 @@ impl Discovery {
     }
 }
 
-/// Finds every running Emperor on the host (one-shot; the daemon keeps a `Discovery`).
-#[must_use]
-pub fn discover() -> Vec<Emperor> {
-    Discovery::default().discover()
-}
-
 /// Debian's layout: a child with its parent's command line is the Emperor proper; its
 /// parent is the Emperor's master and is not counted.
 fn pair_debian_layout(

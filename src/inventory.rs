@@ -57,6 +57,27 @@ pub struct Vassal {
     pub pending_change: bool,
 }
 
+impl Vassal {
+    /// Reads the file again after it changed, and tells whether the Emperor will run
+    /// what is now on disk (a newer mtime) or not (`pending_change`).
+    fn reread(&mut self, cfg: &Config, st: Option<Stamp>) {
+        let path = &self.file.path;
+        match (self.loaded, digest(path)) {
+            // Newer mtime: the Emperor reloads it, so it will run this content.
+            (Some((old_mtime, _)), Some((mtime, d))) if mtime > old_mtime => {
+                self.loaded = Some((mtime, d));
+                self.pending_change = false;
+            }
+            (Some((_, old)), Some((_, d))) => self.pending_change = d != old,
+            (None, now) => self.loaded = now,
+            (Some(_), None) => {}
+        }
+        self.ini = emperor::read_vassal(path);
+        self.stamp = st;
+        (self.policy, self.policy_problems) = policy_of(cfg, &self.file.name, &self.ini);
+    }
+}
+
 fn digest(path: &Path) -> Option<(i64, u64)> {
     use std::hash::{Hash, Hasher};
     let bytes = std::fs::read(path).ok()?;
@@ -93,30 +114,7 @@ impl Inventory {
     /// Re-discovers the Emperors and re-lists vassal files.
     pub fn refresh(&mut self, cfg: &Config) -> Changes {
         self.emperors = self.discovery.discover();
-        let (sources, from) = if cfg.vassals.is_empty() {
-            let mut s: Vec<Source> = Vec::new();
-            for e in &self.emperors {
-                for src in &e.sources {
-                    if !s.contains(src) {
-                        s.push(src.clone());
-                    }
-                }
-            }
-            if s.is_empty() {
-                (
-                    vec![emperor::default_source()],
-                    "default (no running Emperor found)",
-                )
-            } else {
-                (s, "running Emperors")
-            }
-        } else {
-            let s = cfg.vassals.iter().map(Source::resolved).collect();
-            (s, "config")
-        };
-        self.sources = sources;
-        self.sources_from = from;
-
+        (self.sources, self.sources_from) = self.sources_of(cfg);
         let mut seen: BTreeMap<PathBuf, (VassalFile, Source)> = BTreeMap::new();
         for src in &self.sources {
             for f in emperor::list_vassals(src) {
@@ -143,24 +141,10 @@ impl Inventory {
                 .map(|e| e.pid);
             let st = stamp(&path);
             match self.vassals.get_mut(&path) {
-                Some(v) if v.stamp == st => {
-                    v.emperor = emperor;
-                }
+                Some(v) if v.stamp == st => v.emperor = emperor,
                 Some(v) => {
-                    match (v.loaded, digest(&path)) {
-                        // Newer mtime: the Emperor reloads it, so it will run this content.
-                        (Some((old_mtime, _)), Some((mtime, d))) if mtime > old_mtime => {
-                            v.loaded = Some((mtime, d));
-                            v.pending_change = false;
-                        }
-                        (Some((_, old)), Some((_, d))) => v.pending_change = d != old,
-                        (None, now) => v.loaded = now,
-                        (Some(_), None) => {}
-                    }
-                    v.ini = emperor::read_vassal(&path);
-                    v.stamp = st;
+                    v.reread(cfg, st);
                     v.emperor = emperor;
-                    (v.policy, v.policy_problems) = policy_of(cfg, &v.file.name, &v.ini);
                     changes.reread.push(path);
                 }
                 None => {
@@ -186,6 +170,28 @@ impl Inventory {
             }
         }
         changes
+    }
+
+    /// The sources to list, and where they came from: the config's, else the running
+    /// Emperors', else Debian's default directory.
+    fn sources_of(&self, cfg: &Config) -> (Vec<Source>, &'static str) {
+        if !cfg.vassals.is_empty() {
+            return (cfg.vassals.iter().map(Source::resolved).collect(), "config");
+        }
+        let mut s: Vec<Source> = Vec::new();
+        for src in self.emperors.iter().flat_map(|e| &e.sources) {
+            if !s.contains(src) {
+                s.push(src.clone());
+            }
+        }
+        if s.is_empty() {
+            (
+                vec![emperor::default_source()],
+                "default (no running Emperor found)",
+            )
+        } else {
+            (s, "running Emperors")
+        }
     }
 
     /// Looks at every Emperor and maps every vassal to its processes, now.

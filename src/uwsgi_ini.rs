@@ -8,7 +8,6 @@
 //! last character; keys and values are trimmed of blanks, tabs and `\r`; a line without
 //! `=` is a key with an empty value; no quoting, no escapes. It does no I/O but `read`.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
 use crate::error::FileError;
@@ -141,15 +140,6 @@ impl VassalIni {
                 "0" | "false" | "no" | "off"
             )
         })
-    }
-
-    /// All options as a map of key → values, for display.
-    pub fn as_map(&self) -> BTreeMap<&str, Vec<&str>> {
-        let mut m: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-        for (k, v) in &self.options {
-            m.entry(k.as_str()).or_default().push(v.as_str());
-        }
-        m
     }
 }
 

@@ -30,12 +30,6 @@ use crate::policy::{self, ActionKind, Fire, Plan, ProcState, Reason};
 use crate::procs::{self, ProcId};
 use crate::sample::Sampler;
 
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Options {
-    pub dry_run: bool,
-    pub once: bool,
-}
-
 /// An action to carry out and how to record it.
 struct Request<'a> {
     plan: &'a Plan,
@@ -48,7 +42,8 @@ struct Request<'a> {
 
 pub struct Warden {
     cfg: Config,
-    opts: Options,
+    /// Record what would be done, do nothing (`--dry-run` or `dry-run = true`).
+    dry_run: bool,
     audit: AuditLog,
     inv: Inventory,
     sampler: Sampler,
@@ -113,13 +108,10 @@ impl Lookups for Reads<'_> {
 
 impl Warden {
     #[must_use]
-    pub fn new(cfg: Config, opts: Options) -> Warden {
+    pub fn new(cfg: Config, dry_run: bool) -> Warden {
         let audit = AuditLog::new(cfg.audit_log.clone());
         let mut w = Warden {
-            opts: Options {
-                dry_run: opts.dry_run || cfg.dry_run,
-                once: opts.once,
-            },
+            dry_run: dry_run || cfg.dry_run,
             cfg,
             audit,
             inv: Inventory::default(),
@@ -135,8 +127,8 @@ impl Warden {
     }
 
     #[must_use]
-    pub fn options(&self) -> Options {
-        self.opts
+    pub fn dry_run(&self) -> bool {
+        self.dry_run
     }
 
     #[must_use]
@@ -356,7 +348,7 @@ impl Warden {
             workers: &procs.workers,
             procs: &sampled,
             busy,
-            dry_run: self.opts.dry_run,
+            dry_run: self.dry_run,
         };
         let mut reads = Reads {
             audit: self.audit.path(),
