@@ -13,7 +13,7 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
-use crate::policy::{ActionKind, Reason, Rule};
+use crate::policy::{ActionKind, Past, Reason, Rule};
 
 pub const SCHEMA: u32 = 1;
 
@@ -115,6 +115,16 @@ pub struct Action {
     pub note: Option<String>,
 }
 
+impl Action {
+    /// Taken by an operator (`vassal-warden reload`), whose reason starts `manual:`.
+    #[must_use]
+    pub fn is_manual(&self) -> bool {
+        self.reason
+            .as_deref()
+            .is_some_and(|r| r.starts_with("manual:"))
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OutcomeResult {
@@ -136,6 +146,9 @@ pub struct Outcome {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Suppressed {
     pub reason: Reason,
+    /// For `action_failed`: the action that failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<ActionKind>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
 }
@@ -209,10 +222,10 @@ impl AuditLog {
     }
 }
 
-/// When actions on the vassal file `config` were recorded, from the last `tail` bytes of
-/// the log: what another writer (an operator's `vassal-warden reload`, another warden)
-/// did since this one read the log.
-pub fn recent_actions(path: &Path, config: &Path, tail: u64) -> Vec<SystemTime> {
+/// The actions on the vassal file `config` recorded in the last `tail` bytes of the log:
+/// what another writer (an operator's `vassal-warden reload`, another warden) did since
+/// this one read the log.
+pub fn recent_actions(path: &Path, config: &Path, tail: u64) -> Vec<Past> {
     use std::io::{Read, Seek, SeekFrom};
     let Ok(mut f) = File::open(path) else {
         return Vec::new();
@@ -227,8 +240,15 @@ pub fn recent_actions(path: &Path, config: &Path, tail: u64) -> Vec<SystemTime> 
     let lines = text.lines().skip(usize::from(start > 0));
     lines
         .filter_map(|l| serde_json::from_str::<Record>(l).ok())
-        .filter(|r| r.config == config && matches!(&r.event, Event::Action(a) if !a.dry_run))
-        .filter_map(|r| parse_timestamp(&r.ts))
+        .filter(|r| r.config == config)
+        .filter_map(|r| match &r.event {
+            Event::Action(a) if !a.dry_run => Some(Past {
+                at: parse_timestamp(&r.ts)?,
+                kind: a.action,
+                manual: a.is_manual(),
+            }),
+            _ => None,
+        })
         .collect()
 }
 
@@ -311,6 +331,7 @@ mod tests {
             config: "/v/a.ini".into(),
             event: Event::Suppressed(Suppressed {
                 reason: Reason::Cooldown,
+                action: None,
                 detail: None,
             }),
         };
@@ -338,6 +359,7 @@ mod tests {
             config: "/v/a.ini".into(),
             event: Event::Suppressed(Suppressed {
                 reason: Reason::Cooldown,
+                action: None,
                 detail: None,
             }),
         };

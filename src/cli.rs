@@ -646,7 +646,7 @@ fn check(cfg: &Config, json: bool) -> Result<(), Failure> {
             "for": v.policy.for_samples,
             "cooldown": humantime::format_duration(v.policy.cooldown).to_string(),
             "max-fds": v.policy.max_fds,
-            "predict": v.policy.predict.map(|d| humantime::format_duration(d).to_string()),
+            "predict": v.policy.predict.to_string(),
             "max-reloads": format!("{} per {}", v.policy.max_reloads, humantime::format_duration(v.policy.max_reloads_window)),
             "action": v.policy.action.as_str(),
             "verify": humantime::format_duration(v.policy.verify).to_string(),

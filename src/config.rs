@@ -93,6 +93,28 @@ impl ActionMode {
     }
 }
 
+/// The prediction horizon: act when a process's limit is projected sooner than this.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Predict {
+    /// No prediction: only the line.
+    Off,
+    /// As soon as the warden could no longer act in time: twice the time an action takes
+    /// on this host (learned from its own outcomes) plus one interval.
+    Auto,
+    /// Within a fixed time.
+    Within(Duration),
+}
+
+impl fmt::Display for Predict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Predict::Off => f.write_str("off"),
+            Predict::Auto => f.write_str("auto"),
+            Predict::Within(d) => write!(f, "{}", humantime::format_duration(*d)),
+        }
+    }
+}
+
 /// Policy for one vassal, fully resolved.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Policy {
@@ -102,9 +124,9 @@ pub struct Policy {
     /// How far below the line (a fraction of it) a process must drop for its streak to
     /// clear, so that one hovering at the line does not flap.
     pub hysteresis: f64,
-    /// Act when the soft limit will be reached within this time (least squares over the
+    /// Act when the soft limit will be reached sooner than this (least squares over the
     /// recent samples), once usage is at least `predict_floor`.
-    pub predict: Option<Duration>,
+    pub predict: Predict,
     pub predict_floor: f64,
     /// Samples the prediction fits.
     pub predict_window: usize,
@@ -127,7 +149,7 @@ impl Default for Policy {
             reload_at: Threshold::Fraction(0.8),
             max_fds: None,
             hysteresis: 0.1,
-            predict: None,
+            predict: Predict::Auto,
             predict_floor: 0.5,
             predict_window: 30,
             max_reloads: 3,
@@ -325,7 +347,7 @@ pub enum Setting {
     Cooldown(Duration),
     MaxFds(u64),
     Hysteresis(f64),
-    Predict(Option<Duration>),
+    Predict(Predict),
     PredictFloor(f64),
     PredictWindow(usize),
     MaxReloads(u32, Duration),
@@ -352,8 +374,9 @@ impl Setting {
             "cooldown" => Setting::Cooldown(parse_duration(v)?),
             "max-fds" => Setting::MaxFds(count(1, "a count of fds")?),
             "hysteresis" => Setting::Hysteresis(parse_fraction(v, key)?),
-            "predict" if v == "off" => Setting::Predict(None),
-            "predict" => Setting::Predict(Some(parse_duration(v)?)),
+            "predict" if v == "off" => Setting::Predict(Predict::Off),
+            "predict" if v == "auto" => Setting::Predict(Predict::Auto),
+            "predict" => Setting::Predict(Predict::Within(parse_duration(v)?)),
             "predict-floor" => Setting::PredictFloor(parse_fraction(v, key)?),
             "predict-window" => {
                 Setting::PredictWindow(count(3, "a number of samples, at least 3")? as usize)
@@ -544,7 +567,7 @@ mod tests {
         let p = &cfg.policy;
         assert_eq!(p.max_fds, Some(5000));
         assert!((p.hysteresis - 0.05).abs() < 1e-9);
-        assert_eq!(p.predict, Some(Duration::from_secs(900)));
+        assert_eq!(p.predict, Predict::Within(Duration::from_secs(900)));
         assert_eq!(
             (p.max_reloads, p.max_reloads_window),
             (3, Duration::from_secs(3600))

@@ -15,15 +15,13 @@
 //! rules of one sample and one gate; `warden` gathers the inputs and carries out the steps.
 
 use std::collections::HashMap;
-#[cfg(test)]
-use std::path::Path;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::audit::{Event, OutcomeResult, Record, Role};
+use crate::audit::{Event, OutcomeResult, Record, Role, Target};
 use crate::config::Policy;
 use crate::forensics::Report;
-use crate::policy::{self, ActionKind, Fire, History, Hold, Plan, Reason, Situation, Step};
+use crate::policy::{self, ActionKind, Fire, History, Hold, Past, Plan, Reason, Situation, Step};
 use crate::procs::ProcId;
 
 /// One sampled process of the vassal on this pass.
@@ -80,13 +78,13 @@ pub struct Pass<'a> {
 
 /// The reads the core may ask for during a pass.
 pub trait Lookups {
-    /// When actions on this vassal were recorded by anyone (an operator's `reload`,
-    /// another warden), from the log's tail.
-    fn recorded_actions(&mut self) -> Vec<SystemTime>;
+    /// The actions on this vassal recorded by anyone (an operator's `reload`, another
+    /// warden), from the log's tail.
+    fn recorded_actions(&mut self) -> Vec<Past>;
     /// The vassal file and its Emperor, as they are now.
     fn facts(&mut self) -> Facts;
-    /// What `offender` holds open; `None` when it is gone.
-    fn attribute(&mut self, offender: &Proc) -> Option<Report>;
+    /// What `p` holds open; `None` when it is gone.
+    fn attribute(&mut self, p: &Proc) -> Option<Report>;
 }
 
 /// What the episode's record says next, after `detected`.
@@ -99,8 +97,13 @@ pub enum Then {
         reason: Reason,
         note: Option<String>,
     },
-    /// Act with this plan (after the last checks).
-    Act { plan: Plan, note: Option<String> },
+    /// Act with this plan (after the last checks); `rest` are the leaking workers that
+    /// follow once the plan's own workers are replaced.
+    Act {
+        plan: Plan,
+        note: Option<String>,
+        rest: Vec<ProcId>,
+    },
 }
 
 /// A process fired: what to record and what follows.
@@ -117,6 +120,8 @@ pub struct Incident {
 pub struct Verdict {
     pub incident: String,
     pub result: OutcomeResult,
+    /// The action that was verified.
+    pub kind: ActionKind,
     pub fds_after: Option<u64>,
     pub seconds: f64,
     pub detail: Option<String>,
@@ -128,10 +133,17 @@ pub enum Decision {
     Nothing,
     Outcome(Verdict),
     Incident(Box<Incident>),
+    /// The next workers of a leak already recorded (`incident`) are recycled now that the
+    /// previous ones are replaced.
+    Continue {
+        incident: String,
+        plan: Plan,
+        rest: Vec<ProcId>,
+    },
 }
 
 /// What the key of an episode is made of: the same episode with the same inputs is
-/// recorded once per cooldown, not once per pass.
+/// recorded once per cooldown (at least `RENOTE_AT_LEAST`), not once per pass.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum NoteKey {
     Hold(Reason),
@@ -143,25 +155,42 @@ enum NoteKey {
     },
 }
 
+/// The episode last recorded: when, with which key, and what it would have done.
+#[derive(Debug, Clone, PartialEq)]
+struct Note {
+    at: SystemTime,
+    key: NoteKey,
+    would: Plan,
+}
+
 /// An action under verification.
 #[derive(Debug, Clone, PartialEq)]
 struct Pending {
     incident: String,
+    kind: ActionKind,
     started: Instant,
     /// The workers the action meant to replace.
     replace: Vec<ProcId>,
-    /// The ladder's step if this does not work.
-    on_failure: Step,
+    /// The workers when it was taken: those not among them are their replacements.
+    before: Vec<ProcId>,
+    /// Leaking workers that follow once these are replaced.
+    rest: Vec<ProcId>,
+}
+
+/// The rest of a leak whose first workers were recycled: `incident` and who is next.
+#[derive(Debug, Clone, PartialEq)]
+struct Queue {
+    incident: String,
+    workers: Vec<ProcId>,
 }
 
 /// Per-vassal state between passes.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Episode {
     hist: History,
-    /// When a hold or an alert was last recorded, and for what; cleared when the vassal
-    /// is back under the line or an outcome is recorded.
-    noted: Option<(SystemTime, NoteKey)>,
+    noted: Option<Note>,
     pending: Option<Pending>,
+    queue: Option<Queue>,
     step: Step,
 }
 
@@ -192,8 +221,14 @@ impl Episode {
         if self.pending.is_some() {
             return self.verify(policy, pass);
         }
+        if let Some(d) = self.next_batch(pass) {
+            return d;
+        }
         if pass.procs.iter().all(|p| !p.over()) {
+            // The episode is over: the next one is recorded again, from the bottom of
+            // the ladder.
             self.noted = None;
+            self.step = Step::Gentlest;
         }
         // The record is about the process closest to its line.
         let Some((offender, fire)) = pass
@@ -205,59 +240,27 @@ impl Episode {
             return Decision::Nothing;
         };
         let facts = lookups.facts();
-        let hold = self.gate(policy, pass, lookups);
-        self.hist.flapping = matches!(hold, Err(Hold::Flapping { .. }));
-        self.hist.last_fire = Some(pass.now);
-        let key = match &hold {
-            Err(h) => NoteKey::Hold(h.reason()),
-            Ok(()) => NoteKey::Act {
-                ini_invalid: facts.ini_error.is_some(),
-                pending_change: facts.pending_change,
-                emperor_up: facts.emperor_up,
-                step: self.step,
-            },
-        };
-        if let Some((noted, k)) = &self.noted
-            && *k == key
-            && pass.now.duration_since(*noted).unwrap_or_default() < policy.cooldown
-        {
-            return Decision::Nothing;
+        if let Some(n) = self.noted.clone() {
+            let hold = self.gate(policy, pass, &n.would, lookups);
+            if n.key == key_of(&hold, &facts, self.step)
+                && pass.now.duration_since(n.at).unwrap_or_default() < renote(policy)
+            {
+                return Decision::Nothing;
+            }
         }
         // Attribute: name what leaks, before anything is recorded.
         let Some(report) = lookups.attribute(&offender) else {
             return Decision::Nothing;
         };
-        self.noted = Some((pass.now, key));
-        let situation = Situation {
-            master_leaks: offender.role == Role::Master,
-            inherited: mostly_inherited(&report),
-            workers_over: pass
-                .procs
-                .iter()
-                .filter(|p| p.role == Role::Worker && p.over())
-                .map(|p| p.id)
-                .collect(),
-            workers: pass.workers.len(),
-            chain_file: facts.chain_file.clone(),
-            pending_change: facts.pending_change,
-            ini_invalid: facts.ini_error.is_some(),
-            escalation: self.step,
-        };
+        let situation = self.situation(pass, &offender, &report, &facts, lookups);
         let (plan, note) = policy::choose(policy.action, &situation);
-        let then = match (hold, plan) {
-            (Err(hold), would) => Then::Hold { hold, would },
-            (Ok(()), Plan::Alert(reason)) => {
-                // Say why the file cannot be touched, not only that it cannot.
-                let note = match (&reason, &facts.ini_error) {
-                    (Reason::IniInvalid, Some(e)) => {
-                        Some(format!("{e}; {}", note.as_deref().unwrap_or_default()))
-                    }
-                    _ => note,
-                };
-                Then::Alert { reason, note }
-            }
-            (Ok(()), plan) => Then::Act { plan, note },
-        };
+        let hold = self.gate(policy, pass, &plan, lookups);
+        self.noted = Some(Note {
+            at: pass.now,
+            key: key_of(&hold, &facts, self.step),
+            would: plan.clone(),
+        });
+        let then = then(hold, plan, note, &situation, &facts);
         Decision::Incident(Box::new(Incident {
             offender,
             fire,
@@ -266,40 +269,112 @@ impl Episode {
         }))
     }
 
-    /// May the vassal be acted on now? Before saying yes, learn what others recorded
+    /// What is known about the leak: where it lives and which workers share it.
+    fn situation(
+        &self,
+        pass: &Pass<'_>,
+        offender: &Proc,
+        report: &Report,
+        facts: &Facts,
+        lookups: &mut dyn Lookups,
+    ) -> Situation {
+        let inherited = mostly_inherited(report);
+        let mut leaking = Vec::new();
+        if offender.role == Role::Worker && !inherited {
+            leaking.push(offender.id);
+            let mut others: Vec<&Proc> = pass
+                .procs
+                .iter()
+                .filter(|p| p.role == Role::Worker && p.id != offender.id)
+                .collect();
+            others.sort_by(|a, b| b.usage_of_line().total_cmp(&a.usage_of_line()));
+            for w in others {
+                if lookups.attribute(w).is_some_and(|r| same_leak(report, &r)) {
+                    leaking.push(w.id);
+                }
+            }
+        }
+        Situation {
+            master_leaks: offender.role == Role::Master,
+            inherited,
+            leaking,
+            workers: pass.workers.len(),
+            chain_file: facts.chain_file.clone(),
+            pending_change: facts.pending_change,
+            ini_invalid: facts.ini_error.is_some(),
+            escalation: self.step,
+        }
+    }
+
+    /// May `plan` be carried out now? Before saying yes, learn what others recorded
     /// meanwhile: their actions count for cooldown and `max-reloads` too.
     fn gate(
         &mut self,
         policy: &Policy,
         pass: &Pass<'_>,
+        plan: &Plan,
         lookups: &mut dyn Lookups,
     ) -> Result<(), Hold> {
-        policy::gate(policy, pass.now, &self.hist, pass.busy, pass.dry_run)?;
-        let mut learned = false;
-        for t in lookups.recorded_actions() {
-            if !self.hist.actions.contains(&t) && self.hist.last_action().is_none_or(|l| t > l) {
-                self.hist.actions.push(t);
-                learned = true;
-            }
+        policy::gate(policy, pass.now, &self.hist, plan, pass.busy, pass.dry_run)?;
+        let before = self.hist.actions.len();
+        for p in lookups.recorded_actions() {
+            self.hist.learn(p);
         }
-        if learned {
-            policy::gate(policy, pass.now, &self.hist, pass.busy, pass.dry_run)?;
+        if self.hist.actions.len() > before {
+            policy::gate(policy, pass.now, &self.hist, plan, pass.busy, pass.dry_run)?;
         }
         Ok(())
     }
 
-    /// The verdict on the action under verification, once there is one.
+    /// The next workers of a leak whose first ones were recycled and replaced.
+    fn next_batch(&mut self, pass: &Pass<'_>) -> Option<Decision> {
+        let q = self.queue.take()?;
+        let alive: Vec<ProcId> = q
+            .workers
+            .into_iter()
+            .filter(|w| pass.workers.contains(w))
+            .collect();
+        if alive.is_empty() || self.step != Step::Gentlest || pass.dry_run {
+            return None;
+        }
+        if pass.busy {
+            self.queue = Some(Queue {
+                incident: q.incident,
+                workers: alive,
+            });
+            return Some(Decision::Nothing);
+        }
+        let n = policy::batch_size(pass.workers.len()).min(alive.len());
+        Some(Decision::Continue {
+            incident: q.incident,
+            plan: Plan::RecycleWorkers(alive[..n].to_vec()),
+            rest: alive[n..].to_vec(),
+        })
+    }
+
+    /// The verdict on the action under verification, once there is one. A recycle is
+    /// judged by its own workers (replaced, and their replacements under the line) and
+    /// the master; a reload by every process.
     fn verify(&mut self, policy: &Policy, pass: &Pass<'_>) -> Decision {
         let Some(p) = &self.pending else {
             return Decision::Nothing;
         };
-        let counts: Vec<(u64, u64)> = pass.procs.iter().map(|p| (p.fds, p.line)).collect();
+        let judged: Vec<(u64, u64)> = pass
+            .procs
+            .iter()
+            .filter(|q| {
+                p.kind != ActionKind::RecycleWorker
+                    || q.role == Role::Master
+                    || !p.before.contains(&q.id)
+            })
+            .map(|q| (q.fds, q.line))
+            .collect();
         let after = policy::After {
             replace: &p.replace,
             workers: pass.workers,
-            counts: &counts,
+            counts: &judged,
         };
-        let fds_after = counts.iter().map(|(f, _)| *f).max();
+        let fds_after = pass.procs.iter().map(|q| q.fds).max();
         let elapsed = pass.mono.saturating_duration_since(p.started);
         if policy::recovered(&after) {
             return self.finish(pass.mono, OutcomeResult::Recovered, fds_after, None);
@@ -336,6 +411,7 @@ impl Episode {
 
     /// The vassal file was removed: an action under verification has vanished with it.
     pub fn removed(&mut self, mono: Instant) -> Decision {
+        self.queue = None;
         if self.pending.is_none() {
             return Decision::Nothing;
         }
@@ -347,7 +423,8 @@ impl Episode {
         )
     }
 
-    /// Ends the verification: a new episode starts, and the ladder moves.
+    /// Ends the verification: a new episode starts, and the ladder moves. After a
+    /// recovered recycle, the rest of the leaking workers follow.
     fn finish(
         &mut self,
         mono: Instant,
@@ -359,42 +436,65 @@ impl Episode {
         let Some(p) = self.pending.take() else {
             return Decision::Nothing;
         };
-        self.step = if result == OutcomeResult::Recovered {
-            Step::Gentlest
-        } else {
-            p.on_failure
+        self.step = match result {
+            OutcomeResult::Recovered => Step::Gentlest,
+            OutcomeResult::NotRecovered => Step::after_failed(p.kind),
+            OutcomeResult::Vanished => self.step,
         };
+        if result == OutcomeResult::Recovered && !p.rest.is_empty() {
+            self.queue = Some(Queue {
+                incident: p.incident.clone(),
+                workers: p.rest,
+            });
+        }
         Decision::Outcome(Verdict {
             incident: p.incident,
             result,
+            kind: p.kind,
             fds_after,
             seconds: mono.saturating_duration_since(p.started).as_secs_f64(),
             detail,
         })
     }
 
-    /// An action of `incident` was taken at `now`: it counts for cooldown and is verified
-    /// from now on. `replace` are the workers it means to replace.
-    pub fn acted(
-        &mut self,
-        now: SystemTime,
-        mono: Instant,
-        kind: ActionKind,
-        incident: String,
-        replace: Vec<ProcId>,
-    ) {
-        self.hist.actions.push(now);
+    /// An action of `incident` was taken: it counts for cooldown and is verified from
+    /// now on. `replace` are the workers it means to replace, `before` every worker at
+    /// the time, `rest` the leaking workers that follow.
+    pub fn acted(&mut self, taken: Taken, incident: String, rest: Vec<ProcId>) {
+        self.hist.learn(Past {
+            at: taken.now,
+            kind: taken.kind,
+            manual: taken.manual,
+        });
+        if taken.manual {
+            self.step = Step::Gentlest;
+        }
         self.pending = Some(Pending {
             incident,
-            started: mono,
-            replace,
-            on_failure: Step::after_failed(kind),
+            kind: taken.kind,
+            started: taken.mono,
+            replace: taken.replace,
+            before: taken.before,
+            rest,
         });
     }
 
+    /// An action of `kind` was tried and failed (a signal refused, a touch not allowed):
+    /// the ladder climbs, so the next pass tries the next step instead of the same one.
+    pub fn failed(&mut self, kind: ActionKind) {
+        self.step = self.step.max(Step::after_failed(kind));
+        self.noted = None;
+        self.queue = None;
+    }
+
+    /// The last checks refused the action: the rest of a leak is not pursued.
+    pub fn refused(&mut self) {
+        self.queue = None;
+    }
+
     /// Rebuilds every vassal's episode from the records of the incident log, oldest
-    /// first: actions (cooldown and `max-reloads`), the last time a rule fired, whether it
-    /// was flapping, and its place on the ladder.
+    /// first: the actions (for cooldown and `max-reloads`, judged later under the
+    /// current config) and the place on the ladder.
     #[must_use]
     pub fn replay<'a>(records: impl IntoIterator<Item = &'a Record>) -> HashMap<PathBuf, Episode> {
         let mut out: HashMap<PathBuf, Episode> = HashMap::new();
@@ -406,59 +506,229 @@ impl Episode {
             let ep = out.entry(r.config.clone()).or_default();
             match &r.event {
                 Event::Action(a) if !a.dry_run => {
-                    ep.hist.actions.push(ts);
-                    ep.hist.flapping = false;
+                    let manual = a.is_manual();
+                    ep.hist.learn(Past {
+                        at: ts,
+                        kind: a.action,
+                        manual,
+                    });
+                    if manual {
+                        ep.step = Step::Gentlest;
+                    }
                     last_kind.insert(r.config.clone(), a.action);
                 }
-                Event::Detected(_) => ep.hist.last_fire = Some(ts),
-                Event::Suppressed(s) if s.reason == Reason::Flapping => ep.hist.flapping = true,
+                Event::Suppressed(s) if s.reason == Reason::ActionFailed => {
+                    if let Some(kind) = s.action {
+                        ep.step = ep.step.max(Step::after_failed(kind));
+                    }
+                }
                 Event::Outcome(o) => {
                     ep.step = match (o.result, last_kind.get(&r.config)) {
                         (OutcomeResult::NotRecovered, Some(kind)) => Step::after_failed(*kind),
+                        (OutcomeResult::Vanished, _) => ep.step,
                         _ => Step::Gentlest,
                     };
                 }
                 _ => {}
             }
         }
-        for ep in out.values_mut() {
-            ep.hist.actions.sort();
-        }
         out
     }
 }
 
-/// Whether a worker's leak lives in its master: the leading target (the first that grew,
-/// when growth is known; else the largest) is held through the master for at least half
-/// of its count. Only a reload of the master clears such a leak.
-#[must_use]
-pub fn mostly_inherited(report: &Report) -> bool {
-    let leading = report
+/// An action as it was taken, for `Episode::acted`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Taken {
+    pub now: SystemTime,
+    pub mono: Instant,
+    pub kind: ActionKind,
+    /// An operator's (`vassal-warden reload`): it resets the ladder and the count of
+    /// `max-reloads`.
+    pub manual: bool,
+    pub replace: Vec<ProcId>,
+    pub before: Vec<ProcId>,
+}
+
+/// How long the same episode with the same inputs goes without being recorded again.
+fn renote(policy: &Policy) -> Duration {
+    policy.cooldown.max(RENOTE_AT_LEAST)
+}
+
+/// The shortest time between two records of one unchanged episode, whatever `cooldown`.
+pub const RENOTE_AT_LEAST: Duration = Duration::from_secs(300);
+
+fn key_of(hold: &Result<(), Hold>, facts: &Facts, step: Step) -> NoteKey {
+    match hold {
+        Err(h) => NoteKey::Hold(h.reason()),
+        Ok(()) => NoteKey::Act {
+            ini_invalid: facts.ini_error.is_some(),
+            pending_change: facts.pending_change,
+            emperor_up: facts.emperor_up,
+            step,
+        },
+    }
+}
+
+fn then(
+    hold: Result<(), Hold>,
+    plan: Plan,
+    note: Option<String>,
+    s: &Situation,
+    facts: &Facts,
+) -> Then {
+    match (hold, plan) {
+        (Err(hold), would) => Then::Hold { hold, would },
+        (Ok(()), Plan::Alert(reason)) => {
+            // Say why the file cannot be touched, not only that it cannot.
+            let note = match (&reason, &facts.ini_error) {
+                (Reason::IniInvalid, Some(e)) => {
+                    Some(format!("{e}; {}", note.as_deref().unwrap_or_default()))
+                }
+                _ => note,
+            };
+            Then::Alert { reason, note }
+        }
+        (Ok(()), plan) => {
+            let rest = match &plan {
+                Plan::RecycleWorkers(now) => s
+                    .leaking
+                    .iter()
+                    .filter(|w| !now.contains(w))
+                    .copied()
+                    .collect(),
+                _ => Vec::new(),
+            };
+            Then::Act { plan, note, rest }
+        }
+    }
+}
+
+/// The target a report's leak is in: the first that grew, when growth is known; else the
+/// largest.
+fn leading(report: &Report) -> Option<&Target> {
+    report
         .top
         .iter()
         .find(|t| t.growth.is_some_and(|g| g > 0))
-        .or_else(|| report.top.first());
-    leading.is_some_and(|t| {
+        .or_else(|| report.top.first())
+}
+
+/// Whether a worker's leak lives in its master: its leading target is held through the
+/// master for at least half of its count. Only a reload of the master clears such a leak.
+#[must_use]
+pub fn mostly_inherited(report: &Report) -> bool {
+    leading(report).is_some_and(|t| {
         let inherited = t.inherited.unwrap_or(0);
         inherited > 0 && inherited * 2 >= t.count
     })
 }
 
+/// Whether `other` leaks the same way as `offender`: most of what `other` grew since the
+/// warden first saw it is in the offender's leading target.
+#[must_use]
+pub fn same_leak(offender: &Report, other: &Report) -> bool {
+    let Some(lead) = leading(offender).filter(|t| t.growth.is_some_and(|g| g > 0)) else {
+        return false;
+    };
+    let grown: i64 = other
+        .top
+        .iter()
+        .filter_map(|t| t.growth)
+        .filter(|g| *g > 0)
+        .sum();
+    let in_lead = other
+        .top
+        .iter()
+        .find(|t| t.target == lead.target && t.kind == lead.kind)
+        .and_then(|t| t.growth)
+        .unwrap_or(0);
+    in_lead > 0 && in_lead * 2 >= grown
+}
+
+/// How long an action takes on this host, from action to verified recovery, learned
+/// from the warden's own outcomes: a new figure counts at once when it is longer, and
+/// lowers the estimate slowly when it is shorter, so that one quick recovery does not make
+/// the warden late for the next.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Timings {
+    recycle: Duration,
+    reload: Duration,
+}
+
+impl Default for Timings {
+    /// Before any outcome: a worker is replaced in 1–2 s, an Emperor notices a touch
+    /// within its 3 s scan and the master re-executes in about 2 s (uwsgi-facts.md).
+    fn default() -> Self {
+        Timings {
+            recycle: Duration::from_secs(3),
+            reload: Duration::from_secs(6),
+        }
+    }
+}
+
+impl Timings {
+    /// Learns from an action of `kind` that recovered after `seconds`.
+    pub fn observe(&mut self, kind: ActionKind, seconds: f64) {
+        let Ok(d) = Duration::try_from_secs_f64(seconds) else {
+            return;
+        };
+        let slot = match kind {
+            ActionKind::RecycleWorker => &mut self.recycle,
+            ActionKind::ChainReload | ActionKind::Touch => &mut self.reload,
+        };
+        *slot = if d >= *slot {
+            d
+        } else {
+            slot.mul_f64(0.8) + d.mul_f64(0.2)
+        };
+    }
+
+    /// How long acting on a process of `role` takes: a worker is recycled, a master is
+    /// reloaded.
+    #[must_use]
+    pub fn of(&self, role: Role) -> Duration {
+        match role {
+            Role::Worker => self.recycle,
+            Role::Master => self.reload,
+        }
+    }
+
+    /// Learns from every recovered outcome in the log.
+    pub fn replay<'a>(&mut self, records: impl IntoIterator<Item = &'a Record>) {
+        let mut last_kind: HashMap<&Path, ActionKind> = HashMap::new();
+        for r in records {
+            match &r.event {
+                Event::Action(a) if !a.dry_run => {
+                    last_kind.insert(&r.config, a.action);
+                }
+                Event::Outcome(o) if o.result == OutcomeResult::Recovered => {
+                    if let Some(kind) = last_kind.get(r.config.as_path()) {
+                        self.observe(*kind, o.seconds);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
 /// The detail of a hold, for its `suppressed` record.
 #[must_use]
 pub fn hold_detail(hold: &Hold, policy: &Policy, max_concurrent: usize, plan: &str) -> String {
+    let human = |d: Duration| humantime::format_duration(Duration::from_secs(d.as_secs()));
     match hold {
-        Hold::Flapping { recent } => format!(
-            "{recent} actions within {}: alerting only until it has been quiet for that long",
-            humantime::format_duration(policy.max_reloads_window)
+        Hold::Flapping { recent, next } => format!(
+            "{recent} reloads within {}: the leak comes back after each; next {plan} allowed in {} — the code leaks and needs a fix",
+            humantime::format_duration(policy.max_reloads_window),
+            human(*next)
         ),
         Hold::Cooldown { remaining } => format!(
-            "acted on less than {} ago; next action allowed in {}",
+            "reloaded less than {} ago; next {plan} allowed in {}",
             humantime::format_duration(policy.cooldown),
-            humantime::format_duration(Duration::from_secs(remaining.as_secs()))
+            human(*remaining)
         ),
         Hold::Busy => {
-            format!("{max_concurrent} reload(s) already in progress on this host (max-concurrent)")
+            format!("{max_concurrent} action(s) already in progress on this host (max-concurrent)")
         }
         Hold::DryRun => format!("dry run: would {plan}"),
     }
@@ -467,8 +737,8 @@ pub fn hold_detail(hold: &Hold, policy: &Policy, max_concurrent: usize, plan: &s
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::audit::{Action, Detected, Outcome, Suppressed, Target};
-    use crate::config::{ActionMode, Threshold};
+    use crate::audit::{Action, Outcome, Suppressed, Target};
+    use crate::config::{ActionMode, Predict, Threshold};
 
     fn id(pid: i32) -> ProcId {
         ProcId { pid, start_time: 1 }
@@ -482,9 +752,17 @@ mod tests {
         Policy {
             reload_at: Threshold::Count(40),
             for_samples: 1,
+            predict: Predict::Off,
             cooldown: Duration::from_secs(600),
             verify: Duration::from_secs(30),
             ..Policy::default()
+        }
+    }
+
+    fn touching() -> Policy {
+        Policy {
+            action: ActionMode::Touch,
+            ..policy()
         }
     }
 
@@ -499,9 +777,9 @@ mod tests {
         }
     }
 
-    fn target(count: u64, growth: Option<i64>, inherited: Option<u64>) -> Target {
+    fn target(name: &str, count: u64, growth: Option<i64>, inherited: Option<u64>) -> Target {
         Target {
-            target: "/srv/app/static/cat.jpg".into(),
+            target: name.into(),
             kind: "file".into(),
             count,
             growth,
@@ -509,44 +787,58 @@ mod tests {
         }
     }
 
+    fn cat(count: u64, growth: Option<i64>, inherited: Option<u64>) -> Target {
+        target("/srv/app/static/cat.jpg", count, growth, inherited)
+    }
+
+    fn report(top: Vec<Target>) -> Report {
+        Report {
+            pid: 1,
+            fds: 0,
+            top,
+            by_kind: std::collections::BTreeMap::new(),
+            growth: None,
+        }
+    }
+
     /// Lookups from plain data, counting the reads asked for.
     #[derive(Default)]
     struct Fake {
         facts: Facts,
-        others: Vec<SystemTime>,
-        top: Vec<Target>,
+        others: Vec<Past>,
+        /// What each PID holds; a PID not listed leaks nothing.
+        tops: HashMap<i32, Vec<Target>>,
         gone: bool,
         attributed: Vec<i32>,
         log_reads: usize,
     }
 
     impl Lookups for Fake {
-        fn recorded_actions(&mut self) -> Vec<SystemTime> {
+        fn recorded_actions(&mut self) -> Vec<Past> {
             self.log_reads += 1;
             self.others.clone()
         }
         fn facts(&mut self) -> Facts {
             self.facts.clone()
         }
-        fn attribute(&mut self, offender: &Proc) -> Option<Report> {
-            self.attributed.push(offender.id.pid);
-            (!self.gone).then(|| Report {
-                pid: offender.id.pid,
-                fds: offender.fds,
-                top: self.top.clone(),
-                by_kind: std::collections::BTreeMap::new(),
-                growth: None,
-            })
+        fn attribute(&mut self, p: &Proc) -> Option<Report> {
+            self.attributed.push(p.id.pid);
+            (!self.gone).then(|| report(self.tops.get(&p.id.pid).cloned().unwrap_or_default()))
         }
     }
 
-    fn up() -> Fake {
+    /// An Emperor up; PIDs 10 (master) to 14 are read as given, and `leaking` PIDs hold
+    /// 30 more of the cat than when first seen.
+    fn up(leaking: &[i32]) -> Fake {
         Fake {
             facts: Facts {
                 emperor_up: true,
                 ..Facts::default()
             },
-            top: vec![target(30, Some(30), None)],
+            tops: leaking
+                .iter()
+                .map(|p| (*p, vec![cat(30, Some(30), None)]))
+                .collect(),
             ..Fake::default()
         }
     }
@@ -570,12 +862,12 @@ mod tests {
         },
     ];
 
-    fn pass(now: u64, mono: Instant, procs: &[Proc]) -> Pass<'_> {
+    fn pass<'a>(now: u64, mono: Instant, workers: &'a [ProcId], procs: &'a [Proc]) -> Pass<'a> {
         Pass {
             now: at(now),
             mono: mono + Duration::from_secs(now),
             master: id(10),
-            workers: &WORKERS,
+            workers,
             procs,
             busy: false,
             dry_run: false,
@@ -586,6 +878,17 @@ mod tests {
         match d {
             Decision::Incident(i) => i.then,
             other => panic!("expected an incident, got {other:?}"),
+        }
+    }
+
+    fn taken(now: u64, mono: Instant, kind: ActionKind, replace: &[ProcId]) -> Taken {
+        Taken {
+            now: at(now),
+            mono: mono + Duration::from_secs(now),
+            kind,
+            manual: false,
+            replace: replace.to_vec(),
+            before: WORKERS.to_vec(),
         }
     }
 
@@ -602,21 +905,22 @@ mod tests {
             },
             proc(13, Role::Worker, 10),
         ];
-        let mut ep = Episode::default();
-        let mut fake = up();
-        let Decision::Incident(inc) = ep.decide(&policy(), &pass(0, mono, &procs), &mut fake)
-        else {
-            panic!("no incident");
+        let mut fake = up(&[11, 12]);
+        let d = Episode::default().decide(&policy(), &pass(0, mono, &WORKERS, &procs), &mut fake);
+        let Decision::Incident(inc) = d else {
+            panic!("no incident: {d:?}");
         };
         // 30 of a line of 20 is further over than 41 of 40.
         assert_eq!(inc.offender.id, id(12));
-        assert_eq!(fake.attributed, [12]);
-        // Both workers over their line are recycled, the gentlest that will work.
+        // The offender first, then every other worker, most urgent first.
+        assert_eq!(fake.attributed, [12, 11, 13]);
+        // Both leaking workers are recycled, half of the four workers at once.
         assert_eq!(
             inc.then,
             Then::Act {
-                plan: Plan::RecycleWorkers(vec![id(11), id(12)]),
-                note: None
+                plan: Plan::RecycleWorkers(vec![id(12), id(11)]),
+                note: None,
+                rest: vec![]
             }
         );
     }
@@ -625,12 +929,9 @@ mod tests {
     fn nothing_fired_means_nothing_read_and_nothing_recorded() {
         let mono = Instant::now();
         let procs = [proc(10, Role::Master, 14), proc(11, Role::Worker, 39)];
-        let mut ep = Episode::default();
-        let mut fake = up();
-        assert_eq!(
-            ep.decide(&policy(), &pass(0, mono, &procs), &mut fake),
-            Decision::Nothing
-        );
+        let mut fake = up(&[11]);
+        let d = Episode::default().decide(&policy(), &pass(0, mono, &WORKERS, &procs), &mut fake);
+        assert_eq!(d, Decision::Nothing);
         assert!(fake.attributed.is_empty());
         assert_eq!(fake.log_reads, 0);
     }
@@ -638,27 +939,27 @@ mod tests {
     #[test]
     fn a_hold_is_recorded_once_per_episode_and_not_read_again() {
         let mono = Instant::now();
-        let p = policy();
-        let procs = [proc(10, Role::Master, 14), proc(11, Role::Worker, 45)];
+        let p = touching();
+        let over = [proc(10, Role::Master, 45)];
         let mut ep = Episode::default();
-        let mut fake = up();
+        let mut fake = up(&[]);
         assert!(matches!(
-            then(ep.decide(&p, &pass(0, mono, &procs), &mut fake)),
-            Then::Act { .. }
+            then(ep.decide(&p, &pass(0, mono, &WORKERS, &over), &mut fake)),
+            Then::Act {
+                plan: Plan::Touch,
+                ..
+            }
         ));
         ep.acted(
-            at(0),
-            mono,
-            ActionKind::RecycleWorker,
+            taken(0, mono, ActionKind::Touch, &WORKERS),
             "i1".into(),
-            vec![id(11)],
+            vec![],
         );
-        // The worker was replaced and the vassal is back under the line.
+        // The workers were replaced and the vassal is back under the line.
+        let fresh_workers = [id(15)];
         let fresh = [proc(10, Role::Master, 14), proc(15, Role::Worker, 10)];
-        let workers = [id(15)];
-        let mut after = pass(5, mono, &fresh);
-        after.workers = &workers;
-        let Decision::Outcome(v) = ep.decide(&p, &after, &mut fake) else {
+        let Decision::Outcome(v) = ep.decide(&p, &pass(5, mono, &fresh_workers, &fresh), &mut fake)
+        else {
             panic!("no outcome");
         };
         assert_eq!(
@@ -666,69 +967,250 @@ mod tests {
             (OutcomeResult::Recovered, "i1")
         );
         assert!((v.seconds - 5.0).abs() < 1e-9);
-        // Another worker crosses within the cooldown: one hold is recorded...
-        let again = [proc(10, Role::Master, 14), proc(15, Role::Worker, 50)];
-        let mut next = pass(60, mono, &again);
-        next.workers = &workers;
-        let hold = then(ep.decide(&p, &next, &mut fake));
+        // The master leaks again within the cooldown: one hold is recorded...
+        let again = [proc(10, Role::Master, 50), proc(15, Role::Worker, 10)];
+        let hold = then(ep.decide(&p, &pass(60, mono, &fresh_workers, &again), &mut fake));
         assert!(
-            // One worker of one: recycling it would leave none, so a touch is what it would do.
             matches!(&hold, Then::Hold { hold: Hold::Cooldown { remaining }, would: Plan::Touch }
                 if *remaining == Duration::from_secs(540)),
             "{hold:?}"
         );
-        // ...and not again on the next passes, which read nothing.
+        // ...and not again on the next passes, which read nothing more.
         let reads = fake.attributed.len();
         for s in [62, 64, 300] {
-            let mut later = pass(s, mono, &again);
-            later.workers = &workers;
-            assert_eq!(ep.decide(&p, &later, &mut fake), Decision::Nothing);
+            let d = ep.decide(&p, &pass(s, mono, &fresh_workers, &again), &mut fake);
+            assert_eq!(d, Decision::Nothing);
         }
         assert_eq!(fake.attributed.len(), reads);
-    }
-
-    #[test]
-    fn a_change_of_inputs_is_a_new_record_and_going_under_the_line_ends_the_episode() {
-        let mono = Instant::now();
-        let p = Policy {
-            action: ActionMode::Touch,
-            ..policy()
-        };
-        let over = [proc(10, Role::Master, 50)];
-        let mut ep = Episode::default();
-        let mut fake = up();
-        fake.facts.pending_change = true;
+        // When the cooldown is over, it acts.
         assert!(matches!(
-            then(ep.decide(&p, &pass(0, mono, &over), &mut fake)),
-            Then::Alert {
-                reason: Reason::PendingChange,
-                ..
-            }
-        ));
-        assert_eq!(
-            ep.decide(&p, &pass(2, mono, &over), &mut fake),
-            Decision::Nothing
-        );
-        // The deploy is applied by someone: the same episode, other inputs.
-        fake.facts.pending_change = false;
-        assert!(matches!(
-            then(ep.decide(&p, &pass(4, mono, &over), &mut fake)),
+            then(ep.decide(&p, &pass(601, mono, &fresh_workers, &again), &mut fake)),
             Then::Act {
                 plan: Plan::Touch,
                 ..
             }
         ));
-        // Back under the line, then over again: a new episode, recorded again.
-        fake.facts.pending_change = true;
-        let _ = ep.decide(&p, &pass(6, mono, &over), &mut fake);
-        let under = [proc(10, Role::Master, 12)];
+    }
+
+    #[test]
+    fn another_worker_crossing_after_a_recycle_is_recycled_at_once() {
+        let mono = Instant::now();
+        let p = policy();
+        let mut ep = Episode::default();
+        let mut fake = up(&[11]);
+        let first = [
+            proc(10, Role::Master, 14),
+            proc(11, Role::Worker, 45),
+            proc(12, Role::Worker, 20),
+        ];
+        let workers = [id(11), id(12)];
+        assert!(matches!(
+            then(ep.decide(&p, &pass(0, mono, &workers, &first), &mut fake)),
+            Then::Act { plan: Plan::RecycleWorkers(ref w), .. } if *w == [id(11)]
+        ));
+        ep.acted(
+            Taken {
+                before: workers.to_vec(),
+                ..taken(0, mono, ActionKind::RecycleWorker, &[id(11)])
+            },
+            "i1".into(),
+            vec![],
+        );
+        // 11 replaced by 15; 12 is still busy, but it was not acted on: recovered.
+        let replaced = [id(15), id(12)];
+        let after = [
+            proc(10, Role::Master, 14),
+            proc(15, Role::Worker, 10),
+            proc(12, Role::Worker, 38),
+        ];
+        assert!(matches!(
+            ep.decide(&p, &pass(3, mono, &replaced, &after), &mut fake),
+            Decision::Outcome(Verdict {
+                result: OutcomeResult::Recovered,
+                ..
+            })
+        ));
+        // 46 s later 12 crosses: recycled as gently, no cooldown in the way.
+        fake.tops.insert(12, vec![cat(30, Some(30), None)]);
+        let crossed = [
+            proc(10, Role::Master, 14),
+            proc(15, Role::Worker, 10),
+            proc(12, Role::Worker, 44),
+        ];
         assert_eq!(
-            ep.decide(&p, &pass(8, mono, &under), &mut fake),
+            then(ep.decide(&p, &pass(46, mono, &replaced, &crossed), &mut fake)),
+            Then::Act {
+                plan: Plan::RecycleWorkers(vec![id(12)]),
+                note: None,
+                rest: vec![]
+            }
+        );
+    }
+
+    #[test]
+    fn a_leak_in_several_workers_is_one_leak_recycled_in_turns() {
+        let mono = Instant::now();
+        let p = policy();
+        let mut ep = Episode::default();
+        // 11 is over the line; 12 leaks the same file but is not over yet; 13 is fine.
+        let mut fake = up(&[11, 12]);
+        fake.tops
+            .insert(13, vec![target("/srv/app/db.sqlite", 3, Some(1), None)]);
+        let workers = [id(11), id(12), id(13)];
+        let procs = [
+            proc(10, Role::Master, 14),
+            proc(11, Role::Worker, 45),
+            proc(12, Role::Worker, 30),
+            proc(13, Role::Worker, 12),
+        ];
+        let Then::Act { plan, rest, .. } =
+            then(ep.decide(&p, &pass(0, mono, &workers, &procs), &mut fake))
+        else {
+            panic!("no action");
+        };
+        // One of three at a time; 12 follows.
+        assert_eq!(
+            (plan, rest.clone()),
+            (Plan::RecycleWorkers(vec![id(11)]), vec![id(12)])
+        );
+        ep.acted(
+            Taken {
+                before: workers.to_vec(),
+                ..taken(0, mono, ActionKind::RecycleWorker, &[id(11)])
+            },
+            "i1".into(),
+            rest,
+        );
+        // 11 is replaced by 15; 12 is now over the line, but it is next, not a failure.
+        let now_workers = [id(15), id(12), id(13)];
+        let after = [
+            proc(10, Role::Master, 14),
+            proc(15, Role::Worker, 10),
+            proc(12, Role::Worker, 41),
+            proc(13, Role::Worker, 12),
+        ];
+        assert!(matches!(
+            ep.decide(&p, &pass(3, mono, &now_workers, &after), &mut fake),
+            Decision::Outcome(Verdict {
+                result: OutcomeResult::Recovered,
+                ..
+            })
+        ));
+        // The next pass recycles 12, under the same incident.
+        assert_eq!(
+            ep.decide(&p, &pass(5, mono, &now_workers, &after), &mut fake),
+            Decision::Continue {
+                incident: "i1".into(),
+                plan: Plan::RecycleWorkers(vec![id(12)]),
+                rest: vec![]
+            }
+        );
+        // A queued worker that is gone by then is skipped.
+        let mut ep2 = Episode::default();
+        ep2.acted(
+            taken(0, mono, ActionKind::RecycleWorker, &[id(11)]),
+            "i2".into(),
+            vec![id(14)],
+        );
+        let _ = ep2.decide(&p, &pass(3, mono, &now_workers, &after[..2]), &mut fake);
+        assert!(!matches!(
+            ep2.decide(&p, &pass(5, mono, &now_workers, &after[..2]), &mut fake),
+            Decision::Continue { .. }
+        ));
+    }
+
+    #[test]
+    fn a_failed_action_climbs_the_ladder_instead_of_retrying() {
+        let mono = Instant::now();
+        let p = policy();
+        let mut ep = Episode::default();
+        let mut fake = up(&[11]);
+        let workers = [id(11), id(12)];
+        let procs = [
+            proc(10, Role::Master, 14),
+            proc(11, Role::Worker, 45),
+            proc(12, Role::Worker, 10),
+        ];
+        assert!(matches!(
+            then(ep.decide(&p, &pass(0, mono, &workers, &procs), &mut fake)),
+            Then::Act {
+                plan: Plan::RecycleWorkers(_),
+                ..
+            }
+        ));
+        // The signal was refused (EPERM): the next pass touches instead.
+        ep.failed(ActionKind::RecycleWorker);
+        assert_eq!(ep.step(), Step::Touch);
+        assert!(matches!(
+            then(ep.decide(&p, &pass(2, mono, &workers, &procs), &mut fake)),
+            Then::Act {
+                plan: Plan::Touch,
+                ..
+            }
+        ));
+        // A failed touch: alert only.
+        ep.failed(ActionKind::Touch);
+        assert!(matches!(
+            then(ep.decide(&p, &pass(4, mono, &workers, &procs), &mut fake)),
+            Then::Alert {
+                reason: Reason::LadderExhausted,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn flapping_keeps_healing_at_the_rate_max_reloads_allows() {
+        let mono = Instant::now();
+        let p = Policy {
+            max_reloads: 2,
+            max_reloads_window: Duration::from_secs(3600),
+            cooldown: Duration::from_secs(60),
+            ..touching()
+        };
+        let mut ep = Episode::default();
+        let mut fake = up(&[]);
+        let over = [proc(10, Role::Master, 45)];
+        let under = [proc(10, Role::Master, 12)];
+        for (n, s) in [0u64, 600].into_iter().enumerate() {
+            assert!(
+                matches!(
+                    then(ep.decide(&p, &pass(s, mono, &WORKERS, &over), &mut fake)),
+                    Then::Act {
+                        plan: Plan::Touch,
+                        ..
+                    }
+                ),
+                "reload {n}"
+            );
+            ep.acted(
+                taken(s, mono, ActionKind::Touch, &[]),
+                format!("i{n}"),
+                vec![],
+            );
+            assert!(matches!(
+                ep.decide(&p, &pass(s + 5, mono, &WORKERS, &under), &mut fake),
+                Decision::Outcome(_)
+            ));
+        }
+        // The third return within the hour is held, and says when the next reload is due.
+        let t = then(ep.decide(&p, &pass(1200, mono, &WORKERS, &over), &mut fake));
+        assert!(
+            matches!(t, Then::Hold { hold: Hold::Flapping { recent: 2, next }, .. } if next == Duration::from_secs(2400)),
+            "{t:?}"
+        );
+        // Still firing all along: recorded once per cooldown, and once the first reload
+        // leaves the window, it reloads.
+        assert_eq!(
+            ep.decide(&p, &pass(1230, mono, &WORKERS, &over), &mut fake),
             Decision::Nothing
         );
         assert!(matches!(
-            ep.decide(&p, &pass(10, mono, &over), &mut fake),
-            Decision::Incident(_)
+            then(ep.decide(&p, &pass(3601, mono, &WORKERS, &over), &mut fake)),
+            Then::Act {
+                plan: Plan::Touch,
+                ..
+            }
         ));
     }
 
@@ -736,9 +1218,10 @@ mod tests {
     fn a_broken_ini_is_named_in_the_alert() {
         let mono = Instant::now();
         let over = [proc(10, Role::Master, 50)];
-        let mut fake = up();
+        let mut fake = up(&[]);
         fake.facts.ini_error = Some("/v/a.ini: no [uwsgi] section".into());
-        let t = then(Episode::default().decide(&policy(), &pass(0, mono, &over), &mut fake));
+        let t =
+            then(Episode::default().decide(&policy(), &pass(0, mono, &WORKERS, &over), &mut fake));
         let Then::Alert {
             reason: Reason::IniInvalid,
             note: Some(note),
@@ -752,21 +1235,32 @@ mod tests {
     #[test]
     fn actions_others_recorded_count_for_cooldown() {
         let mono = Instant::now();
-        let over = [proc(10, Role::Master, 14), proc(11, Role::Worker, 45)];
-        let mut fake = up();
-        fake.others = vec![at(100)];
-        let t = then(Episode::default().decide(&policy(), &pass(160, mono, &over), &mut fake));
+        let over = [proc(10, Role::Master, 45)];
+        let mut fake = up(&[]);
+        fake.others = vec![Past {
+            at: at(100),
+            kind: ActionKind::Touch,
+            manual: true,
+        }];
+        let t = then(Episode::default().decide(
+            &touching(),
+            &pass(160, mono, &WORKERS, &over),
+            &mut fake,
+        ));
         assert!(
             matches!(t, Then::Hold { hold: Hold::Cooldown { remaining }, .. } if remaining == Duration::from_secs(540)),
             "{t:?}"
         );
         // The log is read only when the vassal's own history would let it act.
         let mut ep = Episode::default();
-        ep.acted(at(0), mono, ActionKind::Touch, "i".into(), vec![]);
-        ep.pending = None;
-        let mut fake = up();
+        ep.hist.learn(Past {
+            at: at(0),
+            kind: ActionKind::Touch,
+            manual: false,
+        });
+        let mut fake = up(&[]);
         assert!(matches!(
-            then(ep.decide(&policy(), &pass(10, mono, &over), &mut fake)),
+            then(ep.decide(&touching(), &pass(10, mono, &WORKERS, &over), &mut fake)),
             Then::Hold { .. }
         ));
         assert_eq!(fake.log_reads, 0);
@@ -777,56 +1271,61 @@ mod tests {
         let mono = Instant::now();
         let over = [proc(10, Role::Master, 50)];
         let mut ep = Episode::default();
-        let mut fake = Fake { gone: true, ..up() };
+        let mut fake = Fake {
+            gone: true,
+            ..up(&[])
+        };
         assert_eq!(
-            ep.decide(&policy(), &pass(0, mono, &over), &mut fake),
+            ep.decide(&policy(), &pass(0, mono, &WORKERS, &over), &mut fake),
             Decision::Nothing
         );
         // Not noted: the next pass tries again.
         fake.gone = false;
         assert!(matches!(
-            ep.decide(&policy(), &pass(2, mono, &over), &mut fake),
+            ep.decide(&policy(), &pass(2, mono, &WORKERS, &over), &mut fake),
             Decision::Incident(_)
         ));
     }
 
     #[test]
-    fn the_ladder_climbs_on_failures_and_resets_on_recovery() {
+    fn the_ladder_climbs_on_failures_and_resets_when_the_episode_ends() {
         let mono = Instant::now();
         let p = policy();
         let stuck = [proc(10, Role::Master, 14), proc(11, Role::Worker, 45)];
         let mut ep = Episode::default();
         ep.acted(
-            at(0),
-            mono,
-            ActionKind::RecycleWorker,
+            taken(0, mono, ActionKind::RecycleWorker, &[id(11)]),
             "i1".into(),
-            vec![id(11)],
+            vec![],
         );
         // Within verify: still waiting.
         assert_eq!(
-            ep.decide(&p, &pass(10, mono, &stuck), &mut up()),
+            ep.decide(&p, &pass(10, mono, &WORKERS, &stuck), &mut up(&[])),
             Decision::Nothing
         );
-        let Decision::Outcome(v) = ep.decide(&p, &pass(31, mono, &stuck), &mut up()) else {
+        let Decision::Outcome(v) = ep.decide(&p, &pass(31, mono, &WORKERS, &stuck), &mut up(&[]))
+        else {
             panic!("no outcome");
         };
         assert_eq!(v.result, OutcomeResult::NotRecovered);
+        assert_eq!(v.kind, ActionKind::RecycleWorker);
         assert_eq!(v.detail.as_deref(), Some("workers were not replaced"));
         assert_eq!(ep.step(), Step::Touch);
         ep.acted(
-            at(700),
-            mono,
-            ActionKind::Touch,
+            taken(700, mono, ActionKind::Touch, &WORKERS),
             "i2".into(),
-            WORKERS.to_vec(),
+            vec![],
         );
         let Decision::Outcome(v) = ep.decide_stopped(&p, mono + Duration::from_secs(731)) else {
             panic!("no outcome");
         };
         assert_eq!(v.detail.as_deref(), Some("the vassal's master is gone"));
         assert_eq!(ep.step(), Step::Exhausted);
-        ep.acted(at(1400), mono, ActionKind::Touch, "i3".into(), vec![]);
+        ep.acted(
+            taken(1400, mono, ActionKind::Touch, &[]),
+            "i3".into(),
+            vec![],
+        );
         assert!(matches!(
             ep.removed(mono),
             Decision::Outcome(Verdict {
@@ -834,32 +1333,32 @@ mod tests {
                 ..
             })
         ));
-        // A vanished vassal does not count as recovered.
+        // A vanished vassal does not count as recovered...
         assert_eq!(ep.step(), Step::Exhausted);
+        // ...but once every process is back under the line, the next leak starts gently.
+        let under = [proc(10, Role::Master, 14), proc(11, Role::Worker, 12)];
+        assert_eq!(
+            ep.decide(&p, &pass(1500, mono, &WORKERS, &under), &mut up(&[])),
+            Decision::Nothing
+        );
+        assert_eq!(ep.step(), Step::Gentlest);
     }
 
     #[test]
     fn inherited_leaks_are_judged_by_the_leading_target() {
-        let report = |top: Vec<Target>| Report {
-            pid: 1,
-            fds: 0,
-            top,
-            by_kind: std::collections::BTreeMap::new(),
-            growth: None,
-        };
         let cases = [
-            (vec![target(30, Some(30), Some(30))], true),
-            (vec![target(30, Some(30), Some(15))], true),
-            (vec![target(30, Some(30), Some(14))], false),
-            (vec![target(30, None, Some(0))], false),
-            (vec![target(30, None, None)], false),
+            (vec![cat(30, Some(30), Some(30))], true),
+            (vec![cat(30, Some(30), Some(15))], true),
+            (vec![cat(30, Some(30), Some(14))], false),
+            (vec![cat(30, None, Some(0))], false),
+            (vec![cat(30, None, None)], false),
             // The one that grew leads, even when it is not the largest.
             (
-                vec![target(50, Some(0), Some(50)), target(20, Some(20), None)],
+                vec![target("/a", 50, Some(0), Some(50)), cat(20, Some(20), None)],
                 false,
             ),
             (
-                vec![target(50, Some(0), None), target(20, Some(20), Some(20))],
+                vec![target("/a", 50, Some(0), None), cat(20, Some(20), Some(20))],
                 true,
             ),
             (vec![], false),
@@ -867,6 +1366,38 @@ mod tests {
         for (i, (top, want)) in cases.into_iter().enumerate() {
             assert_eq!(mostly_inherited(&report(top)), want, "case {i}");
         }
+    }
+
+    #[test]
+    fn the_same_leak_is_most_of_the_growth_in_the_offenders_leading_target() {
+        let offender = report(vec![
+            cat(40, Some(30), None),
+            target("/log", 1, Some(1), None),
+        ]);
+        let cases = [
+            (vec![cat(12, Some(10), None)], true),
+            (
+                vec![cat(12, Some(10), None), target("/tmp/x", 9, Some(9), None)],
+                true,
+            ),
+            (
+                vec![cat(12, Some(4), None), target("/tmp/x", 9, Some(9), None)],
+                false,
+            ),
+            // Holding the file is not leaking it.
+            (vec![cat(12, Some(0), None)], false),
+            (vec![cat(12, None, None)], false),
+            (vec![target("/log", 3, Some(3), None)], false),
+            (vec![], false),
+        ];
+        for (i, (top, want)) in cases.into_iter().enumerate() {
+            assert_eq!(same_leak(&offender, &report(top)), want, "case {i}");
+        }
+        // An offender whose growth is unknown names no leak to share.
+        assert!(!same_leak(
+            &report(vec![cat(40, None, None)]),
+            &report(vec![cat(12, Some(10), None)])
+        ));
     }
 
     fn rec(ts: u64, config: &str, event: Event) -> Record {
@@ -880,7 +1411,7 @@ mod tests {
         }
     }
 
-    fn action(kind: ActionKind, dry_run: bool) -> Event {
+    fn action(kind: ActionKind, dry_run: bool, reason: Option<&str>) -> Event {
         Event::Action(Action {
             action: kind,
             path: "/v/a.ini".into(),
@@ -888,65 +1419,88 @@ mod tests {
             mtime_after: None,
             dry_run,
             pids: vec![],
-            reason: None,
+            reason: reason.map(Into::into),
             note: None,
         })
     }
 
-    fn outcome(result: OutcomeResult) -> Event {
+    fn outcome(result: OutcomeResult, seconds: f64) -> Event {
         Event::Outcome(Outcome {
             result,
             fds_after: None,
-            seconds: 1.0,
+            seconds,
             detail: None,
         })
     }
 
     #[test]
-    fn replay_rebuilds_history_flapping_and_the_ladder() {
-        let detected = Event::Detected(Detected {
-            pid: 1,
-            role: Role::Worker,
-            fds: 50,
-            limit: 64,
-            usage: 0.8,
-            rule: String::new(),
-            rule_name: None,
-            slope: None,
-            eta_seconds: None,
-            top: vec![],
-            by_kind: std::collections::BTreeMap::new(),
-        });
-        let flapping = Event::Suppressed(Suppressed {
-            reason: Reason::Flapping,
+    fn replay_rebuilds_history_and_the_ladder() {
+        let failed = Event::Suppressed(Suppressed {
+            reason: Reason::ActionFailed,
+            action: Some(ActionKind::RecycleWorker),
             detail: None,
         });
         let log = [
-            rec(0, "/v/a.ini", detected.clone()),
-            rec(1, "/v/a.ini", action(ActionKind::RecycleWorker, false)),
-            rec(40, "/v/a.ini", outcome(OutcomeResult::NotRecovered)),
-            rec(50, "/v/b.ini", action(ActionKind::Touch, false)),
-            rec(60, "/v/b.ini", outcome(OutcomeResult::NotRecovered)),
-            rec(70, "/v/c.ini", action(ActionKind::Touch, true)),
-            rec(80, "/v/c.ini", detected),
-            rec(81, "/v/c.ini", flapping),
-            rec(90, "/v/d.ini", action(ActionKind::Touch, false)),
-            rec(95, "/v/d.ini", outcome(OutcomeResult::NotRecovered)),
-            rec(99, "/v/d.ini", action(ActionKind::RecycleWorker, false)),
-            rec(120, "/v/d.ini", outcome(OutcomeResult::Recovered)),
+            rec(
+                1,
+                "/v/a.ini",
+                action(ActionKind::RecycleWorker, false, None),
+            ),
+            rec(40, "/v/a.ini", outcome(OutcomeResult::NotRecovered, 30.0)),
+            rec(50, "/v/b.ini", action(ActionKind::Touch, false, None)),
+            rec(60, "/v/b.ini", outcome(OutcomeResult::NotRecovered, 30.0)),
+            rec(70, "/v/c.ini", action(ActionKind::Touch, true, None)),
+            rec(90, "/v/d.ini", action(ActionKind::Touch, false, None)),
+            rec(95, "/v/d.ini", outcome(OutcomeResult::NotRecovered, 30.0)),
+            rec(
+                99,
+                "/v/d.ini",
+                action(ActionKind::Touch, false, Some("manual: fixed")),
+            ),
+            rec(110, "/v/e.ini", failed),
         ];
         let eps = Episode::replay(&log);
         let a = &eps[Path::new("/v/a.ini")];
         assert_eq!(a.step(), Step::Touch);
-        assert_eq!(a.history().actions, [at(1)]);
-        assert_eq!(a.history().last_fire, Some(at(0)));
+        assert_eq!(a.history().actions.len(), 1);
+        assert_eq!(a.history().actions[0].kind, ActionKind::RecycleWorker);
         assert_eq!(eps[Path::new("/v/b.ini")].step(), Step::Exhausted);
-        // A dry run is not an action; a flapping hold is remembered.
-        let c = &eps[Path::new("/v/c.ini")];
-        assert!(c.history().actions.is_empty());
-        assert!(c.history().flapping);
-        assert_eq!(c.step(), Step::Gentlest);
-        assert_eq!(eps[Path::new("/v/d.ini")].step(), Step::Gentlest);
+        // A dry run is not an action.
+        assert!(eps[Path::new("/v/c.ini")].history().actions.is_empty());
+        // An operator's reload lifts the ladder, and is known as manual.
+        let d = &eps[Path::new("/v/d.ini")];
+        assert_eq!(d.step(), Step::Gentlest);
+        assert!(d.history().actions[1].manual);
+        // A refused signal climbs the ladder.
+        assert_eq!(eps[Path::new("/v/e.ini")].step(), Step::Touch);
         assert!(eps.values().all(|e| !e.is_pending()));
+    }
+
+    #[test]
+    fn timings_rise_at_once_and_fall_slowly() {
+        let mut t = Timings::default();
+        assert_eq!(t.of(Role::Worker), Duration::from_secs(3));
+        t.observe(ActionKind::RecycleWorker, 5.0);
+        assert_eq!(t.of(Role::Worker), Duration::from_secs(5));
+        t.observe(ActionKind::RecycleWorker, 1.0);
+        assert_eq!(t.of(Role::Worker), Duration::from_secs_f64(4.2));
+        assert_eq!(t.of(Role::Master), Duration::from_secs(6));
+        // Nonsense is ignored.
+        t.observe(ActionKind::Touch, f64::NAN);
+        assert_eq!(t.of(Role::Master), Duration::from_secs(6));
+        // From the log: recovered outcomes of each kind.
+        let mut r = Timings::default();
+        r.replay(&[
+            rec(0, "/v/a.ini", action(ActionKind::Touch, false, None)),
+            rec(9, "/v/a.ini", outcome(OutcomeResult::Recovered, 9.0)),
+            rec(
+                20,
+                "/v/a.ini",
+                action(ActionKind::RecycleWorker, false, None),
+            ),
+            rec(60, "/v/a.ini", outcome(OutcomeResult::NotRecovered, 40.0)),
+        ]);
+        assert_eq!(r.of(Role::Master), Duration::from_secs(9));
+        assert_eq!(r.of(Role::Worker), Duration::from_secs(3));
     }
 }

@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{ActionMode, Policy};
+use crate::config::{ActionMode, Policy, Predict};
 use crate::procs::ProcId;
 
 /// Which rule fired, as the incident log names it (`rule_name`).
@@ -195,8 +195,18 @@ pub struct ProcState {
 
 impl ProcState {
     /// Feeds one sample taken at `t` seconds (any fixed origin). Returns what fired, if
-    /// the process has now met a rule for `for` consecutive samples.
-    pub fn feed(&mut self, policy: &Policy, t: f64, fds: u64, soft_limit: u64) -> Option<Fire> {
+    /// the process has now met a rule: over the line for `for` consecutive samples, or its
+    /// limit projected within the prediction horizon (`for` samples in a row with
+    /// `predict = DURATION`; at once with `predict = auto`, whose `lead` is how long the
+    /// warden needs to act on this process, learned from its own outcomes).
+    pub fn feed(
+        &mut self,
+        policy: &Policy,
+        t: f64,
+        fds: u64,
+        soft_limit: u64,
+        lead: Duration,
+    ) -> Option<Fire> {
         let l = line(policy, soft_limit);
         if fds >= l {
             self.over = self.over.saturating_add(1);
@@ -204,10 +214,10 @@ impl ProcState {
             self.over = 0;
         }
         self.samples.push_back((t, fds));
-        while self.samples.len() > policy.predict_window.max(3) {
+        while self.samples.len() > policy.predict_window.max(AUTO_WINDOW) {
             self.samples.pop_front();
         }
-        let predicted = predict(policy, &self.samples, fds, soft_limit);
+        let predicted = predict(policy, &self.samples, fds, soft_limit, lead);
         if predicted.is_some() {
             self.predicted = self.predicted.saturating_add(1);
         } else {
@@ -223,7 +233,11 @@ impl ProcState {
                 Fire::ReloadAt { line: l }
             });
         }
-        if self.predicted >= policy.for_samples {
+        let needed = match policy.predict {
+            Predict::Auto => 1,
+            _ => policy.for_samples,
+        };
+        if self.predicted >= needed {
             return predicted;
         }
         None
@@ -234,6 +248,19 @@ impl ProcState {
         self.over = 0;
         self.predicted = 0;
     }
+}
+
+/// With `predict = auto`, the slope is fitted over this many recent samples (at least 3
+/// are needed): a leak that just started is seen at its own rate, not diluted by a flat
+/// past.
+pub const AUTO_WINDOW: usize = 5;
+
+/// The prediction horizon of `predict = auto` for a process the warden needs `action`
+/// to act on (the learned time from action to verified recovery), sampled every
+/// `interval`: twice the action's time, plus one interval for the sample that sees it.
+#[must_use]
+pub fn auto_lead(action: Duration, interval: Duration) -> Duration {
+    action.saturating_mul(2).saturating_add(interval)
 }
 
 /// Least-squares slope of fds over time, in fds per second.
@@ -253,27 +280,39 @@ pub fn slope(samples: &VecDeque<(f64, u64)>) -> Option<f64> {
     (den > 0.0).then(|| num / den)
 }
 
-/// The prediction rule: usage at least `predict-floor`, a full window of samples, growing,
-/// and the soft limit reached within `predict`.
+/// The prediction rule: usage at least `predict-floor`, enough samples, growing, and the
+/// limit reached within the horizon (`predict = DURATION`, or `lead` with `auto`).
 fn predict(
     policy: &Policy,
     samples: &VecDeque<(f64, u64)>,
     fds: u64,
     soft_limit: u64,
+    lead: Duration,
 ) -> Option<Fire> {
-    let horizon = policy.predict?.as_secs_f64();
+    let (horizon, window) = match policy.predict {
+        Predict::Off => return None,
+        Predict::Within(d) => (d, policy.predict_window.max(3)),
+        Predict::Auto => (lead, AUTO_WINDOW),
+    };
     let limit = policy.max_fds.map_or(soft_limit, |cap| cap.min(soft_limit));
-    if samples.len() < policy.predict_window.max(3)
-        || (fds as f64) < limit as f64 * policy.predict_floor
-    {
+    let needed = match policy.predict {
+        Predict::Auto => 3,
+        _ => window,
+    };
+    if samples.len() < needed || (fds as f64) < limit as f64 * policy.predict_floor {
         return None;
     }
-    let slope = slope(samples)?;
+    let recent: VecDeque<(f64, u64)> = samples
+        .iter()
+        .skip(samples.len().saturating_sub(window))
+        .copied()
+        .collect();
+    let slope = slope(&recent)?;
     if slope <= 0.0 {
         return None;
     }
     let eta = (limit.saturating_sub(fds)) as f64 / slope;
-    (eta <= horizon).then_some(Fire::Predict { slope, eta })
+    (eta <= horizon.as_secs_f64()).then_some(Fire::Predict { slope, eta })
 }
 
 /// Human text of what fired, for the `detected` record.
@@ -298,42 +337,93 @@ pub fn rule_text(policy: &Policy, fire: &Fire, fds: u64, soft_limit: u64) -> Str
         Fire::MaxFds { cap } => {
             format!("{fds} fds >= {cap} (max-fds; soft limit {soft_limit}) for {n} {samples}")
         }
-        Fire::Predict { slope, eta } => format!(
-            "{fds} fds growing {slope:.2}/s: soft limit {soft_limit} in {eta:.0}s, within predict {} ({n} {samples})",
-            humantime::format_duration(policy.predict.unwrap_or_default())
-        ),
+        Fire::Predict { slope, eta } => match policy.predict {
+            Predict::Within(d) => format!(
+                "{fds} fds growing {slope:.2}/s: soft limit {soft_limit} in {eta:.0}s, within predict {} ({n} {samples})",
+                humantime::format_duration(d)
+            ),
+            _ => format!(
+                "{fds} fds growing {slope:.2}/s: soft limit {soft_limit} in {eta:.1}s, sooner than the warden can act with a margin (predict = auto)"
+            ),
+        },
     }
 }
 
-/// What the warden remembers of a vassal's past actions.
+/// One past action on a vassal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Past {
+    pub at: SystemTime,
+    pub kind: ActionKind,
+    /// Taken by an operator (`vassal-warden reload`), not by the warden's policy.
+    pub manual: bool,
+}
+
+impl Past {
+    /// A touch or a chain reload: the whole vassal is reloaded. A worker recycle is not:
+    /// it replaces one process, and a recycled process is never seen again.
+    #[must_use]
+    pub fn is_reload(&self) -> bool {
+        self.kind != ActionKind::RecycleWorker
+    }
+}
+
+/// What the warden remembers of a vassal's past actions (not dry runs), oldest first.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct History {
-    /// When actions were taken (not dry runs), oldest first.
-    pub actions: Vec<SystemTime>,
-    /// Set once the vassal was found flapping; cleared after a quiet window.
-    pub flapping: bool,
-    /// The previous time a rule fired for it.
-    pub last_fire: Option<SystemTime>,
+    pub actions: Vec<Past>,
 }
 
 impl History {
-    #[must_use]
-    pub fn last_action(&self) -> Option<SystemTime> {
-        self.actions.last().copied()
+    /// Adds an action unless it is already known, keeping order. Times are kept to the
+    /// whole second, as the incident log has them, so that an action read back from the
+    /// log is the same as the one remembered.
+    pub fn learn(&mut self, mut p: Past) {
+        p.at = whole_second(p.at);
+        if !self.actions.contains(&p) {
+            let at = self.actions.partition_point(|a| a.at <= p.at);
+            self.actions.insert(at, p);
+        }
+    }
+
+    /// The last reload, by anyone.
+    fn last_reload(&self) -> Option<SystemTime> {
+        self.actions
+            .iter()
+            .rev()
+            .find(|a| a.is_reload())
+            .map(|a| a.at)
+    }
+
+    /// The warden's own reloads within `window` of `now`, oldest first. An operator's
+    /// action starts the count again: a person looked and chose to go on.
+    fn recent_reloads(&self, now: SystemTime, window: Duration) -> Vec<SystemTime> {
+        let after_manual = self
+            .actions
+            .iter()
+            .rposition(|a| a.manual)
+            .map_or(0, |i| i + 1);
+        self.actions[after_manual..]
+            .iter()
+            .filter(|a| a.is_reload() && since(now, a.at) < window)
+            .map(|a| a.at)
+            .collect()
     }
 }
 
 /// Why a vassal over the line is not acted on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Hold {
-    /// More than `max-reloads` in the window, or not yet quiet since.
+    /// `max-reloads` reloads in the window: the next one is allowed in `next`, when the
+    /// oldest of them leaves the window. A brake, not an abandonment.
     Flapping {
         recent: usize,
+        next: Duration,
     },
+    /// A reload less than `cooldown` ago.
     Cooldown {
         remaining: Duration,
     },
-    /// Too many reloads in progress on the host.
+    /// Too many actions in progress on the host.
     Busy,
     DryRun,
 }
@@ -350,51 +440,54 @@ impl Hold {
     }
 }
 
+fn whole_second(t: SystemTime) -> SystemTime {
+    match t.duration_since(SystemTime::UNIX_EPOCH) {
+        Ok(d) => SystemTime::UNIX_EPOCH + Duration::from_secs(d.as_secs()),
+        Err(_) => t,
+    }
+}
+
 fn since(now: SystemTime, then: SystemTime) -> Duration {
     // A clock that went backwards counts as "just now": never act early.
     now.duration_since(then).unwrap_or(Duration::ZERO)
 }
 
-/// Is the vassal flapping now? Too many actions in the window, or flapping before and
-/// not quiet (no rule fired) for a whole window since.
-#[must_use]
-pub fn flapping(policy: &Policy, now: SystemTime, hist: &History) -> bool {
-    let window = policy.max_reloads_window;
-    let recent = hist
-        .actions
-        .iter()
-        .filter(|t| since(now, **t) < window)
-        .count();
-    if recent >= policy.max_reloads as usize {
-        return true;
-    }
-    hist.flapping && hist.last_fire.is_some_and(|t| since(now, t) < window)
-}
-
-/// May the vassal be acted on now? `busy`: the host-wide cap on reloads in progress is
-/// reached.
+/// May `plan` be carried out now? `busy`: the host-wide cap on actions in progress is
+/// reached. The cooldown and `max-reloads` guard reloads of the vassal (a touch or a
+/// chain reload): they keep a reload from being repeated on the same vassal too soon or
+/// too often. They do not hold back a worker recycle, which acts on a process that was
+/// never acted on before (a recycled worker is replaced by a new one); what keeps recycles
+/// from storming is verification (one action at a time, and the ladder when it does not
+/// work) and the spreading of recycles over the workers.
 pub fn gate(
     policy: &Policy,
     now: SystemTime,
     hist: &History,
+    plan: &Plan,
     busy: bool,
     dry_run: bool,
 ) -> Result<(), Hold> {
-    if flapping(policy, now, hist) {
-        let recent = hist
-            .actions
-            .iter()
-            .filter(|t| since(now, **t) < policy.max_reloads_window)
-            .count();
-        return Err(Hold::Flapping { recent });
-    }
-    if let Some(last) = hist.last_action() {
-        let s = since(now, last);
-        if s < policy.cooldown {
-            return Err(Hold::Cooldown {
-                remaining: policy.cooldown.saturating_sub(s),
+    if matches!(plan, Plan::Touch | Plan::ChainReload(_)) {
+        let window = policy.max_reloads_window;
+        let recent = hist.recent_reloads(now, window);
+        if recent.len() >= policy.max_reloads as usize {
+            let oldest = recent[recent.len() - policy.max_reloads as usize];
+            return Err(Hold::Flapping {
+                recent: recent.len(),
+                next: window.saturating_sub(since(now, oldest)),
             });
         }
+        if let Some(last) = hist.last_reload() {
+            let s = since(now, last);
+            if s < policy.cooldown {
+                return Err(Hold::Cooldown {
+                    remaining: policy.cooldown.saturating_sub(s),
+                });
+            }
+        }
+    }
+    if matches!(plan, Plan::Alert(_)) {
+        return Ok(());
     }
     if busy {
         return Err(Hold::Busy);
@@ -449,8 +542,10 @@ pub struct Situation {
     pub master_leaks: bool,
     /// The leaking targets of the worker that fired are mostly inherited from the master.
     pub inherited: bool,
-    /// Workers over their line, and how many workers there are.
-    pub workers_over: Vec<ProcId>,
+    /// The workers that leak, most urgent first: the one that fired, and every other
+    /// worker whose growth is in the same target, whether over the line yet or not.
+    pub leaking: Vec<ProcId>,
+    /// How many workers the vassal has.
     pub workers: usize,
     /// The vassal's `touch-chain-reload` file, if it declares one that exists.
     pub chain_file: Option<std::path::PathBuf>,
@@ -463,51 +558,66 @@ pub struct Situation {
     pub escalation: Step,
 }
 
-/// Picks the gentlest action that will work, and a note for the record.
+/// How many workers may be recycled at once: half of them (at least one), so that the
+/// vassal keeps serving with the others while they are replaced.
+#[must_use]
+pub fn batch_size(workers: usize) -> usize {
+    (workers / 2).max(1)
+}
+
+/// Picks the gentlest action that will work, and a note for the record. A recycle takes
+/// the first `batch_size` leaking workers; the rest follow once those are replaced.
 #[must_use]
 pub fn choose(mode: ActionMode, s: &Situation) -> (Plan, Option<String>) {
     let in_master = s.master_leaks || s.inherited;
-    let few = !s.workers_over.is_empty() && s.workers_over.len() * 2 <= s.workers.max(1);
+    let batch = || {
+        let n = batch_size(s.workers).min(s.leaking.len());
+        Plan::RecycleWorkers(s.leaking[..n].to_vec())
+    };
+    let pending_note = || {
+        s.pending_change.then(|| {
+            "the ini on disk changed since the vassal started; recycling workers leaves it unapplied"
+                .to_owned()
+        })
+    };
     if s.escalation == Step::Exhausted {
         return (
             Plan::Alert(Reason::LadderExhausted),
             Some("a touch did not bring the fds down".into()),
         );
     }
+    let gentle = s.escalation == Step::Gentlest;
     match mode {
         ActionMode::Alert => (Plan::Alert(Reason::AlertOnly), None),
         ActionMode::Touch => touch_or_hold(s),
-        ActionMode::RecycleWorker => {
-            if s.escalation == Step::Gentlest && !s.workers_over.is_empty() {
-                (Plan::RecycleWorkers(s.workers_over.clone()), None)
-            } else {
-                touch_or_hold(s)
-            }
-        }
-        ActionMode::ChainReload => match (&s.chain_file, s.escalation) {
-            (Some(f), Step::Gentlest) => (Plan::ChainReload(f.clone()), None),
+        ActionMode::RecycleWorker if gentle && !s.leaking.is_empty() => (batch(), pending_note()),
+        ActionMode::ChainReload => match (&s.chain_file, gentle) {
+            (Some(f), true) => (Plan::ChainReload(f.clone()), None),
             _ => touch_or_hold(s),
         },
-        ActionMode::Auto => {
-            if s.escalation == Step::Gentlest && !in_master {
-                if few {
-                    let note = s
-                        .pending_change
-                        .then(|| "the ini on disk changed since the vassal started; recycling workers leaves it unapplied".to_owned());
-                    return (Plan::RecycleWorkers(s.workers_over.clone()), note);
-                }
-                if let Some(f) = &s.chain_file {
-                    return (Plan::ChainReload(f.clone()), None);
-                }
-                if s.pending_change && !s.workers_over.is_empty() {
-                    return (
-                        Plan::RecycleWorkers(s.workers_over.clone()),
-                        Some("the ini on disk changed since the vassal started; a touch would apply it, so workers are recycled instead".to_owned()),
-                    );
-                }
+        ActionMode::Auto if gentle && !in_master && !s.leaking.is_empty() => {
+            // Most workers leak and uWSGI can replace them one by one itself.
+            if let Some(f) = s
+                .chain_file
+                .as_ref()
+                .filter(|_| s.leaking.len() * 2 > s.workers)
+            {
+                return (Plan::ChainReload(f.clone()), None);
+            }
+            // A lone worker: recycling it stops the vassal as a reload would, and a
+            // reload also clears what the master holds. Unless a reload would deploy.
+            if s.workers > 1 {
+                return (batch(), pending_note());
+            }
+            if s.pending_change {
+                return (
+                    batch(),
+                    Some("the ini on disk changed since the vassal started; a touch would apply it, so workers are recycled instead".to_owned()),
+                );
             }
             touch_or_hold(s)
         }
+        ActionMode::RecycleWorker | ActionMode::Auto => touch_or_hold(s),
     }
 }
 
@@ -567,16 +677,31 @@ mod tests {
         Policy {
             reload_at,
             for_samples,
+            predict: Predict::Off,
             ..Policy::default()
         }
     }
 
     fn feed_all(p: &Policy, limit: u64, counts: &[u64]) -> Vec<Option<&'static str>> {
+        feed_every(p, limit, counts, 1.0, Duration::from_secs(8))
+    }
+
+    /// Feeds `counts` taken every `step` seconds, with an auto prediction lead of `lead`.
+    fn feed_every(
+        p: &Policy,
+        limit: u64,
+        counts: &[u64],
+        step: f64,
+        lead: Duration,
+    ) -> Vec<Option<&'static str>> {
         let mut st = ProcState::default();
         counts
             .iter()
             .enumerate()
-            .map(|(i, f)| st.feed(p, i as f64, *f, limit).map(|x| x.rule().as_str()))
+            .map(|(i, f)| {
+                st.feed(p, i as f64 * step, *f, limit, lead)
+                    .map(|x| x.rule().as_str())
+            })
             .collect()
     }
 
@@ -626,7 +751,7 @@ mod tests {
 
     fn predicting() -> Policy {
         Policy {
-            predict: Some(Duration::from_secs(60)),
+            predict: Predict::Within(Duration::from_secs(60)),
             predict_floor: 0.3,
             predict_window: 10,
             ..policy(Threshold::Fraction(0.9), 2)
@@ -698,61 +823,129 @@ mod tests {
         SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000 + s)
     }
 
+    fn reload(s: u64) -> Past {
+        Past {
+            at: t(s),
+            kind: ActionKind::Touch,
+            manual: false,
+        }
+    }
+
+    fn recycle(s: u64) -> Past {
+        Past {
+            kind: ActionKind::RecycleWorker,
+            ..reload(s)
+        }
+    }
+
     #[test]
     fn cooldown_busy_and_dry_run() {
         let p = Policy {
             cooldown: Duration::from_secs(600),
             ..Policy::default()
         };
+        let touch = Plan::Touch;
         let none = History::default();
-        assert_eq!(gate(&p, t(0), &none, false, false), Ok(()));
-        assert_eq!(gate(&p, t(0), &none, false, true), Err(Hold::DryRun));
-        assert_eq!(gate(&p, t(0), &none, true, false), Err(Hold::Busy));
+        assert_eq!(gate(&p, t(0), &none, &touch, false, false), Ok(()));
+        assert_eq!(
+            gate(&p, t(0), &none, &touch, false, true),
+            Err(Hold::DryRun)
+        );
+        assert_eq!(gate(&p, t(0), &none, &touch, true, false), Err(Hold::Busy));
         let once = History {
-            actions: vec![t(0)],
-            ..History::default()
+            actions: vec![reload(0)],
         };
         assert_eq!(
-            gate(&p, t(60), &once, false, false),
+            gate(&p, t(60), &once, &touch, false, false),
             Err(Hold::Cooldown {
                 remaining: Duration::from_secs(540)
             })
         );
-        assert_eq!(gate(&p, t(600), &once, false, false), Ok(()));
+        assert_eq!(gate(&p, t(600), &once, &touch, false, false), Ok(()));
         // Clock went backwards: still in cooldown.
-        assert!(gate(&p, t(0) - Duration::from_secs(5), &once, false, false).is_err());
+        assert!(
+            gate(
+                &p,
+                t(0) - Duration::from_secs(5),
+                &once,
+                &touch,
+                false,
+                false
+            )
+            .is_err()
+        );
     }
 
     #[test]
-    fn flapping_after_max_reloads_until_quiet() {
+    fn cooldown_and_max_reloads_guard_reloads_not_recycles_of_other_workers() {
+        let p = Policy {
+            cooldown: Duration::from_secs(600),
+            max_reloads: 1,
+            ..Policy::default()
+        };
+        let recycle_12 = Plan::RecycleWorkers(vec![id(12)]);
+        // A worker was just recycled; another one crosses the line: it is healed too.
+        let recycled = History {
+            actions: vec![recycle(0)],
+        };
+        assert_eq!(
+            gate(&p, t(46), &recycled, &recycle_12, false, false),
+            Ok(())
+        );
+        // And a touch after recycles (the ladder's next step) is not held by them.
+        assert_eq!(
+            gate(&p, t(46), &recycled, &Plan::Touch, false, false),
+            Ok(())
+        );
+        // After a touch, recycles still go on; another touch waits.
+        let touched = History {
+            actions: vec![reload(0)],
+        };
+        assert_eq!(gate(&p, t(46), &touched, &recycle_12, false, false), Ok(()));
+        assert!(gate(&p, t(46), &touched, &Plan::Touch, false, false).is_err());
+        // The host-wide cap and dry run hold every action; an alert is never held.
+        assert_eq!(
+            gate(&p, t(46), &recycled, &recycle_12, true, false),
+            Err(Hold::Busy)
+        );
+        let alert = Plan::Alert(Reason::AlertOnly);
+        assert_eq!(gate(&p, t(1), &touched, &alert, true, true), Ok(()));
+    }
+
+    #[test]
+    fn flapping_is_a_rate_not_an_abandonment() {
         let p = Policy {
             cooldown: Duration::from_secs(60),
             max_reloads: 3,
             max_reloads_window: Duration::from_secs(3600),
             ..Policy::default()
         };
-        let mut h = History {
-            actions: vec![t(0), t(100), t(200)],
-            ..History::default()
+        let touch = Plan::Touch;
+        let h = History {
+            actions: vec![reload(0), reload(100), reload(200)],
         };
-        // (time, still firing since, flapping?)
+        // Three reloads in the hour: the next when the first leaves the window.
         assert_eq!(
-            gate(&p, t(300), &h, false, false),
-            Err(Hold::Flapping { recent: 3 })
+            gate(&p, t(300), &h, &touch, false, false),
+            Err(Hold::Flapping {
+                recent: 3,
+                next: Duration::from_secs(3300)
+            })
         );
-        h.flapping = true;
-        h.last_fire = Some(t(3500));
-        // The window has passed for the actions, but it fired 300 s ago: not quiet yet.
-        assert!(flapping(&p, t(3800), &h));
-        // A whole quiet window since the last fire: it may act again.
-        assert!(!flapping(&p, t(3500 + 3600), &h));
-        assert_eq!(gate(&p, t(3500 + 3600), &h, false, false), Ok(()));
-        // Two actions in the window are below the cap.
-        let two = History {
-            actions: vec![t(0), t(100)],
-            ..History::default()
+        // Whether or not the leak kept firing meanwhile.
+        assert_eq!(gate(&p, t(3600), &h, &touch, false, false), Ok(()));
+        // Recycles are no reloads: they never count.
+        let mixed = History {
+            actions: vec![reload(0), recycle(50), recycle(60), reload(100)],
         };
-        assert_eq!(gate(&p, t(300), &two, false, false), Ok(()));
+        assert_eq!(gate(&p, t(300), &mixed, &touch, false, false), Ok(()));
+        // An operator's reload starts the count again.
+        let mut lifted = h.clone();
+        lifted.learn(Past {
+            manual: true,
+            ..reload(250)
+        });
+        assert_eq!(gate(&p, t(320), &lifted, &touch, false, false), Ok(()));
     }
 
     fn id(pid: i32) -> ProcId {
@@ -763,7 +956,7 @@ mod tests {
         Situation {
             master_leaks: false,
             inherited: false,
-            workers_over: vec![id(11)],
+            leaking: vec![id(11)],
             workers: 4,
             chain_file: None,
             pending_change: false,
@@ -800,12 +993,31 @@ mod tests {
             .0,
             Plan::Touch
         );
-        // Most workers leak: a chain reload when declared, else a touch.
+        // Most workers leak: a chain reload when declared, else recycles, half of the
+        // workers at a time (the rest follow), so that the vassal keeps serving.
         let many = Situation {
-            workers_over: vec![id(11), id(12), id(13)],
+            leaking: vec![id(11), id(12), id(13)],
             ..s.clone()
         };
-        assert_eq!(choose(Auto, &many).0, Plan::Touch);
+        assert_eq!(
+            choose(Auto, &many).0,
+            Plan::RecycleWorkers(vec![id(11), id(12)])
+        );
+        // A lone worker: no other keeps serving, so the vassal is reloaded as a whole...
+        let one = Situation {
+            workers: 1,
+            ..s.clone()
+        };
+        assert_eq!(choose(Auto, &one).0, Plan::Touch);
+        // ...unless that would deploy a pending change.
+        let one_pending = Situation {
+            pending_change: true,
+            ..one
+        };
+        assert_eq!(
+            choose(Auto, &one_pending).0,
+            Plan::RecycleWorkers(vec![id(11)])
+        );
         let chain = Situation {
             chain_file: Some("/srv/chain".into()),
             ..many.clone()
@@ -820,8 +1032,8 @@ mod tests {
             ..many.clone()
         };
         let (plan, note) = choose(Auto, &pending);
-        assert_eq!(plan, Plan::RecycleWorkers(many.workers_over.clone()));
-        assert!(note.unwrap().contains("a touch would apply it"));
+        assert_eq!(plan, Plan::RecycleWorkers(vec![id(11), id(12)]));
+        assert!(note.unwrap().contains("leaves it unapplied"));
         // ...and alert rather than deploy when only a touch would help.
         let pending_master = Situation {
             master_leaks: true,
@@ -846,6 +1058,50 @@ mod tests {
         assert_eq!(
             choose(Auto, &broken_worker).0,
             Plan::RecycleWorkers(vec![id(11)])
+        );
+    }
+
+    #[test]
+    fn batches_are_half_the_workers_and_at_least_one() {
+        assert_eq!([1, 2, 3, 4, 5, 8].map(batch_size), [1, 1, 1, 2, 2, 4]);
+    }
+
+    #[test]
+    fn auto_prediction_acts_while_there_is_still_time_to() {
+        let p = Policy {
+            predict: Predict::Auto,
+            ..policy(Threshold::Fraction(0.8), 2)
+        };
+        let lead = auto_lead(Duration::from_secs(2), Duration::from_secs(2));
+        assert_eq!(lead, Duration::from_secs(6));
+        // 100 fds a second per worker, sampled every 2 s, limit 1024: acts on the first
+        // sample over the floor whose projection is within the lead, before the line.
+        let counts: Vec<u64> = (0..6).map(|i| 10 + 200 * i).collect();
+        let fires = feed_every(&p, 1024, &counts, 2.0, lead);
+        assert_eq!(
+            fires,
+            [
+                None,
+                None,
+                None,
+                Some("predict"),
+                Some("predict"),
+                Some("predict")
+            ]
+        );
+        // A slow leak (1 fd a minute) is far from its limit: only the line catches it.
+        let slow: Vec<u64> = (0..50).map(|i| 500 + i / 30).collect();
+        assert!(
+            feed_every(&p, 1024, &slow, 2.0, lead)
+                .iter()
+                .all(Option::is_none)
+        );
+        // Flat and busy, but not growing: nothing.
+        let flat: Vec<u64> = (0..20).map(|i| 700 + (i % 3) * 5).collect();
+        assert!(
+            feed_every(&p, 1024, &flat, 2.0, lead)
+                .iter()
+                .all(Option::is_none)
         );
     }
 

@@ -22,11 +22,13 @@ use crate::audit::{
     Suppressed,
 };
 use crate::config::{Config, Policy};
-use crate::episode::{self, Decision, Episode, Facts, Incident, Lookups, Pass, Proc, Then};
+use crate::episode::{
+    self, Decision, Episode, Facts, Incident, Lookups, Pass, Proc, Taken, Then, Timings,
+};
 use crate::forensics::{self, Baseline, Report};
 use crate::inventory::{Inventory, Vassal};
 use crate::mapping::{Mapping, Procs};
-use crate::policy::{self, ActionKind, Fire, Plan, ProcState, Reason};
+use crate::policy::{self, ActionKind, Fire, Past, Plan, ProcState, Reason};
 use crate::procs::{self, ProcId};
 use crate::sample::Sampler;
 
@@ -38,6 +40,8 @@ struct Request<'a> {
     now: SystemTime,
     /// An operator's reason, for a manual reload.
     reason: Option<String>,
+    /// Leaking workers that follow once the plan's own are replaced.
+    rest: Vec<ProcId>,
 }
 
 pub struct Warden {
@@ -50,6 +54,8 @@ pub struct Warden {
     states: HashMap<ProcId, ProcState>,
     baselines: HashMap<ProcId, Baseline>,
     episodes: HashMap<PathBuf, Episode>,
+    /// How long actions take on this host, learned from outcomes.
+    timings: Timings,
     origin: Instant,
     seq: u64,
 }
@@ -65,7 +71,7 @@ struct Reads<'a> {
 }
 
 impl Lookups for Reads<'_> {
-    fn recorded_actions(&mut self) -> Vec<SystemTime> {
+    fn recorded_actions(&mut self) -> Vec<Past> {
         audit::recent_actions(self.audit, &self.vassal.file.path, 256 * 1024)
     }
 
@@ -93,10 +99,10 @@ impl Lookups for Reads<'_> {
         }
     }
 
-    fn attribute(&mut self, offender: &Proc) -> Option<Report> {
-        let master = (offender.role == Role::Worker).then_some(self.master.pid);
-        let pid = offender.id.pid;
-        match forensics::report(pid, self.top, self.baselines.get(&offender.id), master) {
+    fn attribute(&mut self, p: &Proc) -> Option<Report> {
+        let master = (p.role == Role::Worker).then_some(self.master.pid);
+        let pid = p.id.pid;
+        match forensics::report(pid, self.top, self.baselines.get(&p.id), master) {
             Ok(r) => Some(r),
             Err(e) => {
                 debug!(vassal = %self.vassal.file.name, pid, "process gone before it could be read: {e}");
@@ -119,6 +125,7 @@ impl Warden {
             states: HashMap::new(),
             baselines: HashMap::new(),
             episodes: HashMap::new(),
+            timings: Timings::default(),
             origin: Instant::now(),
             seq: 0,
         };
@@ -150,6 +157,7 @@ impl Warden {
                     warn!(file = %path.display(), line = b.line, "unreadable incident log line skipped: {}", b.message);
                 }
                 self.episodes = Episode::replay(&records);
+                self.timings.replay(&records);
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => {
@@ -216,7 +224,7 @@ impl Warden {
             info!(vassal = %v.file.name, "vassal file removed; no longer watched");
             if let Some(ep) = self.episodes.get_mut(&v.file.path) {
                 let d = ep.removed(Instant::now());
-                self.record_outcome(&v, d);
+                self.write_outcome(&v, d);
             }
         }
     }
@@ -290,6 +298,7 @@ impl Warden {
         seen: &mut HashSet<ProcId>,
     ) -> Vec<Proc> {
         let t = now_i.duration_since(self.origin).as_secs_f64();
+        let interval = self.cfg.interval;
         let mut out = Vec::new();
         for (i, id) in procs.all().enumerate() {
             let role = if i == 0 { Role::Master } else { Role::Worker };
@@ -304,11 +313,13 @@ impl Warden {
             self.baselines
                 .entry(id)
                 .or_insert_with(|| Baseline::take(id.pid, s.fds));
-            let fire = self
-                .states
-                .entry(id)
-                .or_default()
-                .feed(policy, t, s.fds, s.limit);
+            let fire = self.states.entry(id).or_default().feed(
+                policy,
+                t,
+                s.fds,
+                s.limit,
+                policy::auto_lead(self.timings.of(role), interval),
+            );
             if let Some(f) = fire {
                 debug!(vassal = %name, pid = id.pid, fds = s.fds, limit = s.limit, rule = f.rule().as_str(), "fired");
             }
@@ -332,7 +343,7 @@ impl Warden {
         let Mapping::Running(procs) = &v.mapping else {
             if let Some(ep) = self.episodes.get_mut(path) {
                 let d = ep.decide_stopped(&policy, Instant::now());
-                self.record_outcome(&self.inv.vassals[path], d);
+                self.record_outcome(path, d);
             }
             return;
         };
@@ -363,15 +374,33 @@ impl Warden {
             .entry(path.to_owned())
             .or_default()
             .decide(&policy, &pass, &mut reads);
+        let now = pass.now;
         match decision {
             Decision::Nothing => {}
-            Decision::Outcome(_) => self.record_outcome(&self.inv.vassals[path], decision),
-            Decision::Incident(inc) => self.incident(path, &procs, &policy, pass.now, &inc),
+            Decision::Outcome(_) => self.record_outcome(path, decision),
+            Decision::Incident(inc) => self.incident(path, &procs, &policy, now, &inc),
+            Decision::Continue {
+                incident,
+                plan,
+                rest,
+            } => self.continue_leak(path, &procs, &incident, &plan, rest),
         }
     }
 
-    /// Records the outcome of an action under verification, if `d` is one.
-    fn record_outcome(&self, v: &Vassal, d: Decision) {
+    /// Records the outcome of an action under verification, if `d` is one, and learns
+    /// from it how long actions take.
+    fn record_outcome(&mut self, path: &Path, d: Decision) {
+        if let Decision::Outcome(o) = &d
+            && o.result == OutcomeResult::Recovered
+        {
+            self.timings.observe(o.kind, o.seconds);
+        }
+        if let Some(v) = self.inv.vassals.get(path) {
+            self.write_outcome(v, d);
+        }
+    }
+
+    fn write_outcome(&self, v: &Vassal, d: Decision) {
         let Decision::Outcome(o) = d else { return };
         if o.result == OutcomeResult::Recovered {
             info!(vassal = %v.file.name, fds = o.fds_after, seconds = o.seconds, "recovered");
@@ -423,6 +452,7 @@ impl Warden {
             info!(vassal = %v.file.name, reason = reason.as_str(), "{detail}");
             let event = Rec::Suppressed(Suppressed {
                 reason,
+                action: None,
                 detail: Some(detail),
             });
             let _ = self.write(now, &incident, v, event);
@@ -440,10 +470,11 @@ impl Warden {
                     note.clone().unwrap_or_else(|| "action = alert".into()),
                 );
             }
-            Then::Act { plan, note } => {
+            Then::Act { plan, note, rest } => {
                 if let Err((reason, detail)) = self.precheck(path, f.id, plan) {
                     warn!(vassal = %v.file.name, reason = reason.as_str(), "not acting: {detail}");
                     suppress(reason, detail);
+                    self.episodes.entry(path.to_owned()).or_default().refused();
                     return;
                 }
                 let req = Request {
@@ -452,10 +483,36 @@ impl Warden {
                     incident: &incident,
                     now,
                     reason: None,
+                    rest: rest.clone(),
                 };
                 self.execute(path, procs, &req);
             }
         }
+    }
+
+    /// Recycles the next workers of a leak already recorded, each checked again first.
+    fn continue_leak(
+        &mut self,
+        path: &Path,
+        procs: &Procs,
+        incident: &str,
+        plan: &Plan,
+        rest: Vec<ProcId>,
+    ) {
+        let name = &self.inv.vassals[path].file.name;
+        if let Plan::RecycleWorkers(ids) = plan {
+            info!(vassal = %name, incident, pids = ?ids.iter().map(|i| i.pid).collect::<Vec<_>>(),
+                  "recycling the next workers that leak the same way");
+        }
+        let req = Request {
+            plan,
+            note: Some("the same leak, in the next workers".into()),
+            incident,
+            now: SystemTime::now(),
+            reason: None,
+            rest,
+        };
+        self.execute(path, procs, &req);
     }
 
     /// Carries out `req.plan` and records it; on success the vassal's action is pending
@@ -493,12 +550,17 @@ impl Warden {
             Plan::Alert(_) => return false,
         };
         if let Err(detail) = result {
-            error!(vassal = %v.file.name, "{detail}");
+            error!(vassal = %v.file.name, action = %kind, "{detail}; the next pass climbs the ladder");
             let event = Rec::Suppressed(Suppressed {
                 reason: Reason::ActionFailed,
+                action: Some(kind),
                 detail: Some(detail),
             });
             let _ = self.write(req.now, req.incident, v, event);
+            self.episodes
+                .entry(path.to_owned())
+                .or_default()
+                .failed(kind);
             return false;
         }
         info!(vassal = %v.file.name, action = %action.action, pids = ?action.pids, "acted");
@@ -508,12 +570,18 @@ impl Warden {
                 s.reset();
             }
         }
-        self.episodes.entry(path.to_owned()).or_default().acted(
-            req.now,
-            Instant::now(),
+        let taken = Taken {
+            now: req.now,
+            mono: Instant::now(),
             kind,
-            req.incident.to_owned(),
+            manual: req.reason.is_some(),
             replace,
+            before: procs.workers.clone(),
+        };
+        self.episodes.entry(path.to_owned()).or_default().acted(
+            taken,
+            req.incident.to_owned(),
+            req.rest.clone(),
         );
         true
     }
@@ -583,6 +651,7 @@ impl Warden {
         if let Err((why, detail)) = self.precheck(&path, procs.master, &Plan::Touch) {
             let event = Rec::Suppressed(Suppressed {
                 reason: why,
+                action: None,
                 detail: Some(format!("{reason}: {detail}")),
             });
             let _ = self.write(now, &incident, v, event);
@@ -608,6 +677,7 @@ impl Warden {
             incident: &incident,
             now,
             reason: Some(reason),
+            rest: Vec::new(),
         };
         if !self.execute(&path, &procs, &req) {
             anyhow::bail!(
