@@ -133,6 +133,16 @@ pub enum OutcomeResult {
     Vanished,
 }
 
+impl std::fmt::Display for OutcomeResult {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            OutcomeResult::Recovered => "recovered",
+            OutcomeResult::NotRecovered => "not_recovered",
+            OutcomeResult::Vanished => "vanished",
+        })
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Outcome {
     pub result: OutcomeResult,
@@ -316,6 +326,20 @@ mod tests {
             reasons[11],
             Reason::Other("a_reason_from_a_newer_version".into())
         );
+    }
+
+    #[test]
+    fn names_shown_to_people_are_the_names_in_the_log() {
+        for r in [
+            OutcomeResult::Recovered,
+            OutcomeResult::NotRecovered,
+            OutcomeResult::Vanished,
+        ] {
+            assert_eq!(serde_json::to_value(r).unwrap(), r.to_string());
+        }
+        for r in [Role::Master, Role::Worker] {
+            assert_eq!(serde_json::to_value(r).unwrap(), r.to_string());
+        }
     }
 
     #[test]

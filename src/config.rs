@@ -195,13 +195,10 @@ impl Default for Config {
     }
 }
 
-/// A configuration error: the program stops with exit code 2.
-pub type ConfigError = FileError;
-
 impl Config {
     /// Loads `path`. A missing file at the default path means defaults; a file named with
     /// `-c` must exist.
-    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+    pub fn load(path: Option<&Path>) -> Result<Config, FileError> {
         let (path, explicit) = match path {
             Some(p) => (p.to_owned(), true),
             None => (PathBuf::from(DEFAULT_PATH), false),
@@ -220,7 +217,7 @@ impl Config {
     }
 
     /// Parses the text of `path`. The first bad line is the error, with its number.
-    pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+    pub fn parse(path: &Path, text: &str) -> Result<Config, FileError> {
         let mut cfg = Config {
             path: Some(path.to_owned()),
             ..Config::default()
@@ -487,7 +484,7 @@ fn strip_inline_comment(v: &str) -> &str {
 mod tests {
     use super::*;
 
-    fn parse(text: &str) -> Result<Config, ConfigError> {
+    fn parse(text: &str) -> Result<Config, FileError> {
         Config::parse(Path::new("/etc/vassal-warden/warden.ini"), text)
     }
 

@@ -1,5 +1,5 @@
 //! The one-shot commands against a real Emperor: `status`, `fds`, `run --once`,
-//! `incidents`, `check`.
+//! `incidents`, `check`, and how their output meets a closed pipe or a full disk.
 
 use std::process::Command;
 
@@ -75,6 +75,7 @@ fn status_fds_once_and_incidents_tell_the_same_story() {
 
     // fds PID: the leaked file on top, counted exactly.
     let report = run_json(&["fds", &leaker.to_string(), "--json"]);
+    let report = &report["processes"][0];
     assert_eq!(report["pid"], leaker);
     assert_eq!(
         report["top"][0]["target"],
@@ -85,7 +86,7 @@ fn status_fds_once_and_incidents_tell_the_same_story() {
 
     // fds VASSAL: one section per process, master first.
     let sections = run_json(&["fds", "leaky", "-c", cfg, "--json"]);
-    let sections = sections.as_array().unwrap();
+    let sections = sections["processes"].as_array().unwrap();
     assert_eq!(sections.len(), 3);
     assert_eq!(sections[0]["role"], "master");
     assert_eq!(sections[0]["pid"], master);
@@ -158,5 +159,74 @@ fn check_reports_the_emperor_and_exits_1_on_a_broken_vassal() {
     assert!(
         out.contains(&format!("{}: no [uwsgi] section", bad.display())),
         "{out}"
+    );
+}
+
+/// A warden config whose incident log holds `n` incidents, one record each.
+fn config_with_incidents(dir: &std::path::Path, n: usize) -> String {
+    let log = dir.join("incidents.jsonl");
+    let records: String = (0..n)
+        .map(|i| {
+            format!(
+                r#"{{"schema":1,"ts":"2026-11-26T22:12:00Z","incident":"i{i}","vassal":"shop.ini","config":"/v/shop.ini","event":"suppressed","reason":"cooldown"}}"#
+            ) + "\n"
+        })
+        .collect();
+    std::fs::write(&log, records).unwrap();
+    let cfg = dir.join("warden.ini");
+    std::fs::write(&cfg, format!("[warden]\naudit-log = {}\n", log.display())).unwrap();
+    cfg.display().to_string()
+}
+
+#[test]
+fn a_reader_that_went_away_ends_the_output_quietly_with_exit_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config_with_incidents(dir.path(), 5000);
+    let no_log = dir.path().join("no-log.ini");
+    std::fs::write(
+        &no_log,
+        "[warden]\naudit-log = /nonexistent/incidents.jsonl\n",
+    )
+    .unwrap();
+    let no_log = no_log.display().to_string();
+    for args in [
+        ["incidents", "-c", &cfg, ""],
+        ["incidents", "-c", &cfg, "--json"],
+        // One line saying there is no log yet.
+        ["incidents", "-c", &no_log, ""],
+    ] {
+        let args: Vec<&str> = args.into_iter().filter(|a| !a.is_empty()).collect();
+        // Its read end closed before the command writes: every write fails with EPIPE.
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = Command::new(bin())
+            .args(&args)
+            .stdout(writer)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
+        assert!(stderr.is_empty(), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn a_write_error_other_than_a_closed_pipe_exits_1_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config_with_incidents(dir.path(), 10);
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let out = Command::new(bin())
+        .args(["incidents", "-c", &cfg])
+        .stdout(full)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("cannot write to standard output"),
+        "{stderr}"
     );
 }

@@ -11,7 +11,9 @@ use vassal_warden::sample;
 use crate::bin;
 use crate::harness::{Emperor, Holder, VassalSpec};
 
-fn fds_json(args: &[&str]) -> Value {
+/// The `processes` of `vassal-warden fds ARGS --json`: one entry for a PID, master first
+/// for a vassal.
+fn fds_json(args: &[&str]) -> Vec<Value> {
     let out = Command::new(bin())
         .arg("fds")
         .args(args)
@@ -23,7 +25,8 @@ fn fds_json(args: &[&str]) -> Value {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    serde_json::from_slice(&out.stdout).unwrap()
+    let mut doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    serde_json::from_value(doc["processes"].take()).unwrap()
 }
 
 fn target<'a>(report: &'a Value, name: &str) -> &'a Value {
@@ -72,10 +75,11 @@ fn every_kind_of_fd_is_classified_exactly() {
     .collect();
     let holder = Holder::start(&args);
 
-    let r = fds_json(&[&holder.pid().to_string(), "--top", "50"]);
+    let processes = fds_json(&[&holder.pid().to_string(), "--top", "50"]);
+    let r = &processes[0];
     assert_eq!(r["pid"], holder.pid());
     let expect = |name: &str, kind: &str, count: u64| {
-        let t = target(&r, name);
+        let t = target(r, name);
         assert_eq!(
             (t["kind"].as_str().unwrap(), t["count"].as_u64().unwrap()),
             (kind, count),
@@ -162,7 +166,6 @@ fn files_opened_at_import_in_the_master_are_marked_inherited_in_workers() {
     emp.leak("inherit.ini", 3);
     let cfg = emp.config("");
     let sections = fds_json(&["inherit.ini", "-c", &cfg]);
-    let sections = sections.as_array().unwrap();
     assert_eq!(sections[0]["pid"], master);
     let worker = &sections[1];
     assert_eq!(worker["pid"], workers[0]);

@@ -1,0 +1,303 @@
+//! `check`: what the warden sees and why — its config, the Emperors, every vassal with
+//! its mapping and policy, and every problem with what to do about it.
+//!
+//! This module owns the check report and the rules that turn what the inventory found
+//! into problems. The report is built once and rendered as readable lines or as JSON;
+//! the caller turns "problems found" into exit code 1. It reads, never acts.
+
+use std::io::{self, Write};
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use super::Report;
+use super::status::VassalStatus;
+use crate::config::{Config, Policy};
+use crate::emperor::Emperor;
+use crate::inventory::{Inventory, Vassal};
+use crate::mapping::Mapping;
+use crate::sample;
+
+/// What `check` shows and `check --json` prints.
+#[derive(Debug, Serialize)]
+pub struct CheckReport {
+    /// The warden's config file; none when it runs on defaults.
+    config: Option<PathBuf>,
+    audit_log: PathBuf,
+    sources: Vec<String>,
+    sources_from: &'static str,
+    emperors: Vec<EmperorCheck>,
+    vassals: Vec<VassalCheck>,
+    /// Each a sentence naming the file or PID and what to do.
+    pub problems: Vec<String>,
+}
+
+/// One running Emperor as the warden understood its command line and config.
+#[derive(Debug, Serialize)]
+struct EmperorCheck {
+    pid: i32,
+    /// Debian's layout: the Emperor's own master above it.
+    master_pid: Option<i32>,
+    config_file: Option<PathBuf>,
+    sources: Vec<String>,
+    nofollow: bool,
+    stats: Option<String>,
+    /// `emperor-freq` in seconds, when set.
+    freq: Option<u32>,
+    tyrant: bool,
+    on_demand: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct VassalCheck {
+    #[serde(flatten)]
+    status: VassalStatus,
+    /// Where the vassal file links to, when it is a symlink.
+    link_target: Option<PathBuf>,
+    policy: PolicyView,
+}
+
+/// The policy in force for one vassal, spelled as in warden.ini.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "kebab-case")]
+struct PolicyView {
+    reload_at: String,
+    #[serde(rename = "for")]
+    for_samples: u32,
+    cooldown: String,
+    max_fds: Option<u64>,
+    predict: String,
+    max_reloads: String,
+    action: &'static str,
+    verify: String,
+    top: usize,
+}
+
+/// The Emperor scans its vassal directories every `emperor-freq` seconds, 3 unless set.
+const DEFAULT_FREQ: u32 = 3;
+
+impl CheckReport {
+    pub fn build(cfg: &Config, inv: &Inventory) -> CheckReport {
+        let mut problems = emperor_problems(inv);
+        let vassals = inv
+            .vassals
+            .values()
+            .map(|v| {
+                problems.extend(vassal_problems(inv, v));
+                VassalCheck {
+                    status: VassalStatus::of(v),
+                    link_target: std::fs::read_link(&v.file.path).ok(),
+                    policy: PolicyView::of(&v.policy),
+                }
+            })
+            .collect();
+        CheckReport {
+            config: cfg.path.clone(),
+            audit_log: cfg.audit_log.clone(),
+            sources: inv.sources.iter().map(ToString::to_string).collect(),
+            sources_from: inv.sources_from,
+            emperors: inv.emperors.iter().map(EmperorCheck::of).collect(),
+            vassals,
+            problems,
+        }
+    }
+}
+
+fn emperor_problems(inv: &Inventory) -> Vec<String> {
+    let mut problems = Vec::new();
+    if inv.emperors.is_empty() {
+        problems.push("no running uWSGI Emperor found: start uwsgi-emperor (systemctl start uwsgi-emperor); nothing is touched until one runs".into());
+    }
+    let mut views: Vec<_> = inv.views.iter().collect();
+    views.sort_by_key(|(pid, _)| **pid);
+    for (pid, view) in views {
+        if let Some(e) = &view.stats_error {
+            problems.push(format!("Emperor {pid}: {e}"));
+        }
+    }
+    problems
+}
+
+fn vassal_problems(inv: &Inventory, v: &Vassal) -> Vec<String> {
+    let path = v.file.path.display();
+    let mut problems = Vec::new();
+    if let Err(e) = &v.ini {
+        problems.push(e.to_string());
+    }
+    for p in &v.policy_problems {
+        problems.push(format!("{path}: [vassal-warden] {p}"));
+    }
+    match &v.mapping {
+        Mapping::NoEmperor if !inv.emperors.is_empty() => problems.push(format!(
+            "{path}: no running Emperor watches {}; point an Emperor at it or remove it from `vassals`",
+            v.source
+        )),
+        Mapping::NotRunning => problems.push(format!(
+            "{path}: its Emperor runs but no master process was found for it; see the Emperor's log (throttled or failing vassal?)"
+        )),
+        _ => {}
+    }
+    if let Mapping::Running(p) = &v.mapping
+        && v.policy.max_fds.is_none()
+        && sample::soft_limit(p.master.pid).is_ok_and(|l| l > 1 << 20)
+    {
+        problems.push(format!(
+            "{path}: its soft fd limit is over 2^20, so a percentage of it never fires; set `max-fds` for it or `max-fd` in the vassal"
+        ));
+    }
+    problems
+}
+
+impl EmperorCheck {
+    fn of(e: &Emperor) -> EmperorCheck {
+        EmperorCheck {
+            pid: e.pid,
+            master_pid: e.master_pid,
+            config_file: e.config_file.clone(),
+            sources: e.sources.iter().map(ToString::to_string).collect(),
+            nofollow: e.nofollow,
+            stats: e.stats.clone(),
+            freq: e.freq,
+            tyrant: e.tyrant,
+            on_demand: e.on_demand,
+        }
+    }
+}
+
+impl PolicyView {
+    fn of(p: &Policy) -> PolicyView {
+        let duration = |d| humantime::format_duration(d).to_string();
+        PolicyView {
+            reload_at: p.reload_at.to_string(),
+            for_samples: p.for_samples,
+            cooldown: duration(p.cooldown),
+            max_fds: p.max_fds,
+            predict: p.predict.to_string(),
+            max_reloads: format!("{} per {}", p.max_reloads, duration(p.max_reloads_window)),
+            action: p.action.as_str(),
+            verify: duration(p.verify),
+            top: p.top,
+        }
+    }
+}
+
+impl Report for CheckReport {
+    fn write_text(&self, w: &mut dyn Write) -> io::Result<()> {
+        let config = self
+            .config
+            .as_ref()
+            .map_or_else(|| "defaults (no file)".into(), |p| p.display().to_string());
+        writeln!(w, "config: {config}")?;
+        writeln!(w, "incident log: {}", self.audit_log.display())?;
+        writeln!(
+            w,
+            "vassal sources ({}): {}",
+            self.sources_from,
+            self.sources.join(", ")
+        )?;
+        for e in &self.emperors {
+            e.write_text(w)?;
+        }
+        for v in &self.vassals {
+            v.write_text(w)?;
+        }
+        if self.problems.is_empty() {
+            writeln!(w, "no problems found")?;
+        }
+        for p in &self.problems {
+            writeln!(w, "problem: {p}")?;
+        }
+        Ok(())
+    }
+}
+
+fn yes_no(b: bool) -> String {
+    (if b { "yes" } else { "no" }).to_owned()
+}
+
+impl EmperorCheck {
+    fn write_text(&self, w: &mut dyn Write) -> io::Result<()> {
+        match self.master_pid {
+            Some(m) => writeln!(w, "emperor {} (under its own master {m})", self.pid)?,
+            None => writeln!(w, "emperor {}", self.pid)?,
+        }
+        let fields = [
+            (
+                "config file",
+                self.config_file.as_ref().map_or_else(
+                    || "none on its command line".into(),
+                    |p| p.display().to_string(),
+                ),
+            ),
+            ("vassal dirs", self.sources.join(", ")),
+            ("nofollow", yes_no(self.nofollow)),
+            ("tyrant", yes_no(self.tyrant)),
+            ("on demand", yes_no(self.on_demand)),
+            ("stats", self.stats.clone().unwrap_or_else(|| "none".into())),
+            (
+                "scans every",
+                self.freq
+                    .map_or_else(|| format!("{DEFAULT_FREQ}s (default)"), |f| format!("{f}s")),
+            ),
+        ];
+        let label_width = fields.iter().map(|(l, _)| l.len() + 1).max().unwrap_or(0);
+        for (label, value) in fields {
+            writeln!(w, "  {:<label_width$} {value}", format!("{label}:"))?;
+        }
+        Ok(())
+    }
+}
+
+impl VassalCheck {
+    fn write_text(&self, w: &mut dyn Write) -> io::Result<()> {
+        let s = &self.status;
+        let link = self
+            .link_target
+            .as_ref()
+            .map(|t| format!(", links to {}", t.display()))
+            .unwrap_or_default();
+        writeln!(
+            w,
+            "vassal {} ({}): {} {} process(es), mapped by {}{link}",
+            s.vassal,
+            s.config.display(),
+            s.state,
+            s.processes.len(),
+            s.method.as_deref().unwrap_or("-"),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_emperor_reads_as_lines_not_json() {
+        let e = EmperorCheck {
+            pid: 1234,
+            master_pid: Some(1233),
+            config_file: Some("/etc/uwsgi-emperor/emperor.ini".into()),
+            sources: vec!["/etc/uwsgi-emperor/vassals".into()],
+            nofollow: true,
+            stats: None,
+            freq: None,
+            tyrant: false,
+            on_demand: false,
+        };
+        let mut out = Vec::new();
+        e.write_text(&mut out).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "emperor 1234 (under its own master 1233)
+  config file: /etc/uwsgi-emperor/emperor.ini
+  vassal dirs: /etc/uwsgi-emperor/vassals
+  nofollow:    yes
+  tyrant:      no
+  on demand:   no
+  stats:       none
+  scans every: 3s (default)
+"
+        );
+    }
+}

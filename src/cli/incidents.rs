@@ -1,0 +1,187 @@
+//! `incidents`: the incident log, filtered by time and vassal.
+//!
+//! This module owns reading the log for the command line and the two ways of showing it:
+//! the records themselves as JSON lines (the log's own wire format, from `audit`), or one
+//! table row per incident summing up its records. Unreadable lines are reported on stderr
+//! and skipped. It never writes to the log.
+
+use std::collections::HashMap;
+use std::io::{self, Write};
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+
+use super::table::{self, Align, Table};
+use super::{Failure, Report};
+use crate::audit::{self, Event, Record};
+
+/// The longest top target a table row shows; longer ones keep their end.
+const TOP_TARGET_CHARS: usize = 34;
+
+/// What `incidents` shows; `incidents --json` prints `records`, one per line.
+#[derive(Debug, Serialize)]
+pub struct IncidentsReport {
+    log: PathBuf,
+    /// A warden that never recorded anything has not created its log yet.
+    exists: bool,
+    /// The records that pass the filters, in log order.
+    records: Vec<Record>,
+}
+
+/// Which records to keep.
+pub struct Filter<'a> {
+    /// Only records at or after this time.
+    pub since: Option<Duration>,
+    /// Only this vassal: the Emperor's name for it, its file name or its stem.
+    pub vassal: Option<&'a str>,
+}
+
+impl Filter<'_> {
+    fn keeps(&self, r: &Record, cutoff: Option<SystemTime>) -> bool {
+        let in_time = cutoff.is_none_or(|c| audit::parse_timestamp(&r.ts).is_some_and(|t| t >= c));
+        let of_vassal = self.vassal.is_none_or(|n| {
+            r.vassal == n
+                || r.config.file_name().and_then(|f| f.to_str()) == Some(n)
+                || r.config.file_stem().and_then(|f| f.to_str()) == Some(n)
+        });
+        in_time && of_vassal
+    }
+}
+
+impl IncidentsReport {
+    pub fn read(log: PathBuf, filter: &Filter) -> Result<IncidentsReport, Failure> {
+        let (records, bad) = match audit::read_log(&log) {
+            Ok(x) => x,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Ok(IncidentsReport {
+                    log,
+                    exists: false,
+                    records: Vec::new(),
+                });
+            }
+            Err(e) => {
+                return Err(
+                    anyhow::anyhow!("cannot read the incident log {}: {e}", log.display()).into(),
+                );
+            }
+        };
+        for b in &bad {
+            eprintln!(
+                "vassal-warden: {}:{}: unreadable line skipped ({})",
+                log.display(),
+                b.line,
+                b.message
+            );
+        }
+        let cutoff = filter.since.map(|d| SystemTime::now() - d);
+        let records = records
+            .into_iter()
+            .filter(|r| filter.keeps(r, cutoff))
+            .collect();
+        Ok(IncidentsReport {
+            log,
+            exists: true,
+            records,
+        })
+    }
+
+    /// One summary per incident, in order of first appearance.
+    fn summaries(&self) -> Vec<Summary<'_>> {
+        let mut index: HashMap<&str, usize> = HashMap::new();
+        let mut summaries: Vec<Summary> = Vec::new();
+        for r in &self.records {
+            let i = *index.entry(r.incident.as_str()).or_insert_with(|| {
+                summaries.push(Summary::new(r));
+                summaries.len() - 1
+            });
+            summaries[i].absorb(r);
+        }
+        summaries
+    }
+}
+
+/// One incident, summed up from its records for a table row.
+struct Summary<'a> {
+    first: &'a Record,
+    pid: String,
+    fds: String,
+    top: String,
+    action: String,
+    outcome: String,
+}
+
+impl<'a> Summary<'a> {
+    fn new(first: &'a Record) -> Summary<'a> {
+        Summary {
+            first,
+            pid: String::new(),
+            fds: String::new(),
+            top: String::new(),
+            action: "-".into(),
+            outcome: "-".into(),
+        }
+    }
+
+    /// Later records override earlier ones: the last action and outcome win.
+    fn absorb(&mut self, r: &Record) {
+        match &r.event {
+            Event::Detected(d) => {
+                self.pid = d.pid.to_string();
+                self.fds = format!("{}/{}", d.fds, table::limit(Some(d.limit)));
+                if let Some(t) = d.top.first() {
+                    self.top = table::tail(&format!("{} ×{}", t.target, t.count), TOP_TARGET_CHARS);
+                }
+            }
+            Event::Action(a) => self.action = a.action.to_string(),
+            Event::Suppressed(s) => self.outcome = format!("suppressed: {}", s.reason),
+            Event::Outcome(o) => {
+                let fds_after = o.fds_after.map(|f| format!(", {f} fds"));
+                self.outcome = format!(
+                    "{} in {:.1}s{}",
+                    o.result,
+                    o.seconds,
+                    fds_after.unwrap_or_default()
+                );
+            }
+        }
+    }
+}
+
+impl Report for IncidentsReport {
+    fn write_text(&self, w: &mut dyn Write) -> io::Result<()> {
+        if !self.exists {
+            return writeln!(w, "no incidents: {} does not exist yet", self.log.display());
+        }
+        let mut t = Table::new(&[
+            ("TIME", Align::Left),
+            ("VASSAL", Align::Left),
+            ("PID", Align::Right),
+            ("FDS/LIMIT", Align::Right),
+            ("TOP TARGET", Align::Left),
+            ("ACTION", Align::Left),
+            ("OUTCOME", Align::Left),
+        ]);
+        for s in self.summaries() {
+            t.row(vec![
+                s.first.ts.clone(),
+                s.first.vassal.clone(),
+                s.pid,
+                s.fds,
+                s.top,
+                s.action,
+                s.outcome,
+            ]);
+        }
+        t.write(w)
+    }
+
+    /// The log's own format: one record per line, as written.
+    fn write_json(&self, w: &mut dyn Write) -> io::Result<()> {
+        for r in &self.records {
+            serde_json::to_writer(&mut *w, r)?;
+            writeln!(w)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,278 @@
+//! The command line: flags parsed once into validated options, dispatch to one module per
+//! command, and the one place where reports reach standard output.
+//!
+//! This module owns argument parsing, loading the config for commands that need it, and
+//! writing each command's report — a typed value that `status`, `check`, `fds` and
+//! `incidents` build first and then render as a table or as JSON. Errors come back to
+//! `main` with their exit code: 2 for usage and configuration, 1 for runtime. A reader
+//! that goes away (`| head`) is not an error.
+
+mod check;
+mod fds;
+mod incidents;
+mod status;
+mod table;
+
+use std::io::{self, Write};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use serde::Serialize;
+
+use crate::audit::{self, Role};
+use crate::config::{self, Config};
+use crate::daemon;
+use crate::error::FileError;
+use crate::inventory::Inventory;
+use crate::mapping::Mapping;
+use crate::warden::Warden;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "vassal-warden",
+    version,
+    about = "Keeps uWSGI Emperor vassals alive when their apps leak file descriptors"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon in the foreground (systemd-friendly).
+    Run {
+        /// Config file [default: /etc/vassal-warden/warden.ini; missing means defaults]
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+        /// Record incidents but never touch a vassal.
+        #[arg(long)]
+        dry_run: bool,
+        /// One sampling pass (and the verification of any reload it started), then exit.
+        #[arg(long)]
+        once: bool,
+    },
+    /// Every vassal: its processes, fds against the soft limit, headroom.
+    Status {
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The leak report for one process or every process of a vassal.
+    Fds {
+        /// A PID, or a vassal's name (`shop.ini`, `shop`) or path.
+        target: String,
+        #[arg(long, default_value_t = 10)]
+        top: usize,
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Incidents from the incident log.
+    Incidents {
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+        /// Only incidents newer than this (e.g. 24h, 30m).
+        #[arg(long, value_parser = parse_duration_arg)]
+        since: Option<Duration>,
+        /// Only this vassal.
+        #[arg(long)]
+        vassal: Option<String>,
+        /// The records as JSON lines.
+        #[arg(long)]
+        json: bool,
+    },
+    /// A manual, audited graceful reload of one vassal (touch its ini), then verified.
+    Reload {
+        /// The vassal's name (`shop.ini`, `shop`) or path.
+        vassal: String,
+        /// Why, for the incident log.
+        #[arg(long, default_value = "operator request")]
+        reason: String,
+        /// Check and record, but do not touch.
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+    },
+    /// What the warden sees and why: Emperors, vassals, mapping, problems.
+    Check {
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn parse_duration_arg(s: &str) -> Result<Duration, String> {
+    config::parse_duration(s)
+}
+
+/// An error with the exit code it should produce.
+#[derive(Debug, thiserror::Error)]
+pub enum Failure {
+    #[error("{0}")]
+    Config(#[from] FileError),
+    #[error("{0:#}")]
+    Runtime(#[from] anyhow::Error),
+    /// Problems were found and reported already (`check`).
+    #[error("")]
+    Problems,
+}
+
+impl Failure {
+    #[must_use]
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Failure::Config(_) => 2,
+            Failure::Runtime(_) | Failure::Problems => 1,
+        }
+    }
+}
+
+pub fn main(cli: Cli) -> Result<(), Failure> {
+    match cli.command {
+        Command::Run {
+            config,
+            dry_run,
+            once,
+        } => {
+            let cfg = Config::load(config.as_deref())?;
+            daemon::run(cfg, daemon::Options { dry_run, once })?;
+            Ok(())
+        }
+        Command::Status { config, json } => {
+            let cfg = Config::load(config.as_deref())?;
+            print(&status::StatusReport::build(&inventory(&cfg)), json)
+        }
+        Command::Fds {
+            target,
+            top,
+            config,
+            json,
+        } => {
+            let cfg = Config::load(config.as_deref())?;
+            let report = match target.parse::<i32>() {
+                Ok(pid) => fds::FdsReport::for_pid(pid, top)?,
+                Err(_) => fds::FdsReport::for_vassal(&inventory(&cfg), &target, top)?,
+            };
+            print(&report, json)
+        }
+        Command::Incidents {
+            config,
+            since,
+            vassal,
+            json,
+        } => {
+            let cfg = Config::load(config.as_deref())?;
+            let filter = incidents::Filter {
+                since,
+                vassal: vassal.as_deref(),
+            };
+            print(
+                &incidents::IncidentsReport::read(cfg.audit_log, &filter)?,
+                json,
+            )
+        }
+        Command::Check { config, json } => {
+            let cfg = Config::load(config.as_deref())?;
+            let report = check::CheckReport::build(&cfg, &inventory(&cfg));
+            print(&report, json)?;
+            // Even when the reader went away, the verdict is the check's, not the pipe's.
+            if report.problems.is_empty() {
+                Ok(())
+            } else {
+                Err(Failure::Problems)
+            }
+        }
+        Command::Reload {
+            vassal,
+            reason,
+            dry_run,
+            config,
+        } => reload(Config::load(config.as_deref())?, &vassal, &reason, dry_run),
+    }
+}
+
+fn reload(cfg: Config, vassal: &str, reason: &str, dry_run: bool) -> Result<(), Failure> {
+    let mut w = Warden::new(cfg, false);
+    let line = match w.manual_reload(vassal, reason, dry_run)? {
+        _ if dry_run => format!("{vassal}: checks passed; not touched (dry run); recorded"),
+        audit::OutcomeResult::Recovered => format!("{vassal}: reloaded; new workers are up"),
+        other => {
+            return Err(anyhow::anyhow!(
+                "{vassal}: touched, but the reload was not confirmed ({other}); see `vassal-warden incidents --vassal {vassal}`"
+            )
+            .into());
+        }
+    };
+    emit(|w| writeln!(w, "{line}"))
+}
+
+/// A command's report: one typed value, shown as a table or printed as JSON.
+trait Report: Serialize {
+    fn write_text(&self, w: &mut dyn Write) -> io::Result<()>;
+
+    /// One JSON document.
+    fn write_json(&self, w: &mut dyn Write) -> io::Result<()> {
+        serde_json::to_writer_pretty(&mut *w, self)?;
+        writeln!(w)
+    }
+}
+
+fn print(report: &impl Report, json: bool) -> Result<(), Failure> {
+    emit(|w| {
+        if json {
+            report.write_json(w)
+        } else {
+            report.write_text(w)
+        }
+    })
+}
+
+/// Writes to standard output. A closed pipe (`vassal-warden status | head -1`) ends the
+/// output quietly, as ripgrep does: the reader has what it wanted. Any other write error
+/// (a full disk behind a redirection) is a runtime error.
+fn emit(write: impl FnOnce(&mut dyn Write) -> io::Result<()>) -> Result<(), Failure> {
+    let mut out = io::BufWriter::new(io::stdout().lock());
+    match write(&mut out).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != io::ErrorKind::BrokenPipe => Err(anyhow::Error::new(e)
+            .context("cannot write to standard output")
+            .into()),
+        _ => Ok(()),
+    }
+}
+
+/// The inventory as the daemon would see it now: discovered, read and mapped.
+fn inventory(cfg: &Config) -> Inventory {
+    let mut inv = Inventory::default();
+    inv.refresh(cfg);
+    inv.map_all();
+    inv
+}
+
+/// Processes of a vassal are listed master first.
+fn role_at(index: usize) -> Role {
+    if index == 0 {
+        Role::Master
+    } else {
+        Role::Worker
+    }
+}
+
+fn state_name(m: &Mapping) -> &'static str {
+    match m {
+        Mapping::Running(_) => "running",
+        Mapping::Idle => "idle",
+        Mapping::NotRunning => "not_running",
+        Mapping::NoEmperor => "no_emperor",
+    }
+}
+
+/// Open fds as a fraction of the soft limit.
+fn usage(fds: u64, limit: u64) -> f64 {
+    fds as f64 / limit as f64
+}

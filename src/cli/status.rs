@@ -1,0 +1,151 @@
+//! `status`: every vassal, its processes, their fds against the soft limit and the line
+//! at which the warden acts.
+//!
+//! This module owns the status report: built once from the inventory and one fresh
+//! sample of each process, then rendered as a table or as JSON. `check` reuses the
+//! per-vassal part. It reads /proc; it does not decide or act.
+
+use std::io::{self, Write};
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use super::table::{self, Align, Table};
+use super::{Report, role_at, state_name, usage};
+use crate::audit::Role;
+use crate::inventory::{Inventory, Vassal};
+use crate::mapping::Mapping;
+use crate::{policy, sample};
+
+/// What `status` shows and `status --json` prints.
+#[derive(Debug, Serialize)]
+pub struct StatusReport {
+    /// PIDs of the running Emperors.
+    emperors: Vec<i32>,
+    sources: Vec<String>,
+    sources_from: &'static str,
+    vassals: Vec<VassalStatus>,
+}
+
+/// One vassal: where its file is, what it runs as, and how it was mapped.
+#[derive(Debug, Serialize)]
+pub struct VassalStatus {
+    pub vassal: String,
+    pub config: PathBuf,
+    pub state: &'static str,
+    pub emperor: Option<i32>,
+    pub method: Option<String>,
+    /// Master first, then workers.
+    pub processes: Vec<ProcStatus>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
+}
+
+/// One process of a vassal, sampled now.
+#[derive(Debug, Serialize)]
+pub struct ProcStatus {
+    pub pid: i32,
+    pub role: Role,
+    pub fds: Option<u64>,
+    pub limit: Option<u64>,
+    pub usage: Option<f64>,
+    /// The fd count at which the policy fires.
+    pub line: Option<u64>,
+}
+
+impl StatusReport {
+    pub fn build(inv: &Inventory) -> StatusReport {
+        StatusReport {
+            emperors: inv.emperors.iter().map(|e| e.pid).collect(),
+            sources: inv.sources.iter().map(ToString::to_string).collect(),
+            sources_from: inv.sources_from,
+            vassals: inv.vassals.values().map(VassalStatus::of).collect(),
+        }
+    }
+}
+
+impl VassalStatus {
+    /// Samples each process now; which processes they are is the inventory's last look.
+    pub fn of(v: &Vassal) -> VassalStatus {
+        let (method, processes) = match &v.mapping {
+            Mapping::Running(p) => (
+                Some(p.method.to_string()),
+                p.all()
+                    .enumerate()
+                    .map(|(i, id)| ProcStatus::sample(id.pid, role_at(i), v))
+                    .collect(),
+            ),
+            _ => (None, Vec::new()),
+        };
+        VassalStatus {
+            vassal: v.file.name.clone(),
+            config: v.file.path.clone(),
+            state: state_name(&v.mapping),
+            emperor: v.emperor,
+            method,
+            processes,
+            problem: v.ini.as_ref().err().map(ToString::to_string),
+        }
+    }
+}
+
+impl ProcStatus {
+    fn sample(pid: i32, role: Role, v: &Vassal) -> ProcStatus {
+        let fds = sample::fd_count(pid).ok();
+        let limit = sample::soft_limit(pid).ok();
+        ProcStatus {
+            pid,
+            role,
+            fds,
+            limit,
+            usage: fds.zip(limit).map(|(f, l)| usage(f, l)),
+            line: limit.map(|l| policy::line(&v.policy, l)),
+        }
+    }
+}
+
+impl Report for StatusReport {
+    fn write_text(&self, w: &mut dyn Write) -> io::Result<()> {
+        if self.emperors.is_empty() {
+            writeln!(
+                w,
+                "no running uWSGI Emperor found: nothing will be touched until one runs"
+            )?;
+        }
+        let mut t = Table::new(&[
+            ("VASSAL", Align::Left),
+            ("STATE", Align::Left),
+            ("PID", Align::Right),
+            ("ROLE", Align::Left),
+            ("FDS", Align::Right),
+            ("LIMIT", Align::Right),
+            ("USED", Align::Right),
+            ("LINE", Align::Right),
+            ("MAPPED BY", Align::Left),
+        ]);
+        for v in &self.vassals {
+            if v.processes.is_empty() {
+                t.row(vec![v.vassal.clone(), v.state.to_owned()]);
+            }
+            for (i, p) in v.processes.iter().enumerate() {
+                // The vassal's own cells only on its first row.
+                let first = |s: &str| if i == 0 { s.to_owned() } else { String::new() };
+                t.row(vec![
+                    first(&v.vassal),
+                    first(v.state),
+                    p.pid.to_string(),
+                    p.role.to_string(),
+                    table::count(p.fds),
+                    table::limit(p.limit),
+                    table::usage(p.usage),
+                    table::count(p.line),
+                    first(v.method.as_deref().unwrap_or("")),
+                ]);
+            }
+            if let Some(problem) = &v.problem {
+                t.note(format!("  ! {problem}"));
+            }
+        }
+        t.write(w)
+    }
+}
