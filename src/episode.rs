@@ -712,6 +712,118 @@ impl Timings {
     }
 }
 
+/// How bad a concern is, in the Nagios tradition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    Ok,
+    /// Something to look at: over the line, a reload held back, a leak that keeps coming.
+    Warning,
+    /// The site is failing or about to, and the warden will not fix it by itself now.
+    Critical,
+}
+
+impl Level {
+    /// The exit code of a monitoring check: 0, 1, 2.
+    #[must_use]
+    pub fn exit_code(self) -> i32 {
+        self as i32
+    }
+}
+
+/// Something wrong with a vassal, said for a person.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Concern {
+    pub level: Level,
+    pub text: String,
+}
+
+/// How a concern about what keeps the warden from acting begins.
+pub const CANNOT_ACT: &str = "the warden cannot act on it";
+
+/// A process counts as at its limit within this fraction of it: the next requests fail.
+const AT_LIMIT: f64 = 0.98;
+
+/// What is wrong with a vassal now, from one fresh sample of its processes (`procs`,
+/// master first), its episode as rebuilt from the log, the policy in force, and why the
+/// warden could not act on it (`cannot_act`: no Emperor, a broken file). A process over
+/// its line is a warning while the warden can still act on it, and critical when it is
+/// at its limit or the warden is held back or has given up.
+#[must_use]
+pub fn assess(
+    ep: &Episode,
+    policy: &Policy,
+    now: SystemTime,
+    procs: &[Proc],
+    cannot_act: Option<&str>,
+) -> Vec<Concern> {
+    let mut out = Vec::new();
+    let over: Vec<&Proc> = procs.iter().filter(|p| p.over()).collect();
+    let mut say = |level, text: String| out.push(Concern { level, text });
+    for p in &over {
+        let at_limit = p.fds as f64 >= p.limit as f64 * AT_LIMIT;
+        say(
+            if at_limit {
+                Level::Critical
+            } else {
+                Level::Warning
+            },
+            format!(
+                "{} {} holds {} of {} fds ({:.1}%){}",
+                p.role,
+                p.id.pid,
+                p.fds,
+                p.limit,
+                p.fds as f64 * 100.0 / p.limit.max(1) as f64,
+                if at_limit {
+                    ": at its limit"
+                } else {
+                    ", over the line"
+                }
+            ),
+        );
+    }
+    let stuck = if over.is_empty() {
+        Level::Warning
+    } else {
+        Level::Critical
+    };
+    if let Some(why) = cannot_act {
+        say(stuck, format!("{CANNOT_ACT}: {why}"));
+    }
+    match ep.step {
+        Step::Exhausted if !over.is_empty() => say(
+            Level::Critical,
+            "given up: a reload did not bring the fds down; alerting only until a person acts (`vassal-warden reload` lifts it)".into(),
+        ),
+        Step::Touch if !over.is_empty() => say(
+            Level::Warning,
+            "a recycle did not work or was refused; a touch is next".into(),
+        ),
+        _ => {}
+    }
+    match policy::gate(policy, now, &ep.hist, &Plan::Touch, false, false) {
+        Err(Hold::Flapping { recent, next }) => say(
+            stuck,
+            format!(
+                "flapping: {recent} reloads within {}, the leak comes back; next reload allowed in {} — the code needs a fix",
+                humantime::format_duration(policy.max_reloads_window),
+                humantime::format_duration(Duration::from_secs(next.as_secs()))
+            ),
+        ),
+        Err(Hold::Cooldown { remaining }) if !over.is_empty() => say(
+            Level::Warning,
+            format!(
+                "in cooldown: reloaded less than {} ago; next reload allowed in {}",
+                humantime::format_duration(policy.cooldown),
+                humantime::format_duration(Duration::from_secs(remaining.as_secs()))
+            ),
+        ),
+        _ => {}
+    }
+    out
+}
+
 /// The detail of a hold, for its `suppressed` record.
 #[must_use]
 pub fn hold_detail(hold: &Hold, policy: &Policy, max_concurrent: usize, plan: &str) -> String {
@@ -1474,6 +1586,69 @@ mod tests {
         // A refused signal climbs the ladder.
         assert_eq!(eps[Path::new("/v/e.ini")].step(), Step::Touch);
         assert!(eps.values().all(|e| !e.is_pending()));
+    }
+
+    #[test]
+    fn assess_says_what_is_wrong_and_how_badly() {
+        let p = touching();
+        let levels = |ep: &Episode, now: u64, procs: &[Proc], cannot: Option<&str>| {
+            assess(ep, &p, at(now), procs, cannot)
+                .iter()
+                .map(|c| c.level)
+                .collect::<Vec<_>>()
+        };
+        let fine = [proc(10, Role::Master, 14), proc(11, Role::Worker, 20)];
+        let over = [proc(10, Role::Master, 14), proc(11, Role::Worker, 45)];
+        let at_limit = [proc(10, Role::Master, 14), proc(11, Role::Worker, 63)];
+        let calm = Episode::default();
+        assert!(levels(&calm, 0, &fine, None).is_empty());
+        assert_eq!(levels(&calm, 0, &over, None), [Level::Warning]);
+        assert_eq!(levels(&calm, 0, &at_limit, None), [Level::Critical]);
+        let text = &assess(&calm, &p, at(0), &at_limit, None)[0].text;
+        assert_eq!(text, "worker 11 holds 63 of 64 fds (98.4%): at its limit");
+        // No Emperor: a warning while all is well, critical once something is over.
+        assert_eq!(
+            levels(&calm, 0, &fine, Some("no Emperor")),
+            [Level::Warning]
+        );
+        assert_eq!(
+            levels(&calm, 0, &over, Some("no Emperor")),
+            [Level::Warning, Level::Critical]
+        );
+        // In cooldown while over the line.
+        let mut cooling = Episode::default();
+        cooling.hist.learn(Past {
+            at: at(0),
+            kind: ActionKind::Touch,
+            manual: false,
+        });
+        assert_eq!(
+            levels(&cooling, 60, &over, None),
+            [Level::Warning, Level::Warning]
+        );
+        assert!(levels(&cooling, 60, &fine, None).is_empty());
+        // Flapping: a warning while the site is fine, critical while over the line.
+        let mut flapping = cooling.clone();
+        for s in [700, 1400, 2100] {
+            flapping.hist.learn(Past {
+                at: at(s),
+                kind: ActionKind::Touch,
+                manual: false,
+            });
+        }
+        assert_eq!(levels(&flapping, 2200, &fine, None), [Level::Warning]);
+        assert_eq!(
+            levels(&flapping, 2200, &over, None),
+            [Level::Warning, Level::Critical]
+        );
+        // Given up.
+        let mut given_up = Episode::default();
+        given_up.failed(ActionKind::Touch);
+        assert_eq!(
+            levels(&given_up, 0, &over, None),
+            [Level::Warning, Level::Critical]
+        );
+        assert_eq!(Level::Critical.exit_code(), 2);
     }
 
     #[test]

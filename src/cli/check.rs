@@ -10,10 +10,11 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-use super::Report;
 use super::status::VassalStatus;
+use super::{Episodes, Report};
 use crate::config::{Config, Policy};
 use crate::emperor::Emperor;
+use crate::episode;
 use crate::inventory::{Inventory, Vassal};
 use crate::mapping::Mapping;
 use crate::sample;
@@ -77,15 +78,25 @@ struct PolicyView {
 const DEFAULT_FREQ: u32 = 3;
 
 impl CheckReport {
-    pub fn build(cfg: &Config, inv: &Inventory) -> CheckReport {
+    pub fn build(cfg: &Config, inv: &Inventory, episodes: &Episodes) -> CheckReport {
         let mut problems = emperor_problems(inv);
         let vassals = inv
             .vassals
             .values()
             .map(|v| {
                 problems.extend(vassal_problems(inv, v));
+                let status = VassalStatus::of(v, episodes);
+                // What is wrong now is a problem too, not only what is misconfigured (which
+                // the lines above say already, and better).
+                problems.extend(
+                    status
+                        .concerns
+                        .iter()
+                        .filter(|c| !c.text.starts_with(episode::CANNOT_ACT))
+                        .map(|c| format!("{}: {}", v.file.name, c.text)),
+                );
                 VassalCheck {
-                    status: VassalStatus::of(v),
+                    status,
                     link_target: std::fs::read_link(&v.file.path).ok(),
                     policy: PolicyView::of(&v.policy),
                 }

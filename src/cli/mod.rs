@@ -23,6 +23,7 @@ use serde::Serialize;
 use crate::audit::{self, Role};
 use crate::config::{self, Config};
 use crate::daemon;
+use crate::episode::{Episode, Level};
 use crate::error::FileError;
 use crate::inventory::Inventory;
 use crate::mapping::Mapping;
@@ -98,6 +99,13 @@ pub enum Command {
         #[arg(short, long)]
         config: Option<PathBuf>,
     },
+    /// One line for a monitoring system (Nagios, Icinga, a Prometheus textfile check):
+    /// exit 0 OK, 1 WARNING (over the line, a reload held back, flapping), 2 CRITICAL
+    /// (at the limit, or over the line with the warden held back or given up), 3 UNKNOWN.
+    Health {
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+    },
     /// What the warden sees and why: Emperors, vassals, mapping, problems.
     Check {
         #[arg(short, long)]
@@ -121,6 +129,9 @@ pub enum Failure {
     /// Problems were found and reported already (`check`).
     #[error("")]
     Problems,
+    /// `health` reported, with this exit code.
+    #[error("")]
+    Health(i32),
 }
 
 impl Failure {
@@ -129,6 +140,7 @@ impl Failure {
         match self {
             Failure::Config(_) => 2,
             Failure::Runtime(_) | Failure::Problems => 1,
+            Failure::Health(code) => *code,
         }
     }
 }
@@ -146,8 +158,13 @@ pub fn main(cli: Cli) -> Result<(), Failure> {
         }
         Command::Status { config, json } => {
             let cfg = Config::load(config.as_deref())?;
-            print(&status::StatusReport::build(&inventory(&cfg)), json)
+            let episodes = Episodes::read(&cfg);
+            print(
+                &status::StatusReport::build(&inventory(&cfg), &episodes),
+                json,
+            )
         }
+        Command::Health { config } => health(config.as_deref()),
         Command::Fds {
             target,
             top,
@@ -179,7 +196,7 @@ pub fn main(cli: Cli) -> Result<(), Failure> {
         }
         Command::Check { config, json } => {
             let cfg = Config::load(config.as_deref())?;
-            let report = check::CheckReport::build(&cfg, &inventory(&cfg));
+            let report = check::CheckReport::build(&cfg, &inventory(&cfg), &Episodes::read(&cfg));
             print(&report, json)?;
             // Even when the reader went away, the verdict is the check's, not the pipe's.
             if report.problems.is_empty() {
@@ -194,6 +211,58 @@ pub fn main(cli: Cli) -> Result<(), Failure> {
             dry_run,
             config,
         } => reload(Config::load(config.as_deref())?, &vassal, &reason, dry_run),
+    }
+}
+
+/// `health`: the worst concern decides the exit code; the line says what and where.
+fn health(config: Option<&std::path::Path>) -> Result<(), Failure> {
+    let (line, code) = match Config::load(config) {
+        Err(e) => (format!("VASSAL-WARDEN UNKNOWN - {e}"), 3),
+        Ok(cfg) => {
+            let report = status::StatusReport::build(&inventory(&cfg), &Episodes::read(&cfg));
+            let level = report.level();
+            let (vassals, procs) = report.counts();
+            let what = if level == Level::Ok {
+                format!("{vassals} vassals, {procs} processes within their limits")
+            } else {
+                report
+                    .concerns()
+                    .into_iter()
+                    .map(|(_, c)| c)
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            };
+            let name = match level {
+                Level::Ok => "OK",
+                Level::Warning => "WARNING",
+                Level::Critical => "CRITICAL",
+            };
+            (format!("VASSAL-WARDEN {name} - {what}"), level.exit_code())
+        }
+    };
+    emit(|w| writeln!(w, "{line}"))?;
+    if code == 0 {
+        Ok(())
+    } else {
+        Err(Failure::Health(code))
+    }
+}
+
+/// Each vassal's episode as the incident log tells it: actions, ladder, flapping.
+pub(crate) struct Episodes(std::collections::HashMap<PathBuf, Episode>);
+
+impl Episodes {
+    /// Reads the log of `cfg`; a log that cannot be read tells nothing (and `check` says
+    /// why elsewhere).
+    fn read(cfg: &Config) -> Episodes {
+        let map = audit::read_log(&cfg.audit_log)
+            .map(|(records, _)| Episode::replay(&records))
+            .unwrap_or_default();
+        Episodes(map)
+    }
+
+    fn of(&self, config: &std::path::Path) -> Option<&Episode> {
+        self.0.get(config)
     }
 }
 

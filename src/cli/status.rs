@@ -11,10 +11,12 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 use super::table::{self, Align, Table};
-use super::{Report, role_at, state_name, usage};
+use super::{Episodes, Report, role_at, state_name, usage};
 use crate::audit::Role;
+use crate::episode::{self, Concern, Episode, Level};
 use crate::inventory::{Inventory, Vassal};
 use crate::mapping::Mapping;
+use crate::procs::ProcId;
 use crate::{policy, sample};
 
 /// What `status` shows and `status --json` prints.
@@ -39,6 +41,8 @@ pub struct VassalStatus {
     pub processes: Vec<ProcStatus>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub problem: Option<String>,
+    /// What is wrong now, worst first: over the line, held back, given up, flapping.
+    pub concerns: Vec<Concern>,
 }
 
 /// One process of a vassal, sampled now.
@@ -54,19 +58,54 @@ pub struct ProcStatus {
 }
 
 impl StatusReport {
-    pub fn build(inv: &Inventory) -> StatusReport {
+    pub fn build(inv: &Inventory, episodes: &Episodes) -> StatusReport {
         StatusReport {
             emperors: inv.emperors.iter().map(|e| e.pid).collect(),
             sources: inv.sources.iter().map(ToString::to_string).collect(),
             sources_from: inv.sources_from,
-            vassals: inv.vassals.values().map(VassalStatus::of).collect(),
+            vassals: inv
+                .vassals
+                .values()
+                .map(|v| VassalStatus::of(v, episodes))
+                .collect(),
         }
+    }
+
+    /// The worst concern of all vassals.
+    pub fn level(&self) -> Level {
+        self.vassals
+            .iter()
+            .flat_map(|v| &v.concerns)
+            .map(|c| c.level)
+            .max()
+            .unwrap_or(Level::Ok)
+    }
+
+    /// `vassal: concern` for every concern, worst first.
+    pub fn concerns(&self) -> Vec<(Level, String)> {
+        let mut all: Vec<(Level, String)> = self
+            .vassals
+            .iter()
+            .flat_map(|v| {
+                v.concerns
+                    .iter()
+                    .map(|c| (c.level, format!("{}: {}", v.vassal, c.text)))
+            })
+            .collect();
+        all.sort_by(|a, b| b.0.cmp(&a.0));
+        all
+    }
+
+    pub fn counts(&self) -> (usize, usize) {
+        let procs = self.vassals.iter().map(|v| v.processes.len()).sum();
+        (self.vassals.len(), procs)
     }
 }
 
 impl VassalStatus {
     /// Samples each process now; which processes they are is the inventory's last look.
-    pub fn of(v: &Vassal) -> VassalStatus {
+    /// What is wrong is judged with the vassal's episode as the incident log tells it.
+    pub fn of(v: &Vassal, episodes: &Episodes) -> VassalStatus {
         let (method, processes) = match &v.mapping {
             Mapping::Running(p) => (
                 Some(p.method.to_string()),
@@ -77,6 +116,22 @@ impl VassalStatus {
             ),
             _ => (None, Vec::new()),
         };
+        let ep = episodes.of(&v.file.path);
+        let cannot_act = match (&v.mapping, &v.ini) {
+            (Mapping::NoEmperor, _) => Some("no running Emperor watches its file".to_owned()),
+            (_, Err(e)) => Some(format!("its file does not read as a vassal config ({e})")),
+            _ => None,
+        };
+        let sampled: Vec<episode::Proc> =
+            processes.iter().filter_map(ProcStatus::as_proc).collect();
+        let mut concerns = episode::assess(
+            ep.unwrap_or(&Episode::default()),
+            &v.policy,
+            std::time::SystemTime::now(),
+            &sampled,
+            cannot_act.as_deref(),
+        );
+        concerns.sort_by(|a, b| b.level.cmp(&a.level));
         VassalStatus {
             vassal: v.file.name.clone(),
             config: v.file.path.clone(),
@@ -85,11 +140,26 @@ impl VassalStatus {
             method,
             processes,
             problem: v.ini.as_ref().err().map(ToString::to_string),
+            concerns,
         }
     }
 }
 
 impl ProcStatus {
+    fn as_proc(&self) -> Option<episode::Proc> {
+        Some(episode::Proc {
+            id: ProcId {
+                pid: self.pid,
+                start_time: 0,
+            },
+            role: self.role,
+            fds: self.fds?,
+            limit: self.limit?,
+            line: self.line?,
+            fire: None,
+        })
+    }
+
     fn sample(pid: i32, role: Role, v: &Vassal) -> ProcStatus {
         let fds = sample::fd_count(pid).ok();
         let limit = sample::soft_limit(pid).ok();
@@ -144,6 +214,14 @@ impl Report for StatusReport {
             }
             if let Some(problem) = &v.problem {
                 t.note(format!("  ! {problem}"));
+            }
+            for c in &v.concerns {
+                let tag = if c.level == Level::Critical {
+                    "CRITICAL"
+                } else {
+                    "warning"
+                };
+                t.note(format!("  ! {tag}: {}", c.text));
             }
         }
         t.write(w)
