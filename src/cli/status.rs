@@ -92,7 +92,7 @@ impl StatusReport {
                     .map(|c| (c.level, format!("{}: {}", v.vassal, c.text)))
             })
             .collect();
-        all.sort_by(|a, b| b.0.cmp(&a.0));
+        all.sort_by_key(|c| std::cmp::Reverse(c.0));
         all
     }
 
@@ -131,7 +131,7 @@ impl VassalStatus {
             &sampled,
             cannot_act.as_deref(),
         );
-        concerns.sort_by(|a, b| b.level.cmp(&a.level));
+        concerns.sort_by_key(|c| std::cmp::Reverse(c.level));
         VassalStatus {
             vassal: v.file.name.clone(),
             config: v.file.path.clone(),
