@@ -396,15 +396,34 @@ impl Warden {
     }
 
     pub fn start_with_config(bin: &Path, config: &Path, audit_log: &Path, args: &[&str]) -> Warden {
+        Warden::start_under(&[], bin, config, audit_log, args)
+    }
+
+    /// Like `start_with_config`, run through `prefix` (e.g. `setpriv` dropping a
+    /// capability).
+    pub fn start_under(
+        prefix: &[&str],
+        bin: &Path,
+        config: &Path,
+        audit_log: &Path,
+        args: &[&str],
+    ) -> Warden {
         let stderr = config.with_file_name("warden.log");
         let errf = fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&stderr)
             .unwrap();
+        let mut cmd = match prefix.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
         let group = Group::spawn(
-            Command::new(bin)
-                .arg("run")
+            cmd.arg("run")
                 .arg("-c")
                 .arg(config)
                 .args(args)

@@ -11,6 +11,7 @@ mod discovery;
 mod forensics;
 mod ini_oracle;
 mod remediation;
+mod site_up;
 
 use std::path::PathBuf;
 

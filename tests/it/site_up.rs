@@ -1,0 +1,371 @@
+//! Keeping the site up through a sustained leak: every worker that leaks is healed without
+//! waiting out a cooldown meant for something else, flapping brakes but never abandons,
+//! the warden acts while there is still time to, a refused signal climbs the ladder, and
+//! `status`, `check` and `health` say when something is wrong.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use rustix::process::Signal;
+use serde_json::Value;
+
+use crate::bin;
+use crate::harness::{Emperor, EmperorOptions, VassalSpec, Warden, count, wait_for, write_config};
+
+fn two_workers() -> VassalSpec {
+    VassalSpec {
+        processes: 2,
+        ..VassalSpec::default()
+    }
+}
+
+fn actions(records: &[Value]) -> Vec<&Value> {
+    records.iter().filter(|r| r["event"] == "action").collect()
+}
+
+#[test]
+fn a_second_worker_leaking_the_same_file_is_recycled_without_waiting_out_the_cooldown() {
+    let emp = Emperor::start();
+    emp.add_vassal("shop.ini", &two_workers());
+    let (master, workers) = emp.wait_running("shop.ini", 2);
+    let warden = Warden::start(
+        &bin(),
+        &emp,
+        "reload-at = 40\nfor = 1\npredict = off\ncooldown = 10m\nverify = 30s\n",
+        &[],
+    );
+    // Both workers leak the same file; stop as soon as one of them reaches the line.
+    let mut leaked = std::collections::HashMap::new();
+    for _ in 0..200 {
+        let (pid, n) = emp.request("shop.ini", "/leak");
+        leaked.insert(pid, n);
+        if n >= 40 {
+            break;
+        }
+    }
+    assert!(
+        leaked.len() == 2 && leaked.values().all(|n| *n >= 5),
+        "both workers should leak: {leaked:?}"
+    );
+    // Both are replaced, one after the other, as one incident.
+    let (master_now, now) = emp.wait_replaced("shop.ini", &workers);
+    assert_eq!(master_now, master, "the master was reloaded");
+    assert_eq!(now.len(), 2);
+    warden.wait_record("outcome", 1);
+    let records = warden.records();
+    let acts = actions(&records);
+    assert_eq!(acts.len(), 2, "{records:#?}");
+    assert!(
+        acts.iter().all(|a| a["action"] == "recycle-worker"),
+        "{records:#?}"
+    );
+    assert_eq!(acts[0]["incident"], acts[1]["incident"], "{records:#?}");
+    assert_eq!(count(&records, "suppressed"), 0, "{records:#?}");
+    assert_eq!(emp.reloads("shop.ini"), 0);
+}
+
+#[test]
+fn flapping_brakes_reloads_to_max_reloads_per_window_but_keeps_healing() {
+    let emp = Emperor::start();
+    emp.add_vassal("flappy.ini", &VassalSpec::default());
+    let (_, mut workers) = emp.wait_running("flappy.ini", 1);
+    let warden = Warden::start(
+        &bin(),
+        &emp,
+        "reload-at = 40\nfor = 1\npredict = off\ncooldown = 1s\nmax-reloads = 1 per 15s\naction = touch\nverify = 30s\n",
+        &[],
+    );
+    emp.leak("flappy.ini", 40);
+    assert_eq!(warden.wait_record("outcome", 0)["result"], "recovered");
+    workers = emp.wait_replaced("flappy.ini", &workers).1;
+    // It comes back at once: held, with when the next reload is allowed...
+    emp.leak("flappy.ini", 40);
+    let held = warden.wait_record("suppressed", 0);
+    assert_eq!(held["reason"], "flapping", "{held}");
+    assert!(
+        held["detail"]
+            .as_str()
+            .unwrap()
+            .contains("next touch allowed in"),
+        "{held}"
+    );
+    // ...and reloaded once the first reload has left the window, though it never stopped
+    // firing meanwhile.
+    assert_eq!(warden.wait_record("outcome", 1)["result"], "recovered");
+    emp.wait_replaced("flappy.ini", &workers);
+    let records = warden.records();
+    let acts = actions(&records);
+    let ts = |r: &Value| humantime::parse_rfc3339(r["ts"].as_str().unwrap()).unwrap();
+    let gap = ts(acts[1]).duration_since(ts(acts[0])).unwrap();
+    assert!(
+        gap >= Duration::from_secs(14),
+        "reloaded again after {gap:?}"
+    );
+    assert_eq!(emp.reloads("flappy.ini"), 2);
+}
+
+#[test]
+fn raising_max_reloads_and_restarting_lifts_a_flapping_hold() {
+    let emp = Emperor::start();
+    emp.add_vassal("flappy.ini", &VassalSpec::default());
+    let (_, workers) = emp.wait_running("flappy.ini", 1);
+    let policy =
+        "reload-at = 40\nfor = 1\npredict = off\ncooldown = 1s\naction = touch\nverify = 30s\n";
+    let mut first = Warden::start(
+        &bin(),
+        &emp,
+        &format!("{policy}max-reloads = 1 per 1h\n"),
+        &[],
+    );
+    emp.leak("flappy.ini", 40);
+    assert_eq!(first.wait_record("outcome", 0)["result"], "recovered");
+    let workers = emp.wait_replaced("flappy.ini", &workers).1;
+    emp.leak("flappy.ini", 40);
+    assert_eq!(first.wait_record("suppressed", 0)["reason"], "flapping");
+    first.kill(Signal::KILL);
+    // The operator raises the limit and restarts: the hold is judged again under it.
+    let second = Warden::start(
+        &bin(),
+        &emp,
+        &format!("{policy}max-reloads = 5 per 1h\n"),
+        &[],
+    );
+    assert_eq!(second.wait_record("outcome", 1)["result"], "recovered");
+    emp.wait_replaced("flappy.ini", &workers);
+    assert_eq!(emp.reloads("flappy.ini"), 2);
+}
+
+/// Steady traffic from one thread at `per_sec` requests a second until dropped, bounded
+/// in time; counts answers that are not `200 OK` (or no answer at all).
+struct Traffic {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicU64>,
+    failed: Arc<AtomicU64>,
+    thread: Option<std::thread::JoinHandle<Vec<String>>>,
+}
+
+impl Traffic {
+    fn start(socket: PathBuf, path: &'static str, per_sec: u32, limit: Duration) -> Traffic {
+        let stop = Arc::new(AtomicBool::new(false));
+        let ok = Arc::new(AtomicU64::new(0));
+        let failed = Arc::new(AtomicU64::new(0));
+        let (halt, answered, refused) = (stop.clone(), ok.clone(), failed.clone());
+        let thread = std::thread::spawn(move || {
+            let start = Instant::now();
+            let step = Duration::from_secs(1) / per_sec;
+            let mut errors = Vec::new();
+            let mut n = 0u32;
+            while !halt.load(Ordering::Relaxed) && start.elapsed() < limit {
+                match get(&socket, path) {
+                    Ok(status) if status.contains(" 200 ") => {
+                        answered.fetch_add(1, Ordering::Relaxed)
+                    }
+                    Ok(status) => {
+                        errors.push(status);
+                        refused.fetch_add(1, Ordering::Relaxed)
+                    }
+                    Err(e) => {
+                        errors.push(e.to_string());
+                        refused.fetch_add(1, Ordering::Relaxed)
+                    }
+                };
+                n += 1;
+                if let Some(wait) = (start + step * n).checked_duration_since(Instant::now()) {
+                    std::thread::sleep(wait);
+                }
+            }
+            errors
+        });
+        Traffic {
+            stop,
+            ok,
+            failed,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops and returns (answered, failed, the first failures).
+    fn finish(mut self) -> (u64, u64, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        let errors = self
+            .thread
+            .take()
+            .map(|t| t.join().unwrap())
+            .unwrap_or_default();
+        (
+            self.ok.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+            errors.into_iter().take(5).collect(),
+        )
+    }
+}
+
+impl Drop for Traffic {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// One HTTP/1.0 request over the vassal's unix socket; the status line.
+fn get(socket: &Path, path: &str) -> std::io::Result<String> {
+    let mut s = UnixStream::connect(socket)?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: test\r\n\r\n")?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf)?;
+    Ok(buf.lines().next().unwrap_or_default().to_owned())
+}
+
+#[test]
+fn a_fast_leak_under_the_default_config_is_healed_before_any_request_fails() {
+    let emp = Emperor::start();
+    emp.add_vassal(
+        "fast.ini",
+        &VassalSpec {
+            processes: 2,
+            max_fd: 1024,
+            ..VassalSpec::default()
+        },
+    );
+    emp.wait_running("fast.ini", 2);
+    // The defaults, as shipped: only where to look and where to write.
+    let cfg = write_config(
+        emp.root(),
+        "warden.ini",
+        &[emp.vassals.display().to_string()],
+        "",
+    );
+    let warden = Warden::start_with_config(&bin(), &cfg, &emp.root().join("incidents.jsonl"), &[]);
+    // About 40 leaked fds a second in each worker: the limit is 25 s away.
+    let traffic = Traffic::start(emp.socket("fast.ini"), "/leak", 80, Duration::from_secs(60));
+    std::thread::sleep(Duration::from_secs(45));
+    let (answered, failed, errors) = traffic.finish();
+    let records = warden.records();
+    assert_eq!(
+        failed, 0,
+        "{failed} of {answered} requests failed: {errors:?}\n{records:#?}"
+    );
+    assert!(answered > 2000, "only {answered} requests answered");
+    let recycles = actions(&records)
+        .iter()
+        .filter(|a| a["action"] == "recycle-worker")
+        .count();
+    assert!(recycles >= 2, "{records:#?}");
+    for d in records.iter().filter(|r| r["event"] == "detected") {
+        assert!(d["usage"].as_f64().unwrap() < 0.95, "acted late: {d}");
+    }
+}
+
+#[test]
+fn a_refused_signal_climbs_to_a_touch() {
+    let emp = Emperor::start_with(&EmperorOptions {
+        tyrant: true,
+        ..EmperorOptions::default()
+    });
+    // The vassal runs as nobody (tyrant mode), the warden without CAP_KILL: SIGHUP to a
+    // worker is refused (EPERM), as under a unit whose capabilities lack it.
+    let staged = emp.root().join("staged.ini");
+    std::fs::write(&staged, emp.ini_text(&two_workers())).unwrap();
+    std::os::unix::fs::chown(&staged, Some(65534), Some(65534)).unwrap();
+    let ini = emp.ini_path("owned.ini");
+    std::fs::rename(&staged, &ini).unwrap();
+    let (_, workers) = emp.wait_running("owned.ini", 2);
+    let cfg = write_config(
+        emp.root(),
+        "warden.ini",
+        &[emp.vassals.display().to_string()],
+        "interval = 200ms\n[policy]\nreload-at = 40\nfor = 1\npredict = off\nverify = 30s\n",
+    );
+    let warden = Warden::start_under(
+        &["setpriv", "--bounding-set=-kill", "--inh-caps=-kill"],
+        &bin(),
+        &cfg,
+        &emp.root().join("incidents.jsonl"),
+        &[],
+    );
+    emp.leak("owned.ini", 80);
+    let failed = warden.wait_record("suppressed", 0);
+    assert_eq!(failed["reason"], "action_failed", "{failed}");
+    assert_eq!(failed["action"], "recycle-worker", "{failed}");
+    assert!(
+        failed["detail"].as_str().unwrap().contains("ermi"),
+        "the reason is in the record: {failed}"
+    );
+    let action = warden.wait_record("action", 0);
+    assert_eq!(action["action"], "touch", "{action}");
+    assert_eq!(warden.wait_record("outcome", 0)["result"], "recovered");
+    emp.wait_replaced("owned.ini", &workers);
+    assert_eq!(emp.reloads("owned.ini"), 1);
+}
+
+fn run(args: &[&str]) -> (i32, String) {
+    let out = Command::new(bin()).args(args).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[test]
+fn status_check_and_health_say_when_a_vassal_is_in_trouble() {
+    let emp = Emperor::start();
+    emp.add_vassal("shop.ini", &VassalSpec::default());
+    emp.wait_running("shop.ini", 1);
+    let cfg = emp.config("[policy]\nreload-at = 40\ncooldown = 10m\n");
+    let (code, line) = run(&["health", "-c", &cfg]);
+    assert_eq!(
+        (code, line.trim()),
+        (
+            0,
+            "VASSAL-WARDEN OK - 1 vassals, 2 processes within their limits"
+        )
+    );
+    assert_eq!(run(&["check", "-c", &cfg]).0, 0);
+
+    // Over the line, and nobody acting: a warning.
+    let (worker, _) = emp.leak("shop.ini", 45);
+    let (code, line) = run(&["health", "-c", &cfg]);
+    assert_eq!(code, 1, "{line}");
+    assert!(
+        line.starts_with(&format!(
+            "VASSAL-WARDEN WARNING - shop.ini: worker {worker} holds "
+        )),
+        "{line}"
+    );
+    let (code, out) = run(&["check", "-c", &cfg]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("over the line"), "{out}");
+
+    // Reloaded a minute ago (the log says so): in cooldown, still over the line.
+    let log = emp.root().join("incidents.jsonl");
+    let ts =
+        humantime::format_rfc3339_seconds(std::time::SystemTime::now() - Duration::from_secs(60));
+    let record = format!(
+        r#"{{"schema":1,"ts":"{ts}","incident":"x","vassal":"shop.ini","config":"{}","event":"action","action":"touch","path":"{0}","mtime_before":null,"mtime_after":null,"dry_run":false}}"#,
+        emp.ini_path("shop.ini").display()
+    );
+    std::fs::write(&log, record + "\n").unwrap();
+    let (code, out) = run(&["status", "-c", &cfg]);
+    assert_eq!(code, 0, "status reports, it does not judge: {out}");
+    assert!(out.contains("warning: in cooldown"), "{out}");
+    let status: Value = serde_json::from_str(&run(&["status", "-c", &cfg, "--json"]).1).unwrap();
+    let levels: Vec<&str> = status["vassals"][0]["concerns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["level"].as_str().unwrap())
+        .collect();
+    assert_eq!(levels, ["warning", "warning"]);
+
+    // At its limit: critical.
+    wait_for(Duration::from_secs(30), "the worker at its limit", || {
+        let _ = emp.try_request("shop.ini", "/leak");
+        let (code, line) = run(&["health", "-c", &cfg]);
+        (code == 2 && line.contains("at its limit")).then_some(())
+    });
+}
