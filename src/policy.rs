@@ -256,11 +256,12 @@ impl ProcState {
 pub const AUTO_WINDOW: usize = 5;
 
 /// The prediction horizon of `predict = auto` for a process the warden needs `action`
-/// to act on (the learned time from action to verified recovery), sampled every
-/// `interval`: twice the action's time, plus one interval for the sample that sees it.
+/// to act on (the learned time from action to verified recovery, itself up to one
+/// interval long, since recovery is seen at a sample), sampled every `interval`: the
+/// action's time and half again, plus one interval for the sample that sees it coming.
 #[must_use]
 pub fn auto_lead(action: Duration, interval: Duration) -> Duration {
-    action.saturating_mul(2).saturating_add(interval)
+    action.mul_f64(1.5).saturating_add(interval)
 }
 
 /// Least-squares slope of fds over time, in fds per second.
@@ -1073,7 +1074,7 @@ mod tests {
             ..policy(Threshold::Fraction(0.8), 2)
         };
         let lead = auto_lead(Duration::from_secs(2), Duration::from_secs(2));
-        assert_eq!(lead, Duration::from_secs(6));
+        assert_eq!(lead, Duration::from_secs(5));
         // 100 fds a second per worker, sampled every 2 s, limit 1024: acts on the first
         // sample over the floor whose projection is within the lead, before the line.
         let counts: Vec<u64> = (0..6).map(|i| 10 + 200 * i).collect();
