@@ -88,14 +88,14 @@ fn traffic(
     let threads: Vec<_> = (0..CLIENTS)
         .map(|i| {
             let socket: PathBuf = socket.to_owned();
-            let stop = stop.clone();
+            let halt = stop.clone();
             std::thread::spawn(move || {
                 let step = Duration::from_secs(1) * CLIENTS / per_sec;
                 // Spread the clients' phases over one step.
                 let start = Instant::now() + step * i / CLIENTS;
                 let mut out = Vec::new();
                 let mut n = 0;
-                while !stop.load(Ordering::Relaxed) {
+                while !halt.load(Ordering::Relaxed) {
                     if let Some(w) = (start + step * n).checked_duration_since(Instant::now()) {
                         std::thread::sleep(w);
                     }
@@ -171,11 +171,12 @@ fn run(setup: Setup, rate: u32, window: Duration) -> Run {
     }
 }
 
-fn pct(sorted: &[Duration], p: f64) -> Duration {
+/// The `p`th percentile (0..=100) of `sorted`.
+fn pct(sorted: &[Duration], p: usize) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
     }
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+    sorted[(sorted.len() - 1) * p / 100]
 }
 
 fn main() {
@@ -211,8 +212,8 @@ fn main() {
                 r.failed,
                 r.recycles,
                 r.reloads,
-                pct(&r.latencies, 0.5).as_secs_f64() * 1e3,
-                pct(&r.latencies, 0.99).as_secs_f64() * 1e3,
+                pct(&r.latencies, 50).as_secs_f64() * 1e3,
+                pct(&r.latencies, 99).as_secs_f64() * 1e3,
             );
         }
     }

@@ -57,6 +57,8 @@ pub fn us(d: Duration) -> String {
 pub struct Holder(pub Child);
 
 impl Holder {
+    /// # Panics
+    /// When the helper cannot start or does not say it is ready.
     pub fn start(args: &[String]) -> Holder {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/helpers/holder.py");
         let mut child = Command::new("python3")

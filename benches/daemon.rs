@@ -48,6 +48,26 @@ fn warden_pid(log: &Path) -> i32 {
         .unwrap_or_else(|| panic!("no warden child; see {}", log.display()))
 }
 
+/// The bare syscalls of the same sampling, timed here: how many processes, and the time
+/// of one `stat` of each.
+fn bare_sweep(emp: &Emperor) -> (usize, f64) {
+    let pids: Vec<i32> = harness::children(emp.pid())
+        .into_iter()
+        .flat_map(|m| std::iter::once(m).chain(harness::children(m)))
+        .collect();
+    let paths: Vec<std::ffi::CString> = pids
+        .iter()
+        .map(|p| std::ffi::CString::new(format!("/proc/{p}/fd")).unwrap())
+        .collect();
+    let t = Instant::now();
+    for _ in 0..100 {
+        for p in &paths {
+            std::hint::black_box(rustix::fs::stat(p.as_c_str()).ok());
+        }
+    }
+    (pids.len(), t.elapsed().as_secs_f64() / 100.0)
+}
+
 fn main() {
     let seconds: u64 = std::env::var("VW_BENCH_SECONDS")
         .ok()
@@ -94,30 +114,13 @@ fn main() {
         status_kib(pid, "VmRSS:"),
         status_kib(pid, "VmHWM:"),
     );
-
-    // The bare syscalls of the same sampling, 150 a second, timed here.
-    let pids: Vec<i32> = harness::children(emp.pid())
-        .into_iter()
-        .flat_map(|m| std::iter::once(m).chain(harness::children(m)))
-        .collect();
-    let paths: Vec<std::ffi::CString> = pids
-        .iter()
-        .map(|p| std::ffi::CString::new(format!("/proc/{p}/fd")).unwrap())
-        .collect();
-    let t = Instant::now();
-    for _ in 0..100 {
-        for p in &paths {
-            std::hint::black_box(rustix::fs::stat(p.as_c_str()).ok());
-        }
-    }
-    let bare_per_sweep = t.elapsed().as_secs_f64() / 100.0;
+    let (processes, bare_per_sweep) = bare_sweep(&emp);
 
     let warden_pct = (w1 - w0) / wall * 100.0;
     let emperor_pct = (e1 - e0) / wall * 100.0;
     let bare_pct = bare_per_sweep * 100.0; // one sweep a second
     println!(
-        "daemon watching {} processes ({} vassals) at a 1 s interval, over {wall:.0} s",
-        pids.len(),
+        "daemon watching {processes} processes ({} vassals) at a 1 s interval, over {wall:.0} s",
         50
     );
     println!("  warden CPU                     {warden_pct:>7.3}% of one core   (budget 0.5%)");

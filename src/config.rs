@@ -319,6 +319,11 @@ impl Config {
     }
 }
 
+/// A count that does not fit (only on a 32-bit host) is as good as unbounded.
+fn as_usize(n: u64) -> usize {
+    usize::try_from(n).unwrap_or(usize::MAX)
+}
+
 /// A `vassals =` value: an absolute directory or glob of vassal files.
 fn parse_source(v: &str) -> Result<Source, String> {
     if v.is_empty() {
@@ -376,7 +381,7 @@ impl Setting {
             "predict" => Setting::Predict(Predict::Within(parse_duration(v)?)),
             "predict-floor" => Setting::PredictFloor(parse_fraction(v, key)?),
             "predict-window" => {
-                Setting::PredictWindow(count(3, "a number of samples, at least 3")? as usize)
+                Setting::PredictWindow(as_usize(count(3, "a number of samples, at least 3")?))
             }
             "max-reloads" => {
                 let (n, window) = parse_rate(v)?;
@@ -384,7 +389,7 @@ impl Setting {
             }
             "action" => Setting::Action(ActionMode::parse(v)?),
             "verify" => Setting::Verify(parse_duration(v)?),
-            "top" => Setting::Top(count(1, "a whole number, at least 1")? as usize),
+            "top" => Setting::Top(as_usize(count(1, "a whole number, at least 1")?)),
             other => {
                 return Err(format!(
                     "unknown policy key `{other}`; known: reload-at, max-fds, for, hysteresis, predict, predict-floor, predict-window, cooldown, max-reloads, action, verify, top"

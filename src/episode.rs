@@ -295,8 +295,7 @@ impl Episode {
             }
         }
         Situation {
-            master_leaks: offender.role == Role::Master,
-            inherited,
+            in_master: offender.role == Role::Master || inherited,
             leaking,
             workers: pass.workers.len(),
             chain_file: facts.chain_file.clone(),

@@ -158,7 +158,10 @@ pub fn line(policy: &Policy, soft_limit: u64) -> u64 {
 #[must_use]
 pub fn clear_line(policy: &Policy, soft_limit: u64) -> u64 {
     let l = line(policy, soft_limit) as f64;
-    (l * (1.0 - policy.hysteresis)).floor() as u64
+    // Hysteresis is within 0..=1, so this lies between 0 and the line.
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    let clear = (l * (1.0 - policy.hysteresis)).floor() as u64;
+    clear
 }
 
 /// What fired.
@@ -471,8 +474,9 @@ pub fn gate(
     if matches!(plan, Plan::Touch | Plan::ChainReload(_)) {
         let window = policy.max_reloads_window;
         let recent = hist.recent_reloads(now, window);
-        if recent.len() >= policy.max_reloads as usize {
-            let oldest = recent[recent.len() - policy.max_reloads as usize];
+        let max = usize::try_from(policy.max_reloads).unwrap_or(usize::MAX);
+        if recent.len() >= max {
+            let oldest = recent[recent.len() - max];
             return Err(Hold::Flapping {
                 recent: recent.len(),
                 next: window.saturating_sub(since(now, oldest)),
@@ -539,10 +543,10 @@ impl Plan {
 /// What is known about the leak when choosing what to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Situation {
-    /// The process that fired is the master.
-    pub master_leaks: bool,
-    /// The leaking targets of the worker that fired are mostly inherited from the master.
-    pub inherited: bool,
+    /// The leak lives in the master: the process that fired is the master, or the leaking
+    /// targets of the worker that fired are mostly inherited from it. Only a reload of the
+    /// master clears it.
+    pub in_master: bool,
     /// The workers that leak, most urgent first: the one that fired, and every other
     /// worker whose growth is in the same target, whether over the line yet or not.
     pub leaking: Vec<ProcId>,
@@ -570,7 +574,7 @@ pub fn batch_size(workers: usize) -> usize {
 /// the first `batch_size` leaking workers; the rest follow once those are replaced.
 #[must_use]
 pub fn choose(mode: ActionMode, s: &Situation) -> (Plan, Option<String>) {
-    let in_master = s.master_leaks || s.inherited;
+    let in_master = s.in_master;
     let batch = || {
         let n = batch_size(s.workers).min(s.leaking.len());
         Plan::RecycleWorkers(s.leaking[..n].to_vec())
@@ -590,7 +594,6 @@ pub fn choose(mode: ActionMode, s: &Situation) -> (Plan, Option<String>) {
     let gentle = s.escalation == Step::Gentlest;
     match mode {
         ActionMode::Alert => (Plan::Alert(Reason::AlertOnly), None),
-        ActionMode::Touch => touch_or_hold(s),
         ActionMode::RecycleWorker if gentle && !s.leaking.is_empty() => (batch(), pending_note()),
         ActionMode::ChainReload => match (&s.chain_file, gentle) {
             (Some(f), true) => (Plan::ChainReload(f.clone()), None),
@@ -618,7 +621,7 @@ pub fn choose(mode: ActionMode, s: &Situation) -> (Plan, Option<String>) {
             }
             touch_or_hold(s)
         }
-        ActionMode::RecycleWorker | ActionMode::Auto => touch_or_hold(s),
+        ActionMode::Touch | ActionMode::RecycleWorker | ActionMode::Auto => touch_or_hold(s),
     }
 }
 
@@ -793,7 +796,7 @@ mod tests {
         assert!(feed_all(&p, 1000, &low).iter().all(Option::is_none));
         // The same leak with noise still fires.
         let leak: Vec<u64> = (0..100)
-            .map(|i| 300 + 5 * i + [0, 30, 5, 25, 10, 0][i as usize % 6])
+            .map(|i| 300 + 5 * i + [0, 30, 5, 25, 10, 0][usize::try_from(i % 6).unwrap()])
             .collect();
         assert!(feed_all(&p, 1000, &leak).contains(&Some("predict")));
     }
@@ -955,8 +958,7 @@ mod tests {
 
     fn situation() -> Situation {
         Situation {
-            master_leaks: false,
-            inherited: false,
+            in_master: false,
             leaking: vec![id(11)],
             workers: 4,
             chain_file: None,
@@ -972,28 +974,11 @@ mod tests {
         let s = situation();
         assert_eq!(choose(Auto, &s).0, Plan::RecycleWorkers(vec![id(11)]));
         // Leak in the master, or inherited from it: only a touch clears it.
-        assert_eq!(
-            choose(
-                Auto,
-                &Situation {
-                    master_leaks: true,
-                    ..s.clone()
-                }
-            )
-            .0,
-            Plan::Touch
-        );
-        assert_eq!(
-            choose(
-                Auto,
-                &Situation {
-                    inherited: true,
-                    ..s.clone()
-                }
-            )
-            .0,
-            Plan::Touch
-        );
+        let master = Situation {
+            in_master: true,
+            ..s.clone()
+        };
+        assert_eq!(choose(Auto, &master).0, Plan::Touch);
         // Most workers leak: a chain reload when declared, else recycles, half of the
         // workers at a time (the rest follow), so that the vassal keeps serving.
         let many = Situation {
@@ -1037,7 +1022,7 @@ mod tests {
         assert!(note.unwrap().contains("leaves it unapplied"));
         // ...and alert rather than deploy when only a touch would help.
         let pending_master = Situation {
-            master_leaks: true,
+            in_master: true,
             pending_change: true,
             ..s.clone()
         };
@@ -1138,8 +1123,9 @@ mod tests {
 
     #[test]
     fn recovery_needs_replaced_workers_and_counts_under_the_line() {
+        type Case<'a> = (&'a [ProcId], &'a [ProcId], &'a [(u64, u64)], bool);
         let old = [id(10), id(11)];
-        let cases: [(&[ProcId], &[ProcId], &[(u64, u64)], bool); 6] = [
+        let cases: [Case<'_>; 6] = [
             (
                 &old,
                 &[id(10), id(11)],

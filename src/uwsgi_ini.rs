@@ -151,6 +151,8 @@ fn option_eq(a: &str, b: &str) -> bool {
             .all(|(x, y)| x == y || (x == b'_' && y == b'-') || (x == b'-' && y == b'_'))
 }
 
+// Runs once per error message: not worth a crate for counting bytes faster.
+#[allow(clippy::naive_bytecount)]
 fn line_of(bytes: &[u8], pos: usize) -> usize {
     bytes[..pos.min(bytes.len())]
         .iter()

@@ -168,7 +168,7 @@ mod tests {
 
     #[test]
     fn a_pid_and_a_vassal_have_one_json_shape() {
-        let pid = std::process::id() as i32;
+        let pid = std::process::id().cast_signed();
         let by_pid = serde_json::to_value(FdsReport::for_pid(pid, 5).unwrap()).unwrap();
         let report = forensics::report(pid, 5, None, None).unwrap();
         let by_vassal = serde_json::to_value(FdsReport {

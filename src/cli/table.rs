@@ -95,8 +95,8 @@ impl Table {
             }
             let cell = cells.get(i).copied().unwrap_or("");
             match align {
-                Align::Left => line.push_str(&format!("{cell:<width$}")),
-                Align::Right => line.push_str(&format!("{cell:>width$}")),
+                Align::Left => write_pad(&mut line, format_args!("{cell:<width$}")),
+                Align::Right => write_pad(&mut line, format_args!("{cell:>width$}")),
             }
         }
         writeln!(w, "{}", line.trim_end())
@@ -136,6 +136,11 @@ pub fn tail(s: &str, n: usize) -> String {
     }
     let keep: String = s.chars().skip(len + 1 - n).collect();
     format!("…{keep}")
+}
+
+/// Appends a padded cell; writing to a `String` cannot fail.
+fn write_pad(line: &mut String, cell: std::fmt::Arguments<'_>) {
+    let _ = std::fmt::Write::write_fmt(line, cell);
 }
 
 #[cfg(test)]

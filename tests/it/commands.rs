@@ -26,6 +26,8 @@ fn run_text(args: &[&str]) -> (i32, String) {
     )
 }
 
+// One story through every read-only command, against the same vassal and leak.
+#[allow(clippy::too_many_lines)]
 #[test]
 fn status_fds_once_and_incidents_tell_the_same_story() {
     let emp = Emperor::start();

@@ -4,6 +4,7 @@
 //! behind.
 #![allow(dead_code)]
 
+use std::fmt::Write as _;
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
@@ -101,6 +102,8 @@ pub struct Emperor {
     group: Group,
 }
 
+// Each bool is one switch of the Emperor's command line, as uWSGI spells them.
+#[allow(clippy::struct_excessive_bools)]
 #[derive(Debug, Default, Clone)]
 pub struct EmperorOptions {
     pub stats: bool,
@@ -162,7 +165,7 @@ impl Emperor {
         if opts.debian {
             let mut ini = String::from("[uwsgi]\nmaster = true\n");
             for (k, v) in &settings {
-                ini.push_str(&format!("{k} = {v}\n"));
+                writeln!(ini, "{k} = {v}").unwrap();
             }
             let path = root.join("emperor.ini");
             fs::write(&path, ini).unwrap();
@@ -565,12 +568,14 @@ impl Holder {
 pub fn write_config(root: &Path, name: &str, vassals: &[String], extra: &str) -> PathBuf {
     let mut text = String::from("[warden]\n");
     for v in vassals {
-        text.push_str(&format!("vassals = {v}\n"));
+        writeln!(text, "vassals = {v}").unwrap();
     }
-    text.push_str(&format!(
+    write!(
+        text,
         "audit-log = {}\n{extra}",
         root.join("incidents.jsonl").display()
-    ));
+    )
+    .unwrap();
     let path = root.join(name);
     fs::write(&path, text).unwrap();
     path
