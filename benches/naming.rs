@@ -89,7 +89,7 @@ fn main() {
                 std::hint::black_box(forensics::report(pid, 10, None, None).unwrap());
             },
             &mut || {
-                std::hint::black_box(forensics::SocketTable::read(pid));
+                std::hint::black_box(vassal_warden::sockets::SocketTable::read(pid));
             },
         ],
     );

@@ -558,7 +558,7 @@ impl Warden {
             rule_name: Some(f.fire.name().to_owned()),
             slope,
             eta_seconds: eta,
-            top: report.top,
+            top: report.top.iter().map(Into::into).collect(),
             by_kind: report.by_kind,
         });
         let recorded = self.write(now, &incident, v, detected);
