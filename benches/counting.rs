@@ -133,9 +133,9 @@ fn stat_and_limits(pids: &[i32]) {
         "/proc/PID/stat → identity (state, start time)",
         n,
         &[
-            "procs::proc_id (hand-written)",
+            "procs::proc_id (procfs Stat::from_file)",
             "procfs Process::new(pid).stat()",
-            "procfs Stat::from_file",
+            "procfs Stat::from_file alone",
         ],
         &mut [
             &mut || {

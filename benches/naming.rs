@@ -142,64 +142,88 @@ fn naming(pid: i32) {
     }
 }
 
+/// Prints one line of a comparison: time and ratio to `base`.
+fn line(name: &str, t: std::time::Duration, base: std::time::Duration) {
+    println!(
+        "    {name:<52} {:>10}   {:.2}×",
+        ms(t),
+        t.as_secs_f64() / base.as_secs_f64()
+    );
+}
+
 /// Each socket table, read and parsed whole by `sockets` (more than `report` does: it
-/// keeps only the sockets the process holds) and by procfs, interleaved in pairs.
+/// keeps only the sockets the process holds) and by procfs through its `Process`,
+/// interleaved, with the bare read of the text as a reference for what the kernel costs.
 fn tables(pid: i32) {
     let runs = 41;
     let process = Process::new(pid).unwrap();
-    let ours = |t: Table| {
-        let text = std::fs::read_to_string(format!("/proc/{pid}/net/{}", t.file())).unwrap();
-        std::hint::black_box(SocketTable::parse(t, &text));
-    };
-    let lines = |t: Table| {
-        std::fs::read_to_string(format!("/proc/{pid}/net/{}", t.file()))
-            .unwrap()
-            .lines()
-            .count()
-            - 1
-    };
+    let text = |t: Table| std::fs::read_to_string(format!("/proc/{pid}/net/{}", t.file())).unwrap();
     let inet = [Table::Tcp, Table::Tcp6, Table::Udp, Table::Udp6];
     let t_inet = interleaved(
         runs,
-        &mut [&mut || inet.iter().for_each(|t| ours(*t)), &mut || {
-            std::hint::black_box(process.tcp().unwrap());
-            std::hint::black_box(process.tcp6().unwrap());
-            std::hint::black_box(process.udp().unwrap());
-            std::hint::black_box(process.udp6().unwrap());
-        }],
+        &mut [
+            &mut || {
+                std::hint::black_box(SocketTable::read_tables(pid, &inet));
+            },
+            &mut || {
+                std::hint::black_box(process.tcp().unwrap());
+                std::hint::black_box(process.tcp6().unwrap());
+                std::hint::black_box(process.udp().unwrap());
+                std::hint::black_box(process.udp6().unwrap());
+            },
+            &mut || {
+                for t in inet {
+                    std::hint::black_box(text(t));
+                }
+            },
+        ],
     );
     let t_unix = interleaved(
         runs,
-        &mut [&mut || ours(Table::Unix), &mut || {
-            std::hint::black_box(process.unix().unwrap());
-        }],
+        &mut [
+            &mut || {
+                std::hint::black_box(SocketTable::read_tables(pid, &[Table::Unix]));
+            },
+            &mut || {
+                std::hint::black_box(process.unix().unwrap());
+            },
+            &mut || {
+                std::hint::black_box(text(Table::Unix));
+            },
+        ],
     );
-    let t = [t_inet[0], t_inet[1], t_unix[0], t_unix[1]];
-    let n_inet: usize = inet.iter().map(|t| lines(*t)).sum();
+    let lines = |t: &Table| text(*t).lines().count() - 1;
     println!(
-        "socket tables of the same namespace, read and parsed whole; median of {runs} interleaved rounds per pair"
-    );
-    println!("  tcp + tcp6 + udp + udp6 ({n_inet} sockets)");
-    println!(
-        "    sockets::SocketTable::parse (hand-written)  {:>10}   1.00×",
-        ms(t[0])
-    );
-    println!(
-        "    procfs Process::{{tcp,tcp6,udp,udp6}}        {:>10}   {:.2}×",
-        ms(t[1]),
-        t[1].as_secs_f64() / t[0].as_secs_f64()
-    );
-    println!("  unix ({} sockets)", lines(Table::Unix));
-    println!(
-        "    sockets::SocketTable::parse (hand-written)  {:>10}   1.00×",
-        ms(t[2])
+        "socket tables of the same namespace, read and parsed whole; median of {runs} interleaved rounds per table kind"
     );
     println!(
-        "    procfs Process::unix (drops the listening flag) {:>7}   {:.2}×",
-        ms(t[3]),
-        t[3].as_secs_f64() / t[2].as_secs_f64()
+        "  tcp + tcp6 + udp + udp6 ({} sockets)",
+        inet.iter().map(lines).sum::<usize>()
     );
-    println!("  netlink: procfs has no reader for this table");
+    line(
+        "sockets::SocketTable (procfs parser, one open)",
+        t_inet[0],
+        t_inet[0],
+    );
+    line("procfs Process::{tcp,tcp6,udp,udp6}", t_inet[1], t_inet[0]);
+    line(
+        "bare read of the text, no parsing (reference)",
+        t_inet[2],
+        t_inet[0],
+    );
+    println!("  unix ({} sockets)", lines(&Table::Unix));
+    line("sockets::SocketTable (hand-written)", t_unix[0], t_unix[0]);
+    line(
+        "procfs Process::unix (drops the listening flag)",
+        t_unix[1],
+        t_unix[0],
+    );
+    line(
+        "bare read of the text, no parsing (reference)",
+        t_unix[2],
+        t_unix[0],
+    );
+    println!("  netlink: procfs has no reader for this table (hand-written)");
 }
 
 fn main() {

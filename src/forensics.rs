@@ -18,7 +18,7 @@ use std::net::SocketAddr;
 use rustix::fs::{Dir, Mode, OFlags};
 use serde::{Deserialize, Serialize};
 
-use crate::sockets::{self, RawTables, Socket, SocketTable, TcpState, UnixType};
+use crate::sockets::{self, Socket, SocketTable, TcpState, UnixType};
 
 /// The kind of one open fd. Its names (`as_str`, and serde's) are part of the incident
 /// log's format: `file`, `deleted`, `directory`, `device`, `socket`, `pipe`, `anon_inode`,
@@ -195,9 +195,10 @@ impl std::hash::Hasher for Fnv {
 
 type FastMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<Fnv>>;
 
-/// From this many fds on, the socket tables are read on a second thread while the fds
-/// are named: the kernel formats every line of the namespace's tables on read, which for
-/// thousands of sockets costs as much as a third of naming the fds.
+/// From this many fds on, the socket tables are read (and parsed, whole) on a second
+/// thread while the fds are named: the kernel formats every line of the namespace's
+/// tables on read, which for thousands of sockets costs as much as a third of naming the
+/// fds.
 const PARALLEL_FROM: u64 = 2000;
 
 /// An fd number from a `/proc/PID/fd` entry name; `.` and `..` are not.
@@ -406,13 +407,13 @@ pub fn report(
     let large = crate::sample::fd_count(pid).is_ok_and(|n| n >= PARALLEL_FROM);
     let (open, sockets) = if large {
         std::thread::scope(|scope| {
-            let tables = scope.spawn(|| RawTables::read(pid));
+            let tables = scope.spawn(|| SocketTable::read(pid));
             let open = read_fds(pid);
-            let raw = tables.join().unwrap_or_default();
+            let mut table = tables.join().unwrap_or_default();
             let open = open?;
             let wanted = socket_inodes(&open);
-            let sockets = (!wanted.is_empty())
-                .then(|| SocketNames::new(&SocketTable::from_raw(raw, &wanted)));
+            table.retain(&wanted);
+            let sockets = (!wanted.is_empty()).then(|| SocketNames::new(&table));
             Ok::<_, io::Error>((open, sockets))
         })?
     } else {

@@ -1,7 +1,8 @@
 //! Sockets: what each socket of a network namespace is, as typed values keyed by inode.
 //!
-//! This module owns reading `/proc/PID/net/{unix,tcp,tcp6,udp,udp6,netlink}` (see proc(5))
-//! and asking the kernel for unix socket peers (`unix_diag`, in the submodule), and turns
+//! This module owns reading `/proc/PID/net/{unix,tcp,tcp6,udp,udp6,netlink}` (see proc(5);
+//! the tcp and udp tables through the `procfs` crate's parsers, the others by hand) and
+//! asking the kernel for unix socket peers (`unix_diag`, in the submodule), and turns
 //! both into [`Socket`] values. It answers typed questions: what is the socket with this
 //! inode, which sockets listen on this address. It does not name sockets for people (that
 //! is `forensics`, at the very end of a report), does not read `/proc/PID/fd`, and writes
@@ -10,7 +11,11 @@
 mod unix_diag;
 
 use std::collections::{HashMap, HashSet};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::io::Read;
+use std::net::{IpAddr, SocketAddr};
+
+use procfs::FromReadSI;
+use procfs::net::{TcpNetEntries, UdpNetEntries};
 
 /// One socket, as the kernel's tables describe it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -200,10 +205,6 @@ impl Table {
     }
 }
 
-fn read_table(pid: i32, table: Table) -> Option<String> {
-    std::fs::read_to_string(format!("/proc/{pid}/net/{}", table.file())).ok()
-}
-
 /// Unix socket peers, when `pid` lives in the warden's network namespace (the netlink
 /// socket answers for the namespace it was opened in). `None` when the kernel does not
 /// tell (no `unix_diag`, or another namespace): unnamed sockets then have no peer.
@@ -214,26 +215,6 @@ fn unix_peers_of(pid: i32) -> Option<HashMap<u64, u64>> {
         return None;
     }
     unix_diag::unix_peers().ok()
-}
-
-/// The unparsed tables of a namespace and its unix peers, read all at once: for a large
-/// process this runs on a second thread while its fds are named (see `forensics::report`).
-#[derive(Debug, Default)]
-pub(crate) struct RawTables {
-    texts: Vec<(Table, String)>,
-    peers: Option<HashMap<u64, u64>>,
-}
-
-impl RawTables {
-    pub(crate) fn read(pid: i32) -> RawTables {
-        RawTables {
-            texts: TABLES
-                .iter()
-                .filter_map(|t| read_table(pid, *t).map(|text| (*t, text)))
-                .collect(),
-            peers: unix_peers_of(pid),
-        }
-    }
 }
 
 /// What sockets of one network namespace are, by inode.
@@ -248,9 +229,7 @@ impl SocketTable {
     pub fn read(pid: i32) -> SocketTable {
         let mut t = SocketTable::default();
         for table in TABLES {
-            if let Some(text) = read_table(pid, table) {
-                t.add(table, &text, None, || unix_peers_of(pid));
-            }
+            t.add_file(pid, table, None, || unix_peers_of(pid));
         }
         t
     }
@@ -264,33 +243,55 @@ impl SocketTable {
             if t.by_inode.len() >= wanted.len() {
                 break;
             }
-            if let Some(text) = read_table(pid, table) {
-                t.add(table, &text, Some(wanted), || unix_peers_of(pid));
+            t.add_file(pid, table, Some(wanted), || unix_peers_of(pid));
+        }
+        t
+    }
+
+    /// Reads `tables` whole, without asking for unix peers: for the benchmarks, which
+    /// compare each reader with the `procfs` crate's.
+    #[must_use]
+    pub fn read_tables(pid: i32, tables: &[Table]) -> SocketTable {
+        let mut t = SocketTable::default();
+        for table in tables {
+            t.add_file(pid, *table, None, || None);
+        }
+        t
+    }
+
+    /// Keeps only the sockets in `wanted`.
+    pub(crate) fn retain(&mut self, wanted: &HashSet<u64>) {
+        self.by_inode.retain(|inode, _| wanted.contains(inode));
+    }
+
+    /// Adds the sockets of one table of `pid`'s namespace. The tcp and udp tables are read
+    /// and parsed by procfs, which streams them through a small buffer and is faster than
+    /// a hand-written reader here; the unix table is not (procfs drops the flags column,
+    /// and with it the listening state), nor is netlink (procfs has no reader for it).
+    fn add_file(
+        &mut self,
+        pid: i32,
+        table: Table,
+        wanted: Option<&HashSet<u64>>,
+        peers: impl FnOnce() -> Option<HashMap<u64, u64>>,
+    ) {
+        let path = format!("/proc/{pid}/net/{}", table.file());
+        match table {
+            Table::Unix | Table::Netlink => {
+                if let Ok(text) = std::fs::read_to_string(&path) {
+                    self.add_text(table, &text, wanted, peers);
+                }
+            }
+            Table::Tcp | Table::Tcp6 | Table::Udp | Table::Udp6 => {
+                if let Ok(file) = std::fs::File::open(&path) {
+                    self.add_inet(table, file, wanted);
+                }
             }
         }
-        t
     }
 
-    /// Every socket of one table's text, without unix peers (for the benchmarks, which
-    /// compare this reader with others on the same text).
-    #[must_use]
-    pub fn parse(table: Table, text: &str) -> SocketTable {
-        let mut t = SocketTable::default();
-        t.add(table, text, None, || None);
-        t
-    }
-
-    /// The sockets in `wanted`, from tables read earlier.
-    pub(crate) fn from_raw(raw: RawTables, wanted: &HashSet<u64>) -> SocketTable {
-        let mut t = SocketTable::default();
-        let mut peers = raw.peers;
-        for (table, text) in &raw.texts {
-            t.add(*table, text, Some(wanted), || peers.take());
-        }
-        t
-    }
-
-    fn add(
+    /// Adds the sockets of one table from its text.
+    fn add_text(
         &mut self,
         table: Table,
         text: &str,
@@ -301,8 +302,41 @@ impl SocketTable {
         match table {
             Table::Unix => parse_unix(text, wants, peers, &mut self.by_inode),
             Table::Netlink => parse_netlink(text, wants, &mut self.by_inode),
-            Table::Tcp | Table::Tcp6 => parse_inet(text, false, wants, &mut self.by_inode),
-            Table::Udp | Table::Udp6 => parse_inet(text, true, wants, &mut self.by_inode),
+            Table::Tcp | Table::Tcp6 | Table::Udp | Table::Udp6 => {
+                self.add_inet(table, text.as_bytes(), wanted);
+            }
+        }
+    }
+
+    /// `/proc/net/{tcp,tcp6,udp,udp6}`, parsed by procfs. A table procfs cannot parse (a
+    /// line it does not understand fails the whole table) names no socket, as a missing
+    /// one does. Inode 0 is a socket no process holds (`TIME_WAIT` and the like).
+    fn add_inet(&mut self, table: Table, r: impl Read, wanted: Option<&HashSet<u64>>) {
+        let wants = |inode: u64| inode != 0 && wanted.is_none_or(|w| w.contains(&inode));
+        let si = procfs::current_system_info();
+        if matches!(table, Table::Tcp | Table::Tcp6) {
+            let Ok(TcpNetEntries(entries)) = TcpNetEntries::from_read(r, si) else {
+                return;
+            };
+            for e in entries.into_iter().filter(|e| wants(e.inode)) {
+                let socket = Socket::Tcp {
+                    local: e.local_address,
+                    remote: e.remote_address,
+                    state: TcpState::from_code(e.state.to_u8()),
+                };
+                self.by_inode.insert(e.inode, socket);
+            }
+        } else {
+            let Ok(UdpNetEntries(entries)) = UdpNetEntries::from_read(r, si) else {
+                return;
+            };
+            for e in entries.into_iter().filter(|e| wants(e.inode)) {
+                let socket = Socket::Udp {
+                    local: e.local_address,
+                    remote: e.remote_address,
+                };
+                self.by_inode.insert(e.inode, socket);
+            }
         }
     }
 
@@ -318,41 +352,6 @@ impl SocketTable {
     /// The inodes of the sockets listening on `addr`.
     pub(crate) fn listening_on<'a>(&'a self, addr: &'a Listen) -> impl Iterator<Item = u64> + 'a {
         self.iter().filter(|(_, s)| addr.matches(s)).map(|(i, _)| i)
-    }
-}
-
-/// `/proc/net/{tcp,tcp6,udp,udp6}`. Columns: `sl local rem st tx:rx tr:when retrnsmt uid
-/// timeout inode …`.
-fn parse_inet(text: &str, udp: bool, wants: impl Fn(u64) -> bool, out: &mut HashMap<u64, Socket>) {
-    for line in text.lines().skip(1) {
-        let mut f = line.split_ascii_whitespace();
-        let (Some(local), Some(remote), Some(st)) = (f.nth(1), f.next(), f.next()) else {
-            continue;
-        };
-        // inode is the 10th field: 5 more after `st`.
-        let Some(Ok(inode)) = f.nth(5).map(str::parse::<u64>) else {
-            continue;
-        };
-        if inode == 0 || !wants(inode) {
-            continue;
-        }
-        let (Some(local), Some(remote), Ok(st)) = (
-            parse_addr(local),
-            parse_addr(remote),
-            u8::from_str_radix(st, 16),
-        ) else {
-            continue;
-        };
-        let socket = if udp {
-            Socket::Udp { local, remote }
-        } else {
-            Socket::Tcp {
-                local,
-                remote,
-                state: TcpState::from_code(st),
-            }
-        };
-        out.insert(inode, socket);
     }
 }
 
@@ -425,56 +424,14 @@ fn parse_netlink(text: &str, wants: impl Fn(u64) -> bool, out: &mut HashMap<u64,
     }
 }
 
-/// `0100007F:1F90` → `127.0.0.1:8080`; 32 hex digits for IPv6. The kernel prints each
-/// 32-bit word of the address (in network order in memory) as a native-endian number.
-fn parse_addr(s: &str) -> Option<SocketAddr> {
-    let (addr, port) = s.split_once(':')?;
-    let port = u16::from_str_radix(port, 16).ok()?;
-    let word = |i: usize| {
-        addr.get(i * 8..i * 8 + 8)
-            .and_then(|w| u32::from_str_radix(w, 16).ok())
-            .map(u32::to_ne_bytes)
-    };
-    let ip = match addr.len() {
-        8 => IpAddr::V4(Ipv4Addr::from(word(0)?)),
-        32 => {
-            let mut bytes = [0u8; 16];
-            for (i, chunk) in bytes.chunks_mut(4).enumerate() {
-                chunk.copy_from_slice(&word(i)?);
-            }
-            IpAddr::V6(Ipv6Addr::from(bytes))
-        }
-        _ => return None,
-    };
-    Some(SocketAddr::new(ip, port))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn table(t: Table, text: &str, peers: &[(u64, u64)]) -> SocketTable {
         let mut s = SocketTable::default();
-        s.add(t, text, None, || Some(peers.iter().copied().collect()));
+        s.add_text(t, text, None, || Some(peers.iter().copied().collect()));
         s
-    }
-
-    #[test]
-    fn addresses_decode() {
-        assert_eq!(
-            parse_addr("0100007F:1538"),
-            Some("127.0.0.1:5432".parse().unwrap())
-        );
-        assert_eq!(
-            parse_addr("0000000000000000FFFF00000100007F:0050"),
-            Some("[::ffff:127.0.0.1]:80".parse().unwrap())
-        );
-        assert_eq!(
-            parse_addr("00000000000000000000000001000000:1F90"),
-            Some("[::1]:8080".parse().unwrap())
-        );
-        assert_eq!(parse_addr("0100007F"), None);
-        assert_eq!(parse_addr("01007F:0050"), None);
     }
 
     const TCP: &str = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n\
@@ -534,6 +491,43 @@ mod tests {
         );
     }
 
+    #[test]
+    fn ipv6_and_udp_lines_decode() {
+        let t = table(
+            Table::Tcp6,
+            "  sl  local_address                         remote_address                        st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n\
+             0: 0000000000000000FFFF00000100007F:9C40 0000000000000000FFFF00000100007F:0050 08 00000000:00000000 00:00000000 00000000  0 0 301 1\n\
+             1: 00000000000000000000000001000000:1F90 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000  0 0 302 1\n",
+            &[],
+        );
+        assert_eq!(
+            t.get(301),
+            Some(&Socket::Tcp {
+                local: "[::ffff:127.0.0.1]:40000".parse().unwrap(),
+                remote: "[::ffff:127.0.0.1]:80".parse().unwrap(),
+                state: TcpState::CloseWait,
+            })
+        );
+        assert!(
+            matches!(t.get(302), Some(Socket::Tcp { local, .. }) if *local == "[::1]:8080".parse().unwrap())
+        );
+        let u = table(
+            Table::Udp,
+            "   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops\n\
+             1: 0100007F:14E9 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 401 2 0000000000000000 0\n\
+             2: 0100007F:14EA 0100007F:0035 01 00000000:00000000 00:00000000 00000000     0        0 402 2 0000000000000000 0\n",
+            &[],
+        );
+        assert_eq!(
+            u.get(401),
+            Some(&Socket::Udp {
+                local: "127.0.0.1:5353".parse().unwrap(),
+                remote: "0.0.0.0:0".parse().unwrap(),
+            })
+        );
+        assert!(matches!(u.get(402), Some(Socket::Udp { remote, .. }) if remote.port() == 53));
+    }
+
     const UNIX: &str = "Num       RefCount Protocol Flags    Type St Inode Path\n\
         0000: 00000002 00000000 00010000 0001 01 20 /run/db.sock\n\
         0000: 00000003 00000000 00000000 0001 03 21 /run/db.sock\n\
@@ -584,7 +578,7 @@ mod tests {
     fn peers_are_asked_for_only_when_a_wanted_socket_is_unnamed() {
         let mut t = SocketTable::default();
         let wanted: HashSet<u64> = [20, 21].into_iter().collect();
-        t.add(Table::Unix, UNIX, Some(&wanted), || {
+        t.add_text(Table::Unix, UNIX, Some(&wanted), || {
             panic!("no unnamed socket is wanted")
         });
         assert_eq!(t.iter().count(), 2);
