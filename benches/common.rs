@@ -23,16 +23,20 @@ pub fn median(runs: usize, mut f: impl FnMut()) -> Duration {
 
 /// Runs every function of `fs` once per round, `rounds` times after one warm-up round,
 /// interleaved so that drifts in machine load hit all of them alike; returns each one's
-/// median.
+/// median. Each round starts one function further on, so that no function always runs
+/// right after the same other one (reading a /proc table warms the kernel's caches for
+/// whoever reads it next).
 pub fn interleaved(rounds: usize, fs: &mut [&mut dyn FnMut()]) -> Vec<Duration> {
     for f in fs.iter_mut() {
         f();
     }
-    let mut times: Vec<Vec<Duration>> = vec![Vec::with_capacity(rounds); fs.len()];
-    for _ in 0..rounds {
-        for (i, f) in fs.iter_mut().enumerate() {
+    let n = fs.len();
+    let mut times: Vec<Vec<Duration>> = vec![Vec::with_capacity(rounds); n];
+    for round in 0..rounds {
+        for k in 0..n {
+            let i = (round + k) % n;
             let t = Instant::now();
-            f();
+            fs[i]();
             times[i].push(t.elapsed());
         }
     }

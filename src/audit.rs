@@ -3,7 +3,8 @@
 //! This module owns the wire format (its own serde types, versioned by `schema`; fields are
 //! added, never renamed) and the writer and reader. The writer opens the file for each
 //! record, so logrotate's rename and a fixed permission problem are picked up without a
-//! restart. It does not decide what to record.
+//! restart. Values of other modules become wire types here, at the edge (a
+//! `forensics::Group` becomes a `Target`). It does not decide what to record.
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -13,6 +14,7 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
+use crate::forensics::{self, Kind};
 use crate::policy::{ActionKind, Past, Reason, Rule};
 
 pub const SCHEMA: u32 = 1;
@@ -61,7 +63,8 @@ pub struct Detected {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eta_seconds: Option<f64>,
     pub top: Vec<Target>,
-    pub by_kind: BTreeMap<String, u64>,
+    /// Keys are kind names (`file`, `socket`, …), listed by name.
+    pub by_kind: BTreeMap<Kind, u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -84,7 +87,9 @@ impl std::fmt::Display for Role {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Target {
     pub target: String,
-    pub kind: String,
+    /// Written as its name (`file`, `anon_inode`, …); a name this version does not know
+    /// reads as `other`.
+    pub kind: Kind,
     pub count: u64,
     /// Change since the warden first saw the process; absent when no per-target baseline
     /// was kept (large processes).
@@ -95,6 +100,19 @@ pub struct Target {
     /// the master clears it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inherited: Option<u64>,
+}
+
+/// The log's record of a group of a forensics report.
+impl From<&forensics::Group> for Target {
+    fn from(g: &forensics::Group) -> Target {
+        Target {
+            target: g.target.clone(),
+            kind: g.kind,
+            count: g.count,
+            growth: g.growth,
+            inherited: g.inherited,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -340,6 +358,38 @@ mod tests {
         for r in [Role::Master, Role::Worker] {
             assert_eq!(serde_json::to_value(r).unwrap(), r.to_string());
         }
+    }
+
+    #[test]
+    fn detected_records_keep_their_exact_bytes() {
+        let line = r#"{"schema":1,"ts":"2026-11-26T22:10:00Z","incident":"i","vassal":"a.ini","config":"/v/a.ini","event":"detected","pid":7,"role":"worker","fds":9,"limit":10,"usage":0.9,"rule":"r","top":[{"target":"anon_inode:[eventfd]","kind":"anon_inode","count":5,"growth":5,"inherited":0},{"target":"unix (unnamed)","kind":"socket","count":3}],"by_kind":{"anon_inode":5,"file":1,"memfd":1,"other":1,"socket":3}}"#;
+        let r: Record = serde_json::from_str(line).unwrap();
+        let Event::Detected(d) = &r.event else {
+            panic!("{r:?}")
+        };
+        assert_eq!(d.top[0].kind, Kind::AnonInode);
+        assert_eq!(d.by_kind[&Kind::Memfd], 1);
+        assert_eq!(serde_json::to_string(&r).unwrap(), line);
+    }
+
+    #[test]
+    fn groups_of_a_report_become_targets() {
+        let g = forensics::Group {
+            target: "/srv/cat.jpg".into(),
+            kind: Kind::File,
+            count: 745,
+            growth: Some(745),
+            inherited: None,
+        };
+        let t = Target::from(&g);
+        assert_eq!(
+            serde_json::to_string(&t).unwrap(),
+            serde_json::to_string(&g).unwrap()
+        );
+        assert_eq!(
+            serde_json::to_string(&t).unwrap(),
+            r#"{"target":"/srv/cat.jpg","kind":"file","count":745,"growth":745}"#
+        );
     }
 
     #[test]

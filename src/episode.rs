@@ -18,9 +18,9 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::audit::{Event, OutcomeResult, Record, Role, Target};
+use crate::audit::{Event, OutcomeResult, Record, Role};
 use crate::config::Policy;
-use crate::forensics::Report;
+use crate::forensics::{Group, Report};
 use crate::policy::{self, ActionKind, Fire, History, Hold, Past, Plan, Reason, Situation, Step};
 use crate::procs::ProcId;
 
@@ -604,7 +604,7 @@ fn then(
 
 /// The target a report's leak is in: the first that grew, when growth is known; else the
 /// largest.
-fn leading(report: &Report) -> Option<&Target> {
+fn leading(report: &Report) -> Option<&Group> {
     report
         .top
         .iter()
@@ -848,8 +848,9 @@ pub fn hold_detail(hold: &Hold, policy: &Policy, max_concurrent: usize, plan: &s
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::audit::{Action, Outcome, Suppressed, Target};
+    use crate::audit::{Action, Outcome, Suppressed};
     use crate::config::{ActionMode, Predict, Threshold};
+    use crate::forensics::Kind;
 
     fn id(pid: i32) -> ProcId {
         ProcId { pid, start_time: 1 }
@@ -888,21 +889,21 @@ mod tests {
         }
     }
 
-    fn target(name: &str, count: u64, growth: Option<i64>, inherited: Option<u64>) -> Target {
-        Target {
+    fn target(name: &str, count: u64, growth: Option<i64>, inherited: Option<u64>) -> Group {
+        Group {
             target: name.into(),
-            kind: "file".into(),
+            kind: Kind::File,
             count,
             growth,
             inherited,
         }
     }
 
-    fn cat(count: u64, growth: Option<i64>, inherited: Option<u64>) -> Target {
+    fn cat(count: u64, growth: Option<i64>, inherited: Option<u64>) -> Group {
         target("/srv/app/static/cat.jpg", count, growth, inherited)
     }
 
-    fn report(top: Vec<Target>) -> Report {
+    fn report(top: Vec<Group>) -> Report {
         Report {
             pid: 1,
             fds: 0,
@@ -918,7 +919,7 @@ mod tests {
         facts: Facts,
         others: Vec<Past>,
         /// What each PID holds; a PID not listed leaks nothing.
-        tops: HashMap<i32, Vec<Target>>,
+        tops: HashMap<i32, Vec<Group>>,
         gone: bool,
         attributed: Vec<i32>,
         log_reads: usize,

@@ -2,18 +2,23 @@
 //!
 //! This module owns the methods, tried in this order: the Emperor's stats server (ini name
 //! → master PID; survives rewritten process titles), the vassal's declared `pidfile` or
-//! `safe-pidfile` (checked to be a child of the Emperor), and the process tree (a child of
-//! the Emperor whose command line says `--ini NAME`). Workers are the master's children.
-//! It reads /proc and the stats socket; it never signals or writes.
+//! `safe-pidfile` (checked to be a child of the Emperor), the process tree (a child of
+//! the Emperor whose command line says `--ini NAME`), and the vassal's declared listening
+//! sockets held by a child of the Emperor (for rewritten titles: declared values are
+//! parsed into typed addresses and asked of `sockets`, never compared as text). Workers
+//! are the master's children. It reads /proc and the stats socket; it never signals or
+//! writes.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::Read;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 use std::time::Duration;
 
 use crate::emperor::{Emperor, VassalFile};
 use crate::forensics;
 use crate::procs::{self, ProcId};
+use crate::sockets::{self, Listen, SocketTable};
 use crate::uwsgi_ini::VassalIni;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -276,44 +281,44 @@ const SOCKET_OPTIONS: [&str; 12] = [
     "https",
 ];
 
-/// How a declared address shows in the socket tables (see `forensics::SocketTable`).
-fn socket_labels(addr: &str) -> Vec<String> {
-    // `https = ADDR,cert,key`: the address is the first field.
-    let addr = addr.split(',').next().unwrap_or(addr).trim();
+/// The address a declared socket option listens on: `/path` or `@name` (unix), `:PORT`,
+/// `0.0.0.0:PORT` or `*:PORT` (every address), `HOST:PORT` with an IPv4 address or
+/// `localhost`, `[IPv6]:PORT`. `https = ADDR,cert,key` keeps the first field. A host name
+/// is not resolved: such a socket is not matched.
+fn declared_listen(value: &str) -> Option<Listen> {
+    let addr = value.split(',').next().unwrap_or(value).trim();
     if addr.starts_with('/') || addr.starts_with('@') {
-        return vec![format!("unix listen {addr}")];
+        return Some(Listen::Unix(addr.to_owned()));
     }
-    match addr.rsplit_once(':') {
-        Some(("" | "0.0.0.0" | "*", port)) => vec![
-            format!("tcp listen 0.0.0.0:{port}"),
-            format!("tcp6 listen [::]:{port}"),
-        ],
-        Some((host, port)) if host.starts_with('[') => vec![format!("tcp6 listen {host}:{port}")],
-        Some((host, port)) => {
-            let host = if host == "localhost" {
-                "127.0.0.1"
-            } else {
-                host
-            };
-            vec![format!("tcp listen {host}:{port}")]
-        }
-        None => Vec::new(),
-    }
+    let (host, port) = addr.rsplit_once(':')?;
+    let port = port.parse().ok()?;
+    let ip = match host {
+        "" | "0.0.0.0" | "*" => None,
+        "localhost" => Some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+        _ => Some(match host.strip_prefix('[') {
+            Some(v6) => IpAddr::V6(v6.strip_suffix(']')?.parse().ok()?),
+            None => IpAddr::V4(host.parse().ok()?),
+        }),
+    };
+    Some(Listen::Tcp { ip, port })
 }
 
 /// Finds the child of the Emperor that holds one of the vassal's declared listening
 /// sockets. Only children not already known by another name are read.
 fn match_sockets(ini: &VassalIni, view: &EmperorView) -> Option<ProcId> {
-    let labels: Vec<String> = SOCKET_OPTIONS
+    let declared: Vec<Listen> = SOCKET_OPTIONS
         .iter()
         .flat_map(|k| ini.values(k))
-        .flat_map(socket_labels)
+        .filter_map(declared_listen)
         .collect();
-    if labels.is_empty() {
+    if declared.is_empty() {
         return None;
     }
-    let table = forensics::SocketTable::read(view.pid);
-    let inodes = table.inodes_labelled(&labels);
+    let table = SocketTable::read(view.pid);
+    let inodes: HashSet<u64> = declared
+        .iter()
+        .flat_map(|addr| table.listening_on(addr))
+        .collect();
     if inodes.is_empty() {
         return None;
     }
@@ -323,9 +328,8 @@ fn match_sockets(ini: &VassalIni, view: &EmperorView) -> Option<ProcId> {
         .map(|(id, _)| *id)
         .find(|id| {
             forensics::read_fds(id.pid).is_ok_and(|fds| {
-                fds.iter().any(|f| {
-                    forensics::socket_inode(&f.target).is_some_and(|i| inodes.contains(&i))
-                })
+                fds.iter()
+                    .any(|f| sockets::inode_of(&f.target).is_some_and(|i| inodes.contains(&i)))
             })
         })
 }
@@ -352,24 +356,37 @@ mod tests {
     }
 
     #[test]
-    fn declared_addresses_become_socket_labels() {
+    fn declared_addresses_become_typed_listen_addresses() {
+        let tcp = |ip: Option<&str>, port| {
+            Some(Listen::Tcp {
+                ip: ip.map(|i| i.parse().unwrap()),
+                port,
+            })
+        };
         assert_eq!(
-            socket_labels("/run/shop.sock"),
-            ["unix listen /run/shop.sock"]
+            declared_listen("/run/shop.sock"),
+            Some(Listen::Unix("/run/shop.sock".into()))
+        );
+        assert_eq!(declared_listen("@shop"), Some(Listen::Unix("@shop".into())));
+        assert_eq!(
+            declared_listen("127.0.0.1:8000"),
+            tcp(Some("127.0.0.1"), 8000)
         );
         assert_eq!(
-            socket_labels("127.0.0.1:8000"),
-            ["tcp listen 127.0.0.1:8000"]
+            declared_listen("localhost:8000"),
+            tcp(Some("127.0.0.1"), 8000)
         );
+        assert_eq!(declared_listen(":8000"), tcp(None, 8000));
+        assert_eq!(declared_listen("*:8000"), tcp(None, 8000));
+        assert_eq!(declared_listen("[::1]:8000"), tcp(Some("::1"), 8000));
         assert_eq!(
-            socket_labels(":8000"),
-            ["tcp listen 0.0.0.0:8000", "tcp6 listen [::]:8000"]
+            declared_listen("0.0.0.0:443,foo.crt,foo.key"),
+            tcp(None, 443)
         );
-        assert_eq!(socket_labels("[::1]:8000"), ["tcp6 listen [::1]:8000"]);
-        assert_eq!(
-            socket_labels("0.0.0.0:443,foo.crt,foo.key")[0],
-            "tcp listen 0.0.0.0:443"
-        );
+        // Host names are not resolved; what is not an address is not matched.
+        assert_eq!(declared_listen("shop.example:8000"), None);
+        assert_eq!(declared_listen("127.0.0.1:http"), None);
+        assert_eq!(declared_listen("8000"), None);
     }
 
     #[test]

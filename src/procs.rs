@@ -1,23 +1,37 @@
-//! Small, allocation-light readers of `/proc/PID/*` (see proc(5)).
+//! Readers of `/proc/PID/*` (see proc(5)).
 //!
-//! This module owns the parsing of `stat`, `cmdline`, `environ` and the `children` lists.
-//! It does not decide anything: a process that vanishes between two reads is normal here
-//! and surfaces as `None` or an empty list, never as a panic.
+//! This module owns reading `stat` (parsed by the `procfs` crate), `cmdline`, `environ`,
+//! the `children` lists and the list of PIDs (small hand-written readers, kept where
+//! they measure faster than procfs's: docs/PERFORMANCE.md). It does not decide
+//! anything: a process that vanishes between two reads is normal here and surfaces as
+//! `None` or an empty list, never as a panic.
 
 use std::collections::HashMap;
 use std::fs;
 use std::path::PathBuf;
 
+use procfs::FromRead;
+
 /// The part of `/proc/PID/stat` the warden needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Stat {
-    pub pid: i32,
-    pub comm: String,
-    pub state: char,
-    pub ppid: i32,
+pub(crate) struct Stat {
+    pub(crate) pid: i32,
+    pub(crate) state: char,
+    pub(crate) ppid: i32,
     /// Start time in clock ticks since boot (field 22). With the PID it identifies one
     /// process for its whole life: a reused PID has a different start time.
-    pub start_time: u64,
+    pub(crate) start_time: u64,
+}
+
+impl From<procfs::process::Stat> for Stat {
+    fn from(s: procfs::process::Stat) -> Stat {
+        Stat {
+            pid: s.pid,
+            state: s.state,
+            ppid: s.ppid,
+            start_time: s.starttime,
+        }
+    }
 }
 
 /// A process as the warden identifies it: PID plus start time.
@@ -27,33 +41,17 @@ pub struct ProcId {
     pub start_time: u64,
 }
 
-pub fn proc_path(pid: i32, file: &str) -> PathBuf {
+pub(crate) fn proc_path(pid: i32, file: &str) -> PathBuf {
     PathBuf::from(format!("/proc/{pid}/{file}"))
 }
 
-/// Parses the text of `/proc/PID/stat`. `comm` may hold spaces and parentheses, so the
-/// fields after it are found from the last `)`.
-pub fn parse_stat(pid: i32, text: &str) -> Option<Stat> {
-    let open = text.find('(')?;
-    let close = text.rfind(')')?;
-    let comm = text.get(open + 1..close)?.to_owned();
-    let mut rest = text.get(close + 1..)?.split_ascii_whitespace();
-    let state = rest.next()?.chars().next()?;
-    let ppid = rest.next()?.parse().ok()?;
-    // After state and ppid, start_time is field 22, i.e. 18 fields further on.
-    let start_time = rest.nth(17)?.parse().ok()?;
-    Some(Stat {
-        pid,
-        comm,
-        state,
-        ppid,
-        start_time,
-    })
-}
-
-pub fn stat(pid: i32) -> Option<Stat> {
-    let text = fs::read_to_string(proc_path(pid, "stat")).ok()?;
-    parse_stat(pid, &text)
+/// `/proc/PID/stat`, read with one open and parsed by procfs (`Stat::from_file`: as fast
+/// as the hand-written parser it replaced, and faster than going through
+/// `procfs::process::Process`, which first opens `/proc/PID` itself).
+pub(crate) fn stat(pid: i32) -> Option<Stat> {
+    procfs::process::Stat::from_file(proc_path(pid, "stat"))
+        .ok()
+        .map(Stat::from)
 }
 
 /// The identity of a live process, or `None` when it is gone (or a zombie, which holds no
@@ -70,7 +68,7 @@ pub fn proc_id(pid: i32) -> Option<ProcId> {
 }
 
 /// True when `id` still names the same live process.
-pub fn is_same_process(id: ProcId) -> bool {
+pub(crate) fn is_same_process(id: ProcId) -> bool {
     proc_id(id.pid) == Some(id)
 }
 
@@ -161,9 +159,9 @@ mod tests {
 
     #[test]
     fn stat_with_spaces_and_parens_in_comm() {
-        let text = "1234 (a (b) c) S 1 1234 1234 0 -1 4194560 2727 214954 0 468 1 1 757 188 20 0 1 0 5119 5124096 902";
-        let s = parse_stat(1234, text).unwrap();
-        assert_eq!(s.comm, "a (b) c");
+        let text = "1234 (a (b) c) S 1 1234 1234 0 -1 4194560 2727 214954 0 468 1 1 757 188 20 0 1 0 5119 5124096 902 18446744073709551615 1 1 0 0 0 0 0 4096 65536 0 0 0 17 1 0 0 0 0 0";
+        let s = Stat::from(procfs::process::Stat::from_read(text.as_bytes()).unwrap());
+        assert_eq!(s.pid, 1234);
         assert_eq!(s.state, 'S');
         assert_eq!(s.ppid, 1);
         assert_eq!(s.start_time, 5119);

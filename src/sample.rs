@@ -4,7 +4,8 @@
 //! syscall, no allocation), and falls back to reading the directory when it is 0 (older
 //! kernels report 0). The soft limit comes from `/proc/PID/limits` (readable without
 //! privileges), cached per process identity and refreshed now and then because
-//! `prlimit(1)` can change it. Nothing here decides or writes.
+//! `prlimit(1)` can change it. Both readers are hand-written because they measure faster
+//! than the `procfs` crate's (docs/PERFORMANCE.md). Nothing here decides or writes.
 
 use std::collections::HashMap;
 use std::ffi::CStr;
@@ -87,7 +88,7 @@ pub fn fd_count_readdir(pid: i32) -> io::Result<u64> {
 
 /// Parses the "Max open files" soft limit out of `/proc/PID/limits`. `unlimited` is
 /// `u64::MAX`.
-pub fn parse_soft_limit(text: &str) -> Option<u64> {
+fn parse_soft_limit(text: &str) -> Option<u64> {
     let line = text.lines().find(|l| l.starts_with("Max open files"))?;
     let soft = line["Max open files".len()..]
         .split_ascii_whitespace()

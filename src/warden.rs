@@ -732,7 +732,7 @@ fn detected(policy: &Policy, inc: &Incident) -> Rec {
         rule_name: Some(inc.fire.rule()),
         slope,
         eta_seconds: eta,
-        top: inc.report.top.clone(),
+        top: inc.report.top.iter().map(Into::into).collect(),
         by_kind: inc.report.by_kind.clone(),
     })
 }

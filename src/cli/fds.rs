@@ -12,8 +12,8 @@ use serde::Serialize;
 
 use super::table::{self, Align, Table};
 use super::{Failure, Report, role_at, state_name, usage};
-use crate::audit::{Role, Target};
-use crate::forensics;
+use crate::audit::Role;
+use crate::forensics::{self, Group};
 use crate::inventory::Inventory;
 use crate::mapping::Mapping;
 use crate::sample;
@@ -130,7 +130,7 @@ impl Report for FdsReport {
     }
 }
 
-fn targets(top: &[Target]) -> Table {
+fn targets(top: &[Group]) -> Table {
     let mut t = Table::new(&[
         ("COUNT", Align::Right),
         ("GROWTH", Align::Right),
@@ -150,7 +150,7 @@ fn targets(top: &[Target]) -> Table {
         t.row(vec![
             target.count.to_string(),
             growth,
-            target.kind.clone(),
+            target.kind.to_string(),
             format!("{}{inherited}", target.target),
         ]);
     }

@@ -288,7 +288,16 @@ fn a_refused_signal_climbs_to_a_touch() {
         &emp.root().join("incidents.jsonl"),
         &[],
     );
-    emp.leak("owned.ini", 80);
+    // Leak until the warden tries (a worker over the line), without outrunning it.
+    wait_for(
+        Duration::from_secs(30),
+        "the warden to try a recycle",
+        || {
+            let _ = emp.try_request("owned.ini", "/leak");
+            std::thread::sleep(Duration::from_millis(20));
+            (count(&warden.records(), "suppressed") > 0).then_some(())
+        },
+    );
     let failed = warden.wait_record("suppressed", 0);
     assert_eq!(failed["reason"], "action_failed", "{failed}");
     assert_eq!(failed["action"], "recycle-worker", "{failed}");
