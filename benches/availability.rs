@@ -14,6 +14,8 @@
 //!
 //! Run: `cargo bench --bench availability`
 #![allow(clippy::unwrap_used)]
+// A benchmark binary: its `pub` items (and the shared harness's) are for its own modules.
+#![allow(unreachable_pub)]
 
 #[path = "../tests/it/harness.rs"]
 mod harness;

@@ -8,6 +8,8 @@
 //!
 //! Run: `cargo bench --bench naming`
 #![allow(clippy::unwrap_used)]
+// A benchmark binary: its `pub` items (and the shared harness's) are for its own modules.
+#![allow(unreachable_pub)]
 
 mod common;
 

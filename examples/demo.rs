@@ -4,6 +4,8 @@
 //!
 //! Run it with `scripts/demo` (which installs uWSGI when missing), or `cargo run --example demo`.
 #![allow(clippy::unwrap_used)]
+// An example binary: its `pub` items (and the shared harness's) are for its own modules.
+#![allow(unreachable_pub)]
 
 #[path = "../tests/it/harness.rs"]
 mod harness;

@@ -20,7 +20,7 @@ use crate::policy;
 use crate::procs::{self, ProcId};
 
 /// The mtime of `path` as the Emperor sees it.
-pub fn mtime(path: &Path, nofollow: bool) -> std::io::Result<SystemTime> {
+pub(crate) fn mtime(path: &Path, nofollow: bool) -> std::io::Result<SystemTime> {
     let m = if nofollow {
         std::fs::symlink_metadata(path)?
     } else {
@@ -37,7 +37,7 @@ fn to_secs(t: SystemTime) -> i64 {
 }
 
 /// Touches `path` so the Emperor reloads the vassal. Returns the mtimes before and after.
-pub fn touch(
+pub(crate) fn touch(
     path: &Path,
     nofollow: bool,
     now: SystemTime,
@@ -66,7 +66,7 @@ pub fn touch(
 
 /// Why a worker was not recycled.
 #[derive(Debug, thiserror::Error)]
-pub enum RecycleError {
+pub(crate) enum RecycleError {
     #[error("PID {0} is no longer a worker of master {1}: not signalled")]
     NotAWorker(i32, i32),
     #[error("cannot signal PID {0}: {1}")]
@@ -75,7 +75,7 @@ pub enum RecycleError {
 
 /// Sends SIGHUP to `worker` if it is still the same process and still a child of
 /// `master` (both identified by PID and start time).
-pub fn recycle_worker(master: ProcId, worker: ProcId) -> Result<(), RecycleError> {
+pub(crate) fn recycle_worker(master: ProcId, worker: ProcId) -> Result<(), RecycleError> {
     let still_worker = procs::is_same_process(master)
         && procs::stat(worker.pid)
             .is_some_and(|s| s.start_time == worker.start_time && s.ppid == master.pid);

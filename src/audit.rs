@@ -17,11 +17,11 @@ use serde::{Deserialize, Serialize};
 use crate::forensics::{self, Kind};
 use crate::policy::{ActionKind, Past, Reason, Rule};
 
-pub const SCHEMA: u32 = 1;
+pub(crate) const SCHEMA: u32 = 1;
 
 /// One line of the incident log.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Record {
+pub(crate) struct Record {
     #[serde(default = "default_schema")]
     pub schema: u32,
     /// RFC 3339, UTC.
@@ -39,7 +39,7 @@ fn default_schema() -> u32 {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
-pub enum Event {
+pub(crate) enum Event {
     Detected(Detected),
     Action(Action),
     Outcome(Outcome),
@@ -47,7 +47,7 @@ pub enum Event {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Detected {
+pub(crate) struct Detected {
     pub pid: i32,
     pub role: Role,
     pub fds: u64,
@@ -69,7 +69,7 @@ pub struct Detected {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Role {
+pub(crate) enum Role {
     Master,
     Worker,
 }
@@ -84,8 +84,10 @@ impl std::fmt::Display for Role {
 }
 
 /// One group of open fds that share a target.
+// Field names are the log's, a compatibility boundary.
+#[allow(clippy::struct_field_names)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Target {
+pub(crate) struct Target {
     pub target: String,
     /// Written as its name (`file`, `anon_inode`, …); a name this version does not know
     /// reads as `other`.
@@ -115,8 +117,10 @@ impl From<&forensics::Group> for Target {
     }
 }
 
+// Field names are the log's, a compatibility boundary.
+#[allow(clippy::struct_field_names)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Action {
+pub(crate) struct Action {
     pub action: ActionKind,
     pub path: PathBuf,
     pub mtime_before: Option<String>,
@@ -136,7 +140,7 @@ pub struct Action {
 impl Action {
     /// Taken by an operator (`vassal-warden reload`), whose reason starts `manual:`.
     #[must_use]
-    pub fn is_manual(&self) -> bool {
+    pub(crate) fn is_manual(&self) -> bool {
         self.reason
             .as_deref()
             .is_some_and(|r| r.starts_with("manual:"))
@@ -145,7 +149,7 @@ impl Action {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum OutcomeResult {
+pub(crate) enum OutcomeResult {
     Recovered,
     NotRecovered,
     Vanished,
@@ -162,7 +166,7 @@ impl std::fmt::Display for OutcomeResult {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Outcome {
+pub(crate) struct Outcome {
     pub result: OutcomeResult,
     /// The highest fd count among the vassal's processes when the outcome was decided.
     pub fds_after: Option<u64>,
@@ -172,7 +176,7 @@ pub struct Outcome {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Suppressed {
+pub(crate) struct Suppressed {
     pub reason: Reason,
     /// For `action_failed`: the action that failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -183,18 +187,18 @@ pub struct Suppressed {
 
 /// RFC 3339 in UTC, whole seconds.
 #[must_use]
-pub fn timestamp(t: SystemTime) -> String {
+pub(crate) fn timestamp(t: SystemTime) -> String {
     humantime::format_rfc3339_seconds(t).to_string()
 }
 
 /// RFC 3339 in UTC with nanoseconds, for mtimes (the Emperor compares whole seconds, and
 /// the record must show exactly what the file had).
 #[must_use]
-pub fn timestamp_precise(t: SystemTime) -> String {
+pub(crate) fn timestamp_precise(t: SystemTime) -> String {
     humantime::format_rfc3339_nanos(t).to_string()
 }
 
-pub fn parse_timestamp(s: &str) -> Option<SystemTime> {
+pub(crate) fn parse_timestamp(s: &str) -> Option<SystemTime> {
     humantime::parse_rfc3339_weak(s).ok()
 }
 
@@ -204,7 +208,7 @@ pub fn parse_timestamp(s: &str) -> Option<SystemTime> {
 #[error(
     "cannot write the incident log {path}: {source}; make its directory writable by the warden or set `audit-log` in warden.ini"
 )]
-pub struct WriteError {
+pub(crate) struct WriteError {
     pub path: PathBuf,
     #[source]
     pub source: std::io::Error,
@@ -212,23 +216,23 @@ pub struct WriteError {
 
 /// Appends records to the incident log.
 #[derive(Debug, Clone)]
-pub struct AuditLog {
+pub(crate) struct AuditLog {
     path: PathBuf,
 }
 
 impl AuditLog {
     #[must_use]
-    pub fn new(path: PathBuf) -> Self {
+    pub(crate) fn new(path: PathBuf) -> Self {
         AuditLog { path }
     }
 
     #[must_use]
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 
     /// Writes one record and fsyncs it before returning.
-    pub fn append(&self, record: &Record) -> Result<(), WriteError> {
+    pub(crate) fn append(&self, record: &Record) -> Result<(), WriteError> {
         let wrap = |source| WriteError {
             path: self.path.clone(),
             source,
@@ -253,7 +257,7 @@ impl AuditLog {
 /// The actions on the vassal file `config` recorded in the last `tail` bytes of the log:
 /// what another writer (an operator's `vassal-warden reload`, another warden) did since
 /// this one read the log.
-pub fn recent_actions(path: &Path, config: &Path, tail: u64) -> Vec<Past> {
+pub(crate) fn recent_actions(path: &Path, config: &Path, tail: u64) -> Vec<Past> {
     use std::io::{Read, Seek, SeekFrom};
     let Ok(mut f) = File::open(path) else {
         return Vec::new();
@@ -282,14 +286,14 @@ pub fn recent_actions(path: &Path, config: &Path, tail: u64) -> Vec<Past> {
 
 /// A line of the log that could not be read, with its number.
 #[derive(Debug)]
-pub struct BadLine {
+pub(crate) struct BadLine {
     pub line: usize,
     pub message: String,
 }
 
 /// Reads every record of the log. Bad lines (a torn last line after a crash, say) are
 /// returned apart and do not stop the reading.
-pub fn read_log(path: &Path) -> std::io::Result<(Vec<Record>, Vec<BadLine>)> {
+pub(crate) fn read_log(path: &Path) -> std::io::Result<(Vec<Record>, Vec<BadLine>)> {
     let f = File::open(path)?;
     let mut records = Vec::new();
     let mut bad = Vec::new();

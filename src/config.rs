@@ -15,13 +15,13 @@ use crate::emperor::Source;
 use crate::error::FileError;
 use crate::uwsgi_ini::{self, Entry};
 
-pub const DEFAULT_PATH: &str = "/etc/vassal-warden/warden.ini";
-pub const DEFAULT_VASSALS: &str = "/etc/uwsgi-emperor/vassals";
-pub const DEFAULT_AUDIT_LOG: &str = "/var/log/vassal-warden/incidents.jsonl";
+pub(crate) const DEFAULT_PATH: &str = "/etc/vassal-warden/warden.ini";
+pub(crate) const DEFAULT_VASSALS: &str = "/etc/uwsgi-emperor/vassals";
+pub(crate) const DEFAULT_AUDIT_LOG: &str = "/var/log/vassal-warden/incidents.jsonl";
 
 /// Where a process is "over the line".
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Threshold {
+pub(crate) enum Threshold {
     /// A fraction (0..=1) of the process's soft `RLIMIT_NOFILE`.
     Fraction(f64),
     /// An absolute number of open fds.
@@ -31,7 +31,7 @@ pub enum Threshold {
 impl Threshold {
     /// The fd count at or above which a process with this soft limit is over the line.
     #[must_use]
-    pub fn line(self, soft_limit: u64) -> u64 {
+    pub(crate) fn line(self, soft_limit: u64) -> u64 {
         match self {
             Threshold::Count(n) => n,
             #[allow(
@@ -55,7 +55,7 @@ impl fmt::Display for Threshold {
 
 /// What the warden may do about a vassal over the line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ActionMode {
+pub(crate) enum ActionMode {
     /// The gentlest action that will work (see `policy::choose`).
     Auto,
     Touch,
@@ -82,7 +82,7 @@ impl ActionMode {
     }
 
     #[must_use]
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             ActionMode::Auto => "auto",
             ActionMode::Touch => "touch",
@@ -95,7 +95,7 @@ impl ActionMode {
 
 /// The prediction horizon: act when a process's limit is projected sooner than this.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Predict {
+pub(crate) enum Predict {
     /// No prediction: only the line.
     Off,
     /// As soon as the warden could no longer act in time: one and a half times what an
@@ -117,7 +117,7 @@ impl fmt::Display for Predict {
 
 /// Policy for one vassal, fully resolved.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Policy {
+pub(crate) struct Policy {
     pub reload_at: Threshold,
     /// An absolute cap that applies whatever the soft limit (which can be ~10^9).
     pub max_fds: Option<u64>,
@@ -165,7 +165,7 @@ impl Default for Policy {
 
 /// The validated configuration.
 #[derive(Debug, Clone)]
-pub struct Config {
+pub(crate) struct Config {
     /// The file it was read from, if any.
     pub path: Option<PathBuf>,
     /// Vassal directories or globs, absolute. Empty: what the running Emperors use.
@@ -198,7 +198,7 @@ impl Default for Config {
 impl Config {
     /// Loads `path`. A missing file at the default path means defaults; a file named with
     /// `-c` must exist.
-    pub fn load(path: Option<&Path>) -> Result<Config, FileError> {
+    pub(crate) fn load(path: Option<&Path>) -> Result<Config, FileError> {
         let (path, explicit) = match path {
             Some(p) => (p.to_owned(), true),
             None => (PathBuf::from(DEFAULT_PATH), false),
@@ -217,7 +217,7 @@ impl Config {
     }
 
     /// Parses the text of `path`. The first bad line is the error, with its number.
-    pub fn parse(path: &Path, text: &str) -> Result<Config, FileError> {
+    pub(crate) fn parse(path: &Path, text: &str) -> Result<Config, FileError> {
         let mut cfg = Config {
             path: Some(path.to_owned()),
             ..Config::default()
@@ -299,7 +299,7 @@ impl Config {
     /// ini file. Bad lines in the vassal's own file are returned as messages (the vassal
     /// keeps the rest), since an app user's typo must not stop the daemon.
     #[must_use]
-    pub fn policy_for(&self, name: &str, own: &[Entry]) -> (Policy, Vec<String>) {
+    pub(crate) fn policy_for(&self, name: &str, own: &[Entry]) -> (Policy, Vec<String>) {
         let mut p = self.policy.clone();
         let mut problems = Vec::new();
         for e in own {
@@ -343,7 +343,7 @@ fn parse_source(v: &str) -> Result<Source, String> {
 /// One policy key with its parsed value. Only policy keys exist here, which is what keeps a
 /// vassal's own `[vassal-warden]` section from naming paths or commands.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Setting {
+pub(crate) enum Setting {
     ReloadAt(Threshold),
     For(u32),
     Cooldown(Duration),
@@ -360,7 +360,7 @@ pub enum Setting {
 
 impl Setting {
     /// Parses `key = v`; the error says what is wrong and what is expected.
-    pub fn parse(key: &str, v: &str) -> Result<Setting, String> {
+    pub(crate) fn parse(key: &str, v: &str) -> Result<Setting, String> {
         let count = |min: u64, what: &str| {
             v.parse::<u64>()
                 .ok()
@@ -398,7 +398,7 @@ impl Setting {
         })
     }
 
-    pub fn apply(&self, p: &mut Policy) {
+    pub(crate) fn apply(&self, p: &mut Policy) {
         match *self {
             Setting::ReloadAt(t) => p.reload_at = t,
             Setting::For(n) => p.for_samples = n,
@@ -417,7 +417,7 @@ impl Setting {
 }
 
 /// `80%` or `900`.
-pub fn parse_threshold(v: &str) -> Result<Threshold, String> {
+pub(crate) fn parse_threshold(v: &str) -> Result<Threshold, String> {
     if let Some(pct) = v.strip_suffix('%') {
         let x: f64 = pct
             .trim()
@@ -459,7 +459,7 @@ fn parse_rate(v: &str) -> Result<(u32, Duration), String> {
     Ok((n, parse_duration(window.trim())?))
 }
 
-pub fn parse_duration(v: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(v: &str) -> Result<Duration, String> {
     humantime::parse_duration(v)
         .map_err(|e| format!("`{v}` is not a duration like 2s, 10m or 1h ({e})"))
 }

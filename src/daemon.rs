@@ -19,7 +19,7 @@ use crate::warden::Warden;
 
 /// How `run` runs.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Options {
+pub(crate) struct Options {
     /// Record what would be done, do nothing.
     pub dry_run: bool,
     /// One pass (and the verification of what it did), then exit.
@@ -76,7 +76,7 @@ impl Watches {
 }
 
 /// Runs the daemon until SIGTERM or SIGINT (or after one pass with `--once`).
-pub fn run(cfg: Config, opts: Options) -> anyhow::Result<()> {
+pub(crate) fn run(cfg: Config, opts: Options) -> anyhow::Result<()> {
     let interval = cfg.interval;
     let mut w = Warden::new(cfg, opts.dry_run);
     info!(

@@ -15,7 +15,7 @@ use crate::uwsgi_ini::VassalIni;
 
 /// Where an Emperor (or the warden's config) takes vassal files from.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Source {
+pub(crate) enum Source {
     /// A directory: vassals are named by file name.
     Dir(PathBuf),
     /// A glob: vassals are named by the path the glob produced.
@@ -27,14 +27,14 @@ impl Source {
     /// (see `resolved`). Relative paths are taken from `base`. Monitors that are not
     /// files (`zmq://`, `pg://`, ...) are not sources.
     #[must_use]
-    pub fn parse(value: &str, base: &Path) -> Option<Source> {
+    pub(crate) fn parse(value: &str, base: &Path) -> Option<Source> {
         Source::literal(value, base).map(|s| s.resolved())
     }
 
     /// Like `parse`, without resolving: a directory that does not exist yet, or whose
     /// symlinks will change, is resolved again at each use.
     #[must_use]
-    pub fn literal(value: &str, base: &Path) -> Option<Source> {
+    pub(crate) fn literal(value: &str, base: &Path) -> Option<Source> {
         if value.contains("://") {
             return None;
         }
@@ -53,7 +53,7 @@ impl Source {
     /// A directory with its symlinks followed, as it is now, so that it compares equal
     /// to an Emperor's view of the same directory; a glob as it is.
     #[must_use]
-    pub fn resolved(&self) -> Source {
+    pub(crate) fn resolved(&self) -> Source {
         match self {
             Source::Dir(d) => Source::Dir(std::fs::canonicalize(d).unwrap_or_else(|_| d.clone())),
             Source::Glob(_) => self.clone(),
@@ -65,7 +65,7 @@ impl Source {
     /// The directory whose entries are the vassal files: the directory itself, or a
     /// glob's fixed leading part.
     #[must_use]
-    pub fn dir(&self) -> PathBuf {
+    pub(crate) fn dir(&self) -> PathBuf {
         match self {
             Source::Dir(d) => d.clone(),
             Source::Glob(g) => PathBuf::from(g.split(['*', '?', '[']).next().unwrap_or("/")),
@@ -87,7 +87,7 @@ const VASSAL_EXTENSIONS: [&str; 6] = ["ini", "xml", "yml", "yaml", "js", "json"]
 
 /// One vassal file as the Emperor names it.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub struct VassalFile {
+pub(crate) struct VassalFile {
     /// The Emperor's name for it (file name, or the glob's path).
     pub name: String,
     /// Its absolute path (not resolved: it may be a symlink).
@@ -96,7 +96,7 @@ pub struct VassalFile {
 
 /// Lists the vassal files of `source`, sorted by name.
 #[must_use]
-pub fn list_vassals(source: &Source) -> Vec<VassalFile> {
+pub(crate) fn list_vassals(source: &Source) -> Vec<VassalFile> {
     let mut out = Vec::new();
     match source {
         Source::Dir(dir) => {
@@ -136,7 +136,7 @@ pub fn list_vassals(source: &Source) -> Vec<VassalFile> {
 
 /// A running Emperor.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Emperor {
+pub(crate) struct Emperor {
     /// The process whose children are the vassal masters.
     pub pid: i32,
     pub start_time: u64,
@@ -156,7 +156,7 @@ pub struct Emperor {
 
 impl Emperor {
     #[must_use]
-    pub fn is_running(&self) -> bool {
+    pub(crate) fn is_running(&self) -> bool {
         procs::is_same_process(procs::ProcId {
             pid: self.pid,
             start_time: self.start_time,
@@ -164,7 +164,7 @@ impl Emperor {
     }
 
     #[must_use]
-    pub fn watches(&self, source: &Source) -> bool {
+    pub(crate) fn watches(&self, source: &Source) -> bool {
         self.sources.contains(source)
     }
 }
@@ -291,12 +291,12 @@ fn emperor_settings(pid: i32, args: &[String]) -> Option<Emperor> {
 /// identity, so that a rescan reads one `stat` per process and the command line and
 /// config file only of processes it has not seen before.
 #[derive(Debug, Default)]
-pub struct Discovery {
+pub(crate) struct Discovery {
     verdicts: HashMap<procs::ProcId, Option<Emperor>>,
 }
 
 impl Discovery {
-    pub fn discover(&mut self) -> Vec<Emperor> {
+    pub(crate) fn discover(&mut self) -> Vec<Emperor> {
         let mut found: HashMap<i32, Emperor> = HashMap::new();
         let mut parents: HashMap<i32, i32> = HashMap::new();
         let mut seen = std::collections::HashSet::new();
@@ -360,7 +360,7 @@ fn pair_debian_layout(
 
 /// The default when nothing is configured and no Emperor runs: Debian's directory.
 #[must_use]
-pub fn default_source() -> Source {
+pub(crate) fn default_source() -> Source {
     // Resolved like every directory source, so that it compares equal to an Emperor's.
     let dir = PathBuf::from(crate::config::DEFAULT_VASSALS);
     Source::Dir(std::fs::canonicalize(&dir).unwrap_or(dir))
@@ -368,7 +368,7 @@ pub fn default_source() -> Source {
 
 /// Reads a vassal file the way uWSGI would, for the `--ini` case; other formats are only
 /// checked to be readable and non-empty (the warden does not parse them).
-pub fn read_vassal(path: &Path) -> Result<VassalIni, crate::error::FileError> {
+pub(crate) fn read_vassal(path: &Path) -> Result<VassalIni, crate::error::FileError> {
     let is_ini = path.extension().and_then(|x| x.to_str()) == Some("ini");
     if is_ini {
         return VassalIni::read(path);

@@ -26,7 +26,7 @@ use crate::procs::ProcId;
 
 /// One sampled process of the vassal on this pass.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Proc {
+pub(crate) struct Proc {
     pub id: ProcId,
     pub role: Role,
     pub fds: u64,
@@ -49,7 +49,7 @@ impl Proc {
 
 /// What is known about the vassal file and its Emperor on this pass.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Facts {
+pub(crate) struct Facts {
     /// Why the file does not read as a vassal config, if it does not.
     pub ini_error: Option<String>,
     /// The file changed under an old mtime.
@@ -62,11 +62,10 @@ pub struct Facts {
 
 /// One pass's inputs for one running vassal.
 #[derive(Debug, Clone)]
-pub struct Pass<'a> {
+pub(crate) struct Pass<'a> {
     pub now: SystemTime,
     /// The same moment on the monotonic clock, for verification times.
     pub mono: Instant,
-    pub master: ProcId,
     /// Every worker the mapping found (sampled or not).
     pub workers: &'a [ProcId],
     /// The processes that could be sampled, master first.
@@ -77,7 +76,7 @@ pub struct Pass<'a> {
 }
 
 /// The reads the core may ask for during a pass.
-pub trait Lookups {
+pub(crate) trait Lookups {
     /// The actions on this vassal recorded by anyone (an operator's `reload`, another
     /// warden), from the log's tail.
     fn recorded_actions(&mut self) -> Vec<Past>;
@@ -89,7 +88,7 @@ pub trait Lookups {
 
 /// What the episode's record says next, after `detected`.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Then {
+pub(crate) enum Then {
     /// Over the line, but not acted on now; `would` is what it would have done.
     Hold { hold: Hold, would: Plan },
     /// Record and alert only.
@@ -108,7 +107,7 @@ pub enum Then {
 
 /// A process fired: what to record and what follows.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Incident {
+pub(crate) struct Incident {
     pub offender: Proc,
     pub fire: Fire,
     pub report: Report,
@@ -117,7 +116,7 @@ pub struct Incident {
 
 /// The verdict on an action under verification.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Verdict {
+pub(crate) struct Verdict {
     pub incident: String,
     pub result: OutcomeResult,
     /// The action that was verified.
@@ -129,7 +128,7 @@ pub struct Verdict {
 
 /// What to do on this pass.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Decision {
+pub(crate) enum Decision {
     Nothing,
     Outcome(Verdict),
     Incident(Box<Incident>),
@@ -186,7 +185,7 @@ struct Queue {
 
 /// Per-vassal state between passes.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Episode {
+pub(crate) struct Episode {
     hist: History,
     noted: Option<Note>,
     pending: Option<Pending>,
@@ -197,22 +196,22 @@ pub struct Episode {
 impl Episode {
     /// True while an action is being verified.
     #[must_use]
-    pub fn is_pending(&self) -> bool {
+    pub(crate) fn is_pending(&self) -> bool {
         self.pending.is_some()
     }
 
-    #[must_use]
-    pub fn step(&self) -> Step {
+    #[cfg(test)]
+    pub(crate) fn step(&self) -> Step {
         self.step
     }
 
-    #[must_use]
-    pub fn history(&self) -> &History {
+    #[cfg(test)]
+    pub(crate) fn history(&self) -> &History {
         &self.hist
     }
 
     /// The decision for a running vassal on this pass.
-    pub fn decide(
+    pub(crate) fn decide(
         &mut self,
         policy: &Policy,
         pass: &Pass<'_>,
@@ -221,7 +220,7 @@ impl Episode {
         if self.pending.is_some() {
             return self.verify(policy, pass);
         }
-        if let Some(d) = self.next_batch(pass) {
+        if let Some(d) = self.next_batch(policy, pass) {
             return d;
         }
         if pass.procs.iter().all(|p| !p.over()) {
@@ -326,12 +325,20 @@ impl Episode {
     }
 
     /// The next workers of a leak whose first ones were recycled and replaced.
-    fn next_batch(&mut self, pass: &Pass<'_>) -> Option<Decision> {
+    /// Only those already past `predict-floor` of their limit go now; one that leaks but
+    /// is still low is left to fire on its own, so that it is not recycled long before it
+    /// needs to be.
+    fn next_batch(&mut self, policy: &Policy, pass: &Pass<'_>) -> Option<Decision> {
         let q = self.queue.take()?;
+        let due = |w: &ProcId| {
+            pass.procs.iter().any(|p| {
+                p.id == *w && (p.over() || p.fds as f64 >= p.limit as f64 * policy.predict_floor)
+            })
+        };
         let alive: Vec<ProcId> = q
             .workers
             .into_iter()
-            .filter(|w| pass.workers.contains(w))
+            .filter(|w| pass.workers.contains(w) && due(w))
             .collect();
         if alive.is_empty() || self.step != Step::Gentlest || pass.dry_run {
             return None;
@@ -396,7 +403,7 @@ impl Episode {
 
     /// The decision for a vassal with no running master on this pass: an action under
     /// verification fails once its time is up.
-    pub fn decide_stopped(&mut self, policy: &Policy, mono: Instant) -> Decision {
+    pub(crate) fn decide_stopped(&mut self, policy: &Policy, mono: Instant) -> Decision {
         match &self.pending {
             Some(p) if mono.saturating_duration_since(p.started) > policy.verify => self.finish(
                 mono,
@@ -409,7 +416,7 @@ impl Episode {
     }
 
     /// The vassal file was removed: an action under verification has vanished with it.
-    pub fn removed(&mut self, mono: Instant) -> Decision {
+    pub(crate) fn removed(&mut self, mono: Instant) -> Decision {
         self.queue = None;
         if self.pending.is_none() {
             return Decision::Nothing;
@@ -459,7 +466,7 @@ impl Episode {
     /// An action of `incident` was taken: it counts for cooldown and is verified from
     /// now on. `replace` are the workers it means to replace, `before` every worker at
     /// the time, `rest` the leaking workers that follow.
-    pub fn acted(&mut self, taken: Taken, incident: String, rest: Vec<ProcId>) {
+    pub(crate) fn acted(&mut self, taken: Taken, incident: String, rest: Vec<ProcId>) {
         self.hist.learn(Past {
             at: taken.now,
             kind: taken.kind,
@@ -480,14 +487,14 @@ impl Episode {
 
     /// An action of `kind` was tried and failed (a signal refused, a touch not allowed):
     /// the ladder climbs, so the next pass tries the next step instead of the same one.
-    pub fn failed(&mut self, kind: ActionKind) {
+    pub(crate) fn failed(&mut self, kind: ActionKind) {
         self.step = self.step.max(Step::after_failed(kind));
         self.noted = None;
         self.queue = None;
     }
 
     /// The last checks refused the action: the rest of a leak is not pursued.
-    pub fn refused(&mut self) {
+    pub(crate) fn refused(&mut self) {
         self.queue = None;
     }
 
@@ -495,7 +502,9 @@ impl Episode {
     /// first: the actions (for cooldown and `max-reloads`, judged later under the
     /// current config) and the place on the ladder.
     #[must_use]
-    pub fn replay<'a>(records: impl IntoIterator<Item = &'a Record>) -> HashMap<PathBuf, Episode> {
+    pub(crate) fn replay<'a>(
+        records: impl IntoIterator<Item = &'a Record>,
+    ) -> HashMap<PathBuf, Episode> {
         let mut out: HashMap<PathBuf, Episode> = HashMap::new();
         let mut last_kind: HashMap<PathBuf, ActionKind> = HashMap::new();
         for r in records {
@@ -537,7 +546,7 @@ impl Episode {
 
 /// An action as it was taken, for `Episode::acted`.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Taken {
+pub(crate) struct Taken {
     pub now: SystemTime,
     pub mono: Instant,
     pub kind: ActionKind,
@@ -554,7 +563,7 @@ fn renote(policy: &Policy) -> Duration {
 }
 
 /// The shortest time between two records of one unchanged episode, whatever `cooldown`.
-pub const RENOTE_AT_LEAST: Duration = Duration::from_secs(300);
+pub(crate) const RENOTE_AT_LEAST: Duration = Duration::from_secs(300);
 
 fn key_of(hold: &Result<(), Hold>, facts: &Facts, step: Step) -> NoteKey {
     match hold {
@@ -615,7 +624,7 @@ fn leading(report: &Report) -> Option<&Group> {
 /// Whether a worker's leak lives in its master: its leading target is held through the
 /// master for at least half of its count. Only a reload of the master clears such a leak.
 #[must_use]
-pub fn mostly_inherited(report: &Report) -> bool {
+pub(crate) fn mostly_inherited(report: &Report) -> bool {
     leading(report).is_some_and(|t| {
         let inherited = t.inherited.unwrap_or(0);
         inherited > 0 && inherited * 2 >= t.count
@@ -625,7 +634,7 @@ pub fn mostly_inherited(report: &Report) -> bool {
 /// Whether `other` leaks the same way as `offender`: most of what `other` grew since the
 /// warden first saw it is in the offender's leading target.
 #[must_use]
-pub fn same_leak(offender: &Report, other: &Report) -> bool {
+pub(crate) fn same_leak(offender: &Report, other: &Report) -> bool {
     let Some(lead) = leading(offender).filter(|t| t.growth.is_some_and(|g| g > 0)) else {
         return false;
     };
@@ -649,7 +658,7 @@ pub fn same_leak(offender: &Report, other: &Report) -> bool {
 /// lowers the estimate slowly when it is shorter, so that one quick recovery does not make
 /// the warden late for the next.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Timings {
+pub(crate) struct Timings {
     recycle: Duration,
     reload: Duration,
 }
@@ -667,7 +676,7 @@ impl Default for Timings {
 
 impl Timings {
     /// Learns from an action of `kind` that recovered after `seconds`.
-    pub fn observe(&mut self, kind: ActionKind, seconds: f64) {
+    pub(crate) fn observe(&mut self, kind: ActionKind, seconds: f64) {
         let Ok(d) = Duration::try_from_secs_f64(seconds) else {
             return;
         };
@@ -685,7 +694,7 @@ impl Timings {
     /// How long acting on a process of `role` takes: a worker is recycled, a master is
     /// reloaded.
     #[must_use]
-    pub fn of(&self, role: Role) -> Duration {
+    pub(crate) fn of(&self, role: Role) -> Duration {
         match role {
             Role::Worker => self.recycle,
             Role::Master => self.reload,
@@ -693,7 +702,7 @@ impl Timings {
     }
 
     /// Learns from every recovered outcome in the log.
-    pub fn replay<'a>(&mut self, records: impl IntoIterator<Item = &'a Record>) {
+    pub(crate) fn replay<'a>(&mut self, records: impl IntoIterator<Item = &'a Record>) {
         let mut last_kind: HashMap<&Path, ActionKind> = HashMap::new();
         for r in records {
             match &r.event {
@@ -714,7 +723,7 @@ impl Timings {
 /// How bad a concern is, in the Nagios tradition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Level {
+pub(crate) enum Level {
     Ok,
     /// Something to look at: over the line, a reload held back, a leak that keeps coming.
     Warning,
@@ -725,20 +734,20 @@ pub enum Level {
 impl Level {
     /// The exit code of a monitoring check: 0, 1, 2.
     #[must_use]
-    pub fn exit_code(self) -> i32 {
+    pub(crate) fn exit_code(self) -> i32 {
         self as i32
     }
 }
 
 /// Something wrong with a vassal, said for a person.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct Concern {
+pub(crate) struct Concern {
     pub level: Level,
     pub text: String,
 }
 
 /// How a concern about what keeps the warden from acting begins.
-pub const CANNOT_ACT: &str = "the warden cannot act on it";
+pub(crate) const CANNOT_ACT: &str = "the warden cannot act on it";
 
 /// A process counts as at its limit within this fraction of it: the next requests fail.
 const AT_LIMIT: f64 = 0.98;
@@ -749,7 +758,7 @@ const AT_LIMIT: f64 = 0.98;
 /// its line is a warning while the warden can still act on it, and critical when it is
 /// at its limit or the warden is held back or has given up.
 #[must_use]
-pub fn assess(
+pub(crate) fn assess(
     ep: &Episode,
     policy: &Policy,
     now: SystemTime,
@@ -825,7 +834,12 @@ pub fn assess(
 
 /// The detail of a hold, for its `suppressed` record.
 #[must_use]
-pub fn hold_detail(hold: &Hold, policy: &Policy, max_concurrent: usize, plan: &str) -> String {
+pub(crate) fn hold_detail(
+    hold: &Hold,
+    policy: &Policy,
+    max_concurrent: usize,
+    plan: &str,
+) -> String {
     let human = |d: Duration| humantime::format_duration(Duration::from_secs(d.as_secs()));
     match hold {
         Hold::Flapping { recent, next } => format!(
@@ -978,7 +992,6 @@ mod tests {
         Pass {
             now: at(now),
             mono: mono + Duration::from_secs(now),
-            master: id(10),
             workers,
             procs,
             busy: false,
@@ -1229,6 +1242,24 @@ mod tests {
             ep2.decide(&p, &pass(5, mono, &now_workers, &after[..2]), &mut fake),
             Decision::Continue { .. }
         ));
+        // So is one that leaks but is still under `predict-floor` (50%) of its limit: it
+        // fires on its own when its time comes, not long before.
+        let mut ep3 = Episode::default();
+        ep3.acted(
+            taken(0, mono, ActionKind::RecycleWorker, &[id(11)]),
+            "i3".into(),
+            vec![id(12)],
+        );
+        let low = [
+            proc(10, Role::Master, 14),
+            proc(15, Role::Worker, 10),
+            proc(12, Role::Worker, 31),
+        ];
+        let _ = ep3.decide(&p, &pass(3, mono, &now_workers, &low), &mut fake);
+        assert_eq!(
+            ep3.decide(&p, &pass(5, mono, &now_workers, &low), &mut fake),
+            Decision::Nothing
+        );
     }
 
     #[test]

@@ -480,7 +480,7 @@ pub(crate) fn summarize(pid: i32, open: &[OpenFd], ctx: &Context<'_>, top: usize
     let base_counts = baseline.and_then(|b| b.counts.as_ref());
     let growth_of = |label: &str, n: u64| -> Option<i64> {
         let before = base_counts?.get(label).copied().unwrap_or(0);
-        Some(n as i64 - before as i64)
+        Some(n.cast_signed() - before.cast_signed())
     };
     let mut ranked: Vec<(&str, Kind, u64)> =
         groups.into_iter().map(|(l, (k, n))| (l, k, n)).collect();
@@ -503,7 +503,7 @@ pub(crate) fn summarize(pid: i32, open: &[OpenFd], ctx: &Context<'_>, top: usize
                 .map(|m| m.get(label).copied().unwrap_or(0)),
         })
         .collect();
-    let growth = baseline.map(|b| open.len() as i64 - b.fds as i64);
+    let growth = baseline.map(|b| (open.len() as u64).cast_signed() - b.fds.cast_signed());
     Report {
         pid,
         fds: open.len() as u64,
@@ -639,7 +639,7 @@ mod tests {
             .iter()
             .enumerate()
             .map(|(i, ino)| OpenFd {
-                fd: i as u32,
+                fd: u32::try_from(i).unwrap(),
                 target: format!("socket:[{ino}]"),
             })
             .collect();
@@ -733,7 +733,7 @@ mod tests {
                 .iter()
                 .enumerate()
                 .map(|(i, t)| OpenFd {
-                    fd: i as u32,
+                    fd: u32::try_from(i).unwrap(),
                     target: (*t).to_owned(),
                 })
                 .collect()

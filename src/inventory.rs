@@ -37,7 +37,7 @@ fn stamp(path: &Path) -> Option<Stamp> {
 
 /// One watched vassal.
 #[derive(Debug, Clone)]
-pub struct Vassal {
+pub(crate) struct Vassal {
     pub file: VassalFile,
     /// Where it was found.
     pub source: Source,
@@ -89,7 +89,7 @@ fn digest(path: &Path) -> Option<(i64, u64)> {
 
 /// Everything the warden currently knows about the host.
 #[derive(Debug, Default)]
-pub struct Inventory {
+pub(crate) struct Inventory {
     pub emperors: Vec<Emperor>,
     /// Keyed by the vassal file's path.
     pub vassals: BTreeMap<PathBuf, Vassal>,
@@ -104,7 +104,7 @@ pub struct Inventory {
 
 /// What changed in one refresh.
 #[derive(Debug, Default)]
-pub struct Changes {
+pub(crate) struct Changes {
     pub added: Vec<PathBuf>,
     pub removed: Vec<Vassal>,
     pub reread: Vec<PathBuf>,
@@ -112,7 +112,7 @@ pub struct Changes {
 
 impl Inventory {
     /// Re-discovers the Emperors and re-lists vassal files.
-    pub fn refresh(&mut self, cfg: &Config) -> Changes {
+    pub(crate) fn refresh(&mut self, cfg: &Config) -> Changes {
         self.emperors = self.discovery.discover();
         (self.sources, self.sources_from) = self.sources_of(cfg);
         let mut seen: BTreeMap<PathBuf, (VassalFile, Source)> = BTreeMap::new();
@@ -195,7 +195,7 @@ impl Inventory {
     }
 
     /// Looks at every Emperor and maps every vassal to its processes, now.
-    pub fn map_all(&mut self) {
+    pub(crate) fn map_all(&mut self) {
         self.ids.rotate();
         let mut views = HashMap::new();
         for e in &self.emperors {
@@ -223,13 +223,13 @@ impl Inventory {
     }
 
     #[must_use]
-    pub fn emperor(&self, pid: i32) -> Option<&Emperor> {
+    pub(crate) fn emperor(&self, pid: i32) -> Option<&Emperor> {
         self.emperors.iter().find(|e| e.pid == pid)
     }
 
     /// Finds a vassal by the Emperor's name for it, its file name, or its path.
     #[must_use]
-    pub fn find(&self, name: &str) -> Option<&Vassal> {
+    pub(crate) fn find(&self, name: &str) -> Option<&Vassal> {
         self.vassals.values().find(|v| {
             v.file.name == name
                 || v.file.path == Path::new(name)

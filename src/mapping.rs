@@ -23,7 +23,7 @@ use crate::uwsgi_ini::VassalIni;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Method {
+pub(crate) enum Method {
     EmperorStats,
     Pidfile,
     ProcessTree,
@@ -45,7 +45,7 @@ impl std::fmt::Display for Method {
 
 /// The processes of one vassal.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Procs {
+pub(crate) struct Procs {
     pub master: ProcId,
     pub workers: Vec<ProcId>,
     pub method: Method,
@@ -53,14 +53,14 @@ pub struct Procs {
 
 impl Procs {
     /// Master first, then workers.
-    pub fn all(&self) -> impl Iterator<Item = ProcId> + '_ {
+    pub(crate) fn all(&self) -> impl Iterator<Item = ProcId> + '_ {
         std::iter::once(self.master).chain(self.workers.iter().copied())
     }
 }
 
 /// What the mapping found for one vassal.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Mapping {
+pub(crate) enum Mapping {
     Running(Procs),
     /// An on-demand vassal waiting for its first connection (stats PID -1).
     Idle,
@@ -73,7 +73,7 @@ pub enum Mapping {
 
 /// One look at an Emperor: its children and, when it has one, its stats.
 #[derive(Debug, Default)]
-pub struct EmperorView {
+pub(crate) struct EmperorView {
     pub pid: i32,
     /// Children of the Emperor with the vassal name they are known by (from their command
     /// line, or from an earlier match of their sockets) and how it was learned.
@@ -87,7 +87,7 @@ pub struct EmperorView {
 /// Caches the vassal name of each child by identity, so a command line is read once per
 /// process, not once per tick.
 #[derive(Debug, Default)]
-pub struct NameCache {
+pub(crate) struct NameCache {
     names: HashMap<ProcId, Option<(String, Method)>>,
 }
 
@@ -104,11 +104,11 @@ impl NameCache {
     }
 
     /// Remembers a master found by its sockets, so the match is made once per process.
-    pub fn assign(&mut self, id: ProcId, name: &str, method: Method) {
+    pub(crate) fn assign(&mut self, id: ProcId, name: &str, method: Method) {
         self.names.insert(id, Some((name.to_owned(), method)));
     }
 
-    pub fn retain(&mut self, alive: impl Fn(&ProcId) -> bool) {
+    pub(crate) fn retain(&mut self, alive: impl Fn(&ProcId) -> bool) {
         self.names.retain(|k, _| alive(k));
     }
 }
@@ -116,7 +116,7 @@ impl NameCache {
 /// The config a vassal master was started with: `--ini NAME` (or `--xml`, `--yaml`,
 /// `--json`, as the Emperor passes them).
 #[must_use]
-pub fn vassal_name_from_cmdline(args: &[String]) -> Option<String> {
+pub(crate) fn vassal_name_from_cmdline(args: &[String]) -> Option<String> {
     let mut it = args.iter().skip(1);
     while let Some(a) = it.next() {
         for opt in ["--ini", "--xml", "--yaml", "--yml", "--json", "--js"] {
@@ -132,7 +132,11 @@ pub fn vassal_name_from_cmdline(args: &[String]) -> Option<String> {
 }
 
 /// Looks at an Emperor now.
-pub fn observe(emperor: &Emperor, names: &mut NameCache, ids: &mut procs::IdCache) -> EmperorView {
+pub(crate) fn observe(
+    emperor: &Emperor,
+    names: &mut NameCache,
+    ids: &mut procs::IdCache,
+) -> EmperorView {
     let mut view = EmperorView {
         pid: emperor.pid,
         on_demand: emperor.on_demand,
@@ -158,7 +162,7 @@ pub fn observe(emperor: &Emperor, names: &mut NameCache, ids: &mut procs::IdCach
 
 /// Ini name → master PID (-1 for an idle on-demand vassal) from `emperor-stats` JSON.
 #[must_use]
-pub fn parse_emperor_stats(json: &serde_json::Value) -> HashMap<String, i32> {
+pub(crate) fn parse_emperor_stats(json: &serde_json::Value) -> HashMap<String, i32> {
     let mut out = HashMap::new();
     if let Some(vassals) = json.get("vassals").and_then(|v| v.as_array()) {
         for v in vassals {
@@ -174,7 +178,7 @@ pub fn parse_emperor_stats(json: &serde_json::Value) -> HashMap<String, i32> {
 
 /// Reads a uWSGI stats server (`/path.sock`, `HOST:PORT` or `:PORT`): connect, read JSON
 /// until EOF. Bounded by a one-second timeout so a stuck server cannot stall the loop.
-pub fn query_stats(addr: &str) -> std::io::Result<serde_json::Value> {
+pub(crate) fn query_stats(addr: &str) -> std::io::Result<serde_json::Value> {
     let timeout = Duration::from_secs(1);
     let mut buf = Vec::new();
     if addr.starts_with('/') || addr.starts_with('.') {
@@ -204,7 +208,7 @@ fn read_pidfile(path: &Path) -> Option<i32> {
 
 /// Maps one vassal, given a fresh look at its Emperor.
 #[must_use]
-pub fn map_vassal(
+pub(crate) fn map_vassal(
     vassal: &VassalFile,
     ini: Option<&VassalIni>,
     view: &EmperorView,

@@ -18,7 +18,7 @@ use crate::procs::ProcId;
 /// Which rule fired, as the incident log names it (`rule_name`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum Rule {
+pub(crate) enum Rule {
     ReloadAt,
     MaxFds,
     Predict,
@@ -26,7 +26,7 @@ pub enum Rule {
 
 impl Rule {
     #[must_use]
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Rule::ReloadAt => "reload-at",
             Rule::MaxFds => "max-fds",
@@ -38,7 +38,7 @@ impl Rule {
 /// What the warden did to a vassal, as the incident log names it (`action`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum ActionKind {
+pub(crate) enum ActionKind {
     /// SIGHUP to chosen workers.
     RecycleWorker,
     /// A touch of the vassal's `touch-chain-reload` file.
@@ -49,7 +49,7 @@ pub enum ActionKind {
 
 impl ActionKind {
     #[must_use]
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             ActionKind::RecycleWorker => "recycle-worker",
             ActionKind::ChainReload => "chain-reload",
@@ -69,7 +69,7 @@ impl std::fmt::Display for ActionKind {
 /// warden wrote it), so that reading a log never fails on one.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Reason {
+pub(crate) enum Reason {
     /// More than `max-reloads` actions in the window, or not yet quiet since.
     Flapping,
     /// Acted on less than `cooldown` ago.
@@ -98,7 +98,7 @@ pub enum Reason {
 
 impl Reason {
     #[must_use]
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         match self {
             Reason::Flapping => "flapping",
             Reason::Cooldown => "cooldown",
@@ -125,7 +125,7 @@ impl std::fmt::Display for Reason {
 /// A vassal's place on the ladder of actions: each action that did not work moves it one
 /// step up, a recovery moves it back to the bottom.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
-pub enum Step {
+pub(crate) enum Step {
     /// The gentlest action that will work.
     #[default]
     Gentlest,
@@ -138,7 +138,7 @@ pub enum Step {
 impl Step {
     /// Where the ladder stands after an action of `kind` did not work.
     #[must_use]
-    pub fn after_failed(kind: ActionKind) -> Step {
+    pub(crate) fn after_failed(kind: ActionKind) -> Step {
         match kind {
             ActionKind::RecycleWorker | ActionKind::ChainReload => Step::Touch,
             ActionKind::Touch => Step::Exhausted,
@@ -149,14 +149,14 @@ impl Step {
 /// The fd count at or above which a process is over the line: `reload-at` of its soft
 /// limit, capped by `max-fds`.
 #[must_use]
-pub fn line(policy: &Policy, soft_limit: u64) -> u64 {
+pub(crate) fn line(policy: &Policy, soft_limit: u64) -> u64 {
     let l = policy.reload_at.line(soft_limit);
     policy.max_fds.map_or(l, |cap| l.min(cap))
 }
 
 /// Below this count a process's streak clears.
 #[must_use]
-pub fn clear_line(policy: &Policy, soft_limit: u64) -> u64 {
+pub(crate) fn clear_line(policy: &Policy, soft_limit: u64) -> u64 {
     let l = line(policy, soft_limit) as f64;
     // Hysteresis is within 0..=1, so this lies between 0 and the line.
     #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
@@ -166,7 +166,7 @@ pub fn clear_line(policy: &Policy, soft_limit: u64) -> u64 {
 
 /// What fired.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Fire {
+pub(crate) enum Fire {
     /// Over `reload-at` of the soft limit.
     ReloadAt { line: u64 },
     /// Over the absolute `max-fds` cap (which was the lower of the two).
@@ -178,7 +178,7 @@ pub enum Fire {
 
 impl Fire {
     #[must_use]
-    pub fn rule(&self) -> Rule {
+    pub(crate) fn rule(&self) -> Rule {
         match self {
             Fire::ReloadAt { .. } => Rule::ReloadAt,
             Fire::MaxFds { .. } => Rule::MaxFds,
@@ -189,7 +189,7 @@ impl Fire {
 
 /// Per-process state: streaks and recent samples.
 #[derive(Debug, Clone, Default)]
-pub struct ProcState {
+pub(crate) struct ProcState {
     over: u32,
     predicted: u32,
     /// (seconds, fds), oldest first.
@@ -202,7 +202,7 @@ impl ProcState {
     /// limit projected within the prediction horizon (`for` samples in a row with
     /// `predict = DURATION`; at once with `predict = auto`, whose `lead` is how long the
     /// warden needs to act on this process, learned from its own outcomes).
-    pub fn feed(
+    pub(crate) fn feed(
         &mut self,
         policy: &Policy,
         t: f64,
@@ -247,7 +247,7 @@ impl ProcState {
     }
 
     /// Forgets the streaks (after an action), keeping the samples.
-    pub fn reset(&mut self) {
+    pub(crate) fn reset(&mut self) {
         self.over = 0;
         self.predicted = 0;
     }
@@ -256,20 +256,20 @@ impl ProcState {
 /// With `predict = auto`, the slope is fitted over this many recent samples (at least 3
 /// are needed): a leak that just started is seen at its own rate, not diluted by a flat
 /// past.
-pub const AUTO_WINDOW: usize = 5;
+pub(crate) const AUTO_WINDOW: usize = 5;
 
 /// The prediction horizon of `predict = auto` for a process the warden needs `action`
 /// to act on (the learned time from action to verified recovery, itself up to one
 /// interval long, since recovery is seen at a sample), sampled every `interval`: the
 /// action's time and half again, plus one interval for the sample that sees it coming.
 #[must_use]
-pub fn auto_lead(action: Duration, interval: Duration) -> Duration {
+pub(crate) fn auto_lead(action: Duration, interval: Duration) -> Duration {
     action.mul_f64(1.5).saturating_add(interval)
 }
 
 /// Least-squares slope of fds over time, in fds per second.
 #[must_use]
-pub fn slope(samples: &VecDeque<(f64, u64)>) -> Option<f64> {
+pub(crate) fn slope(samples: &VecDeque<(f64, u64)>) -> Option<f64> {
     let n = samples.len() as f64;
     if samples.len() < 3 {
         return None;
@@ -321,7 +321,7 @@ fn predict(
 
 /// Human text of what fired, for the `detected` record.
 #[must_use]
-pub fn rule_text(policy: &Policy, fire: &Fire, fds: u64, soft_limit: u64) -> String {
+pub(crate) fn rule_text(policy: &Policy, fire: &Fire, fds: u64, soft_limit: u64) -> String {
     let samples = if policy.for_samples == 1 {
         "sample"
     } else {
@@ -355,7 +355,7 @@ pub fn rule_text(policy: &Policy, fire: &Fire, fds: u64, soft_limit: u64) -> Str
 
 /// One past action on a vassal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Past {
+pub(crate) struct Past {
     pub at: SystemTime,
     pub kind: ActionKind,
     /// Taken by an operator (`vassal-warden reload`), not by the warden's policy.
@@ -366,14 +366,14 @@ impl Past {
     /// A touch or a chain reload: the whole vassal is reloaded. A worker recycle is not:
     /// it replaces one process, and a recycled process is never seen again.
     #[must_use]
-    pub fn is_reload(&self) -> bool {
+    pub(crate) fn is_reload(&self) -> bool {
         self.kind != ActionKind::RecycleWorker
     }
 }
 
 /// What the warden remembers of a vassal's past actions (not dry runs), oldest first.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct History {
+pub(crate) struct History {
     pub actions: Vec<Past>,
 }
 
@@ -381,7 +381,7 @@ impl History {
     /// Adds an action unless it is already known, keeping order. Times are kept to the
     /// whole second, as the incident log has them, so that an action read back from the
     /// log is the same as the one remembered.
-    pub fn learn(&mut self, mut p: Past) {
+    pub(crate) fn learn(&mut self, mut p: Past) {
         p.at = whole_second(p.at);
         if !self.actions.contains(&p) {
             let at = self.actions.partition_point(|a| a.at <= p.at);
@@ -416,7 +416,7 @@ impl History {
 
 /// Why a vassal over the line is not acted on.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Hold {
+pub(crate) enum Hold {
     /// `max-reloads` reloads in the window: the next one is allowed in `next`, when the
     /// oldest of them leaves the window. A brake, not an abandonment.
     Flapping {
@@ -434,7 +434,7 @@ pub enum Hold {
 
 impl Hold {
     #[must_use]
-    pub fn reason(&self) -> Reason {
+    pub(crate) fn reason(&self) -> Reason {
         match self {
             Hold::Flapping { .. } => Reason::Flapping,
             Hold::Cooldown { .. } => Reason::Cooldown,
@@ -463,7 +463,7 @@ fn since(now: SystemTime, then: SystemTime) -> Duration {
 /// never acted on before (a recycled worker is replaced by a new one); what keeps recycles
 /// from storming is verification (one action at a time, and the ladder when it does not
 /// work) and the spreading of recycles over the workers.
-pub fn gate(
+pub(crate) fn gate(
     policy: &Policy,
     now: SystemTime,
     hist: &History,
@@ -505,7 +505,7 @@ pub fn gate(
 
 /// The steps of the ladder, gentlest first.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Plan {
+pub(crate) enum Plan {
     /// SIGHUP these workers: each finishes its request and the master respawns it.
     RecycleWorkers(Vec<ProcId>),
     /// Touch the vassal's `touch-chain-reload` file: workers replaced one at a time.
@@ -519,7 +519,7 @@ pub enum Plan {
 impl Plan {
     /// The action this plan takes; `None` for an alert.
     #[must_use]
-    pub fn kind(&self) -> Option<ActionKind> {
+    pub(crate) fn kind(&self) -> Option<ActionKind> {
         match self {
             Plan::RecycleWorkers(_) => Some(ActionKind::RecycleWorker),
             Plan::ChainReload(_) => Some(ActionKind::ChainReload),
@@ -529,20 +529,14 @@ impl Plan {
     }
 
     #[must_use]
-    pub fn name(&self) -> &'static str {
+    pub(crate) fn name(&self) -> &'static str {
         self.kind().map_or("alert", ActionKind::as_str)
-    }
-
-    /// Where the ladder stands if this plan does not work.
-    #[must_use]
-    pub fn escalate(&self) -> Step {
-        self.kind().map_or(Step::Exhausted, Step::after_failed)
     }
 }
 
 /// What is known about the leak when choosing what to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Situation {
+pub(crate) struct Situation {
     /// The leak lives in the master: the process that fired is the master, or the leaking
     /// targets of the worker that fired are mostly inherited from it. Only a reload of the
     /// master clears it.
@@ -566,14 +560,14 @@ pub struct Situation {
 /// How many workers may be recycled at once: half of them (at least one), so that the
 /// vassal keeps serving with the others while they are replaced.
 #[must_use]
-pub fn batch_size(workers: usize) -> usize {
+pub(crate) fn batch_size(workers: usize) -> usize {
     (workers / 2).max(1)
 }
 
 /// Picks the gentlest action that will work, and a note for the record. A recycle takes
 /// the first `batch_size` leaking workers; the rest follow once those are replaced.
 #[must_use]
-pub fn choose(mode: ActionMode, s: &Situation) -> (Plan, Option<String>) {
+pub(crate) fn choose(mode: ActionMode, s: &Situation) -> (Plan, Option<String>) {
     let in_master = s.in_master;
     let batch = || {
         let n = batch_size(s.workers).min(s.leaking.len());
@@ -644,7 +638,7 @@ fn touch_or_hold(s: &Situation) -> (Plan, Option<String>) {
 
 /// What a vassal looks like after an action, for verification.
 #[derive(Debug, Clone)]
-pub struct After<'a> {
+pub(crate) struct After<'a> {
     /// The workers the action meant to replace (all of them for a touch or chain reload).
     pub replace: &'a [ProcId],
     /// Workers now.
@@ -656,7 +650,7 @@ pub struct After<'a> {
 /// Has the action worked? It has when every worker it meant to replace is gone from the
 /// vassal (and the vassal has workers again) and every process is back under its line.
 #[must_use]
-pub fn recovered(after: &After<'_>) -> bool {
+pub(crate) fn recovered(after: &After<'_>) -> bool {
     let replaced = after.replace.iter().all(|w| !after.workers.contains(w))
         && (after.replace.is_empty() || !after.workers.is_empty());
     let under = after.counts.iter().all(|(fds, line)| fds < line);
@@ -668,7 +662,7 @@ pub fn recovered(after: &After<'_>) -> bool {
 /// mtime it last saw (emperor.c), so a touch within the same second as the last change
 /// would do nothing.
 #[must_use]
-pub fn touch_mtime(old_secs: i64, now_secs: i64) -> i64 {
+pub(crate) fn touch_mtime(old_secs: i64, now_secs: i64) -> i64 {
     now_secs.max(old_secs + 1)
 }
 
@@ -1099,7 +1093,7 @@ mod tests {
         let second = choose(
             ActionMode::Auto,
             &Situation {
-                escalation: first.escalate(),
+                escalation: Step::after_failed(first.kind().unwrap()),
                 ..s.clone()
             },
         )
@@ -1108,7 +1102,7 @@ mod tests {
         let third = choose(
             ActionMode::Auto,
             &Situation {
-                escalation: second.escalate(),
+                escalation: Step::after_failed(second.kind().unwrap()),
                 ..s.clone()
             },
         )

@@ -61,7 +61,8 @@ impl FdDir {
 pub fn fd_count(pid: i32) -> io::Result<u64> {
     let path = FdDir::new(pid);
     let st = rustix::fs::stat(path.as_cstr())?;
-    let size = st.st_size as u64;
+    // `st_size` of a /proc/PID/fd directory is a count, never negative.
+    let size = st.st_size.cast_unsigned();
     if size > 0 {
         return Ok(size);
     }
@@ -199,7 +200,7 @@ mod tests {
             &mut line,
         )
         .unwrap();
-        let pid = child.id() as i32;
+        let pid = child.id().cast_signed();
         let fast = fd_count(pid).unwrap();
         let slow = fd_count_readdir(pid).unwrap();
         child.kill().unwrap();
@@ -211,7 +212,7 @@ mod tests {
     #[test]
     fn vanished_process_is_an_error_not_a_panic() {
         let mut child = std::process::Command::new("true").spawn().unwrap();
-        let pid = child.id() as i32;
+        let pid = child.id().cast_signed();
         child.wait().unwrap();
         assert!(fd_count(pid).is_err());
     }

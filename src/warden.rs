@@ -44,7 +44,7 @@ struct Request<'a> {
     rest: Vec<ProcId>,
 }
 
-pub struct Warden {
+pub(crate) struct Warden {
     cfg: Config,
     /// Record what would be done, do nothing (`--dry-run` or `dry-run = true`).
     dry_run: bool,
@@ -114,7 +114,7 @@ impl Lookups for Reads<'_> {
 
 impl Warden {
     #[must_use]
-    pub fn new(cfg: Config, dry_run: bool) -> Warden {
+    pub(crate) fn new(cfg: Config, dry_run: bool) -> Warden {
         let audit = AuditLog::new(cfg.audit_log.clone());
         let mut w = Warden {
             dry_run: dry_run || cfg.dry_run,
@@ -134,17 +134,17 @@ impl Warden {
     }
 
     #[must_use]
-    pub fn dry_run(&self) -> bool {
+    pub(crate) fn dry_run(&self) -> bool {
         self.dry_run
     }
 
     #[must_use]
-    pub fn audit_log(&self) -> &Path {
+    pub(crate) fn audit_log(&self) -> &Path {
         self.audit.path()
     }
 
     #[must_use]
-    pub fn inventory(&self) -> &Inventory {
+    pub(crate) fn inventory(&self) -> &Inventory {
         &self.inv
     }
 
@@ -195,7 +195,7 @@ impl Warden {
     }
 
     /// Re-lists Emperors and vassals; logs what changed.
-    pub fn refresh(&mut self) {
+    pub(crate) fn refresh(&mut self) {
         let changes = self.inv.refresh(&self.cfg);
         for p in &changes.added {
             if let Some(v) = self.inv.vassals.get(p) {
@@ -232,7 +232,7 @@ impl Warden {
     /// Each source's directory (a glob's fixed part) and its parent: the parent's events
     /// tell when the directory itself is deleted and created again.
     #[must_use]
-    pub fn watch_dirs(&self) -> Vec<PathBuf> {
+    pub(crate) fn watch_dirs(&self) -> Vec<PathBuf> {
         let mut out: Vec<PathBuf> = Vec::new();
         for s in &self.inv.sources {
             let dir = s.dir();
@@ -248,7 +248,7 @@ impl Warden {
     /// Whether a file event at `path` can change the set of vassals: a file in a vassal
     /// directory (or a glob's directory), or such a directory itself.
     #[must_use]
-    pub fn concerns(&self, path: &Path) -> bool {
+    pub(crate) fn concerns(&self, path: &Path) -> bool {
         self.inv.sources.iter().any(|s| {
             let dir = s.dir();
             path == dir || path.parent() == Some(dir.as_path()) || dir.starts_with(path)
@@ -257,7 +257,7 @@ impl Warden {
 
     /// One pass: map, sample, decide, and act or verify, for every vassal. Returns how
     /// many processes were sampled.
-    pub fn tick(&mut self) -> usize {
+    pub(crate) fn tick(&mut self) -> usize {
         let now_i = Instant::now();
         // An Emperor that restarted has new PIDs: find it again before mapping.
         if self.inv.emperors.iter().any(|e| !e.is_running()) {
@@ -284,7 +284,7 @@ impl Warden {
 
     /// True while some vassal's action is being verified.
     #[must_use]
-    pub fn any_pending(&self) -> bool {
+    pub(crate) fn any_pending(&self) -> bool {
         self.episodes.values().any(Episode::is_pending)
     }
 
@@ -355,7 +355,6 @@ impl Warden {
         let pass = Pass {
             now: SystemTime::now(),
             mono: Instant::now(),
-            master: procs.master,
             workers: &procs.workers,
             procs: &sampled,
             busy,
@@ -622,7 +621,7 @@ impl Warden {
 
     /// An operator's reload of one vassal (`vassal-warden reload`): the same checks as an
     /// automatic touch, recorded with the reason, then verified.
-    pub fn manual_reload(
+    pub(crate) fn manual_reload(
         &mut self,
         name: &str,
         reason: &str,

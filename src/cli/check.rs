@@ -21,7 +21,7 @@ use crate::sample;
 
 /// What `check` shows and `check --json` prints.
 #[derive(Debug, Serialize)]
-pub struct CheckReport {
+pub(super) struct CheckReport {
     /// The warden's config file; none when it runs on defaults.
     config: Option<PathBuf>,
     audit_log: PathBuf,
@@ -78,7 +78,7 @@ struct PolicyView {
 const DEFAULT_FREQ: u32 = 3;
 
 impl CheckReport {
-    pub fn build(cfg: &Config, inv: &Inventory, episodes: &Episodes) -> CheckReport {
+    pub(super) fn build(cfg: &Config, inv: &Inventory, episodes: &Episodes) -> CheckReport {
         let mut problems = emperor_problems(inv);
         let vassals = inv
             .vassals

@@ -20,7 +20,7 @@ use crate::sample;
 
 /// What `fds` shows and `fds --json` prints, for a PID or a vassal alike.
 #[derive(Debug, Serialize)]
-pub struct FdsReport {
+pub(super) struct FdsReport {
     /// The vassal asked for; none when a PID was.
     vassal: Option<String>,
     /// Master first, then workers; for a PID, that one process.
@@ -52,7 +52,7 @@ impl ProcessFds {
 
 impl FdsReport {
     /// One process, whoever runs it.
-    pub fn for_pid(pid: i32, top: usize) -> Result<FdsReport, Failure> {
+    pub(super) fn for_pid(pid: i32, top: usize) -> Result<FdsReport, Failure> {
         let report = forensics::report(pid, top, None, None).with_context(|| {
             format!("cannot read the open fds of PID {pid}: is it running, and is the warden root?")
         })?;
@@ -64,7 +64,11 @@ impl FdsReport {
 
     /// Every process of the vassal named `target`. A process that vanishes while it is
     /// read is reported on stderr and left out.
-    pub fn for_vassal(inv: &Inventory, target: &str, top: usize) -> Result<FdsReport, Failure> {
+    pub(super) fn for_vassal(
+        inv: &Inventory,
+        target: &str,
+        top: usize,
+    ) -> Result<FdsReport, Failure> {
         let v = inv.find(target).ok_or_else(|| {
             let sources: Vec<String> = inv.sources.iter().map(ToString::to_string).collect();
             anyhow::anyhow!(

@@ -21,7 +21,7 @@ const TOP_TARGET_CHARS: usize = 34;
 
 /// What `incidents` shows; `incidents --json` prints `records`, one per line.
 #[derive(Debug, Serialize)]
-pub struct IncidentsReport {
+pub(super) struct IncidentsReport {
     log: PathBuf,
     /// A warden that never recorded anything has not created its log yet.
     exists: bool,
@@ -30,7 +30,7 @@ pub struct IncidentsReport {
 }
 
 /// Which records to keep.
-pub struct Filter<'a> {
+pub(super) struct Filter<'a> {
     /// Only records at or after this time.
     pub since: Option<Duration>,
     /// Only this vassal: the Emperor's name for it, its file name or its stem.
@@ -50,7 +50,7 @@ impl Filter<'_> {
 }
 
 impl IncidentsReport {
-    pub fn read(log: PathBuf, filter: &Filter) -> Result<IncidentsReport, Failure> {
+    pub(super) fn read(log: PathBuf, filter: &Filter) -> Result<IncidentsReport, Failure> {
         let (records, bad) = match audit::read_log(&log) {
             Ok(x) => x,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {

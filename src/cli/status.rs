@@ -21,7 +21,7 @@ use crate::{policy, sample};
 
 /// What `status` shows and `status --json` prints.
 #[derive(Debug, Serialize)]
-pub struct StatusReport {
+pub(super) struct StatusReport {
     /// PIDs of the running Emperors.
     emperors: Vec<i32>,
     sources: Vec<String>,
@@ -31,7 +31,7 @@ pub struct StatusReport {
 
 /// One vassal: where its file is, what it runs as, and how it was mapped.
 #[derive(Debug, Serialize)]
-pub struct VassalStatus {
+pub(super) struct VassalStatus {
     pub vassal: String,
     pub config: PathBuf,
     pub state: &'static str,
@@ -47,7 +47,7 @@ pub struct VassalStatus {
 
 /// One process of a vassal, sampled now.
 #[derive(Debug, Serialize)]
-pub struct ProcStatus {
+pub(super) struct ProcStatus {
     pub pid: i32,
     pub role: Role,
     pub fds: Option<u64>,
@@ -58,7 +58,7 @@ pub struct ProcStatus {
 }
 
 impl StatusReport {
-    pub fn build(inv: &Inventory, episodes: &Episodes) -> StatusReport {
+    pub(super) fn build(inv: &Inventory, episodes: &Episodes) -> StatusReport {
         StatusReport {
             emperors: inv.emperors.iter().map(|e| e.pid).collect(),
             sources: inv.sources.iter().map(ToString::to_string).collect(),
@@ -72,7 +72,7 @@ impl StatusReport {
     }
 
     /// The worst concern of all vassals.
-    pub fn level(&self) -> Level {
+    pub(super) fn level(&self) -> Level {
         self.vassals
             .iter()
             .flat_map(|v| &v.concerns)
@@ -82,7 +82,7 @@ impl StatusReport {
     }
 
     /// `vassal: concern` for every concern, worst first.
-    pub fn concerns(&self) -> Vec<(Level, String)> {
+    pub(super) fn concerns(&self) -> Vec<(Level, String)> {
         let mut all: Vec<(Level, String)> = self
             .vassals
             .iter()
@@ -96,7 +96,7 @@ impl StatusReport {
         all
     }
 
-    pub fn counts(&self) -> (usize, usize) {
+    pub(super) fn counts(&self) -> (usize, usize) {
         let procs = self.vassals.iter().map(|v| v.processes.len()).sum();
         (self.vassals.len(), procs)
     }
@@ -105,7 +105,7 @@ impl StatusReport {
 impl VassalStatus {
     /// Samples each process now; which processes they are is the inventory's last look.
     /// What is wrong is judged with the vassal's episode as the incident log tells it.
-    pub fn of(v: &Vassal, episodes: &Episodes) -> VassalStatus {
+    pub(super) fn of(v: &Vassal, episodes: &Episodes) -> VassalStatus {
         let (method, processes) = match &v.mapping {
             Mapping::Running(p) => (
                 Some(p.method.to_string()),

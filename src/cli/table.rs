@@ -12,7 +12,7 @@ use std::io::{self, Write};
 const GAP: &str = "  ";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Align {
+pub(super) enum Align {
     Left,
     Right,
 }
@@ -26,14 +26,14 @@ enum Row {
 
 /// A table, built row by row and then written at once.
 #[derive(Debug)]
-pub struct Table {
+pub(super) struct Table {
     indent: usize,
     columns: Vec<(&'static str, Align)>,
     rows: Vec<Row>,
 }
 
 impl Table {
-    pub fn new(columns: &[(&'static str, Align)]) -> Table {
+    pub(super) fn new(columns: &[(&'static str, Align)]) -> Table {
         Table {
             indent: 0,
             columns: columns.to_vec(),
@@ -43,19 +43,19 @@ impl Table {
 
     /// Every line, header included, starts with this many spaces.
     #[must_use]
-    pub fn indent(mut self, spaces: usize) -> Table {
+    pub(super) fn indent(mut self, spaces: usize) -> Table {
         self.indent = spaces;
         self
     }
 
     /// Adds a row; missing cells at its end are empty.
-    pub fn row(&mut self, cells: Vec<String>) {
+    pub(super) fn row(&mut self, cells: Vec<String>) {
         debug_assert!(cells.len() <= self.columns.len(), "more cells than columns");
         self.rows.push(Row::Cells(cells));
     }
 
     /// Adds a line that is not part of the columns (a problem under a vassal, say).
-    pub fn note(&mut self, line: String) {
+    pub(super) fn note(&mut self, line: String) {
         self.rows.push(Row::Note(line));
     }
 
@@ -71,7 +71,7 @@ impl Table {
         widths
     }
 
-    pub fn write(&self, w: &mut dyn Write) -> io::Result<()> {
+    pub(super) fn write(&self, w: &mut dyn Write) -> io::Result<()> {
         let widths = self.widths();
         let header: Vec<&str> = self.columns.iter().map(|(h, _)| *h).collect();
         self.write_line(w, &widths, &header)?;
@@ -109,7 +109,7 @@ fn width(s: &str) -> usize {
 }
 
 /// A soft limit: `unlimited` for `RLIM_INFINITY`, `?` when it could not be read.
-pub fn limit(l: Option<u64>) -> String {
+pub(super) fn limit(l: Option<u64>) -> String {
     match l {
         Some(u64::MAX) => "unlimited".into(),
         Some(l) => l.to_string(),
@@ -118,18 +118,18 @@ pub fn limit(l: Option<u64>) -> String {
 }
 
 /// A fraction of the soft limit, as a percentage.
-pub fn usage(u: Option<f64>) -> String {
+pub(super) fn usage(u: Option<f64>) -> String {
     u.map_or_else(|| "?".into(), |u| format!("{:.1}%", u * 100.0))
 }
 
 /// A count that could not be read shows as `?`.
-pub fn count(n: Option<u64>) -> String {
+pub(super) fn count(n: Option<u64>) -> String {
     n.map_or_else(|| "?".into(), |n| n.to_string())
 }
 
 /// Keeps the last `n` characters of `s`, marking the cut with `…` (a path's end says
 /// more than its start).
-pub fn tail(s: &str, n: usize) -> String {
+pub(super) fn tail(s: &str, n: usize) -> String {
     let len = width(s);
     if len <= n {
         return s.to_owned();

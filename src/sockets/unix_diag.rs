@@ -212,7 +212,7 @@ impl NlAttr {
 /// The whole request: a dump of every unix socket in every state, with peers.
 fn request() -> Vec<u8> {
     let hdr = NlMsgHdr {
-        len: (NlMsgHdr::LEN + UnixDiagReq::LEN) as u32,
+        len: u32::try_from(NlMsgHdr::LEN + UnixDiagReq::LEN).unwrap_or(u32::MAX),
         ty: SOCK_DIAG_BY_FAMILY,
         flags: NLM_F_REQUEST | NLM_F_DUMP,
         seq: 1,
@@ -344,7 +344,7 @@ mod tests {
             let len = NlAttr::LEN + payload.len();
             body.extend(
                 NlAttr {
-                    len: len as u16,
+                    len: u16::try_from(len).unwrap(),
                     ty: *ty,
                 }
                 .to_bytes(),
@@ -353,7 +353,7 @@ mod tests {
             body.resize(align4(body.len()), 0);
         }
         let hdr = NlMsgHdr {
-            len: (NlMsgHdr::LEN + body.len()) as u32,
+            len: u32::try_from(NlMsgHdr::LEN + body.len()).unwrap(),
             ty: SOCK_DIAG_BY_FAMILY,
             flags: 2,
             seq: 1,

@@ -1,6 +1,8 @@
 //! Integration tests: a real uWSGI Emperor, real vassals that leak on purpose, and the
 //! real `vassal-warden` binary. One binary, a module per area.
 #![allow(clippy::unwrap_used)]
+// A test binary: its `pub` items are for its own modules.
+#![allow(unreachable_pub)]
 
 mod harness;
 
