@@ -98,8 +98,8 @@ impl ActionMode {
 pub(crate) enum Predict {
     /// No prediction: only the line.
     Off,
-    /// As soon as the warden could no longer act in time: one and a half times what an
-    /// action takes on this host (learned from its own outcomes) plus one interval.
+    /// As soon as the warden could no longer act in time: what an action takes on this
+    /// host (learned from its own outcomes) plus one interval.
     Auto,
     /// Within a fixed time.
     Within(Duration),

@@ -325,15 +325,15 @@ impl Episode {
     }
 
     /// The next workers of a leak whose first ones were recycled and replaced.
-    /// Only those already past `predict-floor` of their limit go now; one that leaks but
-    /// is still low is left to fire on its own, so that it is not recycled long before it
-    /// needs to be.
+    /// Only those at their line already, or within its hysteresis band, go now; one that
+    /// leaks but is still lower is left to fire on its own, so that it is not recycled long
+    /// before it needs to be.
     fn next_batch(&mut self, policy: &Policy, pass: &Pass<'_>) -> Option<Decision> {
         let q = self.queue.take()?;
         let due = |w: &ProcId| {
-            pass.procs.iter().any(|p| {
-                p.id == *w && (p.over() || p.fds as f64 >= p.limit as f64 * policy.predict_floor)
-            })
+            pass.procs
+                .iter()
+                .any(|p| p.id == *w && p.fds >= policy::clear_line(policy, p.limit))
         };
         let alive: Vec<ProcId> = q
             .workers
@@ -1242,8 +1242,8 @@ mod tests {
             ep2.decide(&p, &pass(5, mono, &now_workers, &after[..2]), &mut fake),
             Decision::Continue { .. }
         ));
-        // So is one that leaks but is still under `predict-floor` (50%) of its limit: it
-        // fires on its own when its time comes, not long before.
+        // So is one that leaks but is still under its line's hysteresis band (36 of a
+        // line of 40): it fires on its own when its time comes, not long before.
         let mut ep3 = Episode::default();
         ep3.acted(
             taken(0, mono, ActionKind::RecycleWorker, &[id(11)]),
@@ -1253,7 +1253,7 @@ mod tests {
         let low = [
             proc(10, Role::Master, 14),
             proc(15, Role::Worker, 10),
-            proc(12, Role::Worker, 31),
+            proc(12, Role::Worker, 35),
         ];
         let _ = ep3.decide(&p, &pass(3, mono, &now_workers, &low), &mut fake);
         assert_eq!(

@@ -259,12 +259,12 @@ impl ProcState {
 pub(crate) const AUTO_WINDOW: usize = 5;
 
 /// The prediction horizon of `predict = auto` for a process the warden needs `action`
-/// to act on (the learned time from action to verified recovery, itself up to one
-/// interval long, since recovery is seen at a sample), sampled every `interval`: the
-/// action's time and half again, plus one interval for the sample that sees it coming.
+/// to act on (the learned time from action to verified recovery, which already counts
+/// up to one interval, since recovery is seen at a sample), sampled every `interval`: the
+/// action's time, plus one interval as the margin for the sample that sees it coming.
 #[must_use]
 pub(crate) fn auto_lead(action: Duration, interval: Duration) -> Duration {
-    action.mul_f64(1.5).saturating_add(interval)
+    action.saturating_add(interval)
 }
 
 /// Least-squares slope of fds over time, in fds per second.
@@ -1053,21 +1053,15 @@ mod tests {
             ..policy(Threshold::Fraction(0.8), 2)
         };
         let lead = auto_lead(Duration::from_secs(2), Duration::from_secs(2));
-        assert_eq!(lead, Duration::from_secs(5));
+        assert_eq!(lead, Duration::from_secs(4));
         // 100 fds a second per worker, sampled every 2 s, limit 1024: acts on the first
-        // sample over the floor whose projection is within the lead, before the line.
+        // sample whose projection is within the lead (810 fds, 2.1 s left; a recycled
+        // worker takes no new request), before the line.
         let counts: Vec<u64> = (0..6).map(|i| 10 + 200 * i).collect();
         let fires = feed_every(&p, 1024, &counts, 2.0, lead);
         assert_eq!(
             fires,
-            [
-                None,
-                None,
-                None,
-                Some("predict"),
-                Some("predict"),
-                Some("predict")
-            ]
+            [None, None, None, None, Some("predict"), Some("predict")]
         );
         // A slow leak (1 fd a minute) is far from its limit: only the line catches it.
         let slow: Vec<u64> = (0..50).map(|i| 500 + i / 30).collect();

@@ -39,18 +39,27 @@ fn a_second_worker_leaking_the_same_file_is_recycled_without_waiting_out_the_coo
         "reload-at = 40\nfor = 1\npredict = off\ncooldown = 10m\nverify = 30s\n",
         &[],
     );
-    // Both workers leak the same file: one reaches the line, the other is past half its
-    // limit (32 of 64) but not over the line yet.
+    // Both workers leak the same file: one goes over the line (40 of 64), the other is
+    // close behind it (within its hysteresis band, 36 and up) but not over it yet.
     let mut leaked = std::collections::HashMap::new();
     for _ in 0..200 {
-        let (pid, n) = emp.request("shop.ini", "/leak");
+        // Back to back, a request can meet a worker the warden just recycled; that is not
+        // what this test is about.
+        let Ok(body) = emp.try_request("shop.ini", "/leak") else {
+            continue;
+        };
+        let mut it = body.split_whitespace();
+        let (pid, n): (i32, u64) = match (it.next(), it.next()) {
+            (Some(p), Some(n)) => (p.parse().unwrap(), n.parse().unwrap()),
+            _ => continue,
+        };
         leaked.insert(pid, n);
-        if leaked.len() == 2 && leaked.values().all(|n| *n >= 25) && n >= 35 {
+        if leaked.len() == 2 && leaked.values().all(|n| *n >= 28) && n >= 35 {
             break;
         }
     }
     assert!(
-        leaked.len() == 2 && leaked.values().all(|n| *n >= 25),
+        leaked.len() == 2 && leaked.values().all(|n| *n >= 28),
         "both workers should leak: {leaked:?}"
     );
     // Both are replaced, one after the other, as one incident.
