@@ -157,12 +157,17 @@ fn run(setup: Setup, rate: u32, window: Duration) -> Run {
     latencies.sort();
     let log = emp.log_text();
     if std::env::var_os("VW_BENCH_DEBUG").is_some() {
+        // Keep the Emperor's log and the incident log, to see what happened.
         let keep = std::env::temp_dir().join(format!(
-            "availability-{rate}-{}.log",
-            setup.name().replace(' ', "_")
+            "availability-{rate}-{}",
+            setup.name().split_whitespace().next().unwrap_or("run")
         ));
-        std::fs::write(&keep, &log).unwrap();
-        eprintln!("emperor log kept at {}", keep.display());
+        std::fs::write(keep.with_extension("log"), &log).unwrap();
+        let _ = std::fs::copy(
+            emp.root().join("incidents.jsonl"),
+            keep.with_extension("jsonl"),
+        );
+        eprintln!("logs kept at {}.{{log,jsonl}}", keep.display());
     }
     Run {
         requests,
