@@ -26,6 +26,10 @@ pub(crate) struct Options {
     pub once: bool,
 }
 
+/// How often a pass runs while an action is being verified (at most; never slower than
+/// `interval`).
+const VERIFY_EVERY: Duration = Duration::from_millis(250);
+
 /// How often the Emperors and vassal files are re-listed even without inotify events
 /// (also the fallback when inotify is out of watches).
 const RESCAN_EVERY: Duration = Duration::from_secs(10);
@@ -189,10 +193,18 @@ fn event_loop(
                     next_rescan = Instant::now() + RESCAN_EVERY;
                 }
                 w.tick();
-                next_tick += interval;
+                // While an action is being verified, look again sooner: a recycled worker
+                // is replaced within a second, and the next worker of the same leak (or
+                // another vassal, under `max-concurrent`) waits for that verdict.
+                let step = if w.any_pending() {
+                    interval.min(VERIFY_EVERY)
+                } else {
+                    interval
+                };
+                next_tick += step;
                 let now = Instant::now();
                 if next_tick < now {
-                    next_tick = now + interval;
+                    next_tick = now + step;
                 }
             }
             Err(RecvTimeoutError::Disconnected) => return Ok(()),
