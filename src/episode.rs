@@ -1,18 +1,20 @@
 //! Episodes: what to do about one vassal on one pass, and the state kept between passes.
 //!
 //! This module is the decision core. It takes a vassal's state (its recorded history,
-//! its place on the ladder, the action being verified, the episode last recorded) and a
-//! pass's inputs (samples, facts about its file and Emperor, time) and returns what to do:
-//! nothing, an outcome to record, or an incident to record that then holds (with a typed
-//! reason), alerts, or acts with a plan. It owns every rule of that choice: which process
-//! is the offender, whether its leak is mostly inherited from the master, when an episode
-//! is recorded again, how the ladder moves, and how the state is rebuilt from the log.
+//! its place on the ladder, the action being verified, the episode last recorded, the
+//! rest of a leak still to recycle) and a pass's inputs (samples, time) and returns what
+//! to do: nothing, an outcome to record, an incident to record that then holds (with a
+//! typed reason), alerts, or acts with a plan, or the next workers of a leak already
+//! recorded. It owns every rule of that choice: which process is the offender, whether
+//! its leak is mostly inherited from the master, which other workers share it, when an
+//! episode is recorded again, how the ladder moves, how the state is rebuilt from the log,
+//! how long actions take on this host, and what is wrong with a vassal now (`assess`).
 //!
-//! It does no I/O and reads no clock: times come in the `Pass`, and the two things that
-//! cost a read (what the process holds open, and what others recorded in the log since)
-//! come through `Lookups`, which the caller implements and this module calls at most once
-//! each per pass, and only when the answer can change the decision. `policy` supplies the
-//! rules of one sample and one gate; `warden` gathers the inputs and carries out the steps.
+//! It does no I/O and reads no clock: times come in the `Pass`, and what costs a read
+//! (what a process holds open, what others recorded in the log since, the vassal file as
+//! it is now) comes through `Lookups`, which the caller implements and this module asks
+//! only when the answer can change the decision. `policy` supplies the rules of one
+//! sample, one gate and one choice; `warden` gathers the inputs and carries out the steps.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
