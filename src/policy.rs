@@ -1,11 +1,13 @@
-//! Policy: samples and settings in, a decision out.
+//! Policy: the rules the decision core applies, and the vocabulary it speaks.
 //!
-//! This module is pure: no clock (times are passed in), no files, no /proc. It owns when
-//! a process counts as over the line (`reload-at`, `max-fds`, with hysteresis), the
-//! prediction (least squares over recent samples), whether a vassal may be acted on now
-//! (flapping, cooldown, the host-wide cap, dry run), which action is the gentlest that
-//! will work and the ladder after one that did not, and when an action counts as having
-//! worked. Everything here is tested with plain tables of cases.
+//! This module is pure: no clock (times are passed in), no files, no /proc. It owns the
+//! vocabulary of decisions and records (`Rule`, `ActionKind`, `Reason`, `Step`), when a
+//! process counts as over the line (`reload-at`, `max-fds`, with hysteresis), the
+//! prediction (least squares over recent samples; `predict = auto`'s lead), whether a plan
+//! may be carried out now (cooldown and `max-reloads` for reloads, the host-wide cap, dry
+//! run), which action is the gentlest that will work and how many workers go at once, and
+//! when an action counts as having worked. `episode` combines these over a vassal's life.
+//! Everything here is tested with plain tables of cases.
 
 use std::collections::VecDeque;
 use std::time::{Duration, SystemTime};
