@@ -342,7 +342,7 @@ impl Episode {
             .into_iter()
             .filter(|w| pass.workers.contains(w) && due(w))
             .collect();
-        if alive.is_empty() || self.step != Step::Gentlest || pass.dry_run {
+        if alive.is_empty() || self.step != Step::Gentlest {
             return None;
         }
         if pass.busy {
@@ -689,7 +689,7 @@ impl Timings {
         *slot = if d >= *slot {
             d
         } else {
-            slot.mul_f64(0.8) + d.mul_f64(0.2)
+            slot.mul_f64(0.8).saturating_add(d.mul_f64(0.2))
         };
     }
 

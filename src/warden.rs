@@ -700,7 +700,8 @@ impl Warden {
     fn await_outcome(&mut self, path: &Path) {
         let verify = self.inv.vassals[path].policy.verify;
         let start = Instant::now();
-        while self.any_pending() && start.elapsed() <= verify + Duration::from_secs(1) {
+        while self.any_pending() && start.elapsed() <= verify.saturating_add(Duration::from_secs(1))
+        {
             std::thread::sleep(self.cfg.interval.min(Duration::from_millis(500)));
             self.inv.map_all();
             let mut seen = HashSet::new();

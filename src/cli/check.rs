@@ -80,6 +80,7 @@ const DEFAULT_FREQ: u32 = 3;
 impl CheckReport {
     pub(super) fn build(cfg: &Config, inv: &Inventory, episodes: &Episodes) -> CheckReport {
         let mut problems = emperor_problems(inv);
+        problems.extend(episodes.problem.clone());
         let vassals = inv
             .vassals
             .values()

@@ -249,20 +249,35 @@ fn health(config: Option<&std::path::Path>) -> Result<(), Failure> {
 }
 
 /// Each vassal's episode as the incident log tells it: actions, ladder, flapping.
-pub(crate) struct Episodes(std::collections::HashMap<PathBuf, Episode>);
+pub(crate) struct Episodes {
+    by_config: std::collections::HashMap<PathBuf, Episode>,
+    /// Why the log could not be read, when it exists and could not: cooldowns, flapping
+    /// and the ladder are then unknown, and `status` and `check` say so.
+    problem: Option<String>,
+}
 
 impl Episodes {
-    /// Reads the log of `cfg`; a log that cannot be read tells nothing (and `check` says
-    /// why elsewhere).
+    /// Reads the log of `cfg`. A log that does not exist yet tells that nothing happened.
     fn read(cfg: &Config) -> Episodes {
-        let map = audit::read_log(&cfg.audit_log)
-            .map(|(records, _)| Episode::replay(&records))
-            .unwrap_or_default();
-        Episodes(map)
+        match audit::read_log(&cfg.audit_log) {
+            Ok((records, _)) => Episodes {
+                by_config: Episode::replay(&records),
+                problem: None,
+            },
+            Err(e) => Episodes {
+                by_config: std::collections::HashMap::new(),
+                problem: (e.kind() != io::ErrorKind::NotFound).then(|| {
+                    format!(
+                        "cannot read the incident log {} ({e}): cooldowns, flapping and the ladder are not known; make it readable by this user",
+                        cfg.audit_log.display()
+                    )
+                }),
+            },
+        }
     }
 
     fn of(&self, config: &std::path::Path) -> Option<&Episode> {
-        self.0.get(config)
+        self.by_config.get(config)
     }
 }
 

@@ -27,6 +27,9 @@ pub(super) struct StatusReport {
     sources: Vec<String>,
     sources_from: &'static str,
     vassals: Vec<VassalStatus>,
+    /// Why the incident log could not be read, if it could not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    log_problem: Option<String>,
 }
 
 /// One vassal: where its file is, what it runs as, and how it was mapped.
@@ -68,6 +71,7 @@ impl StatusReport {
                 .values()
                 .map(|v| VassalStatus::of(v, episodes))
                 .collect(),
+            log_problem: episodes.problem.clone(),
         }
     }
 
@@ -176,6 +180,9 @@ impl ProcStatus {
 
 impl Report for StatusReport {
     fn write_text(&self, w: &mut dyn Write) -> io::Result<()> {
+        if let Some(p) = &self.log_problem {
+            writeln!(w, "{p}")?;
+        }
         if self.emperors.is_empty() {
             writeln!(
                 w,
