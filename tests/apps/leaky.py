@@ -7,8 +7,9 @@
 # OPEN_AT_IMPORT=N (environment) opens N files at import time, i.e. in the uWSGI master
 # when the app is not loaded lazily, so that workers inherit them.
 # MASTER_LEAK_PER_SEC=N starts a thread at import time, in the master, that opens N files
-# a second, up to 500 (needs `enable-threads`); with MASTER_LEAK_ONCE=PATH, only in the
-# first life of the master (PATH marks that it happened), so a reload cures it.
+# a second, up to MASTER_LEAK_UPTO files (default 500; needs `enable-threads`); with
+# MASTER_LEAK_ONCE=PATH, only in the first life of the master (PATH marks that it
+# happened), so a reload cures it.
 # LEAK_WORKER=N makes /leak leak only in uWSGI worker N; other workers answer normally.
 #   GET /stuck       in worker LEAK_WORKER only: opens 45 files, then hangs for 120 s
 #                    (a worker stuck in a request; elsewhere it answers at once)
@@ -24,8 +25,8 @@ LEAKED = []
 MASTER_LEAKED = []
 
 
-def _leak_in_master(per_sec):
-    while len(MASTER_LEAKED) < 500:
+def _leak_in_master(per_sec, upto):
+    while len(MASTER_LEAKED) < upto:
         MASTER_LEAKED.append(open(os.path.join(HERE, "static", "config.db"), "rb"))
         time.sleep(1.0 / per_sec)
 
@@ -34,7 +35,9 @@ _once = os.environ.get("MASTER_LEAK_ONCE")
 if int(os.environ.get("MASTER_LEAK_PER_SEC", "0")) > 0 and not (_once and os.path.exists(_once)):
     if _once:
         open(_once, "w").close()
-    threading.Thread(target=_leak_in_master, args=(int(os.environ["MASTER_LEAK_PER_SEC"]),), daemon=True).start()
+    threading.Thread(target=_leak_in_master, args=(int(os.environ["MASTER_LEAK_PER_SEC"]),
+                                                 int(os.environ.get("MASTER_LEAK_UPTO", "500"))),
+                     daemon=True).start()
 
 
 def _worker_id():
