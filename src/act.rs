@@ -69,18 +69,27 @@ pub(crate) fn touch(
 pub(crate) enum RecycleError {
     #[error("PID {0} is no longer a worker of master {1}: not signalled")]
     NotAWorker(i32, i32),
+    #[error(
+        "PID {0} under master {1} is a {2}, not a worker: not signalled (only workers are recycled)"
+    )]
+    NotWorkerRole(i32, i32, procs::Role),
     #[error("cannot signal PID {0}: {1}")]
     Signal(i32, std::io::Error),
 }
 
-/// Sends SIGHUP to `worker` if it is still the same process and still a child of
-/// `master` (both identified by PID and start time).
+/// Sends SIGHUP to `worker` if it is still the same process, still a child of `master`
+/// (both identified by PID and start time), and still a worker by what it runs and the
+/// signal handlers it has now (`procs::role_of`).
 pub(crate) fn recycle_worker(master: ProcId, worker: ProcId) -> Result<(), RecycleError> {
-    let still_worker = procs::is_same_process(master)
+    let still_child = procs::is_same_process(master)
         && procs::stat(worker.pid)
             .is_some_and(|s| s.start_time == worker.start_time && s.ppid == master.pid);
-    if !still_worker {
+    if !still_child {
         return Err(RecycleError::NotAWorker(worker.pid, master.pid));
+    }
+    match procs::role_of(master, worker) {
+        procs::Role::Worker => {}
+        role => return Err(RecycleError::NotWorkerRole(worker.pid, master.pid, role)),
     }
     let pid = Pid::from_raw(worker.pid).ok_or(RecycleError::NotAWorker(worker.pid, master.pid))?;
     rustix::process::kill_process(pid, Signal::HUP)

@@ -67,21 +67,8 @@ pub(crate) struct Detected {
     pub by_kind: BTreeMap<Kind, u64>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub(crate) enum Role {
-    Master,
-    Worker,
-}
-
-impl std::fmt::Display for Role {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Role::Master => "master",
-            Role::Worker => "worker",
-        })
-    }
-}
+/// A detected record names a master or a worker; the other roles are never acted on.
+pub(crate) use crate::procs::Role;
 
 /// One group of open fds that share a target.
 // Field names are the log's, a compatibility boundary.

@@ -693,13 +693,13 @@ impl Timings {
         };
     }
 
-    /// How long acting on a process of `role` takes: a worker is recycled, a master is
-    /// reloaded.
+    /// How long acting on a process of `role` takes: a worker is recycled; a master (or
+    /// anything else, which is only ever cured by a reload) is reloaded.
     #[must_use]
     pub(crate) fn of(&self, role: Role) -> Duration {
         match role {
             Role::Worker => self.recycle,
-            Role::Master => self.reload,
+            _ => self.reload,
         }
     }
 

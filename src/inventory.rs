@@ -99,7 +99,7 @@ pub(crate) struct Inventory {
     pub views: HashMap<i32, EmperorView>,
     names: NameCache,
     discovery: emperor::Discovery,
-    ids: crate::procs::IdCache,
+    looks: mapping::Looks,
 }
 
 /// What changed in one refresh.
@@ -196,15 +196,19 @@ impl Inventory {
 
     /// Looks at every Emperor and maps every vassal to its processes, now.
     pub(crate) fn map_all(&mut self) {
-        self.ids.rotate();
+        self.looks.ids.rotate();
+        self.looks.roles.rotate();
         let mut views = HashMap::new();
         for e in &self.emperors {
-            views.insert(e.pid, mapping::observe(e, &mut self.names, &mut self.ids));
+            views.insert(
+                e.pid,
+                mapping::observe(e, &mut self.names, &mut self.looks.ids),
+            );
         }
         for v in self.vassals.values_mut() {
             v.mapping = match v.emperor.and_then(|pid| views.get(&pid)) {
                 Some(view) => {
-                    mapping::map_vassal(&v.file, v.ini.as_ref().ok(), view, &mut self.ids)
+                    mapping::map_vassal(&v.file, v.ini.as_ref().ok(), view, &mut self.looks)
                 }
                 None => Mapping::NoEmperor,
             };

@@ -6,7 +6,8 @@
 //! the Emperor whose command line says `--ini NAME`), and the vassal's declared listening
 //! sockets held by a child of the Emperor (for rewritten titles: declared values are
 //! parsed into typed addresses and asked of `sockets`, never compared as text). Workers
-//! are the master's children. It reads /proc and the stats socket; it never signals or
+//! are the master's children that `procs::classify` tells are workers; its other
+//! children keep their role. It reads /proc and the stats socket; it never signals or
 //! writes.
 
 use std::collections::{HashMap, HashSet};
@@ -17,7 +18,7 @@ use std::time::Duration;
 
 use crate::emperor::{Emperor, VassalFile};
 use crate::forensics;
-use crate::procs::{self, ProcId};
+use crate::procs::{self, ProcId, Role};
 use crate::sockets::{self, Listen, SocketTable};
 use crate::uwsgi_ini::VassalIni;
 
@@ -47,7 +48,11 @@ impl std::fmt::Display for Method {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Procs {
     pub master: ProcId,
+    /// The master's children that are workers: the only processes ever signalled.
     pub workers: Vec<ProcId>,
+    /// Its other children (mules, spoolers, gateways, a sub-Emperor, attached programs),
+    /// shown but never sampled for a decision or signalled.
+    pub others: Vec<(ProcId, Role)>,
     pub method: Method,
 }
 
@@ -55,6 +60,13 @@ impl Procs {
     /// Master first, then workers.
     pub(crate) fn all(&self) -> impl Iterator<Item = ProcId> + '_ {
         std::iter::once(self.master).chain(self.workers.iter().copied())
+    }
+
+    /// Every process with its role: master, workers, then the other children.
+    pub(crate) fn with_roles(&self) -> impl Iterator<Item = (ProcId, Role)> + '_ {
+        std::iter::once((self.master, Role::Master))
+            .chain(self.workers.iter().map(|w| (*w, Role::Worker)))
+            .chain(self.others.iter().copied())
     }
 }
 
@@ -206,13 +218,49 @@ fn read_pidfile(path: &Path) -> Option<i32> {
     std::fs::read_to_string(path).ok()?.trim().parse().ok()
 }
 
+/// Remembers what each child of a master is, by identity, once it is known for sure: a
+/// worker stays a worker for its life. `Unknown` (a child still setting itself up) is
+/// read again at the next look. Every signal checks the role again first.
+#[derive(Debug, Default)]
+pub(crate) struct RoleCache {
+    roles: HashMap<ProcId, Role>,
+    seen: HashSet<ProcId>,
+}
+
+impl RoleCache {
+    fn role(&mut self, master: ProcId, child: ProcId) -> Role {
+        self.seen.insert(child);
+        if let Some(r) = self.roles.get(&child) {
+            return *r;
+        }
+        let r = procs::role_of(master, child);
+        if r != Role::Unknown {
+            self.roles.insert(child, r);
+        }
+        r
+    }
+
+    /// Forgets the children not seen since the last call.
+    pub(crate) fn rotate(&mut self) {
+        let seen = std::mem::take(&mut self.seen);
+        self.roles.retain(|id, _| seen.contains(id));
+    }
+}
+
+/// The caches one look at the host reads through.
+#[derive(Debug, Default)]
+pub(crate) struct Looks {
+    pub ids: procs::IdCache,
+    pub roles: RoleCache,
+}
+
 /// Maps one vassal, given a fresh look at its Emperor.
 #[must_use]
 pub(crate) fn map_vassal(
     vassal: &VassalFile,
     ini: Option<&VassalIni>,
     view: &EmperorView,
-    ids: &mut procs::IdCache,
+    looks: &mut Looks,
 ) -> Mapping {
     let is_child = |pid: i32| {
         view.children
@@ -221,13 +269,20 @@ pub(crate) fn map_vassal(
             .map(|(id, _)| *id)
     };
     let mut found = |master: ProcId, method| {
-        let workers = procs::children(master.pid)
+        let (mut workers, mut others) = (Vec::new(), Vec::new());
+        for id in procs::children(master.pid)
             .into_iter()
-            .filter_map(|p| ids.id(p))
-            .collect();
+            .filter_map(|p| looks.ids.id(p))
+        {
+            match looks.roles.role(master, id) {
+                Role::Worker => workers.push(id),
+                role => others.push((id, role)),
+            }
+        }
         Mapping::Running(Procs {
             master,
             workers,
+            others,
             method,
         })
     };
@@ -399,13 +454,13 @@ mod tests {
             name: "od.ini".into(),
             path: "/v/od.ini".into(),
         };
-        let mut ids = procs::IdCache::default();
+        let mut looks = Looks::default();
         let by_stats = EmperorView {
             stats: Some([("od.ini".to_owned(), -1)].into_iter().collect()),
             ..EmperorView::default()
         };
         assert_eq!(
-            map_vassal(&vassal, None, &by_stats, &mut ids),
+            map_vassal(&vassal, None, &by_stats, &mut looks),
             Mapping::Idle
         );
         let by_option = EmperorView {
@@ -413,12 +468,12 @@ mod tests {
             ..EmperorView::default()
         };
         assert_eq!(
-            map_vassal(&vassal, None, &by_option, &mut ids),
+            map_vassal(&vassal, None, &by_option, &mut looks),
             Mapping::Idle
         );
         // Without on-demand, a vassal with no master is not running.
         assert_eq!(
-            map_vassal(&vassal, None, &EmperorView::default(), &mut ids),
+            map_vassal(&vassal, None, &EmperorView::default(), &mut looks),
             Mapping::NotRunning
         );
     }

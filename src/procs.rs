@@ -2,8 +2,9 @@
 //!
 //! This module owns reading `stat` (parsed by the `procfs` crate), `cmdline`, `environ`,
 //! the `children` lists and the list of PIDs (small hand-written readers, kept where
-//! they measure faster than procfs's: docs/PERFORMANCE.md). It does not decide
-//! anything: a process that vanishes between two reads is normal here and surfaces as
+//! they measure faster than procfs's: docs/PERFORMANCE.md), and telling what a child of
+//! a uWSGI master is (`Role`) from its executable and signal handlers. It decides
+//! nothing else: a process that vanishes between two reads is normal here and surfaces as
 //! `None` or an empty list, never as a panic.
 
 use std::collections::HashMap;
@@ -127,6 +128,130 @@ pub fn children(pid: i32) -> Vec<i32> {
     out
 }
 
+/// What a process under a uWSGI master is. uWSGI forks workers, mules, spoolers,
+/// gateways (`http`, `fastrouter`, ...) and a sub-Emperor (a vassal with `emperor =`) from
+/// the master without changing their title, and runs attached daemons, cron commands and
+/// hooks as other programs; only a worker may be recycled with SIGHUP (a mule dies of
+/// it, a sub-Emperor reloads all of its vassals, an attached daemon is killed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Role {
+    Master,
+    Worker,
+    Mule,
+    Spooler,
+    /// A router forked by the master: `http`, `https`, `fastrouter`, `rawrouter`, ...
+    Gateway,
+    /// A uWSGI Emperor run by the vassal (`emperor =` in its config).
+    Emperor,
+    /// Another program: `attach-daemon`, `smart-attach-daemon`, a cron command, a hook.
+    Attached,
+    /// Not recognised (yet): a child still setting itself up, or one whose signal
+    /// handlers were changed. Never signalled.
+    Unknown,
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Role::Master => "master",
+            Role::Worker => "worker",
+            Role::Mule => "mule",
+            Role::Spooler => "spooler",
+            Role::Gateway => "gateway",
+            Role::Emperor => "emperor",
+            Role::Attached => "attached",
+            Role::Unknown => "unknown",
+        })
+    }
+}
+
+/// Which signals a process catches and ignores (`SigCgt`, `SigIgn` of
+/// `/proc/PID/status`): bit n-1 stands for signal n.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Dispositions {
+    pub caught: u64,
+    pub ignored: u64,
+}
+
+impl Dispositions {
+    fn catches(self, sig: i32) -> bool {
+        self.caught & (1 << (sig - 1)) != 0
+    }
+
+    fn ignores(self, sig: i32) -> bool {
+        self.ignored & (1 << (sig - 1)) != 0
+    }
+}
+
+/// A process's signal dispositions, now.
+pub(crate) fn dispositions(pid: i32) -> Option<Dispositions> {
+    let text = fs::read_to_string(proc_path(pid, "status")).ok()?;
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+    };
+    Some(Dispositions {
+        caught: field("SigCgt:")?,
+        ignored: field("SigIgn:")?,
+    })
+}
+
+/// The executable a process runs, as (device, inode): the same file for a child that
+/// uWSGI forked, another one for a program it ran.
+pub(crate) fn exe_id(pid: i32) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = fs::metadata(proc_path(pid, "exe")).ok()?;
+    Some((m.dev(), m.ino()))
+}
+
+/// Tells a child of a uWSGI master by what it runs and the signal handlers uWSGI
+/// installs in each kind of process (uWSGI 2.0: `uwsgi_worker_run` and
+/// `uwsgi_respawn_worker`, `uwsgi_mule`, `spooler_start`, `gateway_respawn`,
+/// `emperor_loop`): a worker catches SIGHUP (graceful reload), SIGUSR2 and SIGWINCH; an
+/// Emperor catches SIGURG; a mule catches SIGHUP and ignores SIGUSR1; a spooler ignores
+/// SIGHUP and catches SIGUSR1; a gateway ignores both.
+#[must_use]
+pub(crate) fn classify(same_exe: bool, d: Dispositions) -> Role {
+    const HUP: i32 = 1;
+    const USR1: i32 = 10;
+    const USR2: i32 = 12;
+    const URG: i32 = 23;
+    const WINCH: i32 = 28;
+    if !same_exe {
+        return Role::Attached;
+    }
+    if d.catches(URG) {
+        Role::Emperor
+    } else if d.catches(HUP) && d.catches(USR2) && d.catches(WINCH) && !d.ignores(USR1) {
+        Role::Worker
+    } else if d.catches(HUP) && d.ignores(USR1) {
+        Role::Mule
+    } else if d.ignores(HUP) && d.catches(USR1) {
+        Role::Spooler
+    } else if d.ignores(HUP) && d.ignores(USR1) {
+        Role::Gateway
+    } else {
+        Role::Unknown
+    }
+}
+
+/// What `child` of `master` is, read now. A child of another parent, or one that is
+/// gone, is `Unknown`.
+pub(crate) fn role_of(master: ProcId, child: ProcId) -> Role {
+    let is_child = is_same_process(master)
+        && stat(child.pid)
+            .is_some_and(|s| s.start_time == child.start_time && s.ppid == master.pid);
+    if !is_child {
+        return Role::Unknown;
+    }
+    let (Some(exe), Some(d)) = (exe_id(master.pid), dispositions(child.pid)) else {
+        return Role::Unknown;
+    };
+    classify(exe_id(child.pid) == Some(exe), d)
+}
+
 /// Identities of processes seen on the previous look, so that a child listed again by its
 /// parent is not read again. A PID reused within one tick by a new child of the same
 /// parent would be missed here; every action checks the start time again before it acts.
@@ -199,5 +324,35 @@ mod tests {
             children(sh.id().cast_signed()).is_empty(),
             "a reaped process has no children"
         );
+    }
+
+    /// Each kind of child, with the masks uWSGI 2.0.21 gave it on this kernel (a vassal
+    /// with 2 workers, a mule, a spooler, `http =`, `attach-daemon` and `emperor =`).
+    #[test]
+    fn children_of_a_master_are_told_apart_by_their_signal_handlers() {
+        let d = |caught, ignored| Dispositions { caught, ignored };
+        let cases = [
+            (true, d(0x8085e83, 0x1000000), Role::Worker),
+            (true, d(0x4487, 0x1083a00), Role::Mule),
+            (true, d(0x4682, 0x1083801), Role::Spooler),
+            (true, d(0x8404687, 0x1000), Role::Emperor),
+            (true, d(0x4486, 0x1083a01), Role::Gateway),
+            // A child just forked, with the master's handlers still: not yet a worker.
+            (true, d(0x84687, 0x1001000), Role::Unknown),
+            // An attached daemon (`sh -c ...`): another program, whatever it catches.
+            (false, d(0x10002, 0x1001000), Role::Attached),
+            (false, d(0x8085e83, 0x1000000), Role::Attached),
+        ];
+        for (same_exe, masks, role) in cases {
+            assert_eq!(classify(same_exe, masks), role, "{masks:x?}");
+        }
+    }
+
+    #[test]
+    fn own_signal_dispositions_are_read() {
+        let d = dispositions(std::process::id().cast_signed()).unwrap();
+        // The test harness ignores SIGPIPE, as Rust programs do.
+        assert!(d.ignores(13), "{d:x?}");
+        assert!(exe_id(std::process::id().cast_signed()).is_some());
     }
 }

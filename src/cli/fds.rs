@@ -11,7 +11,7 @@ use anyhow::Context;
 use serde::Serialize;
 
 use super::table::{self, Align, Table};
-use super::{Failure, Report, role_at, state_name, usage};
+use super::{Failure, Report, state_name, usage};
 use crate::audit::Role;
 use crate::forensics::{self, Group};
 use crate::inventory::Inventory;
@@ -85,10 +85,9 @@ impl FdsReport {
             .into());
         };
         let mut processes = Vec::new();
-        for (i, id) in procs.all().enumerate() {
-            let role = role_at(i);
-            // For a worker, fds shared with the master are marked inherited.
-            let master = (role == Role::Worker).then_some(procs.master.pid);
+        for (id, role) in procs.with_roles() {
+            // For a child of the master, fds shared with the master are marked inherited.
+            let master = (role != Role::Master).then_some(procs.master.pid);
             match forensics::report(id.pid, top, None, master) {
                 Ok(r) => processes.push(ProcessFds::new(Some(role), r)),
                 Err(e) => eprintln!(

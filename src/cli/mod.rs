@@ -20,7 +20,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use serde::Serialize;
 
-use crate::audit::{self, Role};
+use crate::audit;
 use crate::config::{self, Config};
 use crate::daemon;
 use crate::episode::{Episode, Level};
@@ -336,15 +336,6 @@ fn inventory(cfg: &Config) -> Inventory {
     inv.refresh(cfg);
     inv.map_all();
     inv
-}
-
-/// Processes of a vassal are listed master first.
-fn role_at(index: usize) -> Role {
-    if index == 0 {
-        Role::Master
-    } else {
-        Role::Worker
-    }
 }
 
 fn state_name(m: &Mapping) -> &'static str {

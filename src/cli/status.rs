@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 use super::table::{self, Align, Table};
-use super::{Episodes, Report, role_at, state_name, usage};
+use super::{Episodes, Report, state_name, usage};
 use crate::audit::Role;
 use crate::episode::{self, Concern, Episode, Level};
 use crate::inventory::{Inventory, Vassal};
@@ -113,9 +113,8 @@ impl VassalStatus {
         let (method, processes) = match &v.mapping {
             Mapping::Running(p) => (
                 Some(p.method.to_string()),
-                p.all()
-                    .enumerate()
-                    .map(|(i, id)| ProcStatus::sample(id.pid, role_at(i), v))
+                p.with_roles()
+                    .map(|(id, role)| ProcStatus::sample(id.pid, role, v))
                     .collect(),
             ),
             _ => (None, Vec::new()),
@@ -173,7 +172,10 @@ impl ProcStatus {
             fds,
             limit,
             usage: fds.zip(limit).map(|(f, l)| usage(f, l)),
-            line: limit.map(|l| policy::line(&v.policy, l)),
+            // Only the master and workers are watched against the line.
+            line: limit
+                .filter(|_| matches!(role, Role::Master | Role::Worker))
+                .map(|l| policy::line(&v.policy, l)),
         }
     }
 }

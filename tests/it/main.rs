@@ -11,6 +11,7 @@ mod commands;
 mod config_errors;
 mod discovery;
 mod forensics;
+mod hostile;
 mod ini_oracle;
 mod remediation;
 mod site_up;

@@ -1,0 +1,165 @@
+//! A shared host, tried as an attacker and as an unlucky host would: what the warden
+//! trusts, whom it signals, and what it touches.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::bin;
+use crate::harness::{Emperor, VassalSpec, Warden, wait_for};
+
+fn status_json(cfg: &str) -> Value {
+    let out = Command::new(bin())
+        .args(["status", "-c", cfg, "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "status failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Role → PIDs of the vassal named `name`, as `status --json` shows them.
+fn roles(cfg: &str, name: &str) -> BTreeMap<String, Vec<i64>> {
+    let status = status_json(cfg);
+    let mut out: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+    let vassal = status["vassals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["vassal"] == name)
+        .cloned()
+        .unwrap_or(Value::Null);
+    for p in vassal["processes"].as_array().into_iter().flatten() {
+        out.entry(p["role"].as_str().unwrap().to_owned())
+            .or_default()
+            .push(p["pid"].as_i64().unwrap());
+    }
+    out
+}
+
+fn start_time(pid: i64) -> Option<String> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = stat.rsplit_once(')')?.1;
+    after.split_whitespace().nth(19).map(str::to_owned)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Every kind of process uWSGI runs under a master, next to two workers that leak: the
+/// warden shows each role and signals workers only. An attached daemon that holds more
+/// fds than the line is not taken for a leaking worker (SIGHUP would kill it), and a
+/// sub-Emperor is not SIGHUPed (that reloads all of its vassals).
+#[test]
+fn only_workers_are_recycled_never_the_other_children_of_a_master() {
+    let emp = Emperor::start();
+    let root = emp.root().to_owned();
+    fs::create_dir_all(root.join("spool")).unwrap();
+    fs::create_dir_all(root.join("sub")).unwrap();
+    fs::write(
+        root.join("sub/inner.ini"),
+        format!(
+            "[uwsgi]\nplugins = python3\nmaster = true\nprocesses = 1\n\
+             socket = {r}/run/inner.sock\nwsgi-file = {r}/app.py\n",
+            r = root.display()
+        ),
+    )
+    .unwrap();
+    let daemon = "exec python3 -c \"import time; f = [open('/dev/null') for _ in range(50)]; time.sleep(600)\"";
+    emp.add_vassal(
+        "busy.ini",
+        &VassalSpec {
+            processes: 2,
+            extra: vec![
+                "plugins = http".into(),
+                "mules = 1".into(),
+                format!("spooler = {}/spool", root.display()),
+                format!("http = 127.0.0.1:{}", free_port()),
+                format!("attach-daemon = {daemon}"),
+                format!("emperor = {}/sub", root.display()),
+                "env = LEAK_WORKER=1".into(),
+            ],
+            ..VassalSpec::default()
+        },
+    );
+    let audit = root.join("incidents.jsonl");
+    let cfg = emp.config("[policy]\nreload-at = 40\nfor = 1\ncooldown = 10m\nverify = 30s\n");
+    let cfg = cfg.as_str();
+    let before = wait_for(Duration::from_secs(60), "every role of busy.ini", || {
+        let r = roles(cfg, "busy.ini");
+        let want = [
+            ("worker", 2),
+            ("mule", 1),
+            ("spooler", 1),
+            ("gateway", 1),
+            ("emperor", 1),
+            ("attached", 1),
+        ];
+        want.iter()
+            .all(|(role, n)| r.get(*role).map(Vec::len) == Some(*n))
+            .then_some(r)
+    });
+    // The attached daemon is over the line, as a leaking worker would be.
+    let attached = before["attached"][0];
+    wait_for(Duration::from_secs(30), "the daemon's 50 files", || {
+        (fs::read_dir(format!("/proc/{attached}/fd")).ok()?.count() > 50).then_some(())
+    });
+    let others: Vec<(i64, String)> = ["mule", "spooler", "gateway", "emperor", "attached"]
+        .iter()
+        .map(|r| before[*r][0])
+        .map(|pid| (pid, start_time(pid).unwrap()))
+        .collect();
+    let inner_master = wait_for(Duration::from_secs(60), "the inner vassal", || {
+        emp_inner_master(before["emperor"][0])
+    });
+
+    let warden = Warden::start_with_config(&bin(), std::path::Path::new(cfg), &audit, &[]);
+    for _ in 0..2000 {
+        if emp.request("busy.ini", "/leak").1 >= 45 {
+            break;
+        }
+    }
+    let action = warden.wait_record("action", 0);
+    assert_eq!(action["action"], "recycle-worker", "{action}");
+    for pid in action["pids"].as_array().unwrap() {
+        assert!(
+            before["worker"].contains(&pid.as_i64().unwrap()),
+            "{action}"
+        );
+    }
+    assert_eq!(warden.wait_record("outcome", 0)["result"], "recovered");
+    std::thread::sleep(Duration::from_secs(1));
+    for (pid, st) in &others {
+        assert_eq!(
+            start_time(*pid).as_ref(),
+            Some(st),
+            "PID {pid} (not a worker) was replaced: {:?}",
+            warden.records()
+        );
+    }
+    assert_eq!(emp_inner_master(before["emperor"][0]), Some(inner_master));
+    assert!(
+        !warden.records().iter().any(|r| r["pid"] == attached),
+        "the attached daemon was taken for a process of the vassal: {:?}",
+        warden.records()
+    );
+}
+
+/// The master of the sub-Emperor's one vassal, with its start time.
+fn emp_inner_master(sub_emperor: i64) -> Option<(i64, String)> {
+    let kids =
+        fs::read_to_string(format!("/proc/{sub_emperor}/task/{sub_emperor}/children")).ok()?;
+    let pid: i64 = kids.split_whitespace().next()?.parse().ok()?;
+    Some((pid, start_time(pid)?))
+}
