@@ -330,18 +330,50 @@ mod tests {
     /// with 2 workers, a mule, a spooler, `http =`, `attach-daemon` and `emperor =`).
     #[test]
     fn children_of_a_master_are_told_apart_by_their_signal_handlers() {
-        let d = |caught, ignored| Dispositions { caught, ignored };
+        // As /proc/PID/status prints them: SigCgt, SigIgn.
+        let d = |caught: &str, ignored: &str| Dispositions {
+            caught: u64::from_str_radix(caught, 16).unwrap(),
+            ignored: u64::from_str_radix(ignored, 16).unwrap(),
+        };
         let cases = [
-            (true, d(0x8085e83, 0x1000000), Role::Worker),
-            (true, d(0x4487, 0x1083a00), Role::Mule),
-            (true, d(0x4682, 0x1083801), Role::Spooler),
-            (true, d(0x8404687, 0x1000), Role::Emperor),
-            (true, d(0x4486, 0x1083a01), Role::Gateway),
+            (
+                true,
+                d("0000000008085e83", "0000000001000000"),
+                Role::Worker,
+            ),
+            (true, d("0000000000004487", "0000000001083a00"), Role::Mule),
+            (
+                true,
+                d("0000000000004682", "0000000001083801"),
+                Role::Spooler,
+            ),
+            (
+                true,
+                d("0000000008404687", "0000000000001000"),
+                Role::Emperor,
+            ),
+            (
+                true,
+                d("0000000000004486", "0000000001083a01"),
+                Role::Gateway,
+            ),
             // A child just forked, with the master's handlers still: not yet a worker.
-            (true, d(0x84687, 0x1001000), Role::Unknown),
+            (
+                true,
+                d("0000000000084687", "0000000001001000"),
+                Role::Unknown,
+            ),
             // An attached daemon (`sh -c ...`): another program, whatever it catches.
-            (false, d(0x10002, 0x1001000), Role::Attached),
-            (false, d(0x8085e83, 0x1000000), Role::Attached),
+            (
+                false,
+                d("0000000000010002", "0000000001001000"),
+                Role::Attached,
+            ),
+            (
+                false,
+                d("0000000008085e83", "0000000001000000"),
+                Role::Attached,
+            ),
         ];
         for (same_exe, masks, role) in cases {
             assert_eq!(classify(same_exe, masks), role, "{masks:x?}");

@@ -60,39 +60,12 @@ fn free_port() -> u16 {
 /// Every kind of process uWSGI runs under a master, next to two workers that leak: the
 /// warden shows each role and signals workers only. An attached daemon that holds more
 /// fds than the line is not taken for a leaking worker (SIGHUP would kill it), and a
-/// sub-Emperor is not SIGHUPed (that reloads all of its vassals).
+/// sub-Emperor is not sent SIGHUP (that reloads all of its vassals).
 #[test]
 fn only_workers_are_recycled_never_the_other_children_of_a_master() {
     let emp = Emperor::start();
+    add_busy_vassal(&emp);
     let root = emp.root().to_owned();
-    fs::create_dir_all(root.join("spool")).unwrap();
-    fs::create_dir_all(root.join("sub")).unwrap();
-    fs::write(
-        root.join("sub/inner.ini"),
-        format!(
-            "[uwsgi]\nplugins = python3\nmaster = true\nprocesses = 1\n\
-             socket = {r}/run/inner.sock\nwsgi-file = {r}/app.py\n",
-            r = root.display()
-        ),
-    )
-    .unwrap();
-    let daemon = "exec python3 -c \"import time; f = [open('/dev/null') for _ in range(50)]; time.sleep(600)\"";
-    emp.add_vassal(
-        "busy.ini",
-        &VassalSpec {
-            processes: 2,
-            extra: vec![
-                "plugins = http".into(),
-                "mules = 1".into(),
-                format!("spooler = {}/spool", root.display()),
-                format!("http = 127.0.0.1:{}", free_port()),
-                format!("attach-daemon = {daemon}"),
-                format!("emperor = {}/sub", root.display()),
-                "env = LEAK_WORKER=1".into(),
-            ],
-            ..VassalSpec::default()
-        },
-    );
     let audit = root.join("incidents.jsonl");
     let cfg = emp.config("[policy]\nreload-at = 40\nfor = 1\ncooldown = 10m\nverify = 30s\n");
     let cfg = cfg.as_str();
@@ -153,6 +126,40 @@ fn only_workers_are_recycled_never_the_other_children_of_a_master() {
         !warden.records().iter().any(|r| r["pid"] == attached),
         "the attached daemon was taken for a process of the vassal: {:?}",
         warden.records()
+    );
+}
+
+/// `busy.ini`: two workers (worker 1 leaks on `/leak`), a mule, a spooler, an `http`
+/// gateway, an attached daemon holding 50 files, and a sub-Emperor with one vassal.
+fn add_busy_vassal(emp: &Emperor) {
+    let root = emp.root().to_owned();
+    fs::create_dir_all(root.join("spool")).unwrap();
+    fs::create_dir_all(root.join("sub")).unwrap();
+    fs::write(
+        root.join("sub/inner.ini"),
+        format!(
+            "[uwsgi]\nplugins = python3\nmaster = true\nprocesses = 1\n\
+             socket = {r}/run/inner.sock\nwsgi-file = {r}/app.py\n",
+            r = root.display()
+        ),
+    )
+    .unwrap();
+    let daemon = "exec python3 -c \"import time; f = [open('/dev/null') for _ in range(50)]; time.sleep(600)\"";
+    emp.add_vassal(
+        "busy.ini",
+        &VassalSpec {
+            processes: 2,
+            extra: vec![
+                "plugins = http".into(),
+                "mules = 1".into(),
+                format!("spooler = {}/spool", root.display()),
+                format!("http = 127.0.0.1:{}", free_port()),
+                format!("attach-daemon = {daemon}"),
+                format!("emperor = {}/sub", root.display()),
+                "env = LEAK_WORKER=1".into(),
+            ],
+            ..VassalSpec::default()
+        },
     );
 }
 
