@@ -5,7 +5,9 @@
 //! `emperor-stats`, `emperor-freq`, `emperor-tyrant`), recognising Debian's two-process
 //! layout (an Emperor started with `master = true` shows the same command line twice; the
 //! vassal masters are children of the second), and listing the vassal files of a
-//! directory or glob under the names the Emperor gives them. It never signals anything.
+//! directory or glob under the names the Emperor gives them. A process is taken for an
+//! Emperor only when its executable is a root-owned uWSGI binary (`runs_uwsgi`): any user
+//! can name a process `uwsgi`. It never signals anything.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -219,13 +221,25 @@ fn base_dir(pid: i32) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/"))
 }
 
+/// True when `pid` runs a uWSGI binary that no user but root could have made: its
+/// executable (`/proc/PID/exe`, not the name it gives itself, which any process can
+/// choose) is a regular file named `uwsgi*`, owned by root and writable by root only.
+fn runs_uwsgi(pid: i32) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let exe = procs::proc_path(pid, "exe");
+    let named_uwsgi = std::fs::read_link(&exe).is_ok_and(|p| {
+        p.file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with("uwsgi"))
+    });
+    named_uwsgi
+        && std::fs::metadata(&exe)
+            .is_ok_and(|m| m.is_file() && m.uid() == 0 && m.mode() & 0o022 == 0)
+}
+
 /// Reads an Emperor's settings from a process's command line (and the ini it names).
 /// `None` when the process is not an Emperor.
 fn emperor_settings(pid: i32, args: &[String]) -> Option<Emperor> {
-    let argv0 = Path::new(args.first()?).file_name()?.to_str()?;
-    if !argv0.starts_with("uwsgi") {
-        return None;
-    }
     let mut opts: Vec<(String, String)> = Vec::new();
     let mut config_file = None;
     for (k, v) in cmdline_options(args) {
@@ -308,15 +322,9 @@ impl Discovery {
             };
             seen.insert(id);
             let verdict = self.verdicts.entry(id).or_insert_with(|| {
-                let args = procs::cmdline(pid)?;
-                // Cheap filter before any file is read: only uWSGI binaries.
-                let is_uwsgi = args
-                    .first()
-                    .and_then(|a| Path::new(a).file_name())
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.starts_with("uwsgi"));
-                if is_uwsgi {
-                    emperor_settings(pid, &args)
+                // Before any file it names is read: only a uWSGI binary is an Emperor.
+                if runs_uwsgi(pid) {
+                    emperor_settings(pid, &procs::cmdline(pid)?)
                 } else {
                     None
                 }

@@ -170,3 +170,65 @@ fn emp_inner_master(sub_emperor: i64) -> Option<(i64, String)> {
     let pid: i64 = kids.split_whitespace().next()?.parse().ok()?;
     Some((pid, start_time(pid)?))
 }
+
+/// A process of `nobody` that calls itself `uwsgi-x` and names an `--emperor` directory
+/// and an `--ini` FIFO: not an Emperor (its executable is not uWSGI), so nothing it
+/// names is opened, and `status` neither hangs on the FIFO nor lists it.
+#[test]
+fn a_process_named_uwsgi_is_not_taken_for_an_emperor() {
+    let emp = Emperor::start();
+    emp.add_vassal("shop.ini", &VassalSpec::default());
+    emp.wait_running("shop.ini", 1);
+    let root = emp.root().to_owned();
+    let fifo = root.join("fifo.ini");
+    assert!(
+        Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    fs::create_dir_all(root.join("fake")).unwrap();
+    let script = format!(
+        "exec -a uwsgi-x python3 -c 'import time; time.sleep(300)' --emperor {} --ini {}",
+        root.join("fake").display(),
+        fifo.display()
+    );
+    let fake = crate::harness::Group::spawn(Command::new("setpriv").args([
+        "--reuid=nobody",
+        "--regid=nogroup",
+        "--clear-groups",
+        "bash",
+        "-c",
+        &script,
+    ]));
+    wait_for(Duration::from_secs(10), "the fake's title", || {
+        fs::read(format!("/proc/{}/cmdline", fake.pid()))
+            .ok()
+            .filter(|c| c.starts_with(b"uwsgi-x"))
+    });
+    // No vassals in the config: sources come from the running Emperors.
+    let cfg = crate::harness::write_config(&root, "warden.ini", &[], "");
+    let out = Command::new("timeout")
+        .arg("30")
+        .arg(bin())
+        .args(["status", "--json", "-c"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "status did not finish: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let emperors: Vec<i64> = status["emperors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e.as_i64().unwrap())
+        .collect();
+    assert!(emperors.contains(&i64::from(emp.emperor_pid())), "{status}");
+    assert!(!emperors.contains(&i64::from(fake.pid())), "{status}");
+}
