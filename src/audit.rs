@@ -172,20 +172,52 @@ pub(crate) struct Suppressed {
     pub detail: Option<String>,
 }
 
-/// RFC 3339 in UTC, whole seconds.
+/// RFC 3339 in UTC, whole seconds. A time RFC 3339 cannot show (before 1970 or after
+/// 9999: a broken clock, or an mtime set by hand) is written as `@SECONDS` since the
+/// epoch, as `date -d @SECONDS` reads it, never a panic.
 #[must_use]
 pub(crate) fn timestamp(t: SystemTime) -> String {
-    humantime::format_rfc3339_seconds(t).to_string()
+    if representable(t) {
+        humantime::format_rfc3339_seconds(t).to_string()
+    } else {
+        epoch_seconds(t)
+    }
 }
 
 /// RFC 3339 in UTC with nanoseconds, for mtimes (the Emperor compares whole seconds, and
-/// the record must show exactly what the file had).
+/// the record must show exactly what the file had); `@SECONDS` out of range.
 #[must_use]
 pub(crate) fn timestamp_precise(t: SystemTime) -> String {
-    humantime::format_rfc3339_nanos(t).to_string()
+    if representable(t) {
+        humantime::format_rfc3339_nanos(t).to_string()
+    } else {
+        epoch_seconds(t)
+    }
+}
+
+/// The last second of year 9999, the end of what RFC 3339 can write.
+const RFC3339_END: u64 = 253_402_300_799;
+
+fn representable(t: SystemTime) -> bool {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .is_ok_and(|d| d.as_secs() <= RFC3339_END)
+}
+
+fn epoch_seconds(t: SystemTime) -> String {
+    match t.duration_since(std::time::UNIX_EPOCH) {
+        Ok(d) => format!("@{}", d.as_secs()),
+        Err(e) => format!("@-{}", e.duration().as_secs()),
+    }
 }
 
 pub(crate) fn parse_timestamp(s: &str) -> Option<SystemTime> {
+    if let Some(secs) = s.strip_prefix('@') {
+        let d = |n: &str| n.parse().ok().map(std::time::Duration::from_secs);
+        return match secs.strip_prefix('-') {
+            Some(n) => std::time::UNIX_EPOCH.checked_sub(d(n)?),
+            None => std::time::UNIX_EPOCH.checked_add(d(secs)?),
+        };
+    }
     humantime::parse_rfc3339_weak(s).ok()
 }
 
@@ -434,5 +466,23 @@ mod tests {
             "{e}"
         );
         assert!(e.contains("audit-log"), "{e}");
+    }
+
+    #[test]
+    fn times_rfc3339_cannot_show_are_written_as_epoch_seconds_not_a_panic() {
+        use std::time::{Duration, UNIX_EPOCH};
+        let before_1970 = UNIX_EPOCH - Duration::from_secs(86_400);
+        let after_9999 = UNIX_EPOCH + Duration::from_secs(RFC3339_END + 1);
+        for (t, text) in [
+            (before_1970, "@-86400"),
+            (after_9999, "@253402300800"),
+        ] {
+            assert_eq!(timestamp(t), text);
+            assert_eq!(timestamp_precise(t), text);
+            assert_eq!(parse_timestamp(text), Some(t));
+        }
+        let last = UNIX_EPOCH + Duration::from_secs(RFC3339_END);
+        assert_eq!(timestamp(last), "9999-12-31T23:59:59Z");
+        assert_eq!(parse_timestamp("@x"), None);
     }
 }

@@ -269,10 +269,8 @@ impl Config {
         match key {
             "vassals" => self.vassals.push(parse_source(v)?),
             "interval" => {
-                self.interval = parse_duration(v)?;
-                if self.interval < Duration::from_millis(50) {
-                    return Err("`interval` must be at least 50ms".into());
-                }
+                self.interval =
+                    parse_duration_in(key, v, Duration::from_millis(50), MAX_INTERVAL)?;
             }
             "audit-log" => {
                 if !Path::new(v).is_absolute() {
@@ -302,8 +300,20 @@ impl Config {
     pub(crate) fn policy_for(&self, name: &str, own: &[Entry]) -> (Policy, Vec<String>) {
         let mut p = self.policy.clone();
         let mut problems = Vec::new();
+        let admins = p.verify;
         for e in own {
             match Setting::parse(&e.key, &e.value) {
+                // A vassal cannot hold an action slot longer than the admin allows.
+                Ok(Setting::Verify(d)) if d > admins => {
+                    p.verify = admins;
+                    problems.push(format!(
+                        "line {}: `verify = {}` is longer than the warden's own ({}), which is used: \
+                         a vassal cannot keep others waiting longer than warden.ini allows",
+                        e.line,
+                        e.value,
+                        humantime::format_duration(admins)
+                    ));
+                }
                 Ok(s) => s.apply(&mut p),
                 Err(m) => problems.push(format!("line {}: {m}", e.line)),
             }
@@ -388,7 +398,12 @@ impl Setting {
                 Setting::MaxReloads(n, window)
             }
             "action" => Setting::Action(ActionMode::parse(v)?),
-            "verify" => Setting::Verify(parse_duration(v)?),
+            "verify" => Setting::Verify(parse_duration_in(
+                key,
+                v,
+                Duration::from_secs(1),
+                MAX_VERIFY,
+            )?),
             "top" => Setting::Top(as_usize(count(1, "a whole number, at least 1")?)),
             other => {
                 return Err(format!(
@@ -459,9 +474,37 @@ fn parse_rate(v: &str) -> Result<(u32, Duration), String> {
     Ok((n, parse_duration(window.trim())?))
 }
 
+/// The longest duration any setting takes: far beyond any sensible value, and far from
+/// where adding it to a clock could overflow.
+pub(crate) const MAX_DURATION: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// The longest `verify`. The warden's action slots (`max-concurrent`) are held while an
+/// action is verified, so this also bounds how long one vassal can keep others waiting.
+pub(crate) const MAX_VERIFY: Duration = Duration::from_secs(600);
+
+/// The longest `interval`.
+const MAX_INTERVAL: Duration = Duration::from_secs(3600);
+
 pub(crate) fn parse_duration(v: &str) -> Result<Duration, String> {
-    humantime::parse_duration(v)
-        .map_err(|e| format!("`{v}` is not a duration like 2s, 10m or 1h ({e})"))
+    let d = humantime::parse_duration(v)
+        .map_err(|e| format!("`{v}` is not a duration like 2s, 10m or 1h ({e})"))?;
+    if d > MAX_DURATION {
+        return Err(format!("`{v}` is too long: at most 30 days"));
+    }
+    Ok(d)
+}
+
+/// A duration within `min..=max`, for `key`.
+fn parse_duration_in(key: &str, v: &str, min: Duration, max: Duration) -> Result<Duration, String> {
+    let d = parse_duration(v)?;
+    if d < min || d > max {
+        return Err(format!(
+            "`{key}` must be between {} and {}, not `{v}`",
+            humantime::format_duration(min),
+            humantime::format_duration(max)
+        ));
+    }
+    Ok(d)
 }
 
 fn parse_bool(v: &str) -> Result<bool, String> {
@@ -653,5 +696,34 @@ mod tests {
     fn missing_default_file_means_defaults_but_missing_named_file_is_an_error() {
         let e = Config::load(Some(Path::new("/nonexistent/warden.ini"))).unwrap_err();
         assert!(e.to_string().contains("/nonexistent/warden.ini"), "{e}");
+    }
+
+    #[test]
+    fn durations_are_bounded_so_no_clock_can_overflow() {
+        for bad in [
+            "[warden]\ninterval = 100000h\n",
+            "[policy]\nverify = 18446744073709551615s\n",
+            "[policy]\nverify = 36500d\n",
+            "[policy]\ncooldown = 1000y\n",
+            "[policy]\nmax-reloads = 3 per 100y\n",
+            "[policy]\npredict = 100y\n",
+        ] {
+            let e = parse(bad).unwrap_err();
+            assert!(e.message.contains("at most") || e.message.contains("between"), "{bad}: {e}");
+        }
+        assert!(parse("[policy]\nverify = 10m\ncooldown = 30d\n").is_ok());
+    }
+
+    #[test]
+    fn a_vassal_cannot_verify_longer_than_the_admin_allows() {
+        let cfg = parse("[policy]\nverify = 30s\n").unwrap();
+        let own = uwsgi_ini::lex("[vassal-warden]\nreload-at = 1\nverify = 10m\n");
+        let (p, problems) = cfg.policy_for("greedy.ini", &own);
+        assert_eq!(p.verify, Duration::from_secs(30));
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].starts_with("line 3: `verify = 10m`"), "{problems:?}");
+        // Shorter is the vassal's to choose.
+        let own = uwsgi_ini::lex("[vassal-warden]\nverify = 5s\n");
+        assert_eq!(cfg.policy_for("quick.ini", &own).0.verify, Duration::from_secs(5));
     }
 }

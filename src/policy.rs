@@ -665,7 +665,7 @@ pub(crate) fn recovered(after: &After<'_>) -> bool {
 /// would do nothing.
 #[must_use]
 pub(crate) fn touch_mtime(old_secs: i64, now_secs: i64) -> i64 {
-    now_secs.max(old_secs + 1)
+    now_secs.max(old_secs.saturating_add(1))
 }
 
 #[cfg(test)]

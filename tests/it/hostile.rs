@@ -232,3 +232,33 @@ fn a_process_named_uwsgi_is_not_taken_for_an_emperor() {
     assert!(emperors.contains(&i64::from(emp.emperor_pid())), "{status}");
     assert!(!emperors.contains(&i64::from(fake.pid())), "{status}");
 }
+
+/// An ini whose mtime is before 1970: the touch is recorded (the mtime as `@SECONDS`)
+/// and verified, instead of a panic between the touch and its record, which left no
+/// record to hold the cooldown after a restart.
+#[test]
+fn an_mtime_before_1970_is_recorded_not_a_panic() {
+    let emp = Emperor::start();
+    let ini = emp.add_vassal("old.ini", &VassalSpec::default());
+    emp.wait_running("old.ini", 1);
+    assert!(
+        Command::new("touch")
+            .args(["-d", "1960-01-01T00:00:00Z"])
+            .arg(&ini)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let warden = Warden::start(
+        &bin(),
+        &emp,
+        "reload-at = 40\nfor = 1\naction = touch\ncooldown = 10m\nverify = 30s\n",
+        &[],
+    );
+    emp.leak("old.ini", 45);
+    let action = warden.wait_record("action", 0);
+    assert_eq!(action["action"], "touch", "{action}");
+    assert_eq!(action["mtime_before"], "@-315619200", "{action}");
+    assert_eq!(warden.wait_record("outcome", 0)["result"], "recovered");
+    assert!(!warden.log().contains("panicked"), "{}", warden.log());
+}
