@@ -12,22 +12,12 @@
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use rustix::fs::{AtFlags, CWD, Timespec, Timestamps, UTIME_OMIT};
+use rustix::fs::{AtFlags, Timespec, Timestamps, UTIME_OMIT};
 
 use rustix::process::{Pid, Signal};
 
 use crate::policy;
 use crate::procs::{self, ProcId};
-
-/// The mtime of `path` as the Emperor sees it.
-pub(crate) fn mtime(path: &Path, nofollow: bool) -> std::io::Result<SystemTime> {
-    let m = if nofollow {
-        std::fs::symlink_metadata(path)?
-    } else {
-        std::fs::metadata(path)?
-    };
-    m.modified()
-}
 
 fn to_secs(t: SystemTime) -> i64 {
     match t.duration_since(UNIX_EPOCH) {
@@ -36,14 +26,58 @@ fn to_secs(t: SystemTime) -> i64 {
     }
 }
 
-/// Touches `path` so the Emperor reloads the vassal. Returns the mtimes before and after.
+/// What to touch, and on whose word.
+#[derive(Debug, Clone)]
+pub(crate) struct TouchTarget<'a> {
+    pub path: &'a Path,
+    /// The Emperor `lstat()`s vassal files (`emperor-nofollow`): touch the link itself.
+    pub nofollow: bool,
+    /// The mtime (whole seconds) the Emperor last loaded the file at, when known: the
+    /// new mtime must pass it too (a file whose mtime went back, `touch -d`, `cp -p`).
+    pub loaded: Option<i64>,
+    /// The user whose file named this path (the vassal file's owner), or `None` for a
+    /// path root chose. A file that user could not write is not touched.
+    pub owner: Option<u32>,
+}
+
+/// Touches the target so the Emperor reloads the vassal. Returns the mtimes before and
+/// after. The file is opened once (`O_PATH`, which opens no device and blocks on no
+/// FIFO), checked to be a regular file its owner could write, and touched through that
+/// descriptor, so a symlink swapped in between cannot redirect the touch.
 pub(crate) fn touch(
-    path: &Path,
-    nofollow: bool,
+    t: &TouchTarget<'_>,
     now: SystemTime,
 ) -> std::io::Result<(SystemTime, SystemTime)> {
-    let before = mtime(path, nofollow)?;
-    let new_secs = policy::touch_mtime(to_secs(before), to_secs(now));
+    use rustix::fs::{Mode, OFlags};
+    let refuse = |why: String| std::io::Error::new(std::io::ErrorKind::PermissionDenied, why);
+    let mut flags = OFlags::PATH | OFlags::CLOEXEC;
+    if t.nofollow {
+        flags |= OFlags::NOFOLLOW;
+    }
+    let fd = rustix::fs::open(t.path, flags, Mode::empty())?;
+    let st = rustix::fs::fstat(&fd)?;
+    let kind = rustix::fs::FileType::from_raw_mode(st.st_mode);
+    let regular = kind == rustix::fs::FileType::RegularFile;
+    if !(regular || (t.nofollow && kind == rustix::fs::FileType::Symlink)) {
+        return Err(refuse(format!(
+            "{} is not a regular file",
+            t.path.display()
+        )));
+    }
+    if let Some(owner) = t.owner
+        && regular
+        && !crate::trust::may_write(owner, st.st_uid, st.st_gid, st.st_mode)
+    {
+        return Err(refuse(format!(
+            "{} belongs to uid {}, and uid {owner}, whose vassal file names it, could not \
+             touch it: the warden does not do for a vassal what its owner could not",
+            t.path.display(),
+            st.st_uid
+        )));
+    }
+    let before = st.st_mtime;
+    let floor = t.loaded.map_or(before, |l| l.max(before));
+    let new_secs = policy::touch_mtime(floor, to_secs(now));
     let times = Timestamps {
         last_access: Timespec {
             tv_sec: 0,
@@ -54,14 +88,24 @@ pub(crate) fn touch(
             tv_nsec: 0,
         },
     };
-    let flags = if nofollow {
-        AtFlags::SYMLINK_NOFOLLOW
+    // Through the descriptor: exactly the file (or link) checked above.
+    rustix::fs::utimensat(&fd, "", &times, AtFlags::EMPTY_PATH)?;
+    let after = rustix::fs::fstat(&fd)?;
+    Ok((
+        from_timespec(before, st.st_mtime_nsec),
+        from_timespec(after.st_mtime, after.st_mtime_nsec),
+    ))
+}
+
+fn from_timespec(secs: i64, nsec: impl TryInto<u32>) -> SystemTime {
+    let nanos = std::time::Duration::new(0, nsec.try_into().unwrap_or(0));
+    let whole = std::time::Duration::from_secs(secs.unsigned_abs());
+    let t = if secs >= 0 {
+        UNIX_EPOCH.checked_add(whole)
     } else {
-        AtFlags::empty()
+        UNIX_EPOCH.checked_sub(whole)
     };
-    rustix::fs::utimensat(CWD, path, &times, flags)?;
-    let after = mtime(path, nofollow)?;
-    Ok((before, after))
+    t.and_then(|t| t.checked_add(nanos)).unwrap_or(UNIX_EPOCH)
 }
 
 /// Why a worker was not recycled.
@@ -99,7 +143,45 @@ pub(crate) fn recycle_worker(master: ProcId, worker: ProcId) -> Result<(), Recyc
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rustix::fs::CWD;
     use std::time::Duration;
+
+    fn mtime(path: &Path, nofollow: bool) -> SystemTime {
+        let m = if nofollow {
+            std::fs::symlink_metadata(path)
+        } else {
+            std::fs::metadata(path)
+        };
+        m.unwrap().modified().unwrap()
+    }
+
+    fn target(path: &Path, nofollow: bool) -> TouchTarget<'_> {
+        TouchTarget {
+            path,
+            nofollow,
+            loaded: None,
+            owner: None,
+        }
+    }
+
+    fn set_mtime(p: &Path, secs: i64) {
+        rustix::fs::utimensat(
+            CWD,
+            p,
+            &Timestamps {
+                last_access: Timespec {
+                    tv_sec: 0,
+                    tv_nsec: UTIME_OMIT,
+                },
+                last_modification: Timespec {
+                    tv_sec: secs,
+                    tv_nsec: 0,
+                },
+            },
+            AtFlags::empty(),
+        )
+        .unwrap();
+    }
 
     #[test]
     fn touch_moves_mtime_past_a_future_one() {
@@ -108,41 +190,64 @@ mod tests {
         std::fs::write(&p, "[uwsgi]\n").unwrap();
         let now = SystemTime::now();
         let future = to_secs(now) + 5;
-        rustix::fs::utimensat(
-            CWD,
-            &p,
-            &Timestamps {
-                last_access: Timespec {
-                    tv_sec: 0,
-                    tv_nsec: UTIME_OMIT,
-                },
-                last_modification: Timespec {
-                    tv_sec: future,
-                    tv_nsec: 0,
-                },
-            },
-            AtFlags::empty(),
-        )
-        .unwrap();
-        let (before, after) = touch(&p, false, now).unwrap();
+        set_mtime(&p, future);
+        let (before, after) = touch(&target(&p, false), now).unwrap();
         assert_eq!(to_secs(before), future);
         assert_eq!(to_secs(after), future + 1);
     }
 
     #[test]
+    fn touch_moves_mtime_past_the_one_the_emperor_loaded() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("a.ini");
+        std::fs::write(&p, "[uwsgi]\n").unwrap();
+        let now = SystemTime::now();
+        // Loaded this second, then set back to 1960 by hand.
+        set_mtime(&p, -315_619_200);
+        let t = TouchTarget {
+            loaded: Some(to_secs(now)),
+            ..target(&p, false)
+        };
+        let (before, after) = touch(&t, now).unwrap();
+        assert_eq!(to_secs(before), -315_619_200);
+        assert_eq!(to_secs(after), to_secs(now) + 1);
+    }
+
+    #[test]
     fn nofollow_touches_the_link_not_the_target() {
         let d = tempfile::tempdir().unwrap();
-        let target = d.path().join("real.ini");
+        let real = d.path().join("real.ini");
         let link = d.path().join("link.ini");
-        std::fs::write(&target, "[uwsgi]\n").unwrap();
-        std::os::unix::fs::symlink(&target, &link).unwrap();
-        let target_before = mtime(&target, false).unwrap();
+        std::fs::write(&real, "[uwsgi]\n").unwrap();
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let target_before = mtime(&real, false);
         let later = SystemTime::now() + Duration::from_secs(10);
-        let (_, after) = touch(&link, true, later).unwrap();
-        assert_eq!(mtime(&link, true).unwrap(), after);
-        assert_eq!(mtime(&target, false).unwrap(), target_before);
+        let (_, after) = touch(&target(&link, true), later).unwrap();
+        assert_eq!(mtime(&link, true), after);
+        assert_eq!(mtime(&real, false), target_before);
         // Following the link touches the target.
-        let (_, after) = touch(&link, false, later + Duration::from_secs(10)).unwrap();
-        assert_eq!(mtime(&target, false).unwrap(), after);
+        let (_, after) = touch(&target(&link, false), later + Duration::from_secs(10)).unwrap();
+        assert_eq!(mtime(&real, false), after);
+    }
+
+    #[test]
+    fn a_file_the_owner_could_not_write_or_a_fifo_is_not_touched() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let root_file = d.path().join("root.conf");
+        std::fs::write(&root_file, "x").unwrap();
+        std::fs::set_permissions(&root_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let before = mtime(&root_file, false);
+        let t = TouchTarget {
+            owner: Some(65534),
+            ..target(&root_file, false)
+        };
+        let e = touch(&t, SystemTime::now() + Duration::from_secs(5)).unwrap_err();
+        assert!(e.to_string().contains("uid 65534"), "{e}");
+        assert_eq!(mtime(&root_file, false), before);
+        let fifo = d.path().join("fifo");
+        rustix::fs::mknodat(CWD, &fifo, rustix::fs::FileType::Fifo, 0o644.into(), 0).unwrap();
+        let e = touch(&target(&fifo, false), SystemTime::now()).unwrap_err();
+        assert!(e.to_string().contains("not a regular file"), "{e}");
     }
 }

@@ -473,10 +473,7 @@ mod tests {
         use std::time::{Duration, UNIX_EPOCH};
         let before_1970 = UNIX_EPOCH - Duration::from_secs(86_400);
         let after_9999 = UNIX_EPOCH + Duration::from_secs(RFC3339_END + 1);
-        for (t, text) in [
-            (before_1970, "@-86400"),
-            (after_9999, "@253402300800"),
-        ] {
+        for (t, text) in [(before_1970, "@-86400"), (after_9999, "@253402300800")] {
             assert_eq!(timestamp(t), text);
             assert_eq!(timestamp_precise(t), text);
             assert_eq!(parse_timestamp(text), Some(t));

@@ -269,8 +269,7 @@ impl Config {
         match key {
             "vassals" => self.vassals.push(parse_source(v)?),
             "interval" => {
-                self.interval =
-                    parse_duration_in(key, v, Duration::from_millis(50), MAX_INTERVAL)?;
+                self.interval = parse_duration_in(key, v, Duration::from_millis(50), MAX_INTERVAL)?;
             }
             "audit-log" => {
                 if !Path::new(v).is_absolute() {
@@ -709,7 +708,10 @@ mod tests {
             "[policy]\npredict = 100y\n",
         ] {
             let e = parse(bad).unwrap_err();
-            assert!(e.message.contains("at most") || e.message.contains("between"), "{bad}: {e}");
+            assert!(
+                e.message.contains("at most") || e.message.contains("between"),
+                "{bad}: {e}"
+            );
         }
         assert!(parse("[policy]\nverify = 10m\ncooldown = 30d\n").is_ok());
     }
@@ -721,9 +723,15 @@ mod tests {
         let (p, problems) = cfg.policy_for("greedy.ini", &own);
         assert_eq!(p.verify, Duration::from_secs(30));
         assert_eq!(problems.len(), 1, "{problems:?}");
-        assert!(problems[0].starts_with("line 3: `verify = 10m`"), "{problems:?}");
+        assert!(
+            problems[0].starts_with("line 3: `verify = 10m`"),
+            "{problems:?}"
+        );
         // Shorter is the vassal's to choose.
         let own = uwsgi_ini::lex("[vassal-warden]\nverify = 5s\n");
-        assert_eq!(cfg.policy_for("quick.ini", &own).0.verify, Duration::from_secs(5));
+        assert_eq!(
+            cfg.policy_for("quick.ini", &own).0.verify,
+            Duration::from_secs(5)
+        );
     }
 }

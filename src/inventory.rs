@@ -58,6 +58,29 @@ pub(crate) struct Vassal {
 }
 
 impl Vassal {
+    /// The mtime (whole seconds) the Emperor last loaded the file at, as far as the warden
+    /// saw.
+    #[must_use]
+    pub(crate) fn loaded_mtime(&self) -> Option<i64> {
+        self.loaded.map(|(mtime, _)| mtime)
+    }
+
+    /// Whose word the file is: the owner of its content (the file a symlink points to).
+    /// `None` when it cannot be read now.
+    #[must_use]
+    pub(crate) fn owner(&self) -> Option<u32> {
+        std::fs::metadata(&self.file.path).ok().map(|m| m.uid())
+    }
+
+    /// The owner of the directory entry itself: for a symlink, the link's owner, whose
+    /// word the link is.
+    #[must_use]
+    pub(crate) fn entry_owner(&self) -> Option<u32> {
+        std::fs::symlink_metadata(&self.file.path)
+            .ok()
+            .map(|m| m.uid())
+    }
+
     /// Reads the file again after it changed, and tells whether the Emperor will run
     /// what is now on disk (a newer mtime) or not (`pending_change`).
     fn reread(&mut self, cfg: &Config, st: Option<Stamp>) {
@@ -218,6 +241,7 @@ impl Inventory {
                 self.names.assign(p.master, &v.file.name, Method::Sockets);
             }
         }
+        settle_disputes(&mut self.vassals);
         let alive: Vec<_> = views
             .values()
             .flat_map(|v| v.children.iter().map(|(id, _)| *id))
@@ -240,6 +264,32 @@ impl Inventory {
                 || v.file.path.file_name().and_then(|f| f.to_str()) == Some(name)
                 || v.file.path.file_stem().and_then(|f| f.to_str()) == Some(name)
         })
+    }
+}
+
+/// Two vassals never claim one process: when two map to the same master, neither is
+/// trusted with it (a vassal file can name another's pidfile or sockets).
+fn settle_disputes(vassals: &mut BTreeMap<PathBuf, Vassal>) {
+    let mut claims: HashMap<i32, Vec<PathBuf>> = HashMap::new();
+    for (path, v) in vassals.iter() {
+        if let Mapping::Running(p) = &v.mapping {
+            claims.entry(p.master.pid).or_default().push(path.clone());
+        }
+    }
+    for (master, paths) in claims.into_iter().filter(|(_, p)| p.len() > 1) {
+        let names: Vec<String> = paths.iter().map(|p| vassals[p].file.name.clone()).collect();
+        for (i, path) in paths.iter().enumerate() {
+            let with = names
+                .iter()
+                .enumerate()
+                .filter(|(j, _)| *j != i)
+                .map(|(_, n)| n.as_str())
+                .collect::<Vec<_>>()
+                .join(", ");
+            if let Some(v) = vassals.get_mut(path) {
+                v.mapping = Mapping::Disputed { master, with };
+            }
+        }
     }
 }
 

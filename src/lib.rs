@@ -5,6 +5,7 @@
 //! (the decision core, with `policy`'s rules, asking `forensics` what leaks; `sockets`
 //! says what each socket is) → `audit` (record first) → `act` (touch, recycle) → verify
 //! (`episode` again) → `audit`; `warden` carries out each pass, `daemon` runs the loop.
+//! `trust` says what a vassal file's word may make root do.
 //! See docs/ARCHITECTURE.md.
 //!
 //! Public modules are the binary's entry (`cli`) and what the benchmarks and tests
@@ -27,4 +28,5 @@ mod error;
 mod inventory;
 mod mapping;
 mod policy;
+mod trust;
 mod warden;

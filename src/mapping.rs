@@ -81,6 +81,12 @@ pub(crate) enum Mapping {
     NotRunning,
     /// No running Emperor watches the vassal's directory or glob.
     NoEmperor,
+    /// Another vassal maps to the same master: which one it runs cannot be told, so
+    /// neither is acted on. Names the other vassal.
+    Disputed {
+        master: i32,
+        with: String,
+    },
 }
 
 /// One look at an Emperor: its children and, when it has one, its stats.
@@ -218,6 +224,38 @@ fn read_pidfile(path: &Path) -> Option<i32> {
     std::fs::read_to_string(path).ok()?.trim().parse().ok()
 }
 
+/// The master a vassal's declared pidfile names, trusted only as far as the vassal
+/// file's owner is: the pidfile must be one that owner could have written, and the PID
+/// a child of the Emperor that no other vassal's command line claims. A pidfile that
+/// names another tenant's master is ignored (with a warning), never followed.
+fn by_pidfile(vassal: &VassalFile, ini: &VassalIni, view: &EmperorView) -> Option<ProcId> {
+    use std::os::unix::fs::MetadataExt;
+    let owner = std::fs::metadata(&vassal.path).ok()?.uid();
+    for key in ["safe-pidfile", "pidfile", "safe-pidfile2", "pidfile2"] {
+        let Some(value) = ini.get(key) else { continue };
+        let dir = vassal.path.parent().unwrap_or(Path::new("/"));
+        let path = dir.join(value);
+        if let Err(why) = crate::trust::named_file(owner, &path) {
+            tracing::debug!(vassal = %vassal.name, "{key} not used: {why}");
+            continue;
+        }
+        let Some(pid) = read_pidfile(&path) else {
+            continue;
+        };
+        match view.children.iter().find(|(id, _)| id.pid == pid) {
+            Some((id, None)) => return Some(*id),
+            Some((id, Some((name, _)))) if *name == vassal.name => return Some(*id),
+            Some((_, Some((name, _)))) => tracing::debug!(
+                vassal = %vassal.name,
+                "{key} {} names PID {pid}, the master of {name}: ignored",
+                path.display()
+            ),
+            None => {}
+        }
+    }
+    None
+}
+
 /// Remembers what each child of a master is, by identity, once it is known for sure: a
 /// worker stays a worker for its life. `Unknown` (a child still setting itself up) is
 /// read again at the next look. Every signal checks the role again first.
@@ -296,15 +334,10 @@ pub(crate) fn map_vassal(
             return found(id, Method::EmperorStats);
         }
     }
-    if let Some(ini) = ini {
-        for key in ["safe-pidfile", "pidfile", "safe-pidfile2", "pidfile2"] {
-            if let Some(p) = ini.get(key)
-                && let Some(pid) = read_pidfile(Path::new(p))
-                && let Some(id) = is_child(pid)
-            {
-                return found(id, Method::Pidfile);
-            }
-        }
+    if let Some(ini) = ini
+        && let Some(id) = by_pidfile(vassal, ini, view)
+    {
+        return found(id, Method::Pidfile);
     }
     if let Some((id, Some((_, method)))) = view
         .children

@@ -81,13 +81,7 @@ impl Lookups for Reads<'_> {
         let ini_error = crate::emperor::read_vassal(&v.file.path)
             .err()
             .map(|e| e.to_string());
-        let chain_file = v
-            .ini
-            .as_ref()
-            .ok()
-            .and_then(|i| i.get("touch-chain-reload"))
-            .map(PathBuf::from)
-            .filter(|p| p.exists());
+        let chain_file = chain_file(v);
         Facts {
             ini_error,
             pending_change: v.pending_change,
@@ -108,6 +102,23 @@ impl Lookups for Reads<'_> {
                 debug!(vassal = %self.vassal.file.name, pid, "process gone before it could be read: {e}");
                 None
             }
+        }
+    }
+}
+
+/// The vassal's `touch-chain-reload` file, when it declares one that is a regular file
+/// its owner could touch. uWSGI reads a relative path from the vassal's working
+/// directory, which under an Emperor is the vassal file's directory.
+fn chain_file(v: &Vassal) -> Option<PathBuf> {
+    let value = v.ini.as_ref().ok()?.get("touch-chain-reload")?;
+    let dir = v.file.path.parent().unwrap_or(Path::new("/"));
+    let path = dir.join(value);
+    let owner = v.owner()?;
+    match crate::trust::named_file(owner, &path) {
+        Ok(_) => Some(path),
+        Err(why) => {
+            warn!(vassal = %v.file.name, "touch-chain-reload not used: {why}");
+            None
         }
     }
 }
@@ -534,11 +545,21 @@ impl Warden {
         let mut replace = procs.workers.clone();
         let result = match req.plan {
             Plan::Touch | Plan::ChainReload(_) => {
-                let (file, nofollow) = match req.plan {
-                    Plan::ChainReload(f) => (f.clone(), false),
-                    _ => (v.file.path.clone(), self.nofollow(v)),
+                let target = match req.plan {
+                    Plan::ChainReload(f) => act::TouchTarget {
+                        path: f,
+                        nofollow: false,
+                        loaded: None,
+                        owner: Some(v.owner().unwrap_or(NOBODY)),
+                    },
+                    _ => act::TouchTarget {
+                        path: &v.file.path,
+                        nofollow: self.nofollow(v),
+                        loaded: v.loaded_mtime(),
+                        owner: Some(v.entry_owner().unwrap_or(NOBODY)),
+                    },
                 };
-                touch(&file, nofollow, &mut action)
+                touch(&target, &mut action)
             }
             Plan::RecycleWorkers(ids) => {
                 let r = recycle(procs.master, ids, &mut action);
@@ -737,13 +758,16 @@ fn detected(policy: &Policy, inc: &Incident) -> Rec {
     })
 }
 
-/// Touches `file` so that uWSGI sees it as newer, filling in the action's mtimes.
-fn touch(file: &Path, nofollow: bool, action: &mut Action) -> Result<(), String> {
-    file.clone_into(&mut action.path);
-    let (before, after) = act::touch(file, nofollow, SystemTime::now()).map_err(|e| {
+/// The owner assumed for a file whose owner cannot be read: nobody, trusted for nothing.
+const NOBODY: u32 = 65534;
+
+/// Touches the target so that uWSGI sees it as newer, filling in the action's mtimes.
+fn touch(target: &act::TouchTarget<'_>, action: &mut Action) -> Result<(), String> {
+    target.path.clone_into(&mut action.path);
+    let (before, after) = act::touch(target, SystemTime::now()).map_err(|e| {
         format!(
             "cannot touch {}: {e}; check that the warden may set its mtime",
-            file.display()
+            target.path.display()
         )
     })?;
     action.mtime_before = Some(audit::timestamp_precise(before));

@@ -147,6 +147,9 @@ fn vassal_problems(inv: &Inventory, v: &Vassal) -> Vec<String> {
         Mapping::NotRunning => problems.push(format!(
             "{path}: its Emperor runs but no master process was found for it; see the Emperor's log (throttled or failing vassal?)"
         )),
+        Mapping::Disputed { master, with } => problems.push(format!(
+            "{path}: {with} maps to the same master (PID {master}), so neither is acted on; check their `pidfile` and socket settings"
+        )),
         _ => {}
     }
     if let Mapping::Running(p) = &v.mapping

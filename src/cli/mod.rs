@@ -344,6 +344,7 @@ fn state_name(m: &Mapping) -> &'static str {
         Mapping::Idle => "idle",
         Mapping::NotRunning => "not_running",
         Mapping::NoEmperor => "no_emperor",
+        Mapping::Disputed { .. } => "disputed",
     }
 }
 

@@ -122,6 +122,9 @@ impl VassalStatus {
         let ep = episodes.of(&v.file.path);
         let cannot_act = match (&v.mapping, &v.ini) {
             (Mapping::NoEmperor, _) => Some("no running Emperor watches its file".to_owned()),
+            (Mapping::Disputed { master, with }, _) => Some(format!(
+                "{with} maps to the same master (PID {master}): neither is acted on"
+            )),
             (_, Err(e)) => Some(format!("its file does not read as a vassal config ({e})")),
             _ => None,
         };

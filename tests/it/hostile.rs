@@ -241,6 +241,9 @@ fn an_mtime_before_1970_is_recorded_not_a_panic() {
     let emp = Emperor::start();
     let ini = emp.add_vassal("old.ini", &VassalSpec::default());
     emp.wait_running("old.ini", 1);
+    // The Emperor compares whole seconds: a touch within the second it loaded the file in
+    // would go unseen, however far back the file's mtime was set.
+    std::thread::sleep(Duration::from_millis(1100));
     assert!(
         Command::new("touch")
             .args(["-d", "1960-01-01T00:00:00Z"])
@@ -261,4 +264,114 @@ fn an_mtime_before_1970_is_recorded_not_a_panic() {
     assert_eq!(action["mtime_before"], "@-315619200", "{action}");
     assert_eq!(warden.wait_record("outcome", 0)["result"], "recovered");
     assert!(!warden.log().contains("panicked"), "{}", warden.log());
+}
+
+fn chown_nobody(path: &std::path::Path) {
+    std::os::unix::fs::lchown(path, Some(65534), Some(65534)).unwrap();
+}
+
+fn mtime_of(path: &std::path::Path) -> std::time::SystemTime {
+    fs::metadata(path).unwrap().modified().unwrap()
+}
+
+/// A tenant who owns a vassal file names a root-owned file and another tenant's ini as
+/// its `touch-chain-reload` file: the warden heals the tenant's vassal without touching
+/// either (uWSGI would reload the other tenant on that touch).
+#[test]
+fn a_tenants_chain_reload_file_cannot_make_root_touch_others_files() {
+    let emp = Emperor::start();
+    let root = emp.root().to_owned();
+    let other = emp.add_vassal("other.ini", &VassalSpec::default());
+    let system = root.join("system.conf");
+    fs::write(&system, "root's\n").unwrap();
+    for (name, chain) in [("tenant.ini", &system), ("tenant2.ini", &other)] {
+        let ini = emp.ini_path(name);
+        let text = emp.ini_text(&VassalSpec {
+            extra: vec![
+                format!("touch-chain-reload = {}", chain.display()),
+                "[vassal-warden]".into(),
+                "action = chain-reload".into(),
+            ],
+            ..VassalSpec::default()
+        });
+        fs::write(&ini, text).unwrap();
+        chown_nobody(&ini);
+    }
+    emp.wait_running("other.ini", 1);
+    emp.wait_running("tenant.ini", 1);
+    emp.wait_running("tenant2.ini", 1);
+    std::thread::sleep(Duration::from_millis(1100));
+    let (system_before, other_before) = (mtime_of(&system), mtime_of(&other));
+    let warden = Warden::start(
+        &bin(),
+        &emp,
+        "reload-at = 40\nfor = 1\ncooldown = 10m\nverify = 30s\n",
+        &[],
+    );
+    emp.leak("tenant.ini", 45);
+    emp.leak("tenant2.ini", 45);
+    wait_for(Duration::from_secs(60), "both tenants' outcomes", || {
+        let outcomes: Vec<Value> = warden
+            .records()
+            .into_iter()
+            .filter(|r| r["event"] == "outcome")
+            .collect();
+        (outcomes.len() >= 2).then_some(outcomes)
+    });
+    let records = warden.records();
+    for r in records.iter().filter(|r| r["event"] == "action") {
+        assert!(
+            r["path"] == emp.ini_path("tenant.ini").to_str().unwrap()
+                || r["path"] == emp.ini_path("tenant2.ini").to_str().unwrap(),
+            "touched for a tenant: {r}"
+        );
+    }
+    assert_eq!(mtime_of(&system), system_before, "{records:#?}");
+    assert_eq!(mtime_of(&other), other_before, "{records:#?}");
+    assert_eq!(emp.reloads("other.ini"), 0);
+    assert!(
+        warden.log().contains("touch-chain-reload not used"),
+        "{}",
+        warden.log()
+    );
+}
+
+/// A tenant's vassal declares another tenant's pidfile (its master, running as root,
+/// even writes its own PID there): each vassal is still mapped to its own master, and
+/// no two vassals share one.
+#[test]
+fn a_pidfile_cannot_map_a_vassal_to_another_tenants_master() {
+    let emp = Emperor::start();
+    let root = emp.root().to_owned();
+    let pidfile = root.join("run/owner.pid");
+    emp.add_vassal(
+        "owner.ini",
+        &VassalSpec {
+            extra: vec![format!("pidfile = {}", pidfile.display())],
+            ..VassalSpec::default()
+        },
+    );
+    emp.wait_running("owner.ini", 1);
+    let ini = emp.ini_path("tenant.ini");
+    let text = emp.ini_text(&VassalSpec {
+        extra: vec![format!("pidfile = {}", pidfile.display())],
+        ..VassalSpec::default()
+    });
+    fs::write(&ini, text).unwrap();
+    chown_nobody(&ini);
+    emp.wait_running("tenant.ini", 1);
+    let cfg = emp.config("");
+    let masters = |name: &str| roles(&cfg, name).get("master").cloned();
+    let (owner, tenant) = (emp.master_of("owner.ini"), emp.master_of("tenant.ini"));
+    assert_ne!(owner, tenant);
+    wait_for(Duration::from_secs(20), "the pidfile rewritten", || {
+        fs::read_to_string(&pidfile)
+            .ok()
+            .filter(|p| p.trim().parse().ok() == tenant)
+    });
+    assert_eq!(masters("owner.ini"), Some(vec![i64::from(owner.unwrap())]));
+    assert_eq!(
+        masters("tenant.ini"),
+        Some(vec![i64::from(tenant.unwrap())])
+    );
 }

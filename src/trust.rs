@@ -1,0 +1,108 @@
+//! Whose word a vassal file is, and what that word may make root do.
+//!
+//! The warden runs as root, and a vassal file may belong to an app user (tyrant setups,
+//! or a vassal directory an app user can write). A path the file names (`pidfile`,
+//! `touch-chain-reload`) or a symlink it is is trusted only for what the file's owner
+//! could do anyway: read a pidfile that owner could have written, touch a file that
+//! owner could touch. This module owns that rule. It reads `/etc/passwd` and
+//! `/etc/group` for group membership; it decides nothing else.
+
+use std::fs::Metadata;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+/// True when the user `uid` could write a file of owner `file_uid`, group `file_gid` and
+/// `mode`: root, its owner, or a user its group or world write bits let in.
+#[must_use]
+pub(crate) fn may_write(uid: u32, file_uid: u32, file_gid: u32, mode: u32) -> bool {
+    uid == 0
+        || file_uid == uid
+        || mode & 0o002 != 0
+        || (mode & 0o020 != 0 && in_group(uid, file_gid))
+}
+
+/// Checks that `path`, named by a vassal file owned by `owner`, is a regular file that
+/// owner could write. The error says whose file it is and why it is not used.
+pub(crate) fn named_file(owner: u32, path: &Path) -> Result<Metadata, String> {
+    let m = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    if !m.is_file() {
+        return Err(format!("{} is not a regular file", path.display()));
+    }
+    if !may_write(owner, m.uid(), m.gid(), m.mode()) {
+        return Err(format!(
+            "{} belongs to uid {} and uid {owner}, who owns the vassal file, could not write it: \
+             the warden does not use it on that file's word",
+            path.display(),
+            m.uid()
+        ));
+    }
+    Ok(m)
+}
+
+/// The most of `/etc/passwd` or `/etc/group` read: far beyond any real host's.
+const ACCOUNTS_MAX: u64 = 16 << 20;
+
+fn read_accounts(path: &str) -> String {
+    use std::io::Read;
+    let mut text = String::new();
+    if let Ok(f) = std::fs::File::open(path) {
+        let _ = f.take(ACCOUNTS_MAX).read_to_string(&mut text);
+    }
+    text
+}
+
+/// True when `uid` is in group `gid`: as its primary group (`/etc/passwd`) or as a
+/// listed member (`/etc/group`). Users only a directory service knows are not found,
+/// which errs on the side of not trusting.
+fn in_group(uid: u32, gid: u32) -> bool {
+    let passwd = read_accounts("/etc/passwd");
+    let Some((name, primary)) = passwd.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(':').collect();
+        (f.len() >= 4 && f[2].parse() == Ok(uid)).then(|| (f[0].to_owned(), f[3].parse().ok()))
+    }) else {
+        return false;
+    };
+    primary == Some(gid) || member_of(&read_accounts("/etc/group"), &name, gid)
+}
+
+fn member_of(group: &str, name: &str, gid: u32) -> bool {
+    group.lines().any(|l| {
+        let f: Vec<&str> = l.split(':').collect();
+        f.len() >= 4 && f[2].parse() == Ok(gid) && f[3].split(',').any(|m| m == name)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn group_members_are_read_from_the_group_file() {
+        let group = "root:x:0:\nadm:x:4:syslog,alice\nwww-data:x:33:\n";
+        assert!(member_of(group, "alice", 4));
+        assert!(!member_of(group, "alice", 33));
+        assert!(!member_of(group, "ali", 4));
+    }
+
+    #[test]
+    fn only_what_the_owner_could_write_is_trusted() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("f");
+        std::fs::write(&f, "1").unwrap();
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
+        // Root's file: root may, nobody may not.
+        assert!(named_file(0, &f).is_ok());
+        let e = named_file(65534, &f).unwrap_err();
+        assert!(e.contains("uid 65534, who owns the vassal file"), "{e}");
+        // World-writable: anyone could have written it.
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o666)).unwrap();
+        assert!(named_file(65534, &f).is_ok());
+        // Not a regular file.
+        assert!(
+            named_file(0, d.path())
+                .unwrap_err()
+                .contains("not a regular file")
+        );
+    }
+}
