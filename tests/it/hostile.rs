@@ -375,3 +375,40 @@ fn a_pidfile_cannot_map_a_vassal_to_another_tenants_master() {
         Some(vec![i64::from(tenant.unwrap())])
     );
 }
+
+/// A vassal whose own section asks for a verification of a hundred years (and fires at
+/// one fd) cannot hold the host's action slot: its `verify` is refused and warden.ini's
+/// is used, so a leaking neighbour is still healed.
+#[test]
+fn a_vassal_cannot_hold_the_action_slot_with_its_own_verify() {
+    let emp = Emperor::start();
+    emp.add_vassal(
+        "greedy.ini",
+        &VassalSpec {
+            extra: vec![
+                "[vassal-warden]".into(),
+                "reload-at = 1".into(),
+                "verify = 36500d".into(),
+                "cooldown = 1s".into(),
+            ],
+            ..VassalSpec::default()
+        },
+    );
+    emp.add_vassal("leaky.ini", &VassalSpec::default());
+    emp.wait_running("greedy.ini", 1);
+    emp.wait_running("leaky.ini", 1);
+    let warden = Warden::start(
+        &bin(),
+        &emp,
+        "reload-at = 40\nfor = 1\naction = touch\ncooldown = 10m\nverify = 3s\n",
+        &[],
+    );
+    emp.leak("leaky.ini", 45);
+    let healed = wait_for(Duration::from_secs(60), "leaky.ini healed", || {
+        warden
+            .records()
+            .into_iter()
+            .find(|r| r["vassal"] == "leaky.ini" && r["event"] == "action")
+    });
+    assert_eq!(healed["action"], "touch", "{healed}");
+}
