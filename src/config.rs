@@ -734,4 +734,83 @@ mod tests {
             Duration::from_secs(5)
         );
     }
+
+    /// Values a config line may hold: numbers of any size, durations, units, rates,
+    /// percentages, paths and junk.
+    fn value() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        prop_oneof![
+            any::<u64>().prop_map(|n| n.to_string()),
+            (any::<u64>(), "(ns|us|ms|s|m|h|d|w|y|)").prop_map(|(n, u)| format!("{n}{u}")),
+            (any::<u32>(), any::<u64>()).prop_map(|(n, w)| format!("{n} per {w}s")),
+            (0.0f64..1e6).prop_map(|x| format!("{x}%")),
+            "[ -~]{0,40}",
+            "/[a-z/*?]{0,20}",
+        ]
+    }
+
+    fn key() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        prop_oneof![
+            Just("vassals"),
+            Just("interval"),
+            Just("audit-log"),
+            Just("max-concurrent"),
+            Just("dry-run"),
+            Just("reload-at"),
+            Just("max-fds"),
+            Just("for"),
+            Just("hysteresis"),
+            Just("predict"),
+            Just("predict-floor"),
+            Just("predict-window"),
+            Just("cooldown"),
+            Just("max-reloads"),
+            Just("action"),
+            Just("verify"),
+            Just("top"),
+            Just("junk"),
+        ]
+        .prop_map(str::to_owned)
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+
+        /// Any text is a config or an error with a line, never a panic; and whatever is
+        /// accepted has every duration in range, so no clock arithmetic can overflow.
+        #[test]
+        fn any_config_text_is_parsed_or_refused_with_its_line(
+            lines in proptest::collection::vec(
+                (0..4u8, key(), value()),
+                0..20,
+            )
+        ) {
+            let mut text = String::new();
+            for (section, k, v) in &lines {
+                text.push_str(match section {
+                    0 => "[warden]\n",
+                    1 => "[policy]\n",
+                    2 => "[vassal a.ini]\n",
+                    _ => "",
+                });
+                text.push_str(&format!("{k} = {v}\n"));
+            }
+            match Config::parse(Path::new("/etc/vassal-warden/warden.ini"), &text) {
+                Ok(cfg) => {
+                    proptest::prop_assert!(cfg.interval <= MAX_INTERVAL);
+                    let own = uwsgi_ini::lex(&format!("[vassal-warden]\n{text}"));
+                    for p in [cfg.policy.clone(), cfg.policy_for("a.ini", &own).0] {
+                        proptest::prop_assert!(p.verify <= MAX_VERIFY);
+                        proptest::prop_assert!(p.cooldown <= MAX_DURATION);
+                        proptest::prop_assert!(p.max_reloads_window <= MAX_DURATION);
+                        if let Predict::Within(d) = p.predict {
+                            proptest::prop_assert!(d <= MAX_DURATION);
+                        }
+                    }
+                }
+                Err(e) => proptest::prop_assert!(e.line.is_some() || text.is_empty(), "{e}"),
+            }
+        }
+    }
 }
