@@ -794,7 +794,10 @@ mod tests {
                     2 => "[vassal a.ini]\n",
                     _ => "",
                 });
-                text.push_str(&format!("{k} = {v}\n"));
+                text.push_str(k);
+                text.push_str(" = ");
+                text.push_str(v);
+                text.push('\n');
             }
             match Config::parse(Path::new("/etc/vassal-warden/warden.ini"), &text) {
                 Ok(cfg) => {
