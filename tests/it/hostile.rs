@@ -412,3 +412,67 @@ fn a_vassal_cannot_hold_the_action_slot_with_its_own_verify() {
     });
     assert_eq!(healed["action"], "touch", "{healed}");
 }
+
+/// A tenant writes the PID of another vassal's master, whose title is rewritten (so no
+/// command line says whose it is), into its own pidfile: the two vassals are never shown
+/// running on one master: both are `disputed`, and left alone, or each has its own.
+#[test]
+fn two_vassals_never_claim_one_master() {
+    let emp = Emperor::start();
+    let root = emp.root().to_owned();
+    emp.add_vassal(
+        "shop.ini",
+        &VassalSpec {
+            extra: vec!["procname-master = shop master".into()],
+            ..VassalSpec::default()
+        },
+    );
+    let pidfile = root.join("run/tenant.pid");
+    let ini = emp.ini_path("tenant.ini");
+    fs::write(
+        &ini,
+        emp.ini_text(&VassalSpec {
+            extra: vec![format!("pidfile = {}", pidfile.display())],
+            ..VassalSpec::default()
+        }),
+    )
+    .unwrap();
+    chown_nobody(&ini);
+    emp.wait_running("tenant.ini", 1);
+    let cfg = emp.config("");
+    let shop = wait_for(Duration::from_secs(30), "shop.ini mapped", || {
+        roles(&cfg, "shop.ini").get("master").cloned()
+    })[0];
+    // The tenant's own pidfile now names the shop's master.
+    fs::write(&pidfile, format!("{shop}\n")).unwrap();
+    chown_nobody(&pidfile);
+    for _ in 0..3 {
+        let status = status_json(&cfg);
+        let master_of = |name: &str| {
+            status["vassals"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|v| v["vassal"] == name)
+                .and_then(|v| v["processes"][0]["pid"].as_i64())
+        };
+        let state = |name: &str| {
+            status["vassals"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|v| v["vassal"] == name)
+                .map(|v| v["state"].clone())
+        };
+        let (s, t) = (master_of("shop.ini"), master_of("tenant.ini"));
+        assert!(s.is_none() || s != t, "both on one master: {status}");
+        if s.is_none() || t.is_none() {
+            assert_eq!(state("shop.ini"), Some(Value::from("disputed")), "{status}");
+            assert_eq!(
+                state("tenant.ini"),
+                Some(Value::from("disputed")),
+                "{status}"
+            );
+        }
+    }
+}
