@@ -40,16 +40,22 @@ enum Event {
     Signal(i32),
 }
 
-/// The inotify watches, re-made when a watched directory is replaced.
+/// The inotify watches, re-made when a watched directory is replaced. Without inotify
+/// (no instance could be made) the rescan every 10 s is all there is.
 struct Watches {
-    watcher: notify::RecommendedWatcher,
+    watcher: Option<notify::RecommendedWatcher>,
     /// Directory → its inode when the watch was made.
     watched: HashMap<PathBuf, u64>,
+    /// What was already said, so that each problem is logged once.
+    said: std::collections::HashSet<String>,
 }
 
 impl Watches {
     fn sync(&mut self, dirs: Vec<PathBuf>) {
         use std::os::unix::fs::MetadataExt;
+        let Some(watcher) = self.watcher.as_mut() else {
+            return;
+        };
         for d in dirs {
             let ino = std::fs::metadata(&d)
                 .ok()
@@ -60,23 +66,62 @@ impl Watches {
             }
             if self.watched.remove(&d).is_some() {
                 // The kernel dropped the watch with the old directory; this may fail.
-                let _ = self.watcher.unwatch(&d);
+                let _ = watcher.unwatch(&d);
             }
             let Some(ino) = ino else { continue };
-            match self.watcher.watch(&d, RecursiveMode::NonRecursive) {
+            match watcher.watch(&d, RecursiveMode::NonRecursive) {
                 Ok(()) => {
                     debug!(dir = %d.display(), "watching directory");
                     self.watched.insert(d, ino);
                 }
-                Err(e) => warn!(
-                    dir = %d.display(),
-                    "cannot watch with inotify: {e}; if it says no space left, raise the sysctl fs.inotify.max_user_watches; \
-                     changes are still picked up by a rescan every {}s",
-                    RESCAN_EVERY.as_secs()
-                ),
+                Err(e) => {
+                    let text = watch_error(&d, &e);
+                    if self.said.insert(text.clone()) {
+                        warn!("{text}");
+                    }
+                }
             }
         }
     }
+
+    /// An error inotify reported while running (a queue overflow, say), logged once.
+    fn report(&mut self, e: &str) {
+        if self.said.insert(e.to_owned()) {
+            warn!(
+                "inotify: {e}; changes are still picked up by a rescan every {}s",
+                RESCAN_EVERY.as_secs()
+            );
+        }
+    }
+}
+
+/// Why `dir` cannot be watched, exactly, and what to do about it.
+fn watch_error(dir: &std::path::Path, e: &notify::Error) -> String {
+    let sysctl = |name: &str| {
+        std::fs::read_to_string(format!("/proc/sys/fs/inotify/{name}"))
+            .map_or_else(|_| "?".to_owned(), |v| v.trim().to_owned())
+    };
+    let why = match &e.kind {
+        notify::ErrorKind::MaxFilesWatch => format!(
+            "the inotify watch limit is reached (fs.inotify.max_user_watches = {}); raise it, \
+             e.g. `sysctl fs.inotify.max_user_watches=524288` and the same line in /etc/sysctl.d/",
+            sysctl("max_user_watches")
+        ),
+        notify::ErrorKind::Io(io) if io.raw_os_error() == Some(28) => format!(
+            "the inotify watch limit is reached (fs.inotify.max_user_watches = {}); raise it, \
+             e.g. `sysctl fs.inotify.max_user_watches=524288` and the same line in /etc/sysctl.d/",
+            sysctl("max_user_watches")
+        ),
+        notify::ErrorKind::Io(io) if io.kind() == std::io::ErrorKind::PermissionDenied => {
+            "permission denied; the warden needs to read the directory".to_owned()
+        }
+        _ => e.to_string(),
+    };
+    format!(
+        "cannot watch {} with inotify: {why}; until then changes there are picked up by a rescan every {}s",
+        dir.display(),
+        RESCAN_EVERY.as_secs()
+    )
 }
 
 /// Runs the daemon until SIGTERM or SIGINT (or after one pass with `--once`).
@@ -117,10 +162,25 @@ pub(crate) fn run(cfg: Config, opts: Options) -> anyhow::Result<()> {
             Ok(ev) => Event::Fs(ev.paths),
             Err(e) => Event::FsError(e.to_string()),
         });
-    })?;
+    });
+    let watcher = match watcher {
+        Ok(w) => Some(w),
+        Err(e) => {
+            warn!(
+                "cannot use inotify: {e}; if too many instances are open, raise \
+                 fs.inotify.max_user_instances (now {}); until then changes are picked up by a \
+                 rescan every {}s",
+                std::fs::read_to_string("/proc/sys/fs/inotify/max_user_instances")
+                    .map_or_else(|_| "?".to_owned(), |v| v.trim().to_owned()),
+                RESCAN_EVERY.as_secs()
+            );
+            None
+        }
+    };
     let mut watches = Watches {
         watcher,
         watched: HashMap::new(),
+        said: std::collections::HashSet::new(),
     };
     watches.sync(w.watch_dirs());
 
@@ -147,73 +207,178 @@ pub(crate) fn run(cfg: Config, opts: Options) -> anyhow::Result<()> {
     event_loop(&mut w, &rx, &mut watches, interval)
 }
 
-/// The loop: file events, signals, and a pass every `interval`.
+/// How long file events are gathered before the rescan they call for: a deploy that
+/// drops hundreds of files is one rescan.
+const COALESCE: Duration = Duration::from_millis(20);
+
+/// The least time between two rescans called for by file events: a directory that
+/// never stops changing costs at most one rescan in this time.
+const RESCAN_GAP: Duration = Duration::from_millis(250);
+
+/// What the loop does next, after one event.
+enum Next {
+    Go,
+    Stop,
+}
+
+/// The loop state besides the warden: when the next pass and rescans are due.
+struct Schedule {
+    interval: Duration,
+    next_pass: Instant,
+    next_rescan: Instant,
+    /// A rescan asked for by file events, not before this time.
+    rescan_at: Option<Instant>,
+    last_rescan: Instant,
+}
+
+impl Schedule {
+    fn new(interval: Duration) -> Schedule {
+        let now = Instant::now();
+        Schedule {
+            interval,
+            next_pass: now + interval,
+            next_rescan: now + RESCAN_EVERY,
+            rescan_at: None,
+            last_rescan: now,
+        }
+    }
+
+    /// The next thing due: a pass, or an asked-for rescan, whichever comes first.
+    fn wake(&self) -> Instant {
+        self.rescan_at
+            .map_or(self.next_pass, |r| r.min(self.next_pass))
+    }
+}
+
+/// The loop: file events, signals, a pass every `interval`. A pass that is due runs
+/// before any event is read, so no stream of events can delay it by more than one
+/// rescan; every event is handled in the order it came; SIGHUP re-reads the config and
+/// rescans wherever it arrives; SIGTERM and SIGINT stop (exit 0), and a loop that ends
+/// any other way is an error (so a supervisor restarts it).
 fn event_loop(
     w: &mut Warden,
     rx: &mpsc::Receiver<Event>,
     watches: &mut Watches,
     interval: Duration,
 ) -> anyhow::Result<()> {
-    let mut next_tick = Instant::now() + interval;
-    let mut next_rescan = Instant::now() + RESCAN_EVERY;
+    let mut at = Schedule::new(interval);
     loop {
-        let timeout = next_tick.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(timeout) {
-            Ok(Event::Fs(paths)) => {
-                // Only changes to vassal files or to the vassal directories themselves: the
-                // parent directories are watched for the latter and may be busy.
-                if !paths.iter().any(|p| w.concerns(p)) {
-                    continue;
-                }
-                // Coalesce a burst (a deploy adding hundreds of files) into one rescan.
-                std::thread::sleep(Duration::from_millis(20));
-                while let Ok(ev) = rx.try_recv() {
-                    if let Event::Signal(s) = ev {
-                        return stop(s);
-                    }
-                }
-                w.refresh();
-                watches.sync(w.watch_dirs());
-            }
-            Ok(Event::FsError(e)) => warn!(
-                "inotify error: {e}; if it says no space left, raise the sysctl fs.inotify.max_user_watches; \
-                 changes are still picked up by a rescan every {}s",
-                RESCAN_EVERY.as_secs()
-            ),
-            Ok(Event::Signal(signal_hook::consts::SIGHUP)) => {
-                info!("SIGHUP: rescanning Emperors and vassal files");
-                w.refresh();
-                watches.sync(w.watch_dirs());
-            }
-            Ok(Event::Signal(s)) => return stop(s),
-            Err(RecvTimeoutError::Timeout) => {
-                if Instant::now() >= next_rescan {
-                    w.refresh();
-                    watches.sync(w.watch_dirs());
-                    next_rescan = Instant::now() + RESCAN_EVERY;
-                }
-                w.tick();
-                // While an action is being verified, look again sooner: a recycled worker
-                // is replaced within a second, and the next worker of the same leak (or
-                // another vassal, under `max-concurrent`) waits for that verdict.
-                let step = if w.any_pending() {
-                    interval.min(VERIFY_EVERY)
-                } else {
-                    interval
-                };
-                next_tick += step;
-                let now = Instant::now();
-                if next_tick < now {
-                    next_tick = now + step;
+        let now = Instant::now();
+        if now >= at.next_pass {
+            pass(w, watches, &mut at);
+            continue;
+        }
+        if at.rescan_at.is_some_and(|r| now >= r) {
+            rescan(w, watches, &mut at);
+            continue;
+        }
+        match rx.recv_timeout(at.wake().saturating_duration_since(now)) {
+            Ok(ev) => {
+                if let Next::Stop = handle(ev, w, watches, &mut at) {
+                    return Ok(());
                 }
             }
-            Err(RecvTimeoutError::Disconnected) => return Ok(()),
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => {
+                anyhow::bail!("the event sources stopped (inotify and signal threads gone)")
+            }
         }
     }
 }
 
-#[allow(clippy::unnecessary_wraps)]
-fn stop(signal: i32) -> anyhow::Result<()> {
-    info!(signal, "stopping");
-    Ok(())
+fn handle(ev: Event, w: &mut Warden, watches: &mut Watches, at: &mut Schedule) -> Next {
+    match ev {
+        Event::Fs(paths) => {
+            // Only changes to vassal files or to the vassal directories themselves: the
+            // parent directories are watched for the latter and may be busy.
+            if paths.iter().any(|p| w.concerns(p)) && at.rescan_at.is_none() {
+                let soonest = at.last_rescan + RESCAN_GAP;
+                at.rescan_at = Some((Instant::now() + COALESCE).max(soonest));
+            }
+        }
+        Event::FsError(e) => watches.report(&e),
+        Event::Signal(signal_hook::consts::SIGHUP) => {
+            info!("SIGHUP: re-reading the configuration and rescanning");
+            let interval = w.reload_config();
+            if interval != at.interval {
+                at.interval = interval;
+                at.next_pass = Instant::now() + interval;
+            }
+            rescan(w, watches, at);
+        }
+        Event::Signal(s) => {
+            info!(signal = s, "stopping");
+            return Next::Stop;
+        }
+    }
+    Next::Go
+}
+
+fn rescan(w: &mut Warden, watches: &mut Watches, at: &mut Schedule) {
+    w.refresh();
+    watches.sync(w.watch_dirs());
+    let now = Instant::now();
+    at.rescan_at = None;
+    at.last_rescan = now;
+    at.next_rescan = now + RESCAN_EVERY;
+}
+
+fn pass(w: &mut Warden, watches: &mut Watches, at: &mut Schedule) {
+    if Instant::now() >= at.next_rescan {
+        rescan(w, watches, at);
+    }
+    let processes = w.tick();
+    debug!(processes, "pass done");
+    // While an action is being verified, look again sooner: a recycled worker is
+    // replaced within a second, and the next worker of the same leak (or another
+    // vassal, under `max-concurrent`) waits for that verdict.
+    let step = if w.any_pending() {
+        at.interval.min(VERIFY_EVERY)
+    } else {
+        at.interval
+    };
+    at.next_pass += step;
+    let now = Instant::now();
+    if at.next_pass < now {
+        at.next_pass = now + step;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_watch_limit_is_named_with_the_directory_and_the_sysctl_to_raise() {
+        let dir = std::path::Path::new("/etc/uwsgi-emperor/vassals");
+        for e in [
+            notify::Error::new(notify::ErrorKind::MaxFilesWatch),
+            notify::Error::io(std::io::Error::from_raw_os_error(28)),
+        ] {
+            let text = watch_error(dir, &e);
+            assert!(
+                text.starts_with("cannot watch /etc/uwsgi-emperor/vassals with inotify: the inotify watch limit is reached (fs.inotify.max_user_watches = "),
+                "{text}"
+            );
+            assert!(
+                text.contains("sysctl fs.inotify.max_user_watches="),
+                "{text}"
+            );
+            assert!(text.contains("rescan every 10s"), "{text}");
+        }
+        let denied = watch_error(
+            dir,
+            &notify::Error::io(std::io::Error::from_raw_os_error(13)),
+        );
+        assert!(denied.contains("permission denied"), "{denied}");
+    }
+
+    #[test]
+    fn the_loop_wakes_for_whichever_is_due_first() {
+        let mut at = Schedule::new(Duration::from_secs(2));
+        assert_eq!(at.wake(), at.next_pass);
+        let soon = Instant::now() + COALESCE;
+        at.rescan_at = Some(soon);
+        assert_eq!(at.wake(), soon);
+    }
 }

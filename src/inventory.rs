@@ -195,6 +195,13 @@ impl Inventory {
         changes
     }
 
+    /// Applies a re-read configuration's policy to every vassal.
+    pub(crate) fn repolicy(&mut self, cfg: &Config) {
+        for v in self.vassals.values_mut() {
+            (v.policy, v.policy_problems) = policy_of(cfg, &v.file.name, &v.ini);
+        }
+    }
+
     /// The sources to list, and where they came from: the config's, else the running
     /// Emperors', else Debian's default directory.
     fn sources_of(&self, cfg: &Config) -> (Vec<Source>, &'static str) {

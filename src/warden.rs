@@ -48,6 +48,8 @@ pub(crate) struct Warden {
     cfg: Config,
     /// Record what would be done, do nothing (`--dry-run` or `dry-run = true`).
     dry_run: bool,
+    /// `--dry-run` was given: a re-read config cannot turn it off.
+    forced_dry_run: bool,
     audit: AuditLog,
     inv: Inventory,
     sampler: Sampler,
@@ -129,6 +131,7 @@ impl Warden {
         let audit = AuditLog::new(cfg.audit_log.clone());
         let mut w = Warden {
             dry_run: dry_run || cfg.dry_run,
+            forced_dry_run: dry_run,
             cfg,
             audit,
             inv: Inventory::default(),
@@ -147,6 +150,31 @@ impl Warden {
     #[must_use]
     pub(crate) fn dry_run(&self) -> bool {
         self.dry_run
+    }
+
+    /// Re-reads the configuration from where it was loaded (on SIGHUP) and applies it to
+    /// every vassal. A file that does not load is logged and the configuration in force
+    /// is kept. The incident log stays where it is until a restart. Returns the interval
+    /// now in force.
+    pub(crate) fn reload_config(&mut self) -> Duration {
+        match Config::load(self.cfg.path.as_deref()) {
+            Ok(mut new) => {
+                if new.audit_log != self.cfg.audit_log {
+                    warn!(
+                        "audit-log changed to {}: the warden keeps writing {} until it is restarted",
+                        new.audit_log.display(),
+                        self.cfg.audit_log.display()
+                    );
+                    new.audit_log.clone_from(&self.cfg.audit_log);
+                }
+                self.dry_run = self.forced_dry_run || new.dry_run;
+                self.cfg = new;
+                self.inv.repolicy(&self.cfg);
+                info!(dry_run = self.dry_run, "configuration re-read");
+            }
+            Err(e) => error!("cannot re-read the configuration: {e}; the one in force is kept"),
+        }
+        self.cfg.interval
     }
 
     #[must_use]

@@ -461,6 +461,11 @@ impl Warden {
         self.group.kill(signal);
     }
 
+    /// The exit status, if the warden has exited.
+    pub fn try_wait(&mut self) -> Option<std::process::ExitStatus> {
+        self.group.try_wait()
+    }
+
     pub fn records(&self) -> Vec<Value> {
         read_records(&self.audit_log)
     }

@@ -9,6 +9,7 @@ mod harness;
 mod careful;
 mod commands;
 mod config_errors;
+mod daemon_loop;
 mod discovery;
 mod forensics;
 mod hostile;
