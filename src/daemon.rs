@@ -1,10 +1,12 @@
 //! The daemon: one loop over a channel fed by inotify (notify), signals and a ticker
 //! (the channel's receive timeout).
 //!
-//! This module owns the event loop and the inotify watches: bursts of file events are
-//! coalesced into one rescan, a rescan also runs every 10 s (the fallback when inotify
-//! misses something or runs out of watches), and each tick hands over to
-//! `Warden::tick`. SIGTERM and SIGINT stop it; SIGHUP rescans.
+//! This module owns the event loop and the inotify watches: a pass that is due runs
+//! before any event is read (no event traffic can starve it); bursts of file events are
+//! coalesced into one rescan (at most one per 250 ms); a rescan also runs every 10 s (the
+//! fallback when inotify misses something or runs out of watches); each pass hands over
+//! to `Warden::tick`. SIGTERM and SIGINT stop it with exit code 0; SIGHUP re-reads the
+//! configuration and rescans.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
