@@ -17,6 +17,7 @@ use notify::{RecursiveMode, Watcher};
 use tracing::{debug, info, warn};
 
 use crate::config::Config;
+use crate::service::Notifier;
 use crate::warden::Warden;
 
 /// How `run` runs.
@@ -206,7 +207,9 @@ pub(crate) fn run(cfg: Config, opts: Options) -> anyhow::Result<()> {
         vassals = w.inventory().vassals.len(),
         "first pass done; baselines taken"
     );
-    event_loop(&mut w, &rx, &mut watches, interval)
+    let mut service = Notifier::from_env();
+    service.ready(&w.summary());
+    event_loop(&mut w, &rx, &mut watches, Schedule::new(interval, service))
 }
 
 /// How long file events are gathered before the rescan they call for: a deploy that
@@ -231,10 +234,12 @@ struct Schedule {
     /// A rescan asked for by file events, not before this time.
     rescan_at: Option<Instant>,
     last_rescan: Instant,
+    /// systemd, when it runs the warden: readiness, status and the watchdog.
+    service: Notifier,
 }
 
 impl Schedule {
-    fn new(interval: Duration) -> Schedule {
+    fn new(interval: Duration, service: Notifier) -> Schedule {
         let now = Instant::now();
         Schedule {
             interval,
@@ -242,13 +247,17 @@ impl Schedule {
             next_rescan: now + RESCAN_EVERY,
             rescan_at: None,
             last_rescan: now,
+            service,
         }
     }
 
-    /// The next thing due: a pass, or an asked-for rescan, whichever comes first.
+    /// The next thing due: a pass, an asked-for rescan or feeding the watchdog,
+    /// whichever comes first.
     fn wake(&self) -> Instant {
-        self.rescan_at
-            .map_or(self.next_pass, |r| r.min(self.next_pass))
+        [self.rescan_at, self.service.next_ping()]
+            .into_iter()
+            .flatten()
+            .fold(self.next_pass, Instant::min)
     }
 }
 
@@ -261,10 +270,11 @@ fn event_loop(
     w: &mut Warden,
     rx: &mpsc::Receiver<Event>,
     watches: &mut Watches,
-    interval: Duration,
+    mut at: Schedule,
 ) -> anyhow::Result<()> {
-    let mut at = Schedule::new(interval);
     loop {
+        // Fed from the loop itself: a loop that stalls anywhere stops feeding it.
+        at.service.ping_if_due();
         let now = Instant::now();
         if now >= at.next_pass {
             pass(w, watches, &mut at);
@@ -301,12 +311,14 @@ fn handle(ev: Event, w: &mut Warden, watches: &mut Watches, at: &mut Schedule) -
         Event::FsError(e) => watches.report(&e),
         Event::Signal(signal_hook::consts::SIGHUP) => {
             info!("SIGHUP: re-reading the configuration and rescanning");
+            at.service.reloading();
             let interval = w.reload_config();
             if interval != at.interval {
                 at.interval = interval;
                 at.next_pass = Instant::now() + interval;
             }
             rescan(w, watches, at);
+            at.service.ready(&w.summary());
         }
         Event::Signal(s) => {
             info!(signal = s, "stopping");
@@ -331,6 +343,7 @@ fn pass(w: &mut Warden, watches: &mut Watches, at: &mut Schedule) {
     }
     let processes = w.tick();
     debug!(processes, "pass done");
+    at.service.status(&w.summary());
     // While an action is being verified, look again sooner: a recycled worker is
     // replaced within a second, and the next worker of the same leak (or another
     // vassal, under `max-concurrent`) waits for that verdict.
@@ -377,7 +390,7 @@ mod tests {
 
     #[test]
     fn the_loop_wakes_for_whichever_is_due_first() {
-        let mut at = Schedule::new(Duration::from_secs(2));
+        let mut at = Schedule::new(Duration::from_secs(2), Notifier::default());
         assert_eq!(at.wake(), at.next_pass);
         let soon = Instant::now() + COALESCE;
         at.rescan_at = Some(soon);

@@ -28,5 +28,6 @@ mod error;
 mod inventory;
 mod mapping;
 mod policy;
+mod service;
 mod trust;
 mod warden;

@@ -199,6 +199,12 @@ pub(crate) struct ProcState {
 }
 
 impl ProcState {
+    /// Over the line at the last sample.
+    #[must_use]
+    pub(crate) fn is_over(&self) -> bool {
+        self.over > 0
+    }
+
     /// Feeds one sample taken at `t` seconds (any fixed origin). Returns what fired, if
     /// the process has now met a rule: over the line for `for` consecutive samples, or its
     /// limit projected within the prediction horizon (`for` samples in a row with

@@ -58,6 +58,8 @@ pub(crate) struct Warden {
     episodes: HashMap<PathBuf, Episode>,
     /// How long actions take on this host, learned from outcomes.
     timings: Timings,
+    /// The vassal, kind and time of the last action taken, for the service status.
+    last_action: Option<(String, ActionKind, SystemTime)>,
     origin: Instant,
     seq: u64,
 }
@@ -140,6 +142,7 @@ impl Warden {
             baselines: HashMap::new(),
             episodes: HashMap::new(),
             timings: Timings::default(),
+            last_action: None,
             origin: Instant::now(),
             seq: 0,
         };
@@ -150,6 +153,23 @@ impl Warden {
     #[must_use]
     pub(crate) fn dry_run(&self) -> bool {
         self.dry_run
+    }
+
+    /// One line for the service manager: vassals watched, processes over the line, the
+    /// last action.
+    #[must_use]
+    pub(crate) fn summary(&self) -> String {
+        let over = self.states.values().filter(|s| s.is_over()).count();
+        let last = self.last_action.as_ref().map_or_else(
+            || "no action yet".to_owned(),
+            |(vassal, kind, at)| {
+                format!("last action: {kind} {vassal} at {}", audit::timestamp(*at))
+            },
+        );
+        format!(
+            "{} vassals watched, {over} processes over the line, {last}",
+            self.inv.vassals.len()
+        )
     }
 
     /// Re-reads the configuration from where it was loaded (on SIGHUP) and applies it to
@@ -612,6 +632,7 @@ impl Warden {
             return false;
         }
         info!(vassal = %v.file.name, action = %action.action, pids = ?action.pids, "acted");
+        self.last_action = Some((v.file.name.clone(), kind, SystemTime::now()));
         let _ = self.write(req.now, req.incident, v, Rec::Action(action));
         for id in procs.all() {
             if let Some(s) = self.states.get_mut(&id) {
