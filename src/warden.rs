@@ -78,7 +78,8 @@ impl Lookups for Reads<'_> {
     fn facts(&mut self) -> Facts {
         let v = self.vassal;
         // Read the file again now: it may have changed since the last rescan.
-        let ini_error = crate::emperor::read_vassal(&v.file.path)
+        // With its includes: one deleted by a deploy makes it unloadable too.
+        let ini_error = crate::emperor::read_vassal(&v.file.path, &v.cwd)
             .err()
             .map(|e| e.to_string());
         let chain_file = v
@@ -609,7 +610,7 @@ impl Warden {
         }
         if matches!(plan, Plan::Touch) {
             // Read the file again now: it may have changed since the decision.
-            if let Err(e) = crate::emperor::read_vassal(&v.file.path) {
+            if let Err(e) = crate::emperor::read_vassal(&v.file.path, &v.cwd) {
                 return Err((
                     Reason::IniInvalid,
                     format!("{e}; a reload would make the Emperor start a broken vassal"),
