@@ -2,11 +2,13 @@
 //!
 //! This module owns the lexer shared by vassal files and the warden's own config, and the
 //! `VassalIni` view of a vassal file: its `[uwsgi]` options (repeated keys accumulate,
-//! magic variables expanded) and its optional `[vassal-warden]` policy section.
+//! magic variables expanded, includes loaded and references expanded by `load`, all
+//! bounded) and its optional `[vassal-warden]` policy section.
 //! uWSGI's rules, kept exactly: a line is a comment only when its first non-blank
 //! character is `;` or `#` (no inline comments); a section header is `[` up to the line's
 //! last character; keys and values are trimmed of blanks, tabs and `\r`; a line without
-//! `=` is a key with an empty value; no quoting, no escapes. It does no I/O but `read`.
+//! `=` is a key with an empty value; no quoting, no escapes. Files are read only through
+//! `bounded` (no blocking open, regular files, a size bound).
 
 use std::path::{Path, PathBuf};
 
