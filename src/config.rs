@@ -203,15 +203,15 @@ impl Config {
             Some(p) => (p.to_owned(), true),
             None => (PathBuf::from(DEFAULT_PATH), false),
         };
-        match std::fs::read_to_string(&path) {
+        // Bounded, without blocking: a FIFO or a device at the path is an error, not a
+        // stall.
+        match crate::bounded::read_text(&path, crate::bounded::MAX_CONFIG) {
             Ok(text) => Config::parse(&path, &text),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
-                Ok(Config::default())
-            }
+            Err(e) if e.is_not_found() && !explicit => Ok(Config::default()),
             Err(e) => Err(FileError::new(
                 path,
                 None,
-                format!("cannot read the config file ({e})"),
+                format!("cannot use it as the config file: {e}"),
             )),
         }
     }

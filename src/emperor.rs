@@ -250,11 +250,17 @@ fn emperor_settings(pid: i32, args: &[String]) -> Option<Emperor> {
                 _ => (v.as_str(), "uwsgi"),
             };
             let path = resolve_for(pid, file);
-            if let Ok(text) = std::fs::read_to_string(&path)
-                && let Ok(ini) = VassalIni::parse(&path, &text, section)
-            {
-                opts.extend(ini.options);
-                config_file = Some(path);
+            // Bounded and without blocking (a FIFO or a device is an error, not a stall);
+            // its includes are taken from where the Emperor runs, as uWSGI takes them.
+            match VassalIni::read_in(&path, &base_dir(pid), section) {
+                Ok(ini) => {
+                    opts.extend(ini.options);
+                    config_file = Some(path);
+                }
+                Err(e) => tracing::warn!(
+                    pid,
+                    "{e}; the Emperor's settings are taken from its command line only"
+                ),
             }
         } else {
             opts.push((k, v));
@@ -374,25 +380,23 @@ pub(crate) fn default_source() -> Source {
     Source::Dir(std::fs::canonicalize(&dir).unwrap_or(dir))
 }
 
-/// Reads a vassal file the way uWSGI would, for the `--ini` case; other formats are only
-/// checked to be readable and non-empty (the warden does not parse them).
-pub(crate) fn read_vassal(path: &Path) -> Result<VassalIni, crate::error::FileError> {
+/// Reads a vassal file the way uWSGI would, for the `--ini` case, with its includes
+/// taken from `cwd` (the vassal's working directory); other formats are only checked to
+/// be readable and non-empty (the warden does not parse them). Bounded and without
+/// blocking either way (`bounded`).
+pub(crate) fn read_vassal(path: &Path, cwd: &Path) -> Result<VassalIni, crate::error::FileError> {
     let is_ini = path.extension().and_then(|x| x.to_str()) == Some("ini");
     if is_ini {
-        return VassalIni::read(path);
+        return VassalIni::read_in(path, cwd, "uwsgi");
     }
-    match std::fs::metadata(path) {
-        Ok(m) if m.len() > 0 => Ok(VassalIni::default()),
+    match crate::bounded::read(path, crate::bounded::MAX_CONFIG) {
+        Ok(bytes) if !bytes.is_empty() => Ok(VassalIni::default()),
         Ok(_) => Err(crate::error::FileError {
             path: path.to_owned(),
             line: None,
             message: "empty vassal file: uWSGI would start nothing from it".into(),
         }),
-        Err(e) => Err(crate::error::FileError {
-            path: path.to_owned(),
-            line: None,
-            message: format!("cannot read it ({e}); fix its permissions or remove it"),
-        }),
+        Err(e) => Err(crate::error::FileError::new(path, None, e.to_string())),
     }
 }
 

@@ -43,6 +43,9 @@ pub(crate) struct Vassal {
     pub source: Source,
     /// The PID of the Emperor that watches `source`, if one runs.
     pub emperor: Option<i32>,
+    /// The vassal's working directory while uWSGI reads its file: relative includes are
+    /// taken from there (`workdir`).
+    pub cwd: PathBuf,
     pub ini: Result<VassalIni, FileError>,
     stamp: Option<Stamp>,
     pub policy: Policy,
@@ -95,15 +98,28 @@ impl Vassal {
             (None, now) => self.loaded = now,
             (Some(_), None) => {}
         }
-        self.ini = emperor::read_vassal(path);
+        self.ini = emperor::read_vassal(path, &self.cwd);
         self.stamp = st;
         (self.policy, self.policy_problems) = policy_of(cfg, &self.file.name, &self.ini);
     }
 }
 
+/// Where uWSGI reads a vassal's file from: an Emperor watching a directory chdir()s into
+/// it before starting vassals (core/emperor.c `uwsgi_imperial_monitor_directory_init`);
+/// one watching a glob stays where it was started, so its own working directory.
+fn workdir(source: &Source, path: &Path, emperor: Option<i32>) -> PathBuf {
+    match source {
+        Source::Dir(d) => d.clone(),
+        Source::Glob(_) => emperor
+            .and_then(|pid| std::fs::read_link(crate::procs::proc_path(pid, "cwd")).ok())
+            .or_else(|| path.parent().map(Path::to_owned))
+            .unwrap_or_else(|| PathBuf::from("/")),
+    }
+}
+
 fn digest(path: &Path) -> Option<(i64, u64)> {
     use std::hash::{Hash, Hasher};
-    let bytes = std::fs::read(path).ok()?;
+    let bytes = crate::bounded::read(path, crate::bounded::MAX_CONFIG).ok()?;
     let mtime = std::fs::metadata(path).ok()?.mtime();
     let mut h = std::collections::hash_map::DefaultHasher::new();
     bytes.hash(&mut h);
@@ -163,15 +179,16 @@ impl Inventory {
                 .find(|e| e.watches(&source))
                 .map(|e| e.pid);
             let st = stamp(&path);
+            let cwd = workdir(&source, &path, emperor);
             match self.vassals.get_mut(&path) {
-                Some(v) if v.stamp == st => v.emperor = emperor,
+                Some(v) if v.stamp == st => (v.emperor, v.cwd) = (emperor, cwd),
                 Some(v) => {
+                    (v.emperor, v.cwd) = (emperor, cwd);
                     v.reread(cfg, st);
-                    v.emperor = emperor;
                     changes.reread.push(path);
                 }
                 None => {
-                    let ini = emperor::read_vassal(&path);
+                    let ini = emperor::read_vassal(&path, &cwd);
                     let (policy, policy_problems) = policy_of(cfg, &file.name, &ini);
                     self.vassals.insert(
                         path.clone(),
@@ -179,6 +196,7 @@ impl Inventory {
                             file,
                             source,
                             emperor,
+                            cwd,
                             ini,
                             stamp: st,
                             policy,
@@ -238,7 +256,7 @@ impl Inventory {
         for v in self.vassals.values_mut() {
             v.mapping = match v.emperor.and_then(|pid| views.get(&pid)) {
                 Some(view) => {
-                    mapping::map_vassal(&v.file, v.ini.as_ref().ok(), view, &mut self.looks)
+                    mapping::map_vassal(&v.file, v.ini.as_ref().ok(), &v.cwd, view, &mut self.looks)
                 }
                 None => Mapping::NoEmperor,
             };

@@ -20,6 +20,7 @@ pub mod uwsgi_ini;
 
 mod act;
 mod audit;
+mod bounded;
 mod config;
 mod daemon;
 mod emperor;

@@ -13,8 +13,10 @@
 use std::collections::{HashMap, HashSet};
 use std::io::Read;
 use std::net::{IpAddr, Ipv4Addr};
+use std::os::unix::fs::FileTypeExt;
+use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::emperor::{Emperor, VassalFile};
 use crate::forensics;
@@ -194,15 +196,20 @@ pub(crate) fn parse_emperor_stats(json: &serde_json::Value) -> HashMap<String, i
     out
 }
 
+/// How long a whole stats query may take, connect and reply together.
+const STATS_DEADLINE: Duration = Duration::from_secs(1);
+/// The largest stats reply read: an Emperor with thousands of vassals says far less.
+const MAX_STATS_REPLY: usize = 4 * 1024 * 1024;
+
 /// Reads a uWSGI stats server (`/path.sock`, `HOST:PORT` or `:PORT`): connect, read JSON
-/// until EOF. Bounded by a one-second timeout so a stuck server cannot stall the loop.
+/// until EOF. The whole query has one deadline (`STATS_DEADLINE`) and the reply a size
+/// bound (`MAX_STATS_REPLY`), so a server that is stuck, trickles, or never stops cannot
+/// stall a pass or fill memory. A unix path must be a socket (checked with `lstat`
+/// before connecting; the connect itself does not block).
 pub(crate) fn query_stats(addr: &str) -> std::io::Result<serde_json::Value> {
-    let timeout = Duration::from_secs(1);
-    let mut buf = Vec::new();
-    if addr.starts_with('/') || addr.starts_with('.') {
-        let mut s = std::os::unix::net::UnixStream::connect(addr)?;
-        s.set_read_timeout(Some(timeout))?;
-        s.read_to_end(&mut buf)?;
+    let deadline = Instant::now() + STATS_DEADLINE;
+    let buf = if addr.starts_with('/') || addr.starts_with('.') {
+        read_reply(connect_unix(Path::new(addr), deadline)?, deadline)?
     } else {
         let host = if addr.starts_with(':') {
             format!("127.0.0.1{addr}")
@@ -212,29 +219,135 @@ pub(crate) fn query_stats(addr: &str) -> std::io::Result<serde_json::Value> {
         let sa = std::net::ToSocketAddrs::to_socket_addrs(&host)?
             .next()
             .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "no address"))?;
-        let mut s = std::net::TcpStream::connect_timeout(&sa, timeout)?;
-        s.set_read_timeout(Some(timeout))?;
-        s.read_to_end(&mut buf)?;
-    }
+        let s = std::net::TcpStream::connect_timeout(&sa, remaining(deadline)?)?;
+        read_reply(s, deadline)?
+    };
     serde_json::from_slice(&buf)
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
 }
 
+/// The time left before `deadline`; none left is a timeout.
+fn remaining(deadline: Instant) -> std::io::Result<Duration> {
+    deadline
+        .checked_duration_since(Instant::now())
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!(
+                    "no complete reply within {} s",
+                    STATS_DEADLINE.as_secs_f64()
+                ),
+            )
+        })
+}
+
+/// A stream whose reads can be given a timeout.
+trait TimedRead: Read {
+    fn timeout(&self, t: Duration) -> std::io::Result<()>;
+}
+
+impl TimedRead for UnixStream {
+    fn timeout(&self, t: Duration) -> std::io::Result<()> {
+        self.set_read_timeout(Some(t))
+    }
+}
+
+impl TimedRead for std::net::TcpStream {
+    fn timeout(&self, t: Duration) -> std::io::Result<()> {
+        self.set_read_timeout(Some(t))
+    }
+}
+
+/// Reads until EOF, each read bounded by what is left of `deadline`.
+fn read_reply(mut s: impl TimedRead, deadline: Instant) -> std::io::Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 16 * 1024];
+    loop {
+        s.timeout(remaining(deadline)?)?;
+        match s.read(&mut chunk) {
+            Ok(0) => return Ok(buf),
+            Ok(n) if buf.len() + n > MAX_STATS_REPLY => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("the reply is larger than {} MiB", MAX_STATS_REPLY >> 20),
+                ));
+            }
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                remaining(Instant::now())?;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Connects to a unix stats socket without blocking: `lstat` says it is a socket, and a
+/// full backlog is retried until `deadline` instead of waited on.
+fn connect_unix(path: &Path, deadline: Instant) -> std::io::Result<UnixStream> {
+    use rustix::io::Errno;
+    use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
+    let meta = std::fs::symlink_metadata(path)?;
+    if !meta.file_type().is_socket() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "it is not a socket (lstat); point emperor-stats at the Emperor's socket",
+        ));
+    }
+    let fd = rustix::net::socket_with(
+        AddressFamily::UNIX,
+        SocketType::STREAM,
+        SocketFlags::NONBLOCK | SocketFlags::CLOEXEC,
+        None,
+    )?;
+    let addr = SocketAddrUnix::new(path)?;
+    loop {
+        match rustix::net::connect(&fd, &addr) {
+            Ok(()) | Err(Errno::ISCONN) => break,
+            Err(Errno::AGAIN | Errno::INTR | Errno::INPROGRESS | Errno::ALREADY) => {
+                remaining(deadline)?;
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let s = UnixStream::from(fd);
+    s.set_nonblocking(false)?;
+    Ok(s)
+}
+
+/// A pidfile's PID: a regular file of at most `bounded::MAX_PIDFILE` bytes, read
+/// without blocking; anything else is no PID.
 fn read_pidfile(path: &Path) -> Option<i32> {
-    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+    crate::bounded::read_text(path, crate::bounded::MAX_PIDFILE)
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// The master a vassal's declared pidfile names, trusted only as far as the vassal
 /// file's owner is: the pidfile must be one that owner could have written, and the PID
 /// a child of the Emperor that no other vassal's command line claims. A pidfile that
 /// names another tenant's master is ignored (with a warning), never followed.
-fn by_pidfile(vassal: &VassalFile, ini: &VassalIni, view: &EmperorView) -> Option<ProcId> {
+fn by_pidfile(
+    vassal: &VassalFile,
+    ini: &VassalIni,
+    cwd: &Path,
+    view: &EmperorView,
+) -> Option<ProcId> {
     use std::os::unix::fs::MetadataExt;
     let owner = std::fs::metadata(&vassal.path).ok()?.uid();
     for key in ["safe-pidfile", "pidfile", "safe-pidfile2", "pidfile2"] {
         let Some(value) = ini.get(key) else { continue };
-        let dir = vassal.path.parent().unwrap_or(Path::new("/"));
-        let path = dir.join(value);
+        // uWSGI writes a relative pidfile from the vassal's working directory.
+        let path = cwd.join(value);
         if let Err(why) = crate::trust::named_file(owner, &path) {
             tracing::debug!(vassal = %vassal.name, "{key} not used: {why}");
             continue;
@@ -297,6 +410,7 @@ pub(crate) struct Looks {
 pub(crate) fn map_vassal(
     vassal: &VassalFile,
     ini: Option<&VassalIni>,
+    cwd: &Path,
     view: &EmperorView,
     looks: &mut Looks,
 ) -> Mapping {
@@ -335,7 +449,7 @@ pub(crate) fn map_vassal(
         }
     }
     if let Some(ini) = ini
-        && let Some(id) = by_pidfile(vassal, ini, view)
+        && let Some(id) = by_pidfile(vassal, ini, cwd, view)
     {
         return found(id, Method::Pidfile);
     }
@@ -493,7 +607,7 @@ mod tests {
             ..EmperorView::default()
         };
         assert_eq!(
-            map_vassal(&vassal, None, &by_stats, &mut looks),
+            map_vassal(&vassal, None, Path::new("/"), &by_stats, &mut looks),
             Mapping::Idle
         );
         let by_option = EmperorView {
@@ -501,12 +615,18 @@ mod tests {
             ..EmperorView::default()
         };
         assert_eq!(
-            map_vassal(&vassal, None, &by_option, &mut looks),
+            map_vassal(&vassal, None, Path::new("/"), &by_option, &mut looks),
             Mapping::Idle
         );
         // Without on-demand, a vassal with no master is not running.
         assert_eq!(
-            map_vassal(&vassal, None, &EmperorView::default(), &mut looks),
+            map_vassal(
+                &vassal,
+                None,
+                Path::new("/"),
+                &EmperorView::default(),
+                &mut looks
+            ),
             Mapping::NotRunning
         );
     }

@@ -2,15 +2,21 @@
 //!
 //! This module owns the lexer shared by vassal files and the warden's own config, and the
 //! `VassalIni` view of a vassal file: its `[uwsgi]` options (repeated keys accumulate,
-//! magic variables expanded) and its optional `[vassal-warden]` policy section.
+//! magic variables expanded, includes loaded and references expanded by `load`, all
+//! bounded) and its optional `[vassal-warden]` policy section.
 //! uWSGI's rules, kept exactly: a line is a comment only when its first non-blank
 //! character is `;` or `#` (no inline comments); a section header is `[` up to the line's
 //! last character; keys and values are trimmed of blanks, tabs and `\r`; a line without
-//! `=` is a key with an empty value; no quoting, no escapes. It does no I/O but `read`.
+//! `=` is a key with an empty value; no quoting, no escapes. Files are read only through
+//! `bounded` (no blocking open, regular files, a size bound).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::error::FileError;
+
+mod load;
+
+pub use load::{MAX_FILES, MAX_INCLUDE_DEPTH, MAX_REFERENCES, MAX_TOTAL, MAX_VALUE};
 
 /// One `key = value` line, with where it came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,60 +65,39 @@ pub fn lex(text: &str) -> Vec<Entry> {
 /// A vassal ini file as uWSGI would read it.
 #[derive(Debug, Clone, Default)]
 pub struct VassalIni {
-    /// The `[uwsgi]` options in file order, magic variables expanded.
+    /// The `[uwsgi]` options in the order uWSGI ends up with them (includes loaded in
+    /// place, `inherit` files at the end), magic variables and references expanded.
     pub options: Vec<(String, String)>,
-    /// The `[vassal-warden]` section: policy overrides, not interpreted here.
+    /// The `[vassal-warden]` section of the file itself (not of its includes): policy
+    /// overrides, not interpreted here.
     pub warden: Vec<Entry>,
+    /// Every other file read to load it (`ini =`, `include =`, `inherit =`, `@(file)`),
+    /// in the order read.
+    pub includes: Vec<PathBuf>,
 }
 
 impl VassalIni {
-    /// Reads `path` (an absolute path) and parses it. `section` is uWSGI's `file.ini:section`.
+    /// Reads `path` (an absolute path) as a vassal started in the file's own directory
+    /// reads it: relative includes are taken from there, as under an Emperor watching
+    /// that directory.
     pub fn read(path: &Path) -> Result<Self, FileError> {
-        let bytes = std::fs::read(path).map_err(|e| FileError {
-            path: path.to_owned(),
-            line: None,
-            message: format!("cannot read it ({e}); fix its permissions or remove it"),
-        })?;
-        let text = String::from_utf8(bytes).map_err(|e| FileError {
-            path: path.to_owned(),
-            line: Some(line_of(e.as_bytes(), e.utf8_error().valid_up_to())),
-            message: "not UTF-8 text: this is not an ini file uWSGI can use".to_owned(),
-        })?;
-        Self::parse(path, &text, "uwsgi")
+        let cwd = path.parent().unwrap_or(Path::new("/"));
+        Self::read_in(path, cwd, "uwsgi")
     }
 
+    /// Reads `path` as a uWSGI process whose working directory is `cwd` reads
+    /// `--ini path:section`: every file is read without blocking and with a size bound
+    /// (`bounded`), includes are loaded where uWSGI loads them, and the expansion is
+    /// bounded (`MAX_VALUE`, `MAX_TOTAL`, `MAX_REFERENCES`, `MAX_INCLUDE_DEPTH`,
+    /// `MAX_FILES`). A file or include uWSGI could not load is an error naming the file.
+    pub fn read_in(path: &Path, cwd: &Path, section: &str) -> Result<Self, FileError> {
+        load::load(path, cwd, section, None)
+    }
+
+    /// Parses `text` as the content of `path`; includes are read from `path`'s directory.
     pub fn parse(path: &Path, text: &str, section: &str) -> Result<Self, FileError> {
-        if let Some(pos) = text.find('\0') {
-            return Err(FileError {
-                path: path.to_owned(),
-                line: Some(line_of(text.as_bytes(), pos)),
-                message: "contains a NUL byte: this is not an ini file uWSGI can use".to_owned(),
-            });
-        }
-        let expanded = expand_magic(text, path);
-        let entries = lex(&expanded);
-        let mut ini = VassalIni::default();
-        let mut any = false;
-        for e in entries {
-            if e.section == section {
-                any = true;
-                let value = expand_refs(&e.value, &ini.options);
-                ini.options.push((e.key, value));
-            } else if e.section == "vassal-warden" {
-                ini.warden.push(e);
-            }
-        }
-        if !any {
-            return Err(FileError {
-                path: path.to_owned(),
-                line: None,
-                message: format!(
-                    "no [{section}] section with options: uWSGI would start nothing from it; \
-                     add the section or remove the file"
-                ),
-            });
-        }
-        Ok(ini)
+        let cwd = path.parent().unwrap_or(Path::new("/"));
+        load::load(path, cwd, section, Some(text))
     }
 
     /// Every value of `key`, in order.
@@ -161,46 +146,99 @@ fn line_of(bytes: &[u8], pos: usize) -> usize {
         + 1
 }
 
+/// The names uWSGI's magic variables give one file (core/uwsgi.c
+/// `config_magic_table_fill`).
+#[derive(Debug, Clone, Default)]
+struct Names {
+    file_name: String,
+    stem: String,
+    ext: String,
+    /// The directory with a trailing slash.
+    dir: String,
+    dir_name: String,
+    components: Vec<String>,
+    full: String,
+    /// The name it was asked by (`%o`).
+    given: String,
+    /// The section named by `file.ini:section`, else empty.
+    section: String,
+}
+
+impl Names {
+    fn of(path: &Path, given: &str, section: &str) -> Names {
+        let file_name = path
+            .file_name()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let (stem, ext) = match file_name.rsplit_once('.') {
+            Some((s, e)) => (s.to_owned(), e.to_owned()),
+            None => (file_name.clone(), String::new()),
+        };
+        let parent = path.parent().unwrap_or(Path::new("/"));
+        let mut dir = parent.to_string_lossy().into_owned();
+        if !dir.ends_with('/') {
+            dir.push('/');
+        }
+        Names {
+            stem,
+            ext,
+            dir,
+            dir_name: parent
+                .file_name()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            components: parent
+                .components()
+                .filter_map(|c| match c {
+                    std::path::Component::Normal(s) => Some(s.to_string_lossy().into_owned()),
+                    _ => None,
+                })
+                .collect(),
+            full: path.to_string_lossy().into_owned(),
+            given: given.to_owned(),
+            section: section.to_owned(),
+            file_name,
+        }
+    }
+
+    /// A lowercase letter's value for this file; uppercase letters ask the same of the
+    /// first file read (the vassal file itself).
+    fn get(&self, letter: char) -> Option<&str> {
+        Some(match letter.to_ascii_lowercase() {
+            'n' => &self.stem,
+            's' => &self.file_name,
+            'e' => &self.ext,
+            'd' => &self.dir,
+            'p' => &self.full,
+            'o' => &self.given,
+            'c' => &self.dir_name,
+            'x' => &self.section,
+            _ => return None,
+        })
+    }
+}
+
 /// Expands uWSGI's magic variables over the whole text, as uWSGI does when it reads the
 /// file (core/utils.c `uwsgi_open_and_read`), before lines are split and trimmed: `%n`
 /// name without extension, `%s` file name, `%e` extension, `%d` directory with a trailing
 /// slash, `%p` absolute path, `%c` name of the directory, `%0`..`%9` components of the
-/// directory, `%o`/`%O` the path it was read from (under an Emperor, uWSGI gives the
-/// name relative to the vassal directory instead), `%h` host name, `%k`
-/// CPU count, `%x` section (empty for the default one), `%%` a percent sign. Other
-/// letters uWSGI knows (`%t %T %j %i %V %u %U %g %G`) cannot be known to match here and,
-/// like unknown ones, expand to nothing — which is what uWSGI does with unknown ones.
-/// `%(` is left for `expand_refs`.
+/// directory, `%o` the path it was read from (under an Emperor, uWSGI gives the name
+/// relative to the vassal directory instead), `%x` the section named by `file:section`,
+/// `%h` host name, `%k` CPU count, `%%` a percent sign; in an included file, the
+/// uppercase `%N %S %E %D %P %C %O %X` name the vassal file. Other letters uWSGI knows
+/// (`%t %T %j %i %V %u %U %g %G`) cannot be known to match here and, like unknown ones,
+/// expand to nothing — which is what uWSGI does with unknown ones. `%(` is left for the
+/// reference pass.
 #[must_use]
 pub fn expand_magic(text: &str, path: &Path) -> String {
+    let names = Names::of(path, &path.to_string_lossy(), "");
+    expand_magic_with(text, &names, &names)
+}
+
+fn expand_magic_with(text: &str, this: &Names, top: &Names) -> String {
     if !text.contains('%') {
         return text.to_owned();
     }
-    let file_name = path
-        .file_name()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let (stem, ext) = match file_name.rsplit_once('.') {
-        Some((s, e)) => (s.to_owned(), e.to_owned()),
-        None => (file_name.clone(), String::new()),
-    };
-    let parent = path.parent().unwrap_or(Path::new("/"));
-    let mut dir = parent.to_string_lossy().into_owned();
-    if !dir.ends_with('/') {
-        dir.push('/');
-    }
-    let dir_name = parent
-        .file_name()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let components: Vec<String> = parent
-        .components()
-        .filter_map(|c| match c {
-            std::path::Component::Normal(s) => Some(s.to_string_lossy().into_owned()),
-            _ => None,
-        })
-        .collect();
-    let full = path.to_string_lossy().into_owned();
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .unwrap_or_default()
         .trim()
@@ -225,65 +263,17 @@ pub fn expand_magic(text: &str, path: &Path) -> String {
         }
         chars.next();
         match next {
-            'n' => out.push_str(&stem),
-            's' => out.push_str(&file_name),
-            'e' => out.push_str(&ext),
-            'd' => out.push_str(&dir),
-            'p' | 'o' | 'O' => out.push_str(&full),
-            'c' => out.push_str(&dir_name),
             'h' => out.push_str(&host),
             'k' => out.push_str(&cpus),
             '%' => out.push('%'),
             d @ '0'..='9' => {
                 let i = d as usize - '0' as usize;
-                out.push_str(components.get(i).map_or("", String::as_str));
+                out.push_str(this.components.get(i).map_or("", String::as_str));
             }
-            _ => {}
+            l if l.is_ascii_lowercase() => out.push_str(this.get(l).unwrap_or_default()),
+            u => out.push_str(top.get(u).unwrap_or_default()),
         }
     }
-    out
-}
-
-/// Expands what uWSGI expands once the options are read: `$(ENV)` (an environment
-/// variable) and `%(key)` (the last earlier value of an option).
-#[must_use]
-pub fn expand_refs(value: &str, earlier: &[(String, String)]) -> String {
-    if !value.contains("$(") && !value.contains("%(") {
-        return value.to_owned();
-    }
-    let mut out = String::with_capacity(value.len());
-    let mut rest = value;
-    while let Some(i) = rest.find(['%', '$']) {
-        out.push_str(&rest[..i]);
-        let tail = &rest[i..];
-        let (open, is_env) = if tail.starts_with("$(") {
-            (2, true)
-        } else if tail.starts_with("%(") {
-            (2, false)
-        } else {
-            out.push_str(&tail[..1]);
-            rest = &tail[1..];
-            continue;
-        };
-        let Some(end) = tail[open..].find(')') else {
-            out.push_str(tail);
-            return out;
-        };
-        let name = &tail[open..open + end];
-        if is_env {
-            out.push_str(&std::env::var(name).unwrap_or_default());
-        } else {
-            let v = earlier
-                .iter()
-                .rev()
-                .find(|(k, _)| option_eq(k, name))
-                .map(|(_, v)| v.as_str())
-                .unwrap_or_default();
-            out.push_str(v);
-        }
-        rest = &tail[open + end + 1..];
-    }
-    out.push_str(rest);
     out
 }
 

@@ -82,7 +82,8 @@ impl Lookups for Reads<'_> {
     fn facts(&mut self) -> Facts {
         let v = self.vassal;
         // Read the file again now: it may have changed since the last rescan.
-        let ini_error = crate::emperor::read_vassal(&v.file.path)
+        // With its includes: one deleted by a deploy makes it unloadable too.
+        let ini_error = crate::emperor::read_vassal(&v.file.path, &v.cwd)
             .err()
             .map(|e| e.to_string());
         let chain_file = chain_file(v);
@@ -112,11 +113,10 @@ impl Lookups for Reads<'_> {
 
 /// The vassal's `touch-chain-reload` file, when it declares one that is a regular file
 /// its owner could touch. uWSGI reads a relative path from the vassal's working
-/// directory, which under an Emperor is the vassal file's directory.
+/// directory.
 fn chain_file(v: &Vassal) -> Option<PathBuf> {
     let value = v.ini.as_ref().ok()?.get("touch-chain-reload")?;
-    let dir = v.file.path.parent().unwrap_or(Path::new("/"));
-    let path = dir.join(value);
+    let path = v.cwd.join(value);
     let owner = v.owner()?;
     match crate::trust::named_file(owner, &path) {
         Ok(_) => Some(path),
@@ -679,7 +679,7 @@ impl Warden {
         }
         if matches!(plan, Plan::Touch) {
             // Read the file again now: it may have changed since the decision.
-            if let Err(e) = crate::emperor::read_vassal(&v.file.path) {
+            if let Err(e) = crate::emperor::read_vassal(&v.file.path, &v.cwd) {
                 return Err((
                     Reason::IniInvalid,
                     format!("{e}; a reload would make the Emperor start a broken vassal"),

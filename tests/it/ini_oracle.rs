@@ -1,5 +1,8 @@
 //! The ini reader agrees with uWSGI itself: `uwsgi --ini FILE --show-config` prints the
-//! options uWSGI understood, for every file of `tests/data/ini-corpus/`.
+//! options uWSGI understood, for every file of `tests/data/ini-corpus/`. uWSGI runs in
+//! the scratch directory the files are copied to, as a vassal runs in its Emperor's
+//! directory, so relative includes resolve the same way; the files they include live in
+//! `ini-corpus/includes/`, which is copied along but not compared on its own.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -16,6 +19,7 @@ fn uwsgi_view(path: &Path) -> Vec<(String, String)> {
         .args(["20", "uwsgi", "--ini"])
         .arg(path)
         .args(["--show-config", "--chdir", STOP])
+        .current_dir(path.parent().unwrap())
         .stdin(Stdio::null())
         .output()
         .unwrap();
@@ -36,7 +40,10 @@ fn uwsgi_view(path: &Path) -> Vec<(String, String)> {
             (k.to_owned(), v.to_owned())
         })
         .collect();
-    opts.retain(|(k, v)| !(k == "ini" || k == "show-config" || (k == "chdir" && v == STOP)));
+    // The command line's own options; an `ini =` in a file is the file's.
+    let cmdline_ini = opts.iter().position(|(k, _)| k == "ini").unwrap();
+    opts.remove(cmdline_ini);
+    opts.retain(|(k, v)| !(k == "show-config" || (k == "chdir" && v == STOP)));
     opts
 }
 
@@ -44,12 +51,19 @@ fn uwsgi_view(path: &Path) -> Vec<(String, String)> {
 fn ini_reader_agrees_with_uwsgi_show_config_over_the_corpus() {
     let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/ini-corpus");
     let work = tempfile::tempdir().unwrap();
+    let includes = work.path().join("includes");
+    std::fs::create_dir(&includes).unwrap();
+    for e in std::fs::read_dir(corpus.join("includes")).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), includes.join(e.file_name())).unwrap();
+    }
     let mut files: Vec<_> = std::fs::read_dir(&corpus)
         .unwrap()
         .map(|e| e.unwrap().path())
+        .filter(|p| p.is_file())
         .collect();
     files.sort();
-    assert!(files.len() >= 6);
+    assert!(files.len() >= 7);
     for src in files {
         // Copied so that %d, %p and pidfiles point into a scratch directory.
         let path = work.path().join(src.file_name().unwrap());

@@ -6,6 +6,7 @@
 
 mod harness;
 
+mod bounded;
 mod careful;
 mod commands;
 mod config_errors;
