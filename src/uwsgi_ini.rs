@@ -381,4 +381,72 @@ mod tests {
         .unwrap_err();
         assert_eq!(err.line, Some(3));
     }
+
+    fn token() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        prop_oneof![
+            Just("%(a)".to_owned()),
+            Just("%(b)".to_owned()),
+            Just("%(a + 1)".to_owned()),
+            Just("$(HOME)".to_owned()),
+            Just("@(/etc/hostname)".to_owned()),
+            Just("@(missing)".to_owned()),
+            Just("%n%d%p%x%%%".to_owned()),
+            Just("(".to_owned()),
+            Just(")".to_owned()),
+            Just("\n[uwsgi]\n".to_owned()),
+            Just("\n[vassal-warden]\n".to_owned()),
+            Just("\nini = other.ini\n".to_owned()),
+            Just("\0".to_owned()),
+            "[ -~]{0,12}",
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+
+        /// Any text is a vassal config or an error naming the file, never a panic or an
+        /// unbounded expansion.
+        #[test]
+        fn any_vassal_text_is_read_within_its_bounds(
+            lines in proptest::collection::vec(
+                ("[abc]|ini|include|set|[a-z-]{1,8}", proptest::collection::vec(token(), 0..6)),
+                0..30,
+            )
+        ) {
+            let mut text = String::from("[uwsgi]\n");
+            for (key, value) in &lines {
+                text.push_str(key);
+                text.push_str(" = ");
+                text.push_str(&value.concat());
+                text.push('\n');
+            }
+            let path = Path::new("/nonexistent/vassals/x.ini");
+            match VassalIni::parse(path, &text, "uwsgi") {
+                Ok(ini) => {
+                    let total: usize = ini.options.iter().map(|(k, v)| k.len() + v.len()).sum();
+                    proptest::prop_assert!(total <= MAX_TOTAL);
+                    for (_, v) in &ini.options {
+                        proptest::prop_assert!(v.len() <= MAX_VALUE);
+                    }
+                }
+                Err(e) => proptest::prop_assert!(e.to_string().starts_with("/nonexistent/vassals/x.ini")),
+            }
+        }
+
+        /// Doubling references (`aN = %(aN-1)%(aN-1)`) of any length are bounded.
+        #[test]
+        fn reference_bombs_of_any_length_are_bounded(n in 1usize..80, seed in "[a-z]{1,16}") {
+            use std::fmt::Write as _;
+            let mut text = format!("[uwsgi]\na0 = {seed}\n");
+            for i in 1..n {
+                let _ = writeln!(text, "a{i} = %(a{})%(a{})", i - 1, i - 1);
+            }
+            if let Ok(ini) = VassalIni::parse(Path::new("/v/bomb.ini"), &text, "uwsgi") {
+                for (_, v) in &ini.options {
+                    proptest::prop_assert!(v.len() <= MAX_VALUE);
+                }
+            }
+        }
+    }
 }

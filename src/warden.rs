@@ -463,8 +463,9 @@ impl Warden {
         if o.result == OutcomeResult::Recovered {
             info!(vassal = %v.file.name, fds = o.fds_after, seconds = o.seconds, "recovered");
         } else {
-            warn!(vassal = %v.file.name, fds = o.fds_after, seconds = o.seconds, result = ?o.result,
-                  "not recovered: {}", o.detail.as_deref().unwrap_or(""));
+            // A remediation that did not work: an error, for whoever watches the journal.
+            error!(vassal = %v.file.name, incident = %o.incident, fds = o.fds_after, seconds = o.seconds,
+                   result = ?o.result, "not recovered: {}", o.detail.as_deref().unwrap_or(""));
         }
         let _ = self.write(
             SystemTime::now(),
@@ -496,7 +497,7 @@ impl Warden {
             Then::Alert { .. } => "alert",
             Then::Act { plan, .. } => plan.name(),
         };
-        warn!(vassal = %v.file.name, pid = f.id.pid, role = %f.role, fds = f.fds, limit = f.limit,
+        warn!(vassal = %v.file.name, incident = %incident, pid = f.id.pid, role = %f.role, fds = f.fds, limit = f.limit,
               rule = inc.fire.rule().as_str(),
               top = inc.report.top.first().map_or("", |t| t.target.as_str()), plan = plan_name, "over threshold");
         if self
@@ -522,7 +523,12 @@ impl Warden {
                 suppress(hold.reason(), detail);
             }
             Then::Alert { reason, note } => {
-                warn!(vassal = %v.file.name, reason = reason.as_str(), "alert: not acting");
+                if *reason == Reason::LadderExhausted {
+                    // Every remediation was tried: given up, an error.
+                    error!(vassal = %v.file.name, incident = %incident, reason = reason.as_str(), "alert: given up, not acting");
+                } else {
+                    warn!(vassal = %v.file.name, incident = %incident, reason = reason.as_str(), "alert: not acting");
+                }
                 suppress(
                     reason.clone(),
                     note.clone().unwrap_or_else(|| "action = alert".into()),
@@ -618,7 +624,7 @@ impl Warden {
             Plan::Alert(_) => return false,
         };
         if let Err(detail) = result {
-            error!(vassal = %v.file.name, action = %kind, "{detail}; the next pass climbs the ladder");
+            error!(vassal = %v.file.name, incident = %req.incident, action = %kind, "{detail}; the next pass climbs the ladder");
             let event = Rec::Suppressed(Suppressed {
                 reason: Reason::ActionFailed,
                 action: Some(kind),
