@@ -683,14 +683,14 @@ mod tests {
     /// file names the fallback).
     #[test]
     fn the_shipped_warden_ini_uncommented_is_the_defaults() {
-        let text: String = include_str!("../packaging/warden.ini")
+        let text = include_str!("../packaging/warden.ini")
             .lines()
             .map(|l| match l.strip_prefix(';') {
                 Some(rest) if rest.starts_with(|c: char| !c.is_whitespace()) => rest,
                 _ => l,
             })
-            .map(|l| format!("{l}\n"))
-            .collect();
+            .collect::<Vec<_>>()
+            .join("\n");
         let cfg = parse(&text).unwrap();
         let d = Config::default();
         assert_eq!(cfg.vassals, [Source::Dir(DEFAULT_VASSALS.into())]);
