@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -261,9 +262,12 @@ impl AuditLog {
         if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(wrap)?;
         }
+        // A new log is 0640, as logrotate creates the next one: the adm group may read
+        // it (through /var/log/vassal-warden, 0750 root:adm), nobody else.
         let mut f = OpenOptions::new()
             .create(true)
             .append(true)
+            .mode(0o640)
             .open(&self.path)
             .map_err(wrap)?;
         // One write(2) of the whole line: O_APPEND keeps concurrent writers' lines whole.
@@ -433,6 +437,10 @@ mod tests {
             }),
         };
         log.append(&r).unwrap();
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(&path).unwrap().permissions(),
+        );
+        assert_eq!(mode & 0o027, 0, "a new log is 0640 at most: {mode:o}");
         std::fs::OpenOptions::new()
             .append(true)
             .open(&path)
