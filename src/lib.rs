@@ -18,6 +18,7 @@ pub mod sample;
 pub mod sockets;
 pub mod uwsgi_ini;
 
+mod ability;
 mod act;
 mod audit;
 mod bounded;

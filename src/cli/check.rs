@@ -14,10 +14,10 @@ use super::status::VassalStatus;
 use super::{Episodes, Report};
 use crate::config::{Config, Policy};
 use crate::emperor::Emperor;
-use crate::episode;
 use crate::inventory::{Inventory, Vassal};
 use crate::mapping::Mapping;
 use crate::sample;
+use crate::{ability, episode};
 
 /// What `check` shows and `check --json` prints.
 #[derive(Debug, Serialize)]
@@ -152,6 +152,7 @@ fn vassal_problems(inv: &Inventory, v: &Vassal) -> Vec<String> {
         )),
         _ => {}
     }
+    problems.extend(could_act(inv, v));
     if let Mapping::Running(p) = &v.mapping
         && v.policy.max_fds.is_none()
         && sample::soft_limit(p.master.pid).is_ok_and(|l| l > 1 << 20)
@@ -161,6 +162,37 @@ fn vassal_problems(inv: &Inventory, v: &Vassal) -> Vec<String> {
         ));
     }
     problems
+}
+
+/// Whether the warden, as it runs now, could carry out each action on `v`: read what
+/// its processes hold, recycle its workers, touch the file a reload touches (and its
+/// `touch-chain-reload` file). Each problem names what is missing.
+fn could_act(inv: &Inventory, v: &Vassal) -> Vec<String> {
+    let Mapping::Running(p) = &v.mapping else {
+        return Vec::new();
+    };
+    let caps = ability::Caps::own();
+    let name = &v.file.name;
+    let nofollow = v
+        .emperor
+        .and_then(|e| inv.emperor(e))
+        .is_some_and(|e| e.nofollow);
+    let mut checks = vec![ability::read_fds(caps, p.master.pid)];
+    checks.extend(p.workers.first().map(|w| ability::signal(caps, w.pid)));
+    checks.push(ability::touch(caps, &v.file.path, nofollow));
+    if let Some(chain) = v
+        .ini
+        .as_ref()
+        .ok()
+        .and_then(|i| i.get("touch-chain-reload"))
+    {
+        checks.push(ability::touch(caps, &v.cwd.join(chain), false));
+    }
+    checks
+        .into_iter()
+        .filter_map(Result::err)
+        .map(|e| format!("{name}: {e}"))
+        .collect()
 }
 
 impl EmperorCheck {

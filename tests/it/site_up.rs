@@ -323,7 +323,10 @@ fn a_refused_signal_climbs_to_a_touch() {
     assert_eq!(failed["reason"], "action_failed", "{failed}");
     assert_eq!(failed["action"], "recycle-worker", "{failed}");
     assert!(
-        failed["detail"].as_str().unwrap().contains("ermi"),
+        failed["detail"]
+            .as_str()
+            .unwrap()
+            .contains("Operation not permitted"),
         "the reason is in the record: {failed}"
     );
     let action = warden.wait_record("action", 0);
@@ -331,6 +334,27 @@ fn a_refused_signal_climbs_to_a_touch() {
     assert_eq!(warden.wait_record("outcome", 0)["result"], "recovered");
     emp.wait_replaced("owned.ini", &workers);
     assert_eq!(emp.reloads("owned.ini"), 1);
+    // `check` says what is missing before an incident does.
+    let check = |prefix: &[&str]| {
+        let mut cmd = Command::new(prefix.first().copied().unwrap_or(bin().to_str().unwrap()));
+        if !prefix.is_empty() {
+            cmd.args(&prefix[1..]).arg(bin());
+        }
+        let out = cmd
+            .args(["check", "--json", "-c"])
+            .arg(&cfg)
+            .output()
+            .unwrap();
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["problems"].to_string()
+    };
+    let stripped = check(&["setpriv", "--bounding-set=-kill", "--inh-caps=-kill"]);
+    assert!(
+        stripped.contains("owned.ini: cannot recycle worker")
+            && stripped
+                .contains("the warden lacks CAP_KILL; add it to the unit's CapabilityBoundingSet="),
+        "{stripped}"
+    );
+    assert!(!check(&[]).contains("CAP_KILL"));
 }
 
 fn run(args: &[&str]) -> (i32, String) {
