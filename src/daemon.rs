@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use notify::{RecursiveMode, Watcher};
 use tracing::{debug, info, warn};
 
+use crate::audit::{self, OwnerLock};
 use crate::config::Config;
 use crate::warden::Warden;
 
@@ -79,9 +80,12 @@ impl Watches {
     }
 }
 
-/// Runs the daemon until SIGTERM or SIGINT (or after one pass with `--once`).
-pub(crate) fn run(cfg: Config, opts: Options) -> anyhow::Result<()> {
+/// Runs the daemon until SIGTERM or SIGINT (or after one pass with `--once`). `lock`
+/// keeps other daemons off the incident log; when it could not be taken, it is taken on
+/// a later pass.
+pub(crate) fn run(cfg: Config, opts: Options, lock: Option<OwnerLock>) -> anyhow::Result<()> {
     let interval = cfg.interval;
+    let mut lock = Owner(lock);
     let mut w = Warden::new(cfg, opts.dry_run);
     info!(
         audit_log = %w.audit_log().display(),
@@ -107,6 +111,7 @@ pub(crate) fn run(cfg: Config, opts: Options) -> anyhow::Result<()> {
         }
         return Ok(());
     }
+    lock.retake(w.audit_log())?;
 
     let (tx, rx) = mpsc::channel::<Event>();
     let fs_tx = tx.clone();
@@ -144,7 +149,34 @@ pub(crate) fn run(cfg: Config, opts: Options) -> anyhow::Result<()> {
         vassals = w.inventory().vassals.len(),
         "first pass done; baselines taken"
     );
-    event_loop(&mut w, &rx, &mut watches, interval)
+    event_loop(&mut w, &rx, &mut watches, interval, &mut lock)
+}
+
+/// The daemon's lock on its incident log, once taken.
+struct Owner(Option<OwnerLock>);
+
+impl Owner {
+    /// Takes the lock if it is not held yet. Another daemon that took it meanwhile stops
+    /// this one.
+    fn retake(&mut self, log: &std::path::Path) -> anyhow::Result<()> {
+        if self.0.is_some() {
+            return Ok(());
+        }
+        match OwnerLock::take(log) {
+            Ok(l) => {
+                info!(file = %audit::lock_path(log).display(), "took the lock of the incident log");
+                self.0 = Some(l);
+                Ok(())
+            }
+            Err(e @ audit::LockError::Held { .. }) => {
+                anyhow::bail!("{}: {e}", log.display())
+            }
+            Err(e) => {
+                debug!("{e}");
+                Ok(())
+            }
+        }
+    }
 }
 
 /// The loop: file events, signals, and a pass every `interval`.
@@ -153,6 +185,7 @@ fn event_loop(
     rx: &mpsc::Receiver<Event>,
     watches: &mut Watches,
     interval: Duration,
+    lock: &mut Owner,
 ) -> anyhow::Result<()> {
     let mut next_tick = Instant::now() + interval;
     let mut next_rescan = Instant::now() + RESCAN_EVERY;
@@ -192,6 +225,7 @@ fn event_loop(
                     watches.sync(w.watch_dirs());
                     next_rescan = Instant::now() + RESCAN_EVERY;
                 }
+                lock.retake(w.audit_log())?;
                 w.tick();
                 // While an action is being verified, look again sooner: a recycled worker
                 // is replaced within a second, and the next worker of the same leak (or

@@ -495,6 +495,19 @@ impl Episode {
         self.queue = None;
     }
 
+    /// The incident this pass decided could not be recorded (the log is full or not
+    /// writable): it is forgotten, so the very next pass decides and records it again,
+    /// instead of taking it as recorded for a whole cooldown.
+    pub(crate) fn unrecorded(&mut self) {
+        self.noted = None;
+    }
+
+    /// The next workers of a leak (`Decision::Continue`) could not be recycled because
+    /// their record could not be written first: they stay next, for the next pass.
+    pub(crate) fn put_back(&mut self, incident: String, workers: Vec<ProcId>) {
+        self.queue = Some(Queue { incident, workers });
+    }
+
     /// The last checks refused the action: the rest of a leak is not pursued.
     pub(crate) fn refused(&mut self) {
         self.queue = None;
