@@ -259,6 +259,7 @@ impl AuditLog {
         create_dir(&self.path).map_err(|e| self.wrap(e))?;
         OpenOptions::new()
             .create(true)
+            .read(true)
             .append(true)
             .mode(FILE_MODE)
             .open(&self.path)
@@ -677,6 +678,183 @@ mod tests {
         assert_eq!(read.records, vec![r]);
         assert_eq!(read.bad.len(), 1);
         assert_eq!(read.bad[0].line, Some(2));
+    }
+
+    fn sample(incident: &str, config: &str) -> Record {
+        Record {
+            schema: SCHEMA,
+            ts: "2026-01-01T00:00:00Z".into(),
+            incident: incident.into(),
+            vassal: "a.ini".into(),
+            config: config.into(),
+            event: Event::Action(Action {
+                action: ActionKind::Touch,
+                path: config.into(),
+                mtime_before: None,
+                mtime_after: None,
+                dry_run: false,
+                pids: Vec::new(),
+                reason: Some("manual: é".into()),
+                note: None,
+            }),
+        }
+    }
+
+    #[test]
+    fn a_record_after_a_torn_tail_starts_on_its_own_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("incidents.jsonl");
+        let log = AuditLog::new(path.clone());
+        log.append(&sample("i1", "/v/a.ini")).unwrap();
+        // A crash in the middle of a line, cut inside a UTF-8 sequence.
+        let torn = serde_json::to_vec(&sample("i2", "/v/a.ini")).unwrap();
+        let cut = torn.iter().position(|b| *b == 0xc3).unwrap() + 1;
+        OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(&torn[..cut])
+            .unwrap();
+        log.append(&sample("i3", "/v/a.ini")).unwrap();
+        let read = read_log(&path).unwrap();
+        let ids: Vec<&str> = read.records.iter().map(|r| r.incident.as_str()).collect();
+        assert_eq!(ids, ["i1", "i3"]);
+        assert_eq!(read.bad.len(), 1, "{:?}", read.bad);
+        assert_eq!(read.bad[0].line, Some(2));
+        assert!(read.bad[0].to_string().contains("incidents.jsonl:2"));
+        let text = std::fs::read(&path).unwrap();
+        assert!(text.ends_with(b"\n"));
+        // The tail reader, cut anywhere, sees the same.
+        for tail in [10, 200, 100_000] {
+            let (past, _) = recent_actions(&path, Path::new("/v/a.ini"), tail);
+            assert!(past.len() <= 2, "{tail}");
+        }
+        assert_eq!(
+            recent_actions(&path, Path::new("/v/a.ini"), 100_000)
+                .0
+                .len(),
+            2
+        );
+    }
+
+    #[test]
+    fn a_tail_cut_inside_a_character_loses_nothing_after_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("incidents.jsonl");
+        let log = AuditLog::new(path.clone());
+        for i in 0..3 {
+            log.append(&sample(&format!("i{i}"), "/v/a.ini")).unwrap();
+        }
+        let text = std::fs::read(&path).unwrap();
+        // Cut one byte into the `é` of the first line's reason.
+        let at = text.iter().position(|b| *b == 0xc3).unwrap() + 1;
+        let read = read_tail(&path, (text.len() - at) as u64).unwrap();
+        assert!(read.bad.is_empty(), "{:?}", read.bad);
+        assert_eq!(read.records.len(), 2);
+    }
+
+    #[test]
+    fn history_reads_the_rotated_log_first_and_a_bounded_tail_of_each() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("incidents.jsonl");
+        let log = AuditLog::new(path.clone());
+        log.append(&sample("old", "/v/a.ini")).unwrap();
+        std::fs::rename(&path, rotated(&path)).unwrap();
+        // No log yet after the rotation: the predecessor still tells the history.
+        let read = read_history(&path, HISTORY_TAIL).unwrap();
+        assert_eq!(read.records.len(), 1);
+        log.append(&sample("new", "/v/a.ini")).unwrap();
+        let read = read_history(&path, HISTORY_TAIL).unwrap();
+        let ids: Vec<&str> = read.records.iter().map(|r| r.incident.as_str()).collect();
+        assert_eq!(ids, ["old", "new"]);
+        // Older, compressed ones are not read.
+        std::fs::write(dir.path().join("incidents.jsonl.2.gz"), b"\x1f\x8b").unwrap();
+        assert_eq!(read_history(&path, HISTORY_TAIL).unwrap().records.len(), 2);
+        // A bound shorter than a line reads no partial line as a record, nor as bad.
+        let read = read_history(&path, 20).unwrap();
+        assert!(read.records.is_empty() && read.bad.is_empty(), "{read:?}");
+        assert!(
+            read_history(&dir.path().join("none.jsonl"), 10)
+                .unwrap()
+                .records
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn the_log_and_its_directory_are_created_private_to_root_and_adm() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("new/sub/incidents.jsonl");
+        AuditLog::new(path.clone())
+            .append(&sample("i", "/v/a.ini"))
+            .unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        // Only the umask can make them stricter.
+        assert_eq!(mode(&path) & !0o640, 0, "{:o}", mode(&path));
+        assert_eq!(mode(&path) & 0o600, 0o600);
+        assert_eq!(mode(&dir.path().join("new")) & !0o750, 0);
+        assert_eq!(mode(&dir.path().join("new/sub")) & 0o700, 0o700);
+        // An existing one keeps what the admin set.
+        let other = dir.path().join("mine.jsonl");
+        std::fs::write(&other, "").unwrap();
+        std::fs::set_permissions(&other, std::fs::Permissions::from_mode(0o644)).unwrap();
+        AuditLog::new(other.clone())
+            .append(&sample("i", "/v/a.ini"))
+            .unwrap();
+        assert_eq!(mode(&other), 0o644);
+    }
+
+    #[test]
+    fn one_daemon_per_log_and_the_error_names_the_holder() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("incidents.jsonl");
+        let first = OwnerLock::take(&path).unwrap();
+        let e = OwnerLock::take(&path).unwrap_err();
+        let LockError::Held { pid, .. } = &e else {
+            panic!("{e}")
+        };
+        assert_eq!(*pid, Some(i32::try_from(std::process::id()).unwrap()));
+        let msg = e.to_string();
+        assert!(msg.contains("incidents.jsonl.lock"), "{msg}");
+        assert!(
+            msg.contains("audit-log") && msg.contains("stop it"),
+            "{msg}"
+        );
+        // The log's rename (logrotate) does not free the lock.
+        std::fs::write(&path, "").unwrap();
+        std::fs::rename(&path, rotated(&path)).unwrap();
+        assert!(OwnerLock::take(&path).is_err());
+        drop(first);
+        assert!(OwnerLock::take(&path).is_ok());
+    }
+
+    #[test]
+    fn appends_wait_for_another_writers_lock_and_give_up_in_time() {
+        use rustix::fs::{FlockOperation, flock};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("incidents.jsonl");
+        std::fs::write(&path, "").unwrap();
+        let other = File::open(&path).unwrap();
+        flock(&other, FlockOperation::LockExclusive).unwrap();
+        let mine = File::open(&path).unwrap();
+        let e = lock(&mine, Duration::from_millis(50)).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::WouldBlock);
+        assert!(e.to_string().contains("fuser"), "{e}");
+        drop(other);
+        lock(&mine, Duration::from_millis(50)).unwrap();
+    }
+
+    #[test]
+    fn reserving_room_keeps_the_length() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("incidents.jsonl");
+        let log = AuditLog::new(path.clone());
+        log.append(&sample("i", "/v/a.ini")).unwrap();
+        let len = std::fs::metadata(&path).unwrap().len();
+        log.reserve(4096).unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), len);
+        assert_eq!(line_len(&sample("i", "/v/a.ini")), len);
     }
 
     #[test]

@@ -1133,6 +1133,59 @@ mod tests {
     }
 
     #[test]
+    fn an_incident_that_could_not_be_recorded_is_decided_again_on_the_next_pass() {
+        let mono = Instant::now();
+        let p = touching();
+        let over = [proc(10, Role::Master, 45)];
+        let mut ep = Episode::default();
+        let mut fake = up(&[]);
+        let first = then(ep.decide(&p, &pass(0, mono, &WORKERS, &over), &mut fake));
+        assert!(
+            matches!(
+                first,
+                Then::Act {
+                    plan: Plan::Touch,
+                    ..
+                }
+            ),
+            "{first:?}"
+        );
+        // Its `detected` record could not be written: nothing was done, and the very
+        // next pass decides the same again instead of waiting out a cooldown.
+        ep.unrecorded();
+        let again = then(ep.decide(&p, &pass(2, mono, &WORKERS, &over), &mut fake));
+        assert_eq!(again, first);
+        // Once recorded (not forgotten), the same episode is not recorded again.
+        assert_eq!(
+            ep.decide(&p, &pass(4, mono, &WORKERS, &over), &mut fake),
+            Decision::Nothing
+        );
+    }
+
+    #[test]
+    fn workers_put_back_are_next_again() {
+        let mono = Instant::now();
+        let p = policy();
+        let mut ep = Episode::default();
+        let mut fake = up(&[12]);
+        let workers = [id(11), id(12)];
+        let procs = [
+            proc(10, Role::Master, 14),
+            proc(11, Role::Worker, 10),
+            proc(12, Role::Worker, 41),
+        ];
+        ep.put_back("i1".into(), vec![id(12)]);
+        assert_eq!(
+            ep.decide(&p, &pass(0, mono, &workers, &procs), &mut fake),
+            Decision::Continue {
+                incident: "i1".into(),
+                plan: Plan::RecycleWorkers(vec![id(12)]),
+                rest: vec![]
+            }
+        );
+    }
+
+    #[test]
     fn another_worker_crossing_after_a_recycle_is_recycled_at_once() {
         let mono = Instant::now();
         let p = policy();
