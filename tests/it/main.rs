@@ -12,6 +12,7 @@ mod config_errors;
 mod discovery;
 mod forensics;
 mod ini_oracle;
+mod ledger;
 mod remediation;
 mod site_up;
 
