@@ -498,7 +498,11 @@ impl Drop for Warden {
                 self.stderr.display(),
                 self.log()
             );
-            eprintln!("--- incident log ---\n{:#?}", self.records());
+            // As it is on disk: a torn line must not panic again while panicking.
+            eprintln!(
+                "--- incident log ---\n{}",
+                String::from_utf8_lossy(&fs::read(&self.audit_log).unwrap_or_default())
+            );
         }
     }
 }
