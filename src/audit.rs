@@ -58,6 +58,8 @@ pub(crate) struct Detected {
     pub role: Role,
     pub fds: u64,
     pub limit: u64,
+    /// JSON has no NaN or infinity: such a value is written as `null` and read as NaN.
+    #[serde(deserialize_with = "float_or_null")]
     pub usage: f64,
     pub rule: String,
     /// Which rule fired: `reload-at`, `max-fds` or `predict`.
@@ -163,6 +165,7 @@ pub(crate) struct Outcome {
     pub result: OutcomeResult,
     /// The highest fd count among the vassal's processes when the outcome was decided.
     pub fds_after: Option<u64>,
+    #[serde(deserialize_with = "float_or_null")]
     pub seconds: f64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
@@ -176,6 +179,12 @@ pub(crate) struct Suppressed {
     pub action: Option<ActionKind>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+}
+
+/// A number that may have been written as `null`: JSON cannot hold NaN or an infinity
+/// (`serde_json` writes them as `null`), and a record must always read back.
+fn float_or_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
 }
 
 /// RFC 3339 in UTC, whole seconds. A time RFC 3339 cannot show (before 1970 or after
@@ -912,5 +921,155 @@ mod tests {
         let last = UNIX_EPOCH + Duration::from_secs(RFC3339_END);
         assert_eq!(timestamp(last), "9999-12-31T23:59:59Z");
         assert_eq!(parse_timestamp("@x"), None);
+    }
+
+    fn any_text() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        prop_oneof![
+            any::<String>(),
+            "[\\x00-\\x1f\\x7f\\u{80}-\\u{9f}\\u{202e}\"\\\\\n\r]{0,12}",
+        ]
+    }
+
+    fn any_float() -> impl proptest::strategy::Strategy<Value = f64> {
+        use proptest::prelude::*;
+        prop_oneof![
+            any::<f64>(),
+            Just(f64::NAN),
+            Just(f64::INFINITY),
+            Just(f64::NEG_INFINITY),
+        ]
+    }
+
+    fn any_time() -> impl proptest::strategy::Strategy<Value = SystemTime> {
+        use proptest::prelude::*;
+        use std::time::{Duration, UNIX_EPOCH};
+        (any::<bool>(), 0..u64::from(u32::MAX) * 200).prop_map(|(before, secs)| {
+            if before {
+                UNIX_EPOCH - Duration::from_secs(secs)
+            } else {
+                UNIX_EPOCH + Duration::from_secs(secs)
+            }
+        })
+    }
+
+    fn any_event() -> impl proptest::strategy::Strategy<Value = Event> {
+        use proptest::prelude::*;
+        prop_oneof![
+            (
+                any::<i32>(),
+                any::<u64>(),
+                any::<f64>(),
+                any_text(),
+                any::<u64>()
+            )
+                .prop_map(|(pid, fds, usage, target, count)| {
+                    Event::Detected(Detected {
+                        pid,
+                        role: Role::Worker,
+                        fds,
+                        limit: fds,
+                        usage,
+                        rule: target.clone(),
+                        rule_name: None,
+                        slope: Some(usage),
+                        eta_seconds: None,
+                        top: vec![Target {
+                            target,
+                            kind: Kind::File,
+                            count,
+                            growth: None,
+                            inherited: None,
+                        }],
+                        by_kind: BTreeMap::new(),
+                    })
+                }),
+            (any_text(), any_time(), any_time(), any::<Vec<i32>>()).prop_map(
+                |(path, before, after, pids)| Event::Action(Action {
+                    action: ActionKind::Touch,
+                    path: PathBuf::from(path.clone()),
+                    mtime_before: Some(timestamp_precise(before)),
+                    mtime_after: Some(timestamp_precise(after)),
+                    dry_run: false,
+                    pids,
+                    reason: Some(path),
+                    note: None,
+                })
+            ),
+            (any_float(), any_text()).prop_map(|(seconds, detail)| {
+                Event::Outcome(Outcome {
+                    result: OutcomeResult::NotRecovered,
+                    fds_after: None,
+                    seconds,
+                    detail: Some(detail),
+                })
+            }),
+            (any_text(), any_text()).prop_map(|(reason, detail)| {
+                Event::Suppressed(Suppressed {
+                    reason: Reason::Other(reason),
+                    action: None,
+                    detail: Some(detail),
+                })
+            }),
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+        /// Whatever a record holds (control characters, newlines, any float, any time),
+        /// it is written as exactly one line that reads back as a record: the log stays a
+        /// ledger that the restart can replay.
+        #[test]
+        fn any_record_is_one_line_that_reads_back(
+            records in proptest::collection::vec(
+                (any_text(), any_time(), any_event()),
+                1..6,
+            )
+        ) {
+            let d = tempfile::tempdir().unwrap();
+            let log = AuditLog::new(d.path().join("incidents.jsonl"));
+            for (vassal, at, event) in &records {
+                let r = Record {
+                    schema: SCHEMA,
+                    ts: timestamp(*at),
+                    incident: vassal.clone(),
+                    vassal: vassal.clone(),
+                    config: PathBuf::from(vassal),
+                    event: event.clone(),
+                };
+                log.append(&r).unwrap();
+            }
+            let bytes = std::fs::read(log.path()).unwrap();
+            let lines = bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()).count();
+            proptest::prop_assert_eq!(lines, records.len());
+            let read = read_log(log.path()).unwrap();
+            proptest::prop_assert!(read.bad.is_empty(), "{:?}", read.bad);
+            proptest::prop_assert_eq!(read.records.len(), records.len());
+            for (r, (vassal, at, _)) in read.records.iter().zip(&records) {
+                proptest::prop_assert_eq!(&r.vassal, vassal);
+                proptest::prop_assert_eq!(parse_timestamp(&r.ts), Some(*at));
+            }
+        }
+    }
+
+    /// Found by the property test: NaN was written as `null`, which did not read back,
+    /// so the record was lost to the restart.
+    #[test]
+    fn a_float_json_cannot_write_reads_back() {
+        let line = serde_json::to_string(&Outcome {
+            result: OutcomeResult::NotRecovered,
+            fds_after: None,
+            seconds: f64::NAN,
+            detail: None,
+        })
+        .unwrap();
+        assert!(
+            serde_json::from_str::<Outcome>(&line)
+                .unwrap()
+                .seconds
+                .is_nan(),
+            "{line}"
+        );
     }
 }
