@@ -59,6 +59,8 @@ pub(crate) struct Warden {
     episodes: HashMap<PathBuf, Episode>,
     /// How long actions take on this host, learned from outcomes.
     timings: Timings,
+    /// The source problem last said for each Emperor (by PID).
+    said: HashMap<i32, String>,
     /// The vassal, kind and time of the last action taken, for the service status.
     last_action: Option<(String, ActionKind, SystemTime)>,
     origin: Instant,
@@ -166,6 +168,7 @@ impl Warden {
             episodes: HashMap::new(),
             timings: Timings::default(),
             last_action: None,
+            said: HashMap::new(),
             origin: Instant::now(),
             seq: 0,
             owed: RefCell::new(VecDeque::new()),
@@ -400,6 +403,7 @@ impl Warden {
             self.refresh();
         }
         self.inv.map_all();
+        self.say_source_problems();
         if let Err(e) = self.pay_owed() {
             self.write_failed("-", &e);
         }
@@ -418,6 +422,23 @@ impl Warden {
             "tick"
         );
         seen.len()
+    }
+
+    /// A bad source (an Emperor stats server that trickles or lies) is one warning in the
+    /// log, not one per pass; it is said again only once it changed.
+    fn say_source_problems(&mut self) {
+        for (pid, view) in &self.inv.views {
+            match &view.stats_error {
+                Some(e) if self.said.get(pid) != Some(e) => {
+                    warn!(emperor = pid, "{e}");
+                    self.said.insert(*pid, e.clone());
+                }
+                Some(_) => {}
+                None => {
+                    self.said.remove(pid);
+                }
+            }
+        }
     }
 
     /// True while some vassal's action is being verified.
