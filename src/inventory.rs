@@ -68,22 +68,6 @@ impl Vassal {
         self.loaded.map(|(mtime, _)| mtime)
     }
 
-    /// Whose word the file is: the owner of its content (the file a symlink points to).
-    /// `None` when it cannot be read now.
-    #[must_use]
-    pub(crate) fn owner(&self) -> Option<u32> {
-        std::fs::metadata(&self.file.path).ok().map(|m| m.uid())
-    }
-
-    /// The owner of the directory entry itself: for a symlink, the link's owner, whose
-    /// word the link is.
-    #[must_use]
-    pub(crate) fn entry_owner(&self) -> Option<u32> {
-        std::fs::symlink_metadata(&self.file.path)
-            .ok()
-            .map(|m| m.uid())
-    }
-
     /// Reads the file again after it changed, and tells whether the Emperor will run
     /// what is now on disk (a newer mtime) or not (`pending_change`).
     fn reread(&mut self, cfg: &Config, st: Option<Stamp>) {
@@ -266,13 +250,16 @@ impl Inventory {
                 }
                 None => Mapping::NoEmperor,
             };
+        }
+        settle_disputes(&mut self.vassals);
+        // A master found by its sockets keeps that name, once no other vassal claims it.
+        for v in self.vassals.values() {
             if let Mapping::Running(p) = &v.mapping
                 && p.method == Method::Sockets
             {
                 self.names.assign(p.master, &v.file.name, Method::Sockets);
             }
         }
-        settle_disputes(&mut self.vassals);
         let alive: Vec<_> = views
             .values()
             .flat_map(|v| v.children.iter().map(|(id, _)| *id))

@@ -365,6 +365,18 @@ fn read_pidfile(path: &Path) -> Option<i32> {
         .ok()
 }
 
+/// True when `master`, found on the word of `vassal`'s file alone (its pidfile or its
+/// sockets, not its command line or the Emperor's stats), runs as the user whose word
+/// that file is; any master does for a file of root's. A tenant cannot claim another
+/// tenant's master by naming its PID or its socket.
+fn runs_as_owner(vassal: &VassalFile, master: ProcId) -> bool {
+    match crate::trust::authority(&vassal.path) {
+        Some(0) => true,
+        Some(owner) => procs::uid(master.pid) == Some(owner),
+        None => false,
+    }
+}
+
 /// The master a vassal's declared pidfile names, trusted only as far as the vassal
 /// file's owner is: the pidfile must be one that owner could have written, and the PID
 /// a child of the Emperor that no other vassal's command line claims. A pidfile that
@@ -375,8 +387,7 @@ fn by_pidfile(
     cwd: &Path,
     view: &EmperorView,
 ) -> Option<ProcId> {
-    use std::os::unix::fs::MetadataExt;
-    let owner = std::fs::metadata(&vassal.path).ok()?.uid();
+    let owner = crate::trust::authority(&vassal.path)?;
     for key in ["safe-pidfile", "pidfile", "safe-pidfile2", "pidfile2"] {
         let Some(value) = ini.get(key) else { continue };
         // uWSGI writes a relative pidfile from the vassal's working directory.
@@ -389,8 +400,13 @@ fn by_pidfile(
             continue;
         };
         match view.children.iter().find(|(id, _)| id.pid == pid) {
-            Some((id, None)) => return Some(*id),
+            Some((id, None)) if runs_as_owner(vassal, *id) => return Some(*id),
             Some((id, Some((name, _)))) if *name == vassal.name => return Some(*id),
+            Some((_, None)) => tracing::debug!(
+                vassal = %vassal.name,
+                "{key} {} names PID {pid}, which does not run as the file's owner: ignored",
+                path.display()
+            ),
             Some((_, Some((name, _)))) => tracing::debug!(
                 vassal = %vassal.name,
                 "{key} {} names PID {pid}, the master of {name}: ignored",
@@ -495,6 +511,7 @@ pub(crate) fn map_vassal(
     }
     if let Some(ini) = ini
         && let Some(id) = match_sockets(ini, view)
+        && runs_as_owner(vassal, id)
     {
         return found(id, Method::Sockets);
     }

@@ -198,6 +198,17 @@ pub(crate) fn dispositions(pid: i32) -> Option<Dispositions> {
     })
 }
 
+/// The real user ID a process runs as.
+pub(crate) fn uid(pid: i32) -> Option<u32> {
+    let text = fs::read_to_string(proc_path(pid, "status")).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("Uid:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
 /// The executable a process runs, as (device, inode): the same file for a child that
 /// uWSGI forked, another one for a program it ran.
 pub(crate) fn exe_id(pid: i32) -> Option<(u64, u64)> {

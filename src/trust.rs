@@ -39,6 +39,18 @@ pub(crate) fn named_file(owner: u32, path: &Path) -> Result<Metadata, String> {
     Ok(m)
 }
 
+/// Whose word a vassal file is: the owner of the link when it is a symlink a user other
+/// than root made, else the owner of the content. A link of root's to a tenant's file
+/// speaks for the tenant, and a tenant's link to root's file speaks for the tenant too.
+#[must_use]
+pub(crate) fn authority(path: &Path) -> Option<u32> {
+    let link = std::fs::symlink_metadata(path).ok()?.uid();
+    if link != 0 {
+        return Some(link);
+    }
+    Some(std::fs::metadata(path).ok()?.uid())
+}
+
 /// The most of `/etc/passwd` or `/etc/group` read: far beyond any real host's.
 const ACCOUNTS_MAX: u64 = 16 << 20;
 

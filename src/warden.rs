@@ -108,10 +108,10 @@ impl Lookups for Reads<'_> {
         let v = self.vassal;
         // Read the file again now: it may have changed since the last rescan.
         // With its includes: one deleted by a deploy makes it unloadable too.
-        let ini_error = crate::emperor::read_vassal(&v.file.path, &v.cwd)
-            .err()
-            .map(|e| e.to_string());
-        let chain_file = chain_file(v);
+        let fresh = crate::emperor::read_vassal(&v.file.path, &v.cwd);
+        // The chain-reload file from this same read, judged with the owner as it is now.
+        let chain_file = fresh.as_ref().ok().and_then(|ini| chain_file(v, ini));
+        let ini_error = fresh.err().map(|e| e.to_string());
         Facts {
             ini_error,
             pending_change: v.pending_change,
@@ -139,10 +139,10 @@ impl Lookups for Reads<'_> {
 /// The vassal's `touch-chain-reload` file, when it declares one that is a regular file
 /// its owner could touch. uWSGI reads a relative path from the vassal's working
 /// directory.
-fn chain_file(v: &Vassal) -> Option<PathBuf> {
-    let value = v.ini.as_ref().ok()?.get("touch-chain-reload")?;
+fn chain_file(v: &Vassal, ini: &crate::uwsgi_ini::VassalIni) -> Option<PathBuf> {
+    let value = ini.get("touch-chain-reload")?;
     let path = v.cwd.join(value);
-    let owner = v.owner()?;
+    let owner = crate::trust::authority(&v.file.path)?;
     match crate::trust::named_file(owner, &path) {
         Ok(_) => Some(path),
         Err(why) => {
@@ -742,13 +742,13 @@ impl Warden {
                         path: f,
                         nofollow: false,
                         loaded: None,
-                        owner: Some(v.owner().unwrap_or(NOBODY)),
+                        owner: Some(crate::trust::authority(&v.file.path).unwrap_or(NOBODY)),
                     },
                     _ => act::TouchTarget {
                         path: &v.file.path,
                         nofollow: self.nofollow(v),
                         loaded: v.loaded_mtime(),
-                        owner: Some(v.entry_owner().unwrap_or(NOBODY)),
+                        owner: Some(crate::trust::authority(&v.file.path).unwrap_or(NOBODY)),
                     },
                 };
                 touch(&target, &mut action)
