@@ -158,11 +158,12 @@ impl Inventory {
             }
         }
         for (path, (file, source)) in seen {
-            let emperor = self
-                .emperors
-                .iter()
-                .find(|e| e.watches(&source))
-                .map(|e| e.pid);
+            // Two Emperors that watch one source: neither is trusted with its vassals.
+            let mut watchers = self.emperors.iter().filter(|e| e.watches(&source));
+            let emperor = match (watchers.next(), watchers.next()) {
+                (Some(e), None) => Some(e.pid),
+                _ => None,
+            };
             let st = stamp(&path);
             let cwd = workdir(&source, &path, emperor);
             match self.vassals.get_mut(&path) {

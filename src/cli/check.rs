@@ -120,6 +120,20 @@ fn emperor_problems(inv: &Inventory) -> Vec<String> {
     if inv.emperors.is_empty() {
         problems.push("no running uWSGI Emperor found: start uwsgi-emperor (systemctl start uwsgi-emperor); nothing is touched until one runs".into());
     }
+    for src in &inv.sources {
+        let watchers: Vec<String> = inv
+            .emperors
+            .iter()
+            .filter(|e| e.watches(src))
+            .map(|e| e.pid.to_string())
+            .collect();
+        if watchers.len() > 1 {
+            problems.push(format!(
+                "Emperors {} all watch {src}: which one runs its vassals cannot be told, so none of them is acted on; stop the Emperor that should not be there",
+                watchers.join(", ")
+            ));
+        }
+    }
     let mut views: Vec<_> = inv.views.iter().collect();
     views.sort_by_key(|(pid, _)| **pid);
     for (pid, view) in views {
