@@ -247,11 +247,16 @@ pub(crate) fn query_stats(addr: &str) -> std::io::Result<serde_json::Value> {
         let host = if addr.starts_with(':') {
             format!("127.0.0.1{addr}")
         } else {
-            addr.to_owned()
+            addr.replacen("localhost:", "127.0.0.1:", 1)
         };
-        let sa = std::net::ToSocketAddrs::to_socket_addrs(&host)?
-            .next()
-            .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "no address"))?;
+        // A numeric address only: a host name would need a resolver, which no deadline
+        // here can bound.
+        let sa: std::net::SocketAddr = host.parse().map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "not a numeric address (IP:PORT, :PORT or a unix socket path); host names are not resolved",
+            )
+        })?;
         let s = std::net::TcpStream::connect_timeout(&sa, remaining(deadline)?)?;
         read_reply(s, deadline)?
     };

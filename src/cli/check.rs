@@ -266,7 +266,7 @@ impl Report for CheckReport {
             writeln!(w, "no problems found")?;
         }
         for p in &self.problems {
-            writeln!(w, "problem: {p}")?;
+            writeln!(w, "problem: {}", super::one_line(p))?;
         }
         Ok(())
     }
@@ -317,15 +317,15 @@ impl VassalCheck {
             .as_ref()
             .map(|t| format!(", links to {}", t.display()))
             .unwrap_or_default();
-        writeln!(
-            w,
+        let line = format!(
             "vassal {} ({}): {} {} process(es), mapped by {}{link}",
             s.vassal,
             s.config.display(),
             s.state,
             s.processes.len(),
             s.method.as_deref().unwrap_or("-"),
-        )
+        );
+        writeln!(w, "{}", super::one_line(&line))
     }
 }
 

@@ -258,7 +258,7 @@ fn health(config: Option<&std::path::Path>) -> Result<(), Failure> {
             (format!("VASSAL-WARDEN {name} - {what}"), level.exit_code())
         }
     };
-    emit(|w| writeln!(w, "{}", for_terminal(&line)))?;
+    emit(|w| writeln!(w, "{}", one_line(&line)))?;
     if code == 0 {
         Ok(())
     } else {
@@ -312,7 +312,7 @@ fn reload(cfg: Config, vassal: &str, reason: &str, dry_run: bool) -> Result<(), 
             .into());
         }
     };
-    emit(|w| writeln!(w, "{}", for_terminal(&line)))
+    emit(|w| writeln!(w, "{}", one_line(&line)))
 }
 
 /// A command's report: one typed value, shown as a table or printed as JSON.
@@ -338,6 +338,13 @@ fn print(report: &impl Report, json: bool) -> Result<(), Failure> {
             w.write_all(table::escape(&String::from_utf8_lossy(&text), true).as_bytes())
         }
     })
+}
+
+/// `s` as one line for a terminal: line breaks in it (a file name may hold one) are shown
+/// escaped too, so no name can forge a line of the report.
+#[must_use]
+fn one_line(s: &str) -> String {
+    table::escape(s, false)
 }
 
 /// `s` fit for a terminal: control characters, C1 controls and bidirectional overrides

@@ -393,4 +393,13 @@ fn names_with_terminal_escapes_are_printed_escaped() {
     let (_, out, _) = run(&["status", "-c", cfg, "--json"]);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["vassals"][0]["vassal"], name);
+    // A line break in a name cannot forge a line of a report.
+    let forged = "x\nno problems found\n.ini";
+    fs::write(emp.ini_path(forged), "[other]\n").unwrap();
+    let (_, out, _) = run(&["check", "-c", cfg]);
+    assert!(
+        !out.lines().any(|l| l == "no problems found"),
+        "a name forged a line: {out}"
+    );
+    assert!(out.contains(r"x\nno problems found\n.ini"), "{out}");
 }
