@@ -21,6 +21,16 @@ pub(crate) fn may_write(uid: u32, file_uid: u32, file_gid: u32, mode: u32) -> bo
         || (mode & 0o020 != 0 && in_group(uid, file_gid))
 }
 
+/// True when the user `uid` could read the file `m` describes (by its mode bits; root
+/// always).
+#[must_use]
+pub(crate) fn may_read(uid: u32, m: &Metadata) -> bool {
+    uid == 0
+        || (m.uid() == uid && m.mode() & 0o400 != 0)
+        || m.mode() & 0o004 != 0
+        || (m.mode() & 0o040 != 0 && in_group(uid, m.gid()))
+}
+
 /// Checks that `path`, named by a vassal file owned by `owner`, is a regular file that
 /// owner could write. The error says whose file it is and why it is not used.
 pub(crate) fn named_file(owner: u32, path: &Path) -> Result<Metadata, String> {
