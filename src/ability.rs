@@ -39,7 +39,11 @@ pub(crate) struct Caps(u64);
 impl Caps {
     #[must_use]
     pub(crate) fn own() -> Caps {
-        let mask = std::fs::read_to_string("/proc/self/status")
+        Caps::of("/proc/self/status")
+    }
+
+    fn of(status: &str) -> Caps {
+        let mask = std::fs::read_to_string(status)
             .ok()
             .and_then(|t| {
                 t.lines()
@@ -63,6 +67,42 @@ impl Caps {
                 "{what}: the warden lacks {}; add it to the unit's CapabilityBoundingSet=",
                 cap.name()
             ))
+        }
+    }
+}
+
+/// Whose abilities are judged: the running daemon's (its capabilities, and its view of
+/// the mounts through `/proc/PID/root`), or, with no daemon running, this command's.
+#[derive(Debug, Clone)]
+pub(crate) struct Viewpoint {
+    pub caps: Caps,
+    /// The daemon, when its abilities are the ones judged.
+    pub daemon: Option<i32>,
+}
+
+impl Viewpoint {
+    /// The daemon `pid`'s, when it runs; else this process's.
+    #[must_use]
+    pub(crate) fn of(daemon: Option<i32>) -> Viewpoint {
+        match daemon.filter(|p| procs::proc_path(*p, "status").exists()) {
+            Some(pid) => Viewpoint {
+                caps: Caps::of(&format!("/proc/{pid}/status")),
+                daemon: Some(pid),
+            },
+            None => Viewpoint {
+                caps: Caps::own(),
+                daemon: None,
+            },
+        }
+    }
+
+    /// `path` as the judged process sees it (in its own mount namespace).
+    fn seen(&self, path: &Path) -> std::path::PathBuf {
+        match self.daemon {
+            Some(pid) => {
+                Path::new(&format!("/proc/{pid}/root")).join(path.strip_prefix("/").unwrap_or(path))
+            }
+            None => path.to_owned(),
         }
     }
 }
@@ -94,23 +134,29 @@ pub(crate) fn signal(caps: Caps, pid: i32) -> Result<(), String> {
     )
 }
 
-/// Whether this process could read what `pid` holds open.
+/// Whether the judged process could read what `pid` holds open: its own processes, or
+/// another user's with `CAP_SYS_PTRACE`.
 pub(crate) fn read_fds(caps: Caps, pid: i32) -> Result<(), String> {
-    match std::fs::read_dir(procs::proc_path(pid, "fd")) {
-        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => caps
-            .need(
-                Cap::SysPtrace,
-                &format!("cannot read the open files of PID {pid}"),
-            )
-            .and(Err(format!("cannot read the open files of PID {pid}: {e}"))),
-        // Readable, or gone (which is no lack of ability).
+    let me = rustix::process::geteuid().as_raw();
+    match uids(pid) {
+        Some((real, _)) if real != me => caps.need(
+            Cap::SysPtrace,
+            &format!("cannot read the open files of PID {pid}, which runs as uid {real}"),
+        ),
         _ => Ok(()),
     }
 }
 
-/// Whether this process could set the mtime of `path` (the file itself with
-/// `nofollow`, else what it links to).
-pub(crate) fn touch(caps: Caps, path: &Path, nofollow: bool) -> Result<(), String> {
+/// Whether the judged process could set the mtime of `path` (the file itself with
+/// `nofollow`, else what it links to), and would: the file must be one the vassal file's
+/// owner, `authority`, could write (`trust`), on a mount writable where it runs.
+pub(crate) fn touch(
+    view: &Viewpoint,
+    path: &Path,
+    nofollow: bool,
+    authority: Option<u32>,
+) -> Result<(), String> {
+    let caps = view.caps;
     let meta = if nofollow {
         std::fs::symlink_metadata(path)
     } else {
@@ -128,7 +174,17 @@ pub(crate) fn touch(caps: Caps, path: &Path, nofollow: bool) -> Result<(), Strin
     } else {
         target.clone()
     };
-    if let Ok(fs) = rustix::fs::statvfs(&on)
+    if let Some(owner) = authority
+        && !meta.is_symlink()
+        && !crate::trust::may_write(owner, meta.uid(), meta.gid(), meta.mode())
+    {
+        return Err(format!(
+            "will not touch {}: it belongs to uid {} and uid {owner}, whose vassal file names it, could not write it",
+            target.display(),
+            meta.uid()
+        ));
+    }
+    if let Ok(fs) = rustix::fs::statvfs(view.seen(&on))
         && fs.f_flag.contains(rustix::fs::StatVfsMountFlags::RDONLY)
     {
         return Err(format!(
@@ -174,7 +230,11 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let f = d.path().join("a.ini");
         std::fs::write(&f, "[uwsgi]\n").unwrap();
-        assert!(touch(Caps(0), &f, false).is_ok());
+        let me = Viewpoint {
+            caps: Caps(0),
+            daemon: None,
+        };
+        assert!(touch(&me, &f, false, Some(0)).is_ok());
     }
 
     /// Unmounts what a test mounted, even when the test fails.
@@ -204,7 +264,11 @@ mod tests {
         assert!(mount(&["--bind"]));
         let _guard = Mounted(dir.clone());
         assert!(mount(&["-o", "remount,ro,bind"]));
-        let e = touch(Caps(u64::MAX), &dir.join("a.ini"), false).unwrap_err();
+        let all = Viewpoint {
+            caps: Caps(u64::MAX),
+            daemon: None,
+        };
+        let e = touch(&all, &dir.join("a.ini"), false, Some(0)).unwrap_err();
         assert!(e.contains("mounted read-only for the warden"), "{e}");
     }
 }

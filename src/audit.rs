@@ -461,6 +461,22 @@ impl OwnerLock {
     }
 }
 
+/// The PID of the daemon that holds the lock of the log at `log`, if one runs: the lock
+/// is held (a shared lock cannot be taken without waiting) and the file names the PID.
+#[must_use]
+pub(crate) fn running_owner(log: &Path) -> Option<i32> {
+    use rustix::fs::{FlockOperation, flock};
+    let lock = lock_path(log);
+    let f = File::open(&lock).ok()?;
+    match flock(&f, FlockOperation::NonBlockingLockShared) {
+        Err(rustix::io::Errno::WOULDBLOCK) => std::fs::read_to_string(&lock)
+            .ok()
+            .and_then(|s| s.trim().parse().ok()),
+        // Taken: nobody holds it (dropping the file releases it).
+        _ => None,
+    }
+}
+
 /// The actions on the vassal file `config` recorded in the last `tail` bytes of the log:
 /// what another writer (an operator's `vassal-warden reload`, another warden) did since
 /// this one read the log. Lines that cannot be read are returned apart.

@@ -29,6 +29,9 @@ pub(super) struct CheckReport {
     sources_from: &'static str,
     emperors: Vec<EmperorCheck>,
     vassals: Vec<VassalCheck>,
+    /// Whose abilities the "could it act" problems judge: the running warden's (its
+    /// capabilities and mounts), or this command's when none runs with this log.
+    judged_as: String,
     /// Each a sentence naming the file or PID and what to do.
     pub problems: Vec<String>,
 }
@@ -85,7 +88,7 @@ impl CheckReport {
             .vassals
             .values()
             .map(|v| {
-                problems.extend(vassal_problems(inv, v));
+                problems.extend(vassal_problems(inv, v, &cfg.audit_log));
                 let status = VassalStatus::of(v, episodes);
                 // What is wrong now is a problem too, not only what is misconfigured (which
                 // the lines above say already, and better).
@@ -103,7 +106,12 @@ impl CheckReport {
                 }
             })
             .collect();
+        let judged_as = match crate::audit::running_owner(&cfg.audit_log) {
+            Some(pid) => format!("the running warden (PID {pid})"),
+            None => "this command (no warden runs with this incident log)".to_owned(),
+        };
         CheckReport {
+            judged_as,
             config: cfg.path.clone(),
             audit_log: cfg.audit_log.clone(),
             sources: inv.sources.iter().map(ToString::to_string).collect(),
@@ -144,7 +152,7 @@ fn emperor_problems(inv: &Inventory) -> Vec<String> {
     problems
 }
 
-fn vassal_problems(inv: &Inventory, v: &Vassal) -> Vec<String> {
+fn vassal_problems(inv: &Inventory, v: &Vassal, audit_log: &std::path::Path) -> Vec<String> {
     let path = v.file.path.display();
     let mut problems = Vec::new();
     if let Err(e) = &v.ini {
@@ -166,7 +174,7 @@ fn vassal_problems(inv: &Inventory, v: &Vassal) -> Vec<String> {
         )),
         _ => {}
     }
-    problems.extend(could_act(inv, v));
+    problems.extend(could_act(inv, v, audit_log));
     if let Mapping::Running(p) = &v.mapping
         && v.policy.max_fds.is_none()
         && sample::soft_limit(p.master.pid).is_ok_and(|l| l > 1 << 20)
@@ -181,26 +189,28 @@ fn vassal_problems(inv: &Inventory, v: &Vassal) -> Vec<String> {
 /// Whether the warden, as it runs now, could carry out each action on `v`: read what
 /// its processes hold, recycle its workers, touch the file a reload touches (and its
 /// `touch-chain-reload` file). Each problem names what is missing.
-fn could_act(inv: &Inventory, v: &Vassal) -> Vec<String> {
+fn could_act(inv: &Inventory, v: &Vassal, audit_log: &std::path::Path) -> Vec<String> {
     let Mapping::Running(p) = &v.mapping else {
         return Vec::new();
     };
-    let caps = ability::Caps::own();
+    let view = ability::Viewpoint::of(crate::audit::running_owner(audit_log));
+    let caps = view.caps;
     let name = &v.file.name;
+    let authority = crate::trust::authority(&v.file.path);
     let nofollow = v
         .emperor
         .and_then(|e| inv.emperor(e))
         .is_some_and(|e| e.nofollow);
     let mut checks = vec![ability::read_fds(caps, p.master.pid)];
     checks.extend(p.workers.first().map(|w| ability::signal(caps, w.pid)));
-    checks.push(ability::touch(caps, &v.file.path, nofollow));
+    checks.push(ability::touch(&view, &v.file.path, nofollow, authority));
     if let Some(chain) = v
         .ini
         .as_ref()
         .ok()
         .and_then(|i| i.get("touch-chain-reload"))
     {
-        checks.push(ability::touch(caps, &v.cwd.join(chain), false));
+        checks.push(ability::touch(&view, &v.cwd.join(chain), false, authority));
     }
     checks
         .into_iter()
@@ -262,6 +272,7 @@ impl Report for CheckReport {
         for v in &self.vassals {
             v.write_text(w)?;
         }
+        writeln!(w, "what it could do is judged for {}", self.judged_as)?;
         if self.problems.is_empty() {
             writeln!(w, "no problems found")?;
         }
