@@ -185,6 +185,14 @@ struct Queue {
     workers: Vec<ProcId>,
 }
 
+/// Where a vassal stands (`Episode::standing`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Standing {
+    pub flapping: bool,
+    pub given_up: bool,
+    pub last_action: Option<SystemTime>,
+}
+
 /// Per-vassal state between passes.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub(crate) struct Episode {
@@ -200,6 +208,21 @@ impl Episode {
     #[must_use]
     pub(crate) fn is_pending(&self) -> bool {
         self.pending.is_some()
+    }
+
+    /// Where the vassal stands, for the metrics: flapping (a reload now would be held
+    /// by `max-reloads`), given up (the ladder's top: alerting only), and the time of its
+    /// last action (not a dry run), the warden's or an operator's.
+    #[must_use]
+    pub(crate) fn standing(&self, policy: &Policy, now: SystemTime) -> Standing {
+        Standing {
+            flapping: matches!(
+                policy::gate(policy, now, &self.hist, &Plan::Touch, false, false),
+                Err(Hold::Flapping { .. })
+            ),
+            given_up: self.step == Step::Exhausted,
+            last_action: self.hist.actions.last().map(|a| a.at),
+        }
     }
 
     #[cfg(test)]
