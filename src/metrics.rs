@@ -597,7 +597,7 @@ fn tmp_path(path: &Path) -> PathBuf {
 /// Writes `bytes` to `path` as a whole or not at all: to `PATH.tmp` in the same
 /// directory, fsync'd, renamed over `path`. The temporary name is removed first and
 /// created anew, never followed: in a directory others can write, a link planted there
-/// cannot make root write elsewhere.
+/// cannot make root write elsewhere. The file is 0644 whatever the umask.
 fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use rustix::fs::{Mode, OFlags};
     use std::io::Write;
@@ -611,6 +611,8 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
         Mode::from_raw_mode(0o644),
     )?;
+    // Readable by node_exporter's user whatever the umask (the unit's is 0027).
+    rustix::fs::fchmod(&fd, Mode::from_raw_mode(0o644))?;
     let mut f = std::fs::File::from(fd);
     let res = f
         .write_all(bytes)

@@ -323,6 +323,9 @@ fn the_textfile_is_replaced_whole_and_never_through_a_planted_link() {
     let path = dir.path().join("vassal-warden.prom");
     write_atomically(&path, b"one\n").unwrap();
     assert_eq!(std::fs::read_to_string(&path).unwrap(), "one\n");
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&path).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o644);
     // A link planted at the temporary name is removed, not followed.
     let victim = dir.path().join("victim");
     std::fs::write(&victim, "keep").unwrap();
