@@ -1,5 +1,5 @@
 //! The metrics endpoint with the real tools: Debian's `prometheus` scrapes a warden that
-//! heals a real leaking vassal, and PromQL sees the counters move; `promtool check
+//! heals a real leaking vassal, and a query sees the counters move; `promtool check
 //! metrics` accepts the exposition; a client that hangs on the endpoint never delays a
 //! pass; a port in use leaves the warden running, and the textfile is written anyway.
 
@@ -114,8 +114,9 @@ impl Prometheus {
         }
     }
 
-    /// The value of an instant PromQL query with one result, if it has one yet.
-    fn query(&self, promql: &str) -> Option<f64> {
+    /// The value of an instant query with one result, as Prometheus writes it, if it has
+    /// one yet.
+    fn query(&self, promql: &str) -> Option<String> {
         let mut path = String::from("/api/v1/query?query=");
         for b in promql.bytes() {
             if b.is_ascii_alphanumeric() || b"_.-~".contains(&b) {
@@ -131,14 +132,25 @@ impl Prometheus {
         let v: Value = serde_json::from_str(&body).ok()?;
         let result = v["data"]["result"].as_array()?;
         assert!(result.len() <= 1, "{promql}: {body}");
-        result.first()?["value"][1].as_str()?.parse().ok()
+        Some(result.first()?["value"][1].as_str()?.to_owned())
     }
 
-    /// Waits until `promql` has a value that `ok` accepts; returns it.
-    fn wait(&self, promql: &str, ok: impl Fn(f64) -> bool) -> f64 {
+    /// Waits until `promql` has a value that `ok` accepts.
+    fn wait(&self, promql: &str, ok: impl Fn(f64) -> bool) {
         wait_for(Duration::from_secs(60), promql, || {
-            self.query(promql).filter(|v| ok(*v))
-        })
+            self.query(promql)
+                .and_then(|v| v.parse::<f64>().ok())
+                .filter(|v| ok(*v))
+        });
+    }
+
+    /// Waits until `promql` is exactly `value` (counts and flags are whole numbers).
+    fn wait_is(&self, promql: &str, value: &str) {
+        wait_for(
+            Duration::from_secs(60),
+            &format!("{promql} == {value}"),
+            || (self.query(promql)?.as_str() == value).then_some(()),
+        );
     }
 }
 
@@ -154,7 +166,7 @@ impl Drop for Prometheus {
 }
 
 /// A vassal leaks past its line while Prometheus scrapes the warden every second: after
-/// the touch heals it, PromQL shows the incident, the action and the outcome counted
+/// the touch heals it, a query shows the incident, the action and the outcome counted
 /// (and increased over the window), and the gauges show the vassal running and its fds
 /// back down. What Prometheus scraped is what the incident log says.
 #[test]
@@ -172,29 +184,25 @@ fn prometheus_scrapes_a_healed_leak_and_promtool_accepts_the_exposition() {
     let prom = Prometheus::start(emp.root(), &target);
     let leaky = "vassal=\"leaky.ini\"";
     // Scraped before the leak: every counter is there, at 0.
-    prom.wait(&format!("vassal_warden_incidents_total{{{leaky}}}"), |v| {
-        v == 0.0
-    });
-    prom.wait(
+    prom.wait_is(&format!("vassal_warden_incidents_total{{{leaky}}}"), "0");
+    prom.wait_is(
         &format!("vassal_warden_vassal_state{{{leaky},state=\"running\"}}"),
-        |v| v == 1.0,
+        "1",
     );
-    prom.wait("vassal_warden_build_info", |v| v == 1.0);
+    prom.wait_is("vassal_warden_build_info", "1");
 
     emp.leak("leaky.ini", 45);
     let outcome = warden.wait_record("outcome", 0);
     assert_eq!(outcome["result"], "recovered", "{outcome}");
 
-    prom.wait(&format!("vassal_warden_incidents_total{{{leaky}}}"), |v| {
-        v == 1.0
-    });
-    prom.wait(
+    prom.wait_is(&format!("vassal_warden_incidents_total{{{leaky}}}"), "1");
+    prom.wait_is(
         &format!("vassal_warden_actions_total{{{leaky},action=\"touch\"}}"),
-        |v| v == 1.0,
+        "1",
     );
-    prom.wait(
+    prom.wait_is(
         &format!("vassal_warden_outcomes_total{{{leaky},result=\"recovered\"}}"),
-        |v| v == 1.0,
+        "1",
     );
     // The counters moved within what Prometheus holds, not just exist at 1.
     prom.wait(
@@ -215,8 +223,9 @@ fn prometheus_scrapes_a_healed_leak_and_promtool_accepts_the_exposition() {
         |_| true,
     );
     assert_eq!(
-        prom.query(&format!("vassal_warden_max_fds{{{leaky},role=\"worker\"}}")),
-        Some(64.0)
+        prom.query(&format!("vassal_warden_max_fds{{{leaky},role=\"worker\"}}"))
+            .as_deref(),
+        Some("64")
     );
     prom.wait("vassal_warden_pass_duration_seconds_count", |v| v > 1.0);
 
