@@ -14,6 +14,7 @@
 
 pub mod cli;
 pub mod forensics;
+pub mod metrics;
 pub mod procs;
 pub mod sample;
 pub mod sockets;
@@ -30,7 +31,6 @@ mod episode;
 mod error;
 mod inventory;
 mod mapping;
-mod metrics;
 mod policy;
 mod service;
 mod trust;

@@ -36,14 +36,14 @@ pub(crate) struct Counts {
 /// One vassal's counts. Every known label value is present from the start, at 0, so
 /// that `rate()` and `increase()` see the first increment.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct VassalCounts {
-    pub incidents: u64,
+pub struct VassalCounts {
+    pub(crate) incidents: u64,
     /// By `ActionKind::ALL`'s order.
-    pub actions: [u64; 3],
+    pub(crate) actions: [u64; 3],
     /// By `OutcomeResult::ALL`'s order.
-    pub outcomes: [u64; 3],
+    pub(crate) outcomes: [u64; 3],
     /// Every known reason, then any other a record named.
-    pub suppressions: Vec<(Reason, u64)>,
+    pub(crate) suppressions: Vec<(Reason, u64)>,
 }
 
 impl Default for VassalCounts {
@@ -101,7 +101,7 @@ const BUCKETS: [f64; 12] = [
 
 /// The durations of passes: a Prometheus histogram.
 #[derive(Debug, Default, Clone, PartialEq)]
-pub(crate) struct Histogram {
+pub struct Histogram {
     /// Per bucket, not cumulative.
     counts: [u64; BUCKETS.len()],
     count: u64,
@@ -109,7 +109,7 @@ pub(crate) struct Histogram {
 }
 
 impl Histogram {
-    pub(crate) fn observe(&mut self, d: Duration) {
+    pub fn observe(&mut self, d: Duration) {
         let s = d.as_secs_f64();
         if let Some(i) = BUCKETS.iter().position(|b| s <= *b) {
             self.counts[i] += 1;
@@ -121,7 +121,7 @@ impl Histogram {
 
 /// One sampled process of a vassal: the master, or its fullest worker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Side {
+pub struct Side {
     pub fds: u64,
     /// Its soft `RLIMIT_NOFILE`.
     pub limit: u64,
@@ -142,7 +142,7 @@ impl Side {
 
 /// One vassal on the last pass.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct VassalView<'a> {
+pub struct VassalView<'a> {
     pub name: &'a str,
     /// `Mapping::state`.
     pub state: &'static str,
@@ -158,7 +158,7 @@ pub(crate) struct VassalView<'a> {
 
 /// The warden itself on the last pass.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct WardenView<'a> {
+pub struct WardenView<'a> {
     pub vassals: usize,
     pub emperors: usize,
     pub processes: usize,
@@ -257,7 +257,7 @@ fn epoch_seconds(t: SystemTime) -> f64 {
 
 /// Renders the exposition of one pass into `s` (cleared first). Families are written
 /// whole, one after the other, as the format requires.
-pub(crate) fn render(s: &mut String, w: &WardenView<'_>, vassals: &[VassalView<'_>]) {
+pub fn render(s: &mut String, w: &WardenView<'_>, vassals: &[VassalView<'_>]) {
     s.clear();
     let mut o = Out { s };
     render_warden(&mut o, w);
