@@ -1427,6 +1427,11 @@ mod tests {
                 Decision::Outcome(_)
             ));
         }
+        // Where it stands, for the metrics: flapping, the last action the second reload.
+        let standing = ep.standing(&p, at(1200));
+        assert!(standing.flapping && !standing.given_up, "{standing:?}");
+        assert_eq!(standing.last_action, Some(at(600)));
+        assert!(!ep.standing(&p, at(600 + 3600)).flapping);
         // The third return within the hour is held, and says when the next reload is due.
         let t = then(ep.decide(&p, &pass(1200, mono, &WORKERS, &over), &mut fake));
         assert!(
@@ -1766,6 +1771,8 @@ mod tests {
         // Given up.
         let mut given_up = Episode::default();
         given_up.failed(ActionKind::Touch);
+        assert!(given_up.standing(&policy(), at(0)).given_up);
+        assert!(!Episode::default().standing(&policy(), at(0)).given_up);
         assert_eq!(
             levels(&given_up, 0, &over, None),
             [Level::Warning, Level::Critical]
