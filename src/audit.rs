@@ -150,13 +150,27 @@ pub(crate) enum OutcomeResult {
     Vanished,
 }
 
-impl std::fmt::Display for OutcomeResult {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
+impl OutcomeResult {
+    /// Every result, for what lists them all (metrics start each at 0).
+    pub(crate) const ALL: [OutcomeResult; 3] = [
+        OutcomeResult::Recovered,
+        OutcomeResult::NotRecovered,
+        OutcomeResult::Vanished,
+    ];
+
+    #[must_use]
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
             OutcomeResult::Recovered => "recovered",
             OutcomeResult::NotRecovered => "not_recovered",
             OutcomeResult::Vanished => "vanished",
-        })
+        }
+    }
+}
+
+impl std::fmt::Display for OutcomeResult {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

@@ -8,6 +8,7 @@
 //! /proc or the vassal files.
 
 use std::fmt;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -18,6 +19,11 @@ use crate::uwsgi_ini::{self, Entry};
 pub(crate) const DEFAULT_PATH: &str = "/etc/vassal-warden/warden.ini";
 pub(crate) const DEFAULT_VASSALS: &str = "/etc/uwsgi-emperor/vassals";
 pub(crate) const DEFAULT_AUDIT_LOG: &str = "/var/log/vassal-warden/incidents.jsonl";
+/// Where metrics are served unless `metrics` says otherwise: loopback only, on a port of
+/// the Prometheus exporter range (9100-9999) that no common exporter uses
+/// (docs/operations.md).
+pub(crate) const DEFAULT_METRICS: SocketAddr =
+    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9814));
 
 /// Where a process is "over the line".
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -175,6 +181,11 @@ pub(crate) struct Config {
     pub max_concurrent: usize,
     pub audit_log: PathBuf,
     pub dry_run: bool,
+    /// Where the metrics endpoint listens; `None`: `metrics = off`.
+    pub metrics: Option<SocketAddr>,
+    /// Where the same text is written after each pass, for `node_exporter`'s textfile
+    /// collector.
+    pub metrics_textfile: Option<PathBuf>,
     pub policy: Policy,
     /// `[vassal NAME]` sections: NAME and its policy settings, in file order.
     pub overrides: Vec<(String, Vec<Setting>)>,
@@ -189,6 +200,8 @@ impl Default for Config {
             max_concurrent: 1,
             audit_log: PathBuf::from(DEFAULT_AUDIT_LOG),
             dry_run: false,
+            metrics: Some(DEFAULT_METRICS),
+            metrics_textfile: None,
             policy: Policy::default(),
             overrides: Vec::new(),
         }
@@ -283,9 +296,11 @@ impl Config {
                 })?;
             }
             "dry-run" => self.dry_run = parse_bool(v)?,
+            "metrics" => self.metrics = parse_metrics(v)?,
+            "metrics-textfile" => self.metrics_textfile = parse_textfile(v)?,
             other => {
                 return Err(format!(
-                    "unknown key `{other}` in [warden]; known: vassals, interval, audit-log, dry-run, max-concurrent"
+                    "unknown key `{other}` in [warden]; known: vassals, interval, audit-log, dry-run, max-concurrent, metrics, metrics-textfile"
                 ));
             }
         }
@@ -331,6 +346,39 @@ impl Config {
 /// A count that does not fit (only on a 32-bit host) is as good as unbounded.
 fn as_usize(n: u64) -> usize {
     usize::try_from(n).unwrap_or(usize::MAX)
+}
+
+/// A `metrics =` value: `off`, or the address and port to listen on. Names are not
+/// resolved: what the endpoint binds to is exactly what the file says.
+fn parse_metrics(v: &str) -> Result<Option<SocketAddr>, String> {
+    if v == "off" {
+        return Ok(None);
+    }
+    v.parse().map(Some).map_err(|_| {
+        format!(
+            "`metrics` must be an IP address and port (`127.0.0.1:9814`, `[::1]:9814`) or `off`, not `{v}`"
+        )
+    })
+}
+
+/// A `metrics-textfile =` value: an absolute path ending in `.prom`, the only files
+/// `node_exporter`'s textfile collector reads; `off` for none.
+fn parse_textfile(v: &str) -> Result<Option<PathBuf>, String> {
+    if v == "off" {
+        return Ok(None);
+    }
+    let p = Path::new(v);
+    if !p.is_absolute() || p.file_name().is_none() {
+        return Err(format!(
+            "`metrics-textfile` must be an absolute file path, not `{v}`"
+        ));
+    }
+    if p.extension().is_none_or(|e| e != "prom") {
+        return Err(format!(
+            "`metrics-textfile` must end in `.prom` (node_exporter's textfile collector reads only those), not `{v}`"
+        ));
+    }
+    Ok(Some(p.to_owned()))
 }
 
 /// A `vassals =` value: an absolute directory or glob of vassal files.
@@ -735,6 +783,35 @@ mod tests {
         );
     }
 
+    #[test]
+    fn metrics_are_on_loopback_by_default_and_can_be_moved_or_turned_off() {
+        let cfg = parse("[warden]\n").unwrap();
+        assert_eq!(cfg.metrics, Some(DEFAULT_METRICS));
+        assert_eq!(cfg.metrics_textfile, None);
+        let cfg = parse(
+            "[warden]\nmetrics = [::1]:9900 ; loopback\nmetrics-textfile = /var/lib/prometheus/node-exporter/vassal-warden.prom\n",
+        )
+        .unwrap();
+        assert_eq!(cfg.metrics, Some("[::1]:9900".parse().unwrap()));
+        assert_eq!(
+            cfg.metrics_textfile.as_deref(),
+            Some(Path::new(
+                "/var/lib/prometheus/node-exporter/vassal-warden.prom"
+            ))
+        );
+        assert_eq!(parse("[warden]\nmetrics = off\n").unwrap().metrics, None);
+        for (text, says) in [
+            ("metrics = localhost:9814", "must be an IP address and port"),
+            ("metrics = 9814", "must be an IP address and port"),
+            ("metrics-textfile = vw.prom", "absolute"),
+            ("metrics-textfile = /var/lib/vw.txt", "must end in `.prom`"),
+        ] {
+            let e = parse(&format!("[warden]\n{text}\n")).unwrap_err();
+            assert_eq!(e.line, Some(2), "{e}");
+            assert!(e.to_string().contains(says), "{text}: {e}");
+        }
+    }
+
     /// Values a config line may hold: numbers of any size, durations, units, rates,
     /// percentages, paths and junk.
     fn value() -> impl proptest::strategy::Strategy<Value = String> {
@@ -757,6 +834,8 @@ mod tests {
             Just("audit-log"),
             Just("max-concurrent"),
             Just("dry-run"),
+            Just("metrics"),
+            Just("metrics-textfile"),
             Just("reload-at"),
             Just("max-fds"),
             Just("for"),

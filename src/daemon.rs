@@ -18,6 +18,7 @@ use tracing::{debug, info, warn};
 
 use crate::audit::{self, OwnerLock};
 use crate::config::Config;
+use crate::metrics::Outlets;
 use crate::service::Notifier;
 use crate::warden::Warden;
 
@@ -165,6 +166,7 @@ fn watch_error(dir: &std::path::Path, e: &notify::Error) -> String {
 /// a later pass.
 pub(crate) fn run(cfg: Config, opts: Options, lock: Option<OwnerLock>) -> anyhow::Result<()> {
     let interval = cfg.interval;
+    let metrics = (cfg.metrics, cfg.metrics_textfile.clone(), cfg.path.clone());
     let mut lock = Owner(lock);
     let mut w = Warden::new(cfg, opts.dry_run);
     info!(
@@ -192,6 +194,12 @@ pub(crate) fn run(cfg: Config, opts: Options, lock: Option<OwnerLock>) -> anyhow
         return Ok(());
     }
     lock.retake(w.audit_log())?;
+    // After the lock: a second daemon on the same log stops before it binds the port.
+    w.publish_to(Outlets::start(
+        metrics.0,
+        metrics.1.as_deref(),
+        metrics.2.as_deref(),
+    ));
 
     let (tx, rx) = mpsc::channel::<Event>();
     let mut watches = Watches::new(tx.clone());

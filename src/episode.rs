@@ -185,6 +185,14 @@ struct Queue {
     workers: Vec<ProcId>,
 }
 
+/// Where a vassal stands (`Episode::standing`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Standing {
+    pub flapping: bool,
+    pub given_up: bool,
+    pub last_action: Option<SystemTime>,
+}
+
 /// Per-vassal state between passes.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub(crate) struct Episode {
@@ -200,6 +208,21 @@ impl Episode {
     #[must_use]
     pub(crate) fn is_pending(&self) -> bool {
         self.pending.is_some()
+    }
+
+    /// Where the vassal stands, for the metrics: flapping (a reload now would be held
+    /// by `max-reloads`), given up (the ladder's top: alerting only), and the time of its
+    /// last action (not a dry run), the warden's or an operator's.
+    #[must_use]
+    pub(crate) fn standing(&self, policy: &Policy, now: SystemTime) -> Standing {
+        Standing {
+            flapping: matches!(
+                policy::gate(policy, now, &self.hist, &Plan::Touch, false, false),
+                Err(Hold::Flapping { .. })
+            ),
+            given_up: self.step == Step::Exhausted,
+            last_action: self.hist.actions.last().map(|a| a.at),
+        }
     }
 
     #[cfg(test)]
@@ -1404,6 +1427,11 @@ mod tests {
                 Decision::Outcome(_)
             ));
         }
+        // Where it stands, for the metrics: flapping, the last action the second reload.
+        let standing = ep.standing(&p, at(1200));
+        assert!(standing.flapping && !standing.given_up, "{standing:?}");
+        assert_eq!(standing.last_action, Some(at(600)));
+        assert!(!ep.standing(&p, at(600 + 3600)).flapping);
         // The third return within the hour is held, and says when the next reload is due.
         let t = then(ep.decide(&p, &pass(1200, mono, &WORKERS, &over), &mut fake));
         assert!(
@@ -1743,6 +1771,8 @@ mod tests {
         // Given up.
         let mut given_up = Episode::default();
         given_up.failed(ActionKind::Touch);
+        assert!(given_up.standing(&policy(), at(0)).given_up);
+        assert!(!Episode::default().standing(&policy(), at(0)).given_up);
         assert_eq!(
             levels(&given_up, 0, &over, None),
             [Level::Warning, Level::Critical]

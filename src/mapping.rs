@@ -91,6 +91,24 @@ pub(crate) enum Mapping {
     },
 }
 
+impl Mapping {
+    /// The state's name, as `status` and the metrics show it.
+    #[must_use]
+    pub(crate) fn state(&self) -> &'static str {
+        match self {
+            Mapping::Running(_) => "running",
+            Mapping::Idle => "idle",
+            Mapping::NotRunning => "not_running",
+            Mapping::NoEmperor => "no_emperor",
+            Mapping::Disputed { .. } => "disputed",
+        }
+    }
+
+    /// Every state's name, in the order of the enum.
+    pub(crate) const STATES: [&'static str; 5] =
+        ["running", "idle", "not_running", "no_emperor", "disputed"];
+}
+
 /// One look at an Emperor: its children and, when it has one, its stats.
 #[derive(Debug, Default)]
 pub(crate) struct EmperorView {

@@ -29,6 +29,7 @@ use crate::episode::{
 use crate::forensics::{self, Baseline, Report};
 use crate::inventory::{Inventory, Vassal};
 use crate::mapping::{Mapping, Procs};
+use crate::metrics::{self, Counts, Outlets, Side};
 use crate::policy::{self, ActionKind, Fire, Past, Plan, ProcState, Reason};
 use crate::procs::{self, ProcId};
 use crate::sample::Sampler;
@@ -74,6 +75,16 @@ pub(crate) struct Warden {
     quiet_until: Cell<Option<Instant>>,
     /// Unreadable lines of the log already reported (file, offset).
     reported: RefCell<HashSet<(PathBuf, u64)>>,
+    /// The records written, counted as they reach the log.
+    counts: RefCell<Counts>,
+    /// How long passes take.
+    passes: metrics::Histogram,
+    /// Each running vassal's master and fullest worker on the last pass.
+    sides: HashMap<PathBuf, (Option<Side>, Option<Side>)>,
+    /// Where each pass's metrics go (nowhere but in the daemon).
+    outlets: Outlets,
+    /// The last exposition rendered: its buffer is reused.
+    exposition: String,
 }
 
 /// At most this many owed records are kept; older ones are dropped, with an error.
@@ -174,9 +185,20 @@ impl Warden {
             owed: RefCell::new(VecDeque::new()),
             quiet_until: Cell::new(None),
             reported: RefCell::new(HashSet::new()),
+            counts: RefCell::new(Counts::default()),
+            passes: metrics::Histogram::default(),
+            sides: HashMap::new(),
+            outlets: Outlets::default(),
+            exposition: String::new(),
         };
         w.restore_from_log();
         w
+    }
+
+    /// Publishes the metrics of every pass to `outlets` (the daemon's endpoint and
+    /// textfile).
+    pub(crate) fn publish_to(&mut self, outlets: Outlets) {
+        self.outlets = outlets;
     }
 
     #[must_use]
@@ -215,6 +237,15 @@ impl Warden {
                         self.cfg.audit_log.display()
                     );
                     new.audit_log.clone_from(&self.cfg.audit_log);
+                }
+                if (&new.metrics, &new.metrics_textfile)
+                    != (&self.cfg.metrics, &self.cfg.metrics_textfile)
+                {
+                    warn!(
+                        "metrics or metrics-textfile changed: the warden keeps publishing as before until it is restarted"
+                    );
+                    new.metrics = self.cfg.metrics;
+                    new.metrics_textfile.clone_from(&self.cfg.metrics_textfile);
                 }
                 self.dry_run = self.forced_dry_run || new.dry_run;
                 self.cfg = new;
@@ -269,7 +300,7 @@ impl Warden {
         event: Rec,
     ) -> Result<(), audit::WriteError> {
         let r = record(now, incident, v, event);
-        let res = self.pay_owed().and_then(|()| self.audit.append(&r));
+        let res = self.pay_owed().and_then(|()| self.append(&r));
         if let Err(e) = &res {
             self.write_failed(&v.file.name, e);
         }
@@ -299,9 +330,17 @@ impl Warden {
     fn pay_owed(&self) -> Result<(), audit::WriteError> {
         let mut owed = self.owed.borrow_mut();
         while let Some(r) = owed.front() {
-            self.audit.append(r)?;
+            self.append(r)?;
             owed.pop_front();
         }
+        Ok(())
+    }
+
+    /// Appends one record to the log: the one place records are written. It is counted
+    /// for the metrics once it is on disk, so they never disagree with the log.
+    fn append(&self, r: &Record) -> Result<(), audit::WriteError> {
+        self.audit.append(r)?;
+        self.counts.borrow_mut().count(r);
         Ok(())
     }
 
@@ -416,12 +455,66 @@ impl Warden {
         self.baselines.retain(|id, _| seen.contains(id));
         self.sampler
             .retain(|pid| seen.iter().any(|id| id.pid == pid));
+        let elapsed = now_i.elapsed();
         tracing::trace!(
-            elapsed_us = now_i.elapsed().as_micros(),
+            elapsed_us = elapsed.as_micros(),
             processes = seen.len(),
             "tick"
         );
+        self.passes.observe(elapsed);
+        self.publish_metrics(seen.len());
         seen.len()
+    }
+
+    /// Renders this pass's metrics and hands them to the outlets: the endpoint and the
+    /// textfile read only this text, never the warden.
+    fn publish_metrics(&mut self, processes: usize) {
+        if self.outlets.is_empty() {
+            return;
+        }
+        let inv = &self.inv;
+        self.sides.retain(|p, _| inv.vassals.contains_key(p));
+        self.counts
+            .borrow_mut()
+            .retain(|name| inv.vassals.values().any(|v| v.file.name == name));
+        let now = SystemTime::now();
+        let counts = self.counts.borrow();
+        let mut names = HashSet::new();
+        let mut views = Vec::with_capacity(inv.vassals.len());
+        // Two vassals with one name (under two Emperors) share its series: the first by
+        // path shows its gauges; the counts are of both.
+        for (path, v) in inv
+            .vassals
+            .iter()
+            .filter(|(_, v)| names.insert(&v.file.name))
+        {
+            let standing = self
+                .episodes
+                .get(path)
+                .map(|ep| ep.standing(&v.policy, now));
+            let (master, worker) = self.sides.get(path).copied().unwrap_or_default();
+            views.push(metrics::VassalView {
+                name: &v.file.name,
+                state: v.mapping.state(),
+                master,
+                worker,
+                flapping: standing.is_some_and(|s| s.flapping),
+                given_up: standing.is_some_and(|s| s.given_up),
+                last_action: standing.and_then(|s| s.last_action),
+                counts: counts.of(&v.file.name),
+            });
+        }
+        views.sort_by(|a, b| a.name.cmp(b.name));
+        let w = metrics::WardenView {
+            vassals: inv.vassals.len(),
+            emperors: inv.emperors.len(),
+            processes,
+            owed: self.owed.borrow().len(),
+            last_pass: now,
+            passes: &self.passes,
+        };
+        metrics::render(&mut self.exposition, &w, &views);
+        self.outlets.publish(&self.exposition);
     }
 
     /// A bad source (an Emperor stats server that trickles or lies) is one warning in the
@@ -500,6 +593,7 @@ impl Warden {
         };
         let policy = v.policy.clone();
         let Mapping::Running(procs) = &v.mapping else {
+            self.sides.remove(path);
             if let Some(ep) = self.episodes.get_mut(path) {
                 let d = ep.decide_stopped(&policy, Instant::now());
                 self.record_outcome(path, d);
@@ -509,6 +603,12 @@ impl Warden {
         let procs = procs.clone();
         let name = v.file.name.clone();
         let sampled = self.sample(&name, &procs, &policy, now_i, seen);
+        match self.sides.get_mut(path) {
+            Some(s) => *s = sides(&sampled),
+            None => {
+                self.sides.insert(path.to_owned(), sides(&sampled));
+            }
+        }
         let busy =
             self.episodes.values().filter(|e| e.is_pending()).count() >= self.cfg.max_concurrent;
         let pass = Pass {
@@ -929,6 +1029,26 @@ impl Warden {
             self.tick_vassal(path, Instant::now(), &mut seen);
         }
     }
+}
+
+/// The master and the fullest worker (the one nearest its soft limit) of a pass's
+/// samples, for the metrics.
+fn sides(sampled: &[Proc]) -> (Option<Side>, Option<Side>) {
+    let side = |p: &Proc| Side {
+        fds: p.fds,
+        limit: p.limit,
+        line: p.line,
+    };
+    let master = sampled.iter().find(|p| p.role == Role::Master).map(side);
+    let worker = sampled
+        .iter()
+        .filter(|p| p.role == Role::Worker)
+        .max_by(|a, b| {
+            let usage = |p: &Proc| p.fds as f64 / p.limit.max(1) as f64;
+            usage(a).total_cmp(&usage(b)).then(a.fds.cmp(&b.fds))
+        })
+        .map(side);
+    (master, worker)
 }
 
 /// A record of the log about vassal `v`.

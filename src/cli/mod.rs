@@ -376,13 +376,7 @@ fn inventory(cfg: &Config) -> Inventory {
 }
 
 fn state_name(m: &Mapping) -> &'static str {
-    match m {
-        Mapping::Running(_) => "running",
-        Mapping::Idle => "idle",
-        Mapping::NotRunning => "not_running",
-        Mapping::NoEmperor => "no_emperor",
-        Mapping::Disputed { .. } => "disputed",
-    }
+    m.state()
 }
 
 /// Open fds as a fraction of the soft limit.

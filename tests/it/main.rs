@@ -16,6 +16,7 @@ mod forensics;
 mod hostile;
 mod ini_oracle;
 mod ledger;
+mod metrics;
 mod remediation;
 mod site_up;
 
