@@ -5,8 +5,11 @@
 //! `VW_BENCH_SECONDS` to change it): the warden's CPU time from /proc/PID/stat, its RSS at
 //! the start and the end of the window (no growth per sample) and its peak. References in
 //! the same run: the Emperor's own CPU over the same window (it polls its vassal directory
-//! every second too), and the bare syscalls of the same sampling (150 `stat` calls a
-//! second). Budget: ≤ 0.5% of one core, ≤ 10 MiB RSS.
+//! every second too), the bare syscalls of the same sampling (150 `stat` calls a
+//! second), and a second warden with `metrics = off` watching the same vassals (the
+//! measured one serves metrics, as shipped). Then the cost of rendering one pass's
+//! metrics against the warden's mean pass, from its own histogram. Budget: ≤ 0.5% of
+//! one core, ≤ 10 MiB RSS.
 //!
 //! Run: `cargo bench --bench daemon`
 #![allow(clippy::unwrap_used)]
@@ -35,19 +38,6 @@ fn status_kib(pid: i32, key: &str) -> u64 {
     let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let line = text.lines().find(|l| l.starts_with(key)).unwrap();
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
-
-fn warden_pid(log: &Path) -> i32 {
-    // The warden is the leader of its process group; its PID is in no log, so find the
-    // child of this process running the binary.
-    let me = std::process::id().cast_signed();
-    harness::children(me)
-        .into_iter()
-        .find(|p| {
-            std::fs::read_link(format!("/proc/{p}/exe"))
-                .is_ok_and(|e| e.file_name().is_some_and(|n| n == "vassal-warden"))
-        })
-        .unwrap_or_else(|| panic!("no warden child; see {}", log.display()))
 }
 
 /// The bare syscalls of the same sampling, timed here: how many processes, and the time
@@ -86,37 +76,33 @@ fn main() {
     for i in 0..50 {
         emp.wait_running(&format!("app{i:02}.ini"), 2);
     }
-    let bin = Path::new(env!("CARGO_BIN_EXE_vassal-warden"));
-    let cfg = emp.root().join("warden.ini");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[warden]\nvassals = {}\ninterval = 1s\naudit-log = {}\n",
-            emp.vassals.display(),
-            emp.root().join("incidents.jsonl").display()
-        ),
-    )
-    .unwrap();
-    let warden = Warden::start_with_config(bin, &cfg, &emp.root().join("incidents.jsonl"), &[]);
-    let pid = warden_pid(&warden.stderr);
+    // The warden as shipped (metrics on) and, beside it over the same window, one with
+    // `metrics = off`: the reference for what the metrics cost.
+    let warden = start_warden(&emp, "on", "127.0.0.1:0");
+    let plain = start_warden(&emp, "off", "off");
+    let pid = warden.pid();
+    let plain_pid = plain.pid();
     // Let start-up (baselines of every process) pass before measuring.
     std::thread::sleep(Duration::from_secs(3));
 
-    let (w0, e0, rss0) = (
+    let (w0, e0, rss0, p0) = (
         cpu_seconds(pid),
         cpu_seconds(emp.pid()),
         status_kib(pid, "VmRSS:"),
+        cpu_seconds(plain_pid),
     );
     let t0 = Instant::now();
     std::thread::sleep(Duration::from_secs(seconds));
     let wall = t0.elapsed().as_secs_f64();
-    let (w1, e1, rss1, hwm) = (
+    let (w1, e1, rss1, hwm, p1) = (
         cpu_seconds(pid),
         cpu_seconds(emp.pid()),
         status_kib(pid, "VmRSS:"),
         status_kib(pid, "VmHWM:"),
+        cpu_seconds(plain_pid),
     );
     let (processes, bare_per_sweep) = bare_sweep(&emp);
+    let exposition = scrape(&warden.metrics_addr());
 
     let warden_pct = (w1 - w0) / wall * 100.0;
     let emperor_pct = (e1 - e0) / wall * 100.0;
@@ -147,5 +133,110 @@ fn main() {
     println!(
         "  (CPU time is counted in 10 ms ticks: {:.2} s for the warden)",
         w1 - w0
+    );
+    let plain_pct = (p1 - p0) / wall * 100.0;
+    println!(
+        "  warden with metrics = off, same window {plain_pct:>7.3}% of one core   with/without metrics {:.2}×",
+        warden_pct / plain_pct
+    );
+    report_rendering(&exposition);
+}
+
+/// Starts a warden watching `emp` with `metrics = METRICS`, its files in `root/NAME/`.
+fn start_warden(emp: &Emperor, name: &str, metrics: &str) -> Warden {
+    let dir = emp.root().join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("warden.ini");
+    let log = dir.join("incidents.jsonl");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[warden]\nvassals = {}\ninterval = 1s\naudit-log = {}\nmetrics = {metrics}\n",
+            emp.vassals.display(),
+            log.display()
+        ),
+    )
+    .unwrap();
+    let bin = Path::new(env!("CARGO_BIN_EXE_vassal-warden"));
+    Warden::start_with_config(bin, &cfg, &log, &[])
+}
+
+fn scrape(addr: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(s, "GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).unwrap();
+    buf.split_once("\r\n\r\n").unwrap().1.to_owned()
+}
+
+/// The value of an unlabelled sample in an exposition.
+fn sample(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// What rendering one pass's metrics costs: the median time of `metrics::render` for 50
+/// vassals (as the warden renders them: master and worker sampled, every counter),
+/// against the mean pass of the warden measured above (from its own histogram).
+fn report_rendering(exposition: &str) {
+    use vassal_warden::metrics::{self, Histogram, Side, VassalView, WardenView};
+    let names: Vec<String> = (0..50).map(|i| format!("app{i:02}.ini")).collect();
+    let side = Side {
+        fds: 12,
+        limit: 1024,
+        line: 820,
+    };
+    let views: Vec<VassalView<'_>> = names
+        .iter()
+        .map(|name| VassalView {
+            name,
+            state: "running",
+            master: Some(side),
+            worker: Some(side),
+            flapping: false,
+            given_up: false,
+            last_action: None,
+            counts: None,
+        })
+        .collect();
+    let mut passes = Histogram::default();
+    passes.observe(Duration::from_millis(1));
+    let w = WardenView {
+        vassals: 50,
+        emperors: 1,
+        processes: 150,
+        owed: 0,
+        last_pass: std::time::SystemTime::now(),
+        passes: &passes,
+    };
+    let mut text = String::new();
+    let mut times: Vec<f64> = (0..1001)
+        .map(|_| {
+            let t = Instant::now();
+            metrics::render(&mut text, &w, &views);
+            std::hint::black_box(&text);
+            t.elapsed().as_secs_f64()
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    let render = times[times.len() / 2];
+    let mean_pass = sample(exposition, "vassal_warden_pass_duration_seconds_sum")
+        / sample(exposition, "vassal_warden_pass_duration_seconds_count");
+    println!(
+        "  metrics: rendering one pass (50 vassals, {} bytes) {:.1} µs, median of 1001; \
+         the warden's mean pass {:.2} ms (its own histogram); render/pass {:.1}%",
+        text.len(),
+        render * 1e6,
+        mean_pass * 1e3,
+        render / mean_pass * 100.0
+    );
+    assert_eq!(
+        text.lines().count(),
+        exposition.lines().count(),
+        "the rendered sample should have the shape of the warden's own"
     );
 }

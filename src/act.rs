@@ -125,6 +125,11 @@ pub(crate) enum RecycleError {
 /// (both identified by PID and start time), and still a worker by what it runs and the
 /// signal handlers it has now (`procs::role_of`).
 pub(crate) fn recycle_worker(master: ProcId, worker: ProcId) -> Result<(), RecycleError> {
+    let pid = Pid::from_raw(worker.pid).ok_or(RecycleError::NotAWorker(worker.pid, master.pid))?;
+    // A descriptor of the process first: the checks below are then about the very process
+    // the signal goes to, even if the PID is reused in between.
+    let pidfd = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty())
+        .map_err(|_| RecycleError::NotAWorker(worker.pid, master.pid))?;
     let still_child = procs::is_same_process(master)
         && procs::stat(worker.pid)
             .is_some_and(|s| s.start_time == worker.start_time && s.ppid == master.pid);
@@ -135,8 +140,7 @@ pub(crate) fn recycle_worker(master: ProcId, worker: ProcId) -> Result<(), Recyc
         procs::Role::Worker => {}
         role => return Err(RecycleError::NotWorkerRole(worker.pid, master.pid, role)),
     }
-    let pid = Pid::from_raw(worker.pid).ok_or(RecycleError::NotAWorker(worker.pid, master.pid))?;
-    rustix::process::kill_process(pid, Signal::HUP)
+    rustix::process::pidfd_send_signal(&pidfd, Signal::HUP)
         .map_err(|e| RecycleError::Signal(worker.pid, e.into()))
 }
 

@@ -8,6 +8,7 @@
 //! /proc or the vassal files.
 
 use std::fmt;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -18,6 +19,11 @@ use crate::uwsgi_ini::{self, Entry};
 pub(crate) const DEFAULT_PATH: &str = "/etc/vassal-warden/warden.ini";
 pub(crate) const DEFAULT_VASSALS: &str = "/etc/uwsgi-emperor/vassals";
 pub(crate) const DEFAULT_AUDIT_LOG: &str = "/var/log/vassal-warden/incidents.jsonl";
+/// Where metrics are served unless `metrics` says otherwise: loopback only, on a port of
+/// the Prometheus exporter range (9100-9999) that no common exporter uses
+/// (docs/operations.md).
+pub(crate) const DEFAULT_METRICS: SocketAddr =
+    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9814));
 
 /// Every key `[warden]` accepts, in the order the documentation lists them.
 pub const WARDEN_KEYS: &[&str] = &[
@@ -26,6 +32,8 @@ pub const WARDEN_KEYS: &[&str] = &[
     "audit-log",
     "dry-run",
     "max-concurrent",
+    "metrics",
+    "metrics-textfile",
 ];
 
 /// Every key `[policy]`, `[vassal NAME]` and a vassal's own `[vassal-warden]` section
@@ -201,6 +209,11 @@ pub(crate) struct Config {
     pub max_concurrent: usize,
     pub audit_log: PathBuf,
     pub dry_run: bool,
+    /// Where the metrics endpoint listens; `None`: `metrics = off`.
+    pub metrics: Option<SocketAddr>,
+    /// Where the same text is written after each pass, for `node_exporter`'s textfile
+    /// collector.
+    pub metrics_textfile: Option<PathBuf>,
     pub policy: Policy,
     /// `[vassal NAME]` sections: NAME and its policy settings, in file order.
     pub overrides: Vec<(String, Vec<Setting>)>,
@@ -215,6 +228,8 @@ impl Default for Config {
             max_concurrent: 1,
             audit_log: PathBuf::from(DEFAULT_AUDIT_LOG),
             dry_run: false,
+            metrics: Some(DEFAULT_METRICS),
+            metrics_textfile: None,
             policy: Policy::default(),
             overrides: Vec::new(),
         }
@@ -253,7 +268,7 @@ impl Config {
             e.value = v;
             // `[policy]   ; defaults`: the header's own trailing comment.
             if let Some(end) = e.section.find(']') {
-                e.section.truncate(end);
+                e.section = std::sync::Arc::from(&e.section[..end]);
             }
             cfg.apply(&e)
                 .map_err(|m| FileError::new(path, Some(e.line), m))?;
@@ -263,7 +278,7 @@ impl Config {
 
     /// Applies one line of warden.ini.
     fn apply(&mut self, e: &Entry) -> Result<(), String> {
-        match e.section.as_str() {
+        match &*e.section {
             "warden" => self.apply_warden(&e.key, &e.value)?,
             "policy" => Setting::parse(&e.key, &e.value)?.apply(&mut self.policy),
             s if s.starts_with("vassal ") => {
@@ -309,6 +324,8 @@ impl Config {
                 })?;
             }
             "dry-run" => self.dry_run = parse_bool(v)?,
+            "metrics" => self.metrics = parse_metrics(v)?,
+            "metrics-textfile" => self.metrics_textfile = parse_textfile(v)?,
             other => {
                 return Err(format!(
                     "unknown key `{other}` in [warden]; known: {}",
@@ -358,6 +375,39 @@ impl Config {
 /// A count that does not fit (only on a 32-bit host) is as good as unbounded.
 fn as_usize(n: u64) -> usize {
     usize::try_from(n).unwrap_or(usize::MAX)
+}
+
+/// A `metrics =` value: `off`, or the address and port to listen on. Names are not
+/// resolved: what the endpoint binds to is exactly what the file says.
+fn parse_metrics(v: &str) -> Result<Option<SocketAddr>, String> {
+    if v == "off" {
+        return Ok(None);
+    }
+    v.parse().map(Some).map_err(|_| {
+        format!(
+            "`metrics` must be an IP address and port (`127.0.0.1:9814`, `[::1]:9814`) or `off`, not `{v}`"
+        )
+    })
+}
+
+/// A `metrics-textfile =` value: an absolute path ending in `.prom`, the only files
+/// `node_exporter`'s textfile collector reads; `off` for none.
+fn parse_textfile(v: &str) -> Result<Option<PathBuf>, String> {
+    if v == "off" {
+        return Ok(None);
+    }
+    let p = Path::new(v);
+    if !p.is_absolute() || p.file_name().is_none() {
+        return Err(format!(
+            "`metrics-textfile` must be an absolute file path, not `{v}`"
+        ));
+    }
+    if p.extension().is_none_or(|e| e != "prom") {
+        return Err(format!(
+            "`metrics-textfile` must end in `.prom` (node_exporter's textfile collector reads only those), not `{v}`"
+        ));
+    }
+    Ok(Some(p.to_owned()))
 }
 
 /// A `vassals =` value: an absolute directory or glob of vassal files.
@@ -698,6 +748,8 @@ mod tests {
         assert_eq!(cfg.max_concurrent, d.max_concurrent);
         assert_eq!(cfg.audit_log, d.audit_log);
         assert_eq!(cfg.dry_run, d.dry_run);
+        assert_eq!(cfg.metrics, d.metrics);
+        assert_eq!(cfg.metrics_textfile, d.metrics_textfile);
         assert_eq!(cfg.policy, d.policy);
         assert!(cfg.overrides.is_empty(), "{:?}", cfg.overrides);
     }
@@ -808,6 +860,35 @@ mod tests {
             cfg.policy_for("quick.ini", &own).0.verify,
             Duration::from_secs(5)
         );
+    }
+
+    #[test]
+    fn metrics_are_on_loopback_by_default_and_can_be_moved_or_turned_off() {
+        let cfg = parse("[warden]\n").unwrap();
+        assert_eq!(cfg.metrics, Some(DEFAULT_METRICS));
+        assert_eq!(cfg.metrics_textfile, None);
+        let cfg = parse(
+            "[warden]\nmetrics = [::1]:9900 ; loopback\nmetrics-textfile = /var/lib/prometheus/node-exporter/vassal-warden.prom\n",
+        )
+        .unwrap();
+        assert_eq!(cfg.metrics, Some("[::1]:9900".parse().unwrap()));
+        assert_eq!(
+            cfg.metrics_textfile.as_deref(),
+            Some(Path::new(
+                "/var/lib/prometheus/node-exporter/vassal-warden.prom"
+            ))
+        );
+        assert_eq!(parse("[warden]\nmetrics = off\n").unwrap().metrics, None);
+        for (text, says) in [
+            ("metrics = localhost:9814", "must be an IP address and port"),
+            ("metrics = 9814", "must be an IP address and port"),
+            ("metrics-textfile = vw.prom", "absolute"),
+            ("metrics-textfile = /var/lib/vw.txt", "must end in `.prom`"),
+        ] {
+            let e = parse(&format!("[warden]\n{text}\n")).unwrap_err();
+            assert_eq!(e.line, Some(2), "{e}");
+            assert!(e.to_string().contains(says), "{text}: {e}");
+        }
     }
 
     /// Values a config line may hold: numbers of any size, durations, units, rates,

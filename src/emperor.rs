@@ -122,7 +122,13 @@ pub(crate) fn list_vassals(source: &Source) -> Vec<VassalFile> {
             }
         }
         Source::Glob(pattern) => {
-            if let Ok(paths) = glob::glob(pattern) {
+            // uWSGI's glob(3) has no `**`: it is two `*`, one path component, never a walk
+            // down a tree (which symlinks could make endless).
+            let mut pattern = pattern.clone();
+            while pattern.contains("**") {
+                pattern = pattern.replace("**", "*");
+            }
+            if let Ok(paths) = glob::glob(&pattern) {
                 for p in paths.flatten() {
                     out.push(VassalFile {
                         name: p.to_string_lossy().into_owned(),
@@ -279,12 +285,20 @@ fn emperor_settings(pid: i32, args: &[String]) -> Option<Emperor> {
             .is_some_and(|(_, v)| !matches!(v.as_str(), "0" | "false" | "no" | "off"))
     };
     let base = base_dir(pid);
+    // An Emperor run by a user speaks only for directories that user owns: a user who
+    // starts uWSGI's own binary with `--emperor /etc/uwsgi-emperor/vassals` does not
+    // take over the vassals of root's Emperor.
+    let uid = procs::uid(pid)?;
     let sources: Vec<Source> = opts
         .iter()
         .filter(|(k, _)| k == "emperor")
         // uWSGI opens a relative `emperor` directory from its working directory, not from
         // the config file's.
         .filter_map(|(_, v)| Source::parse(v, &base))
+        .filter(|s| {
+            use std::os::unix::fs::MetadataExt;
+            uid == 0 || std::fs::metadata(s.dir()).is_ok_and(|m| m.uid() == uid)
+        })
         .collect();
     if !opts.iter().any(|(k, _)| k == "emperor") {
         return None;

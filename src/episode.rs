@@ -185,6 +185,14 @@ struct Queue {
     workers: Vec<ProcId>,
 }
 
+/// Where a vassal stands (`Episode::standing`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Standing {
+    pub flapping: bool,
+    pub given_up: bool,
+    pub last_action: Option<SystemTime>,
+}
+
 /// Per-vassal state between passes.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub(crate) struct Episode {
@@ -200,6 +208,21 @@ impl Episode {
     #[must_use]
     pub(crate) fn is_pending(&self) -> bool {
         self.pending.is_some()
+    }
+
+    /// Where the vassal stands, for the metrics: flapping (a reload now would be held
+    /// by `max-reloads`), given up (the ladder's top: alerting only), and the time of its
+    /// last action (not a dry run), the warden's or an operator's.
+    #[must_use]
+    pub(crate) fn standing(&self, policy: &Policy, now: SystemTime) -> Standing {
+        Standing {
+            flapping: matches!(
+                policy::gate(policy, now, &self.hist, &Plan::Touch, false, false),
+                Err(Hold::Flapping { .. })
+            ),
+            given_up: self.step == Step::Exhausted,
+            last_action: self.hist.actions.last().map(|a| a.at),
+        }
     }
 
     #[cfg(test)]
@@ -493,6 +516,19 @@ impl Episode {
         self.step = self.step.max(Step::after_failed(kind));
         self.noted = None;
         self.queue = None;
+    }
+
+    /// The incident this pass decided could not be recorded (the log is full or not
+    /// writable): it is forgotten, so the very next pass decides and records it again,
+    /// instead of taking it as recorded for a whole cooldown.
+    pub(crate) fn unrecorded(&mut self) {
+        self.noted = None;
+    }
+
+    /// The next workers of a leak (`Decision::Continue`) could not be recycled because
+    /// their record could not be written first: they stay next, for the next pass.
+    pub(crate) fn put_back(&mut self, incident: String, workers: Vec<ProcId>) {
+        self.queue = Some(Queue { incident, workers });
     }
 
     /// The last checks refused the action: the rest of a leak is not pursued.
@@ -1120,6 +1156,59 @@ mod tests {
     }
 
     #[test]
+    fn an_incident_that_could_not_be_recorded_is_decided_again_on_the_next_pass() {
+        let mono = Instant::now();
+        let p = touching();
+        let over = [proc(10, Role::Master, 45)];
+        let mut ep = Episode::default();
+        let mut fake = up(&[]);
+        let first = then(ep.decide(&p, &pass(0, mono, &WORKERS, &over), &mut fake));
+        assert!(
+            matches!(
+                first,
+                Then::Act {
+                    plan: Plan::Touch,
+                    ..
+                }
+            ),
+            "{first:?}"
+        );
+        // Its `detected` record could not be written: nothing was done, and the very
+        // next pass decides the same again instead of waiting out a cooldown.
+        ep.unrecorded();
+        let again = then(ep.decide(&p, &pass(2, mono, &WORKERS, &over), &mut fake));
+        assert_eq!(again, first);
+        // Once recorded (not forgotten), the same episode is not recorded again.
+        assert_eq!(
+            ep.decide(&p, &pass(4, mono, &WORKERS, &over), &mut fake),
+            Decision::Nothing
+        );
+    }
+
+    #[test]
+    fn workers_put_back_are_next_again() {
+        let mono = Instant::now();
+        let p = policy();
+        let mut ep = Episode::default();
+        let mut fake = up(&[12]);
+        let workers = [id(11), id(12)];
+        let procs = [
+            proc(10, Role::Master, 14),
+            proc(11, Role::Worker, 10),
+            proc(12, Role::Worker, 41),
+        ];
+        ep.put_back("i1".into(), vec![id(12)]);
+        assert_eq!(
+            ep.decide(&p, &pass(0, mono, &workers, &procs), &mut fake),
+            Decision::Continue {
+                incident: "i1".into(),
+                plan: Plan::RecycleWorkers(vec![id(12)]),
+                rest: vec![]
+            }
+        );
+    }
+
+    #[test]
     fn another_worker_crossing_after_a_recycle_is_recycled_at_once() {
         let mono = Instant::now();
         let p = policy();
@@ -1338,6 +1427,11 @@ mod tests {
                 Decision::Outcome(_)
             ));
         }
+        // Where it stands, for the metrics: flapping, the last action the second reload.
+        let standing = ep.standing(&p, at(1200));
+        assert!(standing.flapping && !standing.given_up, "{standing:?}");
+        assert_eq!(standing.last_action, Some(at(600)));
+        assert!(!ep.standing(&p, at(600 + 3600)).flapping);
         // The third return within the hour is held, and says when the next reload is due.
         let t = then(ep.decide(&p, &pass(1200, mono, &WORKERS, &over), &mut fake));
         assert!(
@@ -1677,6 +1771,8 @@ mod tests {
         // Given up.
         let mut given_up = Episode::default();
         given_up.failed(ActionKind::Touch);
+        assert!(given_up.standing(&policy(), at(0)).given_up);
+        assert!(!Episode::default().standing(&policy(), at(0)).given_up);
         assert_eq!(
             levels(&given_up, 0, &over, None),
             [Level::Warning, Level::Critical]

@@ -159,7 +159,7 @@ pub fn read_fds(pid: i32) -> io::Result<Vec<OpenFd>> {
         match rustix::fs::readlinkat_raw(&dir, name, &mut buf[..]) {
             Ok(len) => out.push(OpenFd {
                 fd,
-                target: String::from_utf8_lossy(&buf[..len]).into_owned(),
+                target: bounded_target(&buf[..len]),
             }),
             // Closed since readdir saw it.
             Err(rustix::io::Errno::NOENT) => {}
@@ -167,6 +167,22 @@ pub fn read_fds(pid: i32) -> io::Result<Vec<OpenFd>> {
         }
     }
     Ok(out)
+}
+
+/// The longest fd target kept, in bytes: a process can hold a million fds on paths of
+/// 4 KiB each, and the report would hold them all. Longer targets keep their first
+/// `MAX_TARGET` bytes and end in `…`.
+pub const MAX_TARGET: usize = 512;
+
+fn bounded_target(raw: &[u8]) -> String {
+    if raw.len() <= MAX_TARGET {
+        return String::from_utf8_lossy(raw).into_owned();
+    }
+    let mut s = String::from_utf8_lossy(&raw[..MAX_TARGET]).into_owned();
+    // A character cut in two shows as U+FFFD; drop it.
+    s.truncate(s.trim_end_matches('\u{fffd}').len());
+    s.push('…');
+    s
 }
 
 /// FNV-1a: grouping hashes one short string per fd, where the default hasher's flooding resistance buys
@@ -772,5 +788,18 @@ mod tests {
         assert_eq!(r.top[1].target, "/srv/big.db");
         assert_eq!(r.top[1].growth, Some(0));
         assert_eq!(r.growth, Some(3));
+    }
+
+    #[test]
+    fn long_targets_are_cut_to_a_bound() {
+        let long = "/d".repeat(1000);
+        let t = bounded_target(long.as_bytes());
+        assert_eq!(t.len(), MAX_TARGET + '…'.len_utf8());
+        assert!(t.ends_with('…'));
+        assert_eq!(bounded_target(b"/srv/a.jpg"), "/srv/a.jpg");
+        // Cut inside a character: no replacement character left behind.
+        let mut accented = "/".repeat(MAX_TARGET - 1);
+        accented.push('é');
+        assert!(!bounded_target(accented.as_bytes()).contains('\u{fffd}'));
     }
 }

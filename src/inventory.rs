@@ -68,22 +68,6 @@ impl Vassal {
         self.loaded.map(|(mtime, _)| mtime)
     }
 
-    /// Whose word the file is: the owner of its content (the file a symlink points to).
-    /// `None` when it cannot be read now.
-    #[must_use]
-    pub(crate) fn owner(&self) -> Option<u32> {
-        std::fs::metadata(&self.file.path).ok().map(|m| m.uid())
-    }
-
-    /// The owner of the directory entry itself: for a symlink, the link's owner, whose
-    /// word the link is.
-    #[must_use]
-    pub(crate) fn entry_owner(&self) -> Option<u32> {
-        std::fs::symlink_metadata(&self.file.path)
-            .ok()
-            .map(|m| m.uid())
-    }
-
     /// Reads the file again after it changed, and tells whether the Emperor will run
     /// what is now on disk (a newer mtime) or not (`pending_change`).
     fn reread(&mut self, cfg: &Config, st: Option<Stamp>) {
@@ -139,6 +123,7 @@ pub(crate) struct Inventory {
     names: NameCache,
     discovery: emperor::Discovery,
     looks: mapping::Looks,
+    stats_backoff: mapping::StatsBackoff,
 }
 
 /// What changed in one refresh.
@@ -173,11 +158,12 @@ impl Inventory {
             }
         }
         for (path, (file, source)) in seen {
-            let emperor = self
-                .emperors
-                .iter()
-                .find(|e| e.watches(&source))
-                .map(|e| e.pid);
+            // Two Emperors that watch one source: neither is trusted with its vassals.
+            let mut watchers = self.emperors.iter().filter(|e| e.watches(&source));
+            let emperor = match (watchers.next(), watchers.next()) {
+                (Some(e), None) => Some(e.pid),
+                _ => None,
+            };
             let st = stamp(&path);
             let cwd = workdir(&source, &path, emperor);
             match self.vassals.get_mut(&path) {
@@ -250,7 +236,12 @@ impl Inventory {
         for e in &self.emperors {
             views.insert(
                 e.pid,
-                mapping::observe(e, &mut self.names, &mut self.looks.ids),
+                mapping::observe(
+                    e,
+                    &mut self.names,
+                    &mut self.looks.ids,
+                    &mut self.stats_backoff,
+                ),
             );
         }
         for v in self.vassals.values_mut() {
@@ -260,13 +251,16 @@ impl Inventory {
                 }
                 None => Mapping::NoEmperor,
             };
+        }
+        settle_disputes(&mut self.vassals);
+        // A master found by its sockets keeps that name, once no other vassal claims it.
+        for v in self.vassals.values() {
             if let Mapping::Running(p) = &v.mapping
                 && p.method == Method::Sockets
             {
                 self.names.assign(p.master, &v.file.name, Method::Sockets);
             }
         }
-        settle_disputes(&mut self.vassals);
         let alive: Vec<_> = views
             .values()
             .flat_map(|v| v.children.iter().map(|(id, _)| *id))

@@ -4,7 +4,8 @@
 //! `inventory` + `mapping` (vassal → PIDs) → `sample` (fd count, soft limit) → `episode`
 //! (the decision core, with `policy`'s rules, asking `forensics` what leaks; `sockets`
 //! says what each socket is) → `audit` (record first) → `act` (touch, recycle) → verify
-//! (`episode` again) → `audit`; `warden` carries out each pass, `daemon` runs the loop.
+//! (`episode` again) → `audit`; `warden` carries out each pass, `daemon` runs the loop;
+//! `metrics` renders each pass for Prometheus and serves it from its own thread.
 //! `trust` says what a vassal file's word may make root do.
 //! See docs/ARCHITECTURE.md.
 //!
@@ -13,11 +14,13 @@
 
 pub mod cli;
 pub mod forensics;
+pub mod metrics;
 pub mod procs;
 pub mod sample;
 pub mod sockets;
 pub mod uwsgi_ini;
 
+mod ability;
 mod act;
 mod audit;
 mod bounded;

@@ -91,6 +91,24 @@ pub(crate) enum Mapping {
     },
 }
 
+impl Mapping {
+    /// The state's name, as `status` and the metrics show it.
+    #[must_use]
+    pub(crate) fn state(&self) -> &'static str {
+        match self {
+            Mapping::Running(_) => "running",
+            Mapping::Idle => "idle",
+            Mapping::NotRunning => "not_running",
+            Mapping::NoEmperor => "no_emperor",
+            Mapping::Disputed { .. } => "disputed",
+        }
+    }
+
+    /// Every state's name, in the order of the enum.
+    pub(crate) const STATES: [&'static str; 5] =
+        ["running", "idle", "not_running", "no_emperor", "disputed"];
+}
+
 /// One look at an Emperor: its children and, when it has one, its stats.
 #[derive(Debug, Default)]
 pub(crate) struct EmperorView {
@@ -156,6 +174,7 @@ pub(crate) fn observe(
     emperor: &Emperor,
     names: &mut NameCache,
     ids: &mut procs::IdCache,
+    backoff: &mut StatsBackoff,
 ) -> EmperorView {
     let mut view = EmperorView {
         pid: emperor.pid,
@@ -168,16 +187,48 @@ pub(crate) fn observe(
         }
     }
     if let Some(addr) = &emperor.stats {
+        if let Some(e) = backoff.waiting(emperor.pid) {
+            view.stats_error = Some(e);
+            return view;
+        }
         match query_stats(addr) {
-            Ok(json) => view.stats = Some(parse_emperor_stats(&json)),
+            Ok(json) => {
+                view.stats = Some(parse_emperor_stats(&json));
+                backoff.failed.remove(&emperor.pid);
+            }
             Err(e) => {
-                view.stats_error = Some(format!(
-                    "cannot read the Emperor stats at {addr}: {e}; mapping falls back to the process tree"
-                ));
+                let text = format!(
+                    "cannot read the Emperor stats at {addr}: {e}; mapping falls back to the process tree (asked again in {}s)",
+                    STATS_RETRY.as_secs()
+                );
+                backoff
+                    .failed
+                    .insert(emperor.pid, (std::time::Instant::now(), text.clone()));
+                view.stats_error = Some(text);
             }
         }
     }
     view
+}
+
+/// How long a stats server that failed is left alone: a server that trickles costs one
+/// deadline in this time, not one per pass.
+pub(crate) const STATS_RETRY: Duration = Duration::from_secs(30);
+
+/// The Emperors whose stats server failed, when and how.
+#[derive(Debug, Default)]
+pub(crate) struct StatsBackoff {
+    failed: HashMap<i32, (std::time::Instant, String)>,
+}
+
+impl StatsBackoff {
+    /// The last failure of `emperor`'s stats server, while it is still left alone.
+    fn waiting(&self, emperor: i32) -> Option<String> {
+        self.failed
+            .get(&emperor)
+            .filter(|(at, _)| at.elapsed() < STATS_RETRY)
+            .map(|(_, e)| e.clone())
+    }
 }
 
 /// Ini name → master PID (-1 for an idle on-demand vassal) from `emperor-stats` JSON.
@@ -214,11 +265,16 @@ pub(crate) fn query_stats(addr: &str) -> std::io::Result<serde_json::Value> {
         let host = if addr.starts_with(':') {
             format!("127.0.0.1{addr}")
         } else {
-            addr.to_owned()
+            addr.replacen("localhost:", "127.0.0.1:", 1)
         };
-        let sa = std::net::ToSocketAddrs::to_socket_addrs(&host)?
-            .next()
-            .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "no address"))?;
+        // A numeric address only: a host name would need a resolver, which no deadline
+        // here can bound.
+        let sa: std::net::SocketAddr = host.parse().map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "not a numeric address (IP:PORT, :PORT or a unix socket path); host names are not resolved",
+            )
+        })?;
         let s = std::net::TcpStream::connect_timeout(&sa, remaining(deadline)?)?;
         read_reply(s, deadline)?
     };
@@ -332,6 +388,18 @@ fn read_pidfile(path: &Path) -> Option<i32> {
         .ok()
 }
 
+/// True when `master`, found on the word of `vassal`'s file alone (its pidfile or its
+/// sockets, not its command line or the Emperor's stats), runs as the user whose word
+/// that file is; any master does for a file of root's. A tenant cannot claim another
+/// tenant's master by naming its PID or its socket.
+fn runs_as_owner(vassal: &VassalFile, master: ProcId) -> bool {
+    match crate::trust::authority(&vassal.path) {
+        Some(0) => true,
+        Some(owner) => procs::uid(master.pid) == Some(owner),
+        None => false,
+    }
+}
+
 /// The master a vassal's declared pidfile names, trusted only as far as the vassal
 /// file's owner is: the pidfile must be one that owner could have written, and the PID
 /// a child of the Emperor that no other vassal's command line claims. A pidfile that
@@ -342,8 +410,7 @@ fn by_pidfile(
     cwd: &Path,
     view: &EmperorView,
 ) -> Option<ProcId> {
-    use std::os::unix::fs::MetadataExt;
-    let owner = std::fs::metadata(&vassal.path).ok()?.uid();
+    let owner = crate::trust::authority(&vassal.path)?;
     for key in ["safe-pidfile", "pidfile", "safe-pidfile2", "pidfile2"] {
         let Some(value) = ini.get(key) else { continue };
         // uWSGI writes a relative pidfile from the vassal's working directory.
@@ -356,8 +423,13 @@ fn by_pidfile(
             continue;
         };
         match view.children.iter().find(|(id, _)| id.pid == pid) {
-            Some((id, None)) => return Some(*id),
+            Some((id, None)) if runs_as_owner(vassal, *id) => return Some(*id),
             Some((id, Some((name, _)))) if *name == vassal.name => return Some(*id),
+            Some((_, None)) => tracing::debug!(
+                vassal = %vassal.name,
+                "{key} {} names PID {pid}, which does not run as the file's owner: ignored",
+                path.display()
+            ),
             Some((_, Some((name, _)))) => tracing::debug!(
                 vassal = %vassal.name,
                 "{key} {} names PID {pid}, the master of {name}: ignored",
@@ -462,6 +534,7 @@ pub(crate) fn map_vassal(
     }
     if let Some(ini) = ini
         && let Some(id) = match_sockets(ini, view)
+        && runs_as_owner(vassal, id)
     {
         return found(id, Method::Sockets);
     }

@@ -50,6 +50,13 @@ pub(crate) enum ActionKind {
 }
 
 impl ActionKind {
+    /// Every kind, for what lists them all (metrics start each at 0).
+    pub(crate) const ALL: [ActionKind; 3] = [
+        ActionKind::RecycleWorker,
+        ActionKind::ChainReload,
+        ActionKind::Touch,
+    ];
+
     #[must_use]
     pub(crate) fn as_str(self) -> &'static str {
         match self {
@@ -99,6 +106,22 @@ pub(crate) enum Reason {
 }
 
 impl Reason {
+    /// Every reason this version writes, for what lists them all (metrics start each at
+    /// 0). A new reason goes here too.
+    pub(crate) const KNOWN: [Reason; 11] = [
+        Reason::Flapping,
+        Reason::Cooldown,
+        Reason::Busy,
+        Reason::DryRun,
+        Reason::AlertOnly,
+        Reason::LadderExhausted,
+        Reason::IniInvalid,
+        Reason::PendingChange,
+        Reason::PidChanged,
+        Reason::NoEmperor,
+        Reason::ActionFailed,
+    ];
+
     #[must_use]
     pub(crate) fn as_str(&self) -> &str {
         match self {

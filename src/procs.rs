@@ -76,8 +76,22 @@ pub(crate) fn is_same_process(id: ProcId) -> bool {
 /// The NUL-separated argument vector. A rewritten process title (uWSGI `procname`) shows
 /// up as one argument with spaces; callers must not assume it names a file.
 pub fn cmdline(pid: i32) -> Option<Vec<String>> {
-    let raw = fs::read(proc_path(pid, "cmdline")).ok()?;
-    Some(split_nul(&raw))
+    Some(split_nul(&read_bounded(pid, "cmdline")?))
+}
+
+/// The most read of another process's `cmdline` or `environ`: its owner chooses their
+/// size (up to several MiB), and no uWSGI command line or environment needs more.
+const MAX_ARGS: u64 = 64 * 1024;
+
+fn read_bounded(pid: i32, file: &str) -> Option<Vec<u8>> {
+    use std::io::Read;
+    let mut raw = Vec::new();
+    fs::File::open(proc_path(pid, file))
+        .ok()?
+        .take(MAX_ARGS)
+        .read_to_end(&mut raw)
+        .ok()?;
+    Some(raw)
 }
 
 fn split_nul(raw: &[u8]) -> Vec<String> {
@@ -89,7 +103,7 @@ fn split_nul(raw: &[u8]) -> Vec<String> {
 
 /// One variable of the process's initial environment.
 pub fn environ_var(pid: i32, name: &str) -> Option<String> {
-    let raw = fs::read(proc_path(pid, "environ")).ok()?;
+    let raw = read_bounded(pid, "environ")?;
     split_nul(&raw).into_iter().find_map(|kv| {
         kv.strip_prefix(name)
             .and_then(|rest| rest.strip_prefix('='))
@@ -196,6 +210,17 @@ pub(crate) fn dispositions(pid: i32) -> Option<Dispositions> {
         caught: field("SigCgt:")?,
         ignored: field("SigIgn:")?,
     })
+}
+
+/// The real user ID a process runs as.
+pub(crate) fn uid(pid: i32) -> Option<u32> {
+    let text = fs::read_to_string(proc_path(pid, "status")).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("Uid:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// The executable a process runs, as (device, inode): the same file for a child that

@@ -21,6 +21,16 @@ pub(crate) fn may_write(uid: u32, file_uid: u32, file_gid: u32, mode: u32) -> bo
         || (mode & 0o020 != 0 && in_group(uid, file_gid))
 }
 
+/// True when the user `uid` could read the file `m` describes (by its mode bits; root
+/// always).
+#[must_use]
+pub(crate) fn may_read(uid: u32, m: &Metadata) -> bool {
+    uid == 0
+        || (m.uid() == uid && m.mode() & 0o400 != 0)
+        || m.mode() & 0o004 != 0
+        || (m.mode() & 0o040 != 0 && in_group(uid, m.gid()))
+}
+
 /// Checks that `path`, named by a vassal file owned by `owner`, is a regular file that
 /// owner could write. The error says whose file it is and why it is not used.
 pub(crate) fn named_file(owner: u32, path: &Path) -> Result<Metadata, String> {
@@ -37,6 +47,18 @@ pub(crate) fn named_file(owner: u32, path: &Path) -> Result<Metadata, String> {
         ));
     }
     Ok(m)
+}
+
+/// Whose word a vassal file is: the owner of the link when it is a symlink a user other
+/// than root made, else the owner of the content. A link of root's to a tenant's file
+/// speaks for the tenant, and a tenant's link to root's file speaks for the tenant too.
+#[must_use]
+pub(crate) fn authority(path: &Path) -> Option<u32> {
+    let link = std::fs::symlink_metadata(path).ok()?.uid();
+    if link != 0 {
+        return Some(link);
+    }
+    Some(std::fs::metadata(path).ok()?.uid())
 }
 
 /// The most of `/etc/passwd` or `/etc/group` read: far beyond any real host's.

@@ -10,7 +10,8 @@
 //! one vassal is logged with what to do and the rest go on. No action is taken before its
 //! `detected` record is on disk.
 
-use std::collections::{HashMap, HashSet};
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -28,6 +29,7 @@ use crate::episode::{
 use crate::forensics::{self, Baseline, Report};
 use crate::inventory::{Inventory, Vassal};
 use crate::mapping::{Mapping, Procs};
+use crate::metrics::{self, Counts, Outlets, Side};
 use crate::policy::{self, ActionKind, Fire, Past, Plan, ProcState, Reason};
 use crate::procs::{self, ProcId};
 use crate::sample::Sampler;
@@ -58,15 +60,47 @@ pub(crate) struct Warden {
     episodes: HashMap<PathBuf, Episode>,
     /// How long actions take on this host, learned from outcomes.
     timings: Timings,
+    /// The source problem last said for each Emperor (by PID).
+    said: HashMap<i32, String>,
     /// The vassal, kind and time of the last action taken, for the service status.
     last_action: Option<(String, ActionKind, SystemTime)>,
     origin: Instant,
     seq: u64,
+    /// Records that could not be written when they were due (after the first record of
+    /// their incident), oldest first: written before anything else, and no action is
+    /// taken while any is owed.
+    owed: RefCell<VecDeque<Record>>,
+    /// Until when a failure to write the log is logged at debug level only (it would
+    /// otherwise be logged on every pass while the disk is full).
+    quiet_until: Cell<Option<Instant>>,
+    /// Unreadable lines of the log already reported (file, offset).
+    reported: RefCell<HashSet<(PathBuf, u64)>>,
+    /// The records written, counted as they reach the log.
+    counts: RefCell<Counts>,
+    /// How long passes take.
+    passes: metrics::Histogram,
+    /// Each running vassal's master and fullest worker on the last pass.
+    sides: HashMap<PathBuf, (Option<Side>, Option<Side>)>,
+    /// Where each pass's metrics go (nowhere but in the daemon).
+    outlets: Outlets,
+    /// The last exposition rendered: its buffer is reused.
+    exposition: String,
 }
+
+/// At most this many owed records are kept; older ones are dropped, with an error.
+const MAX_OWED: usize = 1000;
+
+/// How often a failure to write the log is logged as an error while it lasts.
+const WRITE_ERROR_EVERY: Duration = Duration::from_secs(60);
+
+/// Room kept beyond a record's own length when space is reserved for it (a torn line
+/// to end first).
+const RESERVE_SLACK: u64 = 64;
 
 /// The reads the decision core may ask for, for one vassal on one pass.
 struct Reads<'a> {
     audit: &'a Path,
+    reported: &'a RefCell<HashSet<(PathBuf, u64)>>,
     vassal: &'a Vassal,
     inv: &'a Inventory,
     baselines: &'a HashMap<ProcId, Baseline>,
@@ -76,17 +110,19 @@ struct Reads<'a> {
 
 impl Lookups for Reads<'_> {
     fn recorded_actions(&mut self) -> Vec<Past> {
-        audit::recent_actions(self.audit, &self.vassal.file.path, 256 * 1024)
+        let (past, bad) = audit::recent_actions(self.audit, &self.vassal.file.path, 256 * 1024);
+        report_bad(self.reported, &bad);
+        past
     }
 
     fn facts(&mut self) -> Facts {
         let v = self.vassal;
         // Read the file again now: it may have changed since the last rescan.
         // With its includes: one deleted by a deploy makes it unloadable too.
-        let ini_error = crate::emperor::read_vassal(&v.file.path, &v.cwd)
-            .err()
-            .map(|e| e.to_string());
-        let chain_file = chain_file(v);
+        let fresh = crate::emperor::read_vassal(&v.file.path, &v.cwd);
+        // The chain-reload file from this same read, judged with the owner as it is now.
+        let chain_file = fresh.as_ref().ok().and_then(|ini| chain_file(v, ini));
+        let ini_error = fresh.err().map(|e| e.to_string());
         Facts {
             ini_error,
             pending_change: v.pending_change,
@@ -114,10 +150,10 @@ impl Lookups for Reads<'_> {
 /// The vassal's `touch-chain-reload` file, when it declares one that is a regular file
 /// its owner could touch. uWSGI reads a relative path from the vassal's working
 /// directory.
-fn chain_file(v: &Vassal) -> Option<PathBuf> {
-    let value = v.ini.as_ref().ok()?.get("touch-chain-reload")?;
+fn chain_file(v: &Vassal, ini: &crate::uwsgi_ini::VassalIni) -> Option<PathBuf> {
+    let value = ini.get("touch-chain-reload")?;
     let path = v.cwd.join(value);
-    let owner = v.owner()?;
+    let owner = crate::trust::authority(&v.file.path)?;
     match crate::trust::named_file(owner, &path) {
         Ok(_) => Some(path),
         Err(why) => {
@@ -143,11 +179,26 @@ impl Warden {
             episodes: HashMap::new(),
             timings: Timings::default(),
             last_action: None,
+            said: HashMap::new(),
             origin: Instant::now(),
             seq: 0,
+            owed: RefCell::new(VecDeque::new()),
+            quiet_until: Cell::new(None),
+            reported: RefCell::new(HashSet::new()),
+            counts: RefCell::new(Counts::default()),
+            passes: metrics::Histogram::default(),
+            sides: HashMap::new(),
+            outlets: Outlets::default(),
+            exposition: String::new(),
         };
         w.restore_from_log();
         w
+    }
+
+    /// Publishes the metrics of every pass to `outlets` (the daemon's endpoint and
+    /// textfile).
+    pub(crate) fn publish_to(&mut self, outlets: Outlets) {
+        self.outlets = outlets;
     }
 
     #[must_use]
@@ -187,6 +238,15 @@ impl Warden {
                     );
                     new.audit_log.clone_from(&self.cfg.audit_log);
                 }
+                if (&new.metrics, &new.metrics_textfile)
+                    != (&self.cfg.metrics, &self.cfg.metrics_textfile)
+                {
+                    warn!(
+                        "metrics or metrics-textfile changed: the warden keeps publishing as before until it is restarted"
+                    );
+                    new.metrics = self.cfg.metrics;
+                    new.metrics_textfile.clone_from(&self.cfg.metrics_textfile);
+                }
                 self.dry_run = self.forced_dry_run || new.dry_run;
                 self.cfg = new;
                 self.inv.repolicy(&self.cfg);
@@ -207,20 +267,18 @@ impl Warden {
         &self.inv
     }
 
-    /// Rebuilds each vassal's episode from the incident log.
+    /// Rebuilds each vassal's episode from the incident log and its rotated
+    /// predecessor (the last few MiB of each).
     fn restore_from_log(&mut self) {
         let path = self.audit.path().to_owned();
-        match audit::read_log(&path) {
-            Ok((records, bad)) => {
-                for b in bad {
-                    warn!(file = %path.display(), line = b.line, "unreadable incident log line skipped: {}", b.message);
-                }
-                self.episodes = Episode::replay(&records);
-                self.timings.replay(&records);
+        match audit::read_history(&path, audit::HISTORY_TAIL) {
+            Ok(read) => {
+                report_bad(&self.reported, &read.bad);
+                self.episodes = Episode::replay(&read.records);
+                self.timings.replay(&read.records);
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => {
-                warn!(file = %path.display(), "cannot read the incident log to restore cooldowns: {e}; they start empty");
+                warn!(file = %path.display(), "cannot read the incident log to restore cooldowns: {e}; they start empty; make it readable by the warden");
             }
         }
     }
@@ -231,26 +289,86 @@ impl Warden {
         format!("{ts}-{}-{}", std::process::id(), self.seq)
     }
 
-    fn write(
+    /// Writes the first record of an incident, after every record still owed. On
+    /// failure nothing of it is kept: the caller takes no step it was to precede, and
+    /// the incident is decided again on the next pass.
+    fn write_first(
         &self,
         now: SystemTime,
         incident: &str,
         v: &Vassal,
         event: Rec,
     ) -> Result<(), audit::WriteError> {
-        let r = Record {
-            schema: audit::SCHEMA,
-            ts: audit::timestamp(now),
-            incident: incident.to_owned(),
-            vassal: v.file.name.clone(),
-            config: v.file.path.clone(),
-            event,
-        };
-        let res = self.audit.append(&r);
+        let r = record(now, incident, v, event);
+        let res = self.pay_owed().and_then(|()| self.append(&r));
         if let Err(e) = &res {
-            error!(vassal = %v.file.name, "{e}");
+            self.write_failed(&v.file.name, e);
         }
         res
+    }
+
+    /// Writes a later record of an incident (after its first is on disk). One that
+    /// cannot be written now is owed: written on a later pass before anything else.
+    fn write(&self, now: SystemTime, incident: &str, v: &Vassal, event: Rec) {
+        let r = record(now, incident, v, event);
+        {
+            let mut owed = self.owed.borrow_mut();
+            owed.push_back(r);
+            if owed.len() > MAX_OWED
+                && let Some(lost) = owed.pop_front()
+            {
+                error!(vassal = %lost.vassal, incident = %lost.incident, file = %self.audit.path().display(),
+                       "a record owed to the incident log is dropped: {MAX_OWED} are owed; free space on its filesystem");
+            }
+        }
+        if let Err(e) = self.pay_owed() {
+            self.write_failed(&v.file.name, &e);
+        }
+    }
+
+    /// Writes the records still owed, oldest first.
+    fn pay_owed(&self) -> Result<(), audit::WriteError> {
+        let mut owed = self.owed.borrow_mut();
+        while let Some(r) = owed.front() {
+            self.append(r)?;
+            owed.pop_front();
+        }
+        Ok(())
+    }
+
+    /// Appends one record to the log: the one place records are written. It is counted
+    /// for the metrics once it is on disk, so they never disagree with the log.
+    fn append(&self, r: &Record) -> Result<(), audit::WriteError> {
+        self.audit.append(r)?;
+        self.counts.borrow_mut().count(r);
+        Ok(())
+    }
+
+    /// Makes sure the records of an action can be written before it is taken: every
+    /// owed record is written, and `bytes` are reserved in the log.
+    fn room_to_act(&self, name: &str, bytes: u64) -> Result<(), audit::WriteError> {
+        let res = self
+            .pay_owed()
+            .and_then(|()| self.audit.reserve(bytes + RESERVE_SLACK));
+        if let Err(e) = &res {
+            self.write_failed(name, e);
+        }
+        res
+    }
+
+    /// Logs a failure to write the log: as an error once a minute while it lasts.
+    fn write_failed(&self, vassal: &str, e: &audit::WriteError) {
+        let now = Instant::now();
+        let owed = self.owed.borrow().len();
+        if self.quiet_until.get().is_some_and(|t| now < t) {
+            debug!(vassal, owed, "{e}");
+            return;
+        }
+        self.quiet_until.set(Some(now + WRITE_ERROR_EVERY));
+        error!(
+            vassal,
+            owed, "{e}; no action is taken until its records are written; retrying on every pass"
+        );
     }
 
     /// Re-lists Emperors and vassals; logs what changed.
@@ -324,6 +442,10 @@ impl Warden {
             self.refresh();
         }
         self.inv.map_all();
+        self.say_source_problems();
+        if let Err(e) = self.pay_owed() {
+            self.write_failed("-", &e);
+        }
         let paths: Vec<PathBuf> = self.inv.vassals.keys().cloned().collect();
         let mut seen: HashSet<ProcId> = HashSet::new();
         for path in paths {
@@ -333,12 +455,83 @@ impl Warden {
         self.baselines.retain(|id, _| seen.contains(id));
         self.sampler
             .retain(|pid| seen.iter().any(|id| id.pid == pid));
+        let elapsed = now_i.elapsed();
         tracing::trace!(
-            elapsed_us = now_i.elapsed().as_micros(),
+            elapsed_us = elapsed.as_micros(),
             processes = seen.len(),
             "tick"
         );
+        self.passes.observe(elapsed);
+        self.publish_metrics(seen.len());
         seen.len()
+    }
+
+    /// Renders this pass's metrics and hands them to the outlets: the endpoint and the
+    /// textfile read only this text, never the warden.
+    fn publish_metrics(&mut self, processes: usize) {
+        if self.outlets.is_empty() {
+            return;
+        }
+        let inv = &self.inv;
+        self.sides.retain(|p, _| inv.vassals.contains_key(p));
+        self.counts
+            .borrow_mut()
+            .retain(|name| inv.vassals.values().any(|v| v.file.name == name));
+        let now = SystemTime::now();
+        let counts = self.counts.borrow();
+        let mut names = HashSet::new();
+        let mut views = Vec::with_capacity(inv.vassals.len());
+        // Two vassals with one name (under two Emperors) share its series: the first by
+        // path shows its gauges; the counts are of both.
+        for (path, v) in inv
+            .vassals
+            .iter()
+            .filter(|(_, v)| names.insert(&v.file.name))
+        {
+            let standing = self
+                .episodes
+                .get(path)
+                .map(|ep| ep.standing(&v.policy, now));
+            let (master, worker) = self.sides.get(path).copied().unwrap_or_default();
+            views.push(metrics::VassalView {
+                name: &v.file.name,
+                state: v.mapping.state(),
+                master,
+                worker,
+                flapping: standing.is_some_and(|s| s.flapping),
+                given_up: standing.is_some_and(|s| s.given_up),
+                last_action: standing.and_then(|s| s.last_action),
+                counts: counts.of(&v.file.name),
+            });
+        }
+        views.sort_by(|a, b| a.name.cmp(b.name));
+        let w = metrics::WardenView {
+            vassals: inv.vassals.len(),
+            emperors: inv.emperors.len(),
+            processes,
+            owed: self.owed.borrow().len(),
+            last_pass: now,
+            passes: &self.passes,
+        };
+        metrics::render(&mut self.exposition, &w, &views);
+        self.outlets.publish(&self.exposition);
+    }
+
+    /// A bad source (an Emperor stats server that trickles or lies) is one warning in the
+    /// log, not one per pass; it is said again only once it changed.
+    fn say_source_problems(&mut self) {
+        for (pid, view) in &self.inv.views {
+            match &view.stats_error {
+                Some(e) if self.said.get(pid) != Some(e) => {
+                    warn!(emperor = pid, "{e}");
+                    self.said.insert(*pid, e.clone());
+                }
+                Some(_) => {}
+                None => {
+                    self.said.remove(pid);
+                }
+            }
+        }
     }
 
     /// True while some vassal's action is being verified.
@@ -400,6 +593,7 @@ impl Warden {
         };
         let policy = v.policy.clone();
         let Mapping::Running(procs) = &v.mapping else {
+            self.sides.remove(path);
             if let Some(ep) = self.episodes.get_mut(path) {
                 let d = ep.decide_stopped(&policy, Instant::now());
                 self.record_outcome(path, d);
@@ -409,6 +603,12 @@ impl Warden {
         let procs = procs.clone();
         let name = v.file.name.clone();
         let sampled = self.sample(&name, &procs, &policy, now_i, seen);
+        match self.sides.get_mut(path) {
+            Some(s) => *s = sides(&sampled),
+            None => {
+                self.sides.insert(path.to_owned(), sides(&sampled));
+            }
+        }
         let busy =
             self.episodes.values().filter(|e| e.is_pending()).count() >= self.cfg.max_concurrent;
         let pass = Pass {
@@ -421,6 +621,7 @@ impl Warden {
         };
         let mut reads = Reads {
             audit: self.audit.path(),
+            reported: &self.reported,
             vassal: &self.inv.vassals[path],
             inv: &self.inv,
             baselines: &self.baselines,
@@ -467,7 +668,7 @@ impl Warden {
             error!(vassal = %v.file.name, incident = %o.incident, fds = o.fds_after, seconds = o.seconds,
                    result = ?o.result, "not recovered: {}", o.detail.as_deref().unwrap_or(""));
         }
-        let _ = self.write(
+        self.write(
             SystemTime::now(),
             &o.incident,
             v,
@@ -481,6 +682,8 @@ impl Warden {
     }
 
     /// Records an incident the core decided on, then holds, alerts, or checks and acts.
+    /// An incident whose first record cannot be written (nor, when it acts, the room for
+    /// the action's record) is decided again on the next pass, and nothing is done.
     fn incident(
         &mut self,
         path: &Path,
@@ -500,11 +703,30 @@ impl Warden {
         warn!(vassal = %v.file.name, incident = %incident, pid = f.id.pid, role = %f.role, fds = f.fds, limit = f.limit,
               rule = inc.fire.rule().as_str(),
               top = inc.report.top.first().map_or("", |t| t.target.as_str()), plan = plan_name, "over threshold");
-        if self
-            .write(now, &incident, v, detected(policy, inc))
+        let first = detected(policy, inc);
+        // Record first, or not at all: no action without its records on disk. Room for
+        // both records is made before the first is written, so that a full disk stops
+        // the incident before it starts, not between its records.
+        let room = match &inc.then {
+            Then::Act { plan, note, .. } => {
+                audit::line_len(&record(now, &incident, v, first.clone()))
+                    + planned_len(now, &incident, v, plan, note.clone(), None)
+            }
+            _ => 0,
+        };
+        let ready = if room > 0 {
+            self.room_to_act(&v.file.name, room)
+        } else {
+            Ok(())
+        };
+        if ready
+            .and_then(|()| self.write_first(now, &incident, v, first))
             .is_err()
         {
-            // Record first, or not at all: no action without its record on disk.
+            self.episodes
+                .entry(path.to_owned())
+                .or_default()
+                .unrecorded();
             return;
         }
         let suppress = |reason: Reason, detail: String| {
@@ -514,7 +736,7 @@ impl Warden {
                 action: None,
                 detail: Some(detail),
             });
-            let _ = self.write(now, &incident, v, event);
+            self.write(now, &incident, v, event);
         };
         match &inc.then {
             Then::Hold { hold, would } => {
@@ -523,12 +745,7 @@ impl Warden {
                 suppress(hold.reason(), detail);
             }
             Then::Alert { reason, note } => {
-                if *reason == Reason::LadderExhausted {
-                    // Every remediation was tried: given up, an error.
-                    error!(vassal = %v.file.name, incident = %incident, reason = reason.as_str(), "alert: given up, not acting");
-                } else {
-                    warn!(vassal = %v.file.name, incident = %incident, reason = reason.as_str(), "alert: not acting");
-                }
+                log_alert(&v.file.name, &incident, reason);
                 suppress(
                     reason.clone(),
                     note.clone().unwrap_or_else(|| "action = alert".into()),
@@ -549,7 +766,12 @@ impl Warden {
                     reason: None,
                     rest: rest.clone(),
                 };
-                self.execute(path, procs, &req);
+                if self.execute(path, procs, &req).is_err() {
+                    self.episodes
+                        .entry(path.to_owned())
+                        .or_default()
+                        .unrecorded();
+                }
             }
         }
     }
@@ -576,26 +798,42 @@ impl Warden {
             reason: None,
             rest,
         };
-        self.execute(path, procs, &req);
+        if self.execute(path, procs, &req).is_err()
+            && let Plan::RecycleWorkers(ids) = plan
+        {
+            // Not recycled, for want of room for its record: they are next again.
+            let mut next = ids.clone();
+            next.extend(req.rest);
+            self.episodes
+                .entry(path.to_owned())
+                .or_default()
+                .put_back(incident.to_owned(), next);
+        }
     }
 
-    /// Carries out `req.plan` and records it; on success the vassal's action is pending
-    /// verification.
-    fn execute(&mut self, path: &Path, procs: &Procs, req: &Request<'_>) -> bool {
+    /// Carries out `req.plan` and records it; on success (`Ok(true)`) the vassal's
+    /// action is pending verification. `Err`: the action's record could not be made room
+    /// for (or a record is still owed), so nothing was done.
+    fn execute(
+        &mut self,
+        path: &Path,
+        procs: &Procs,
+        req: &Request<'_>,
+    ) -> Result<bool, audit::WriteError> {
         let v = &self.inv.vassals[path];
-        let Some(kind) = req.plan.kind() else {
-            return false;
+        let Some(mut action) = planned(v, req.plan, req.note.clone(), req.reason.clone()) else {
+            return Ok(false);
         };
-        let mut action = Action {
-            action: kind,
-            path: v.file.path.clone(),
-            mtime_before: None,
-            mtime_after: None,
-            dry_run: false,
-            pids: Vec::new(),
-            reason: req.reason.clone(),
-            note: req.note.clone(),
-        };
+        let kind = action.action;
+        let room = planned_len(
+            req.now,
+            req.incident,
+            v,
+            req.plan,
+            req.note.clone(),
+            req.reason.clone(),
+        );
+        self.room_to_act(&v.file.name, room)?;
         let mut replace = procs.workers.clone();
         let result = match req.plan {
             Plan::Touch | Plan::ChainReload(_) => {
@@ -604,13 +842,13 @@ impl Warden {
                         path: f,
                         nofollow: false,
                         loaded: None,
-                        owner: Some(v.owner().unwrap_or(NOBODY)),
+                        owner: Some(crate::trust::authority(&v.file.path).unwrap_or(NOBODY)),
                     },
                     _ => act::TouchTarget {
                         path: &v.file.path,
                         nofollow: self.nofollow(v),
                         loaded: v.loaded_mtime(),
-                        owner: Some(v.entry_owner().unwrap_or(NOBODY)),
+                        owner: Some(crate::trust::authority(&v.file.path).unwrap_or(NOBODY)),
                     },
                 };
                 touch(&target, &mut action)
@@ -621,7 +859,7 @@ impl Warden {
                 replace.retain(|id| action.pids.contains(&id.pid));
                 r
             }
-            Plan::Alert(_) => return false,
+            Plan::Alert(_) => return Ok(false),
         };
         if let Err(detail) = result {
             error!(vassal = %v.file.name, incident = %req.incident, action = %kind, "{detail}; the next pass climbs the ladder");
@@ -630,16 +868,16 @@ impl Warden {
                 action: Some(kind),
                 detail: Some(detail),
             });
-            let _ = self.write(req.now, req.incident, v, event);
+            self.write(req.now, req.incident, v, event);
             self.episodes
                 .entry(path.to_owned())
                 .or_default()
                 .failed(kind);
-            return false;
+            return Ok(false);
         }
         info!(vassal = %v.file.name, action = %action.action, pids = ?action.pids, "acted");
         self.last_action = Some((v.file.name.clone(), kind, SystemTime::now()));
-        let _ = self.write(req.now, req.incident, v, Rec::Action(action));
+        self.write(req.now, req.incident, v, Rec::Action(action));
         for id in procs.all() {
             if let Some(s) = self.states.get_mut(&id) {
                 s.reset();
@@ -658,7 +896,7 @@ impl Warden {
             req.incident.to_owned(),
             req.rest.clone(),
         );
-        true
+        Ok(true)
     }
 
     fn nofollow(&self, v: &Vassal) -> bool {
@@ -729,7 +967,8 @@ impl Warden {
                 action: None,
                 detail: Some(format!("{reason}: {detail}")),
             });
-            let _ = self.write(now, &incident, v, event);
+            // Refused either way; a failure to record it is logged.
+            let _ = self.write_first(now, &incident, v, event);
             anyhow::bail!("not reloading {}: {detail}", v.file.name);
         }
         if dry_run {
@@ -743,7 +982,7 @@ impl Warden {
                 reason: Some(reason),
                 note: None,
             });
-            self.write(now, &incident, v, event)?;
+            self.write_first(now, &incident, v, event)?;
             return Ok(OutcomeResult::Recovered);
         }
         let req = Request {
@@ -754,15 +993,21 @@ impl Warden {
             reason: Some(reason),
             rest: Vec::new(),
         };
-        if !self.execute(&path, &procs, &req) {
-            anyhow::bail!(
+        match self.execute(&path, &procs, &req) {
+            Ok(true) => {}
+            Ok(false) => anyhow::bail!(
                 "the touch failed; see the incident log {}",
                 self.audit.path().display()
-            );
+            ),
+            Err(e) => anyhow::bail!("{e}; not touched, since its record could not be written"),
         }
         self.await_outcome(&path);
-        let (records, _) = audit::read_log(self.audit.path())?;
-        Ok(records
+        if let Err(e) = self.pay_owed() {
+            anyhow::bail!("{e}; the vassal was touched, but not all of its records are written");
+        }
+        let read = audit::read_tail(self.audit.path(), audit::HISTORY_TAIL)?;
+        Ok(read
+            .records
             .iter()
             .rev()
             .find_map(|r| match &r.event {
@@ -782,6 +1027,92 @@ impl Warden {
             self.inv.map_all();
             let mut seen = HashSet::new();
             self.tick_vassal(path, Instant::now(), &mut seen);
+        }
+    }
+}
+
+/// The master and the fullest worker (the one nearest its soft limit) of a pass's
+/// samples, for the metrics.
+fn sides(sampled: &[Proc]) -> (Option<Side>, Option<Side>) {
+    let side = |p: &Proc| Side {
+        fds: p.fds,
+        limit: p.limit,
+        line: p.line,
+    };
+    let master = sampled.iter().find(|p| p.role == Role::Master).map(side);
+    let worker = sampled
+        .iter()
+        .filter(|p| p.role == Role::Worker)
+        .max_by(|a, b| {
+            let usage = |p: &Proc| p.fds as f64 / p.limit.max(1) as f64;
+            usage(a).total_cmp(&usage(b)).then(a.fds.cmp(&b.fds))
+        })
+        .map(side);
+    (master, worker)
+}
+
+/// A record of the log about vassal `v`.
+fn record(now: SystemTime, incident: &str, v: &Vassal, event: Rec) -> Record {
+    Record {
+        schema: audit::SCHEMA,
+        ts: audit::timestamp(now),
+        incident: incident.to_owned(),
+        vassal: v.file.name.clone(),
+        config: v.file.path.clone(),
+        event,
+    }
+}
+
+/// The action record `plan` makes, before it is taken (without its mtimes and PIDs).
+fn planned(
+    v: &Vassal,
+    plan: &Plan,
+    note: Option<String>,
+    reason: Option<String>,
+) -> Option<Action> {
+    Some(Action {
+        action: plan.kind()?,
+        path: match plan {
+            Plan::ChainReload(f) => f.clone(),
+            _ => v.file.path.clone(),
+        },
+        mtime_before: None,
+        mtime_after: None,
+        dry_run: false,
+        pids: Vec::new(),
+        reason,
+        note,
+    })
+}
+
+/// The length of the longest line the action record of `plan` can take: its mtimes and
+/// every worker it may signal filled in.
+fn planned_len(
+    now: SystemTime,
+    incident: &str,
+    v: &Vassal,
+    plan: &Plan,
+    note: Option<String>,
+    reason: Option<String>,
+) -> u64 {
+    let Some(mut a) = planned(v, plan, note, reason) else {
+        return 0;
+    };
+    let mtime = audit::timestamp_precise(now);
+    a.mtime_before = Some(mtime.clone());
+    a.mtime_after = Some(mtime);
+    if let Plan::RecycleWorkers(ids) = plan {
+        a.pids = ids.iter().map(|i| i.pid).collect();
+    }
+    audit::line_len(&record(now, incident, v, Rec::Action(a)))
+}
+
+/// Logs the unreadable lines of the log not reported yet.
+fn report_bad(reported: &RefCell<HashSet<(PathBuf, u64)>>, bad: &[audit::BadLine]) {
+    let mut seen = reported.borrow_mut();
+    for b in bad {
+        if seen.insert((b.file.clone(), b.offset)) {
+            warn!("{b}");
         }
     }
 }
@@ -811,6 +1142,25 @@ fn detected(policy: &Policy, inc: &Incident) -> Rec {
         top: inc.report.top.iter().map(Into::into).collect(),
         by_kind: inc.report.by_kind.clone(),
     })
+}
+
+/// An alert in the journal: a warning, or an error when every remediation was tried.
+fn log_alert(vassal: &str, incident: &str, reason: &Reason) {
+    if *reason == Reason::LadderExhausted {
+        error!(
+            vassal,
+            incident,
+            reason = reason.as_str(),
+            "alert: given up, not acting"
+        );
+    } else {
+        warn!(
+            vassal,
+            incident,
+            reason = reason.as_str(),
+            "alert: not acting"
+        );
+    }
 }
 
 /// The owner assumed for a file whose owner cannot be read: nobody, trusted for nothing.

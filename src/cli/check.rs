@@ -14,10 +14,10 @@ use super::status::VassalStatus;
 use super::{Episodes, Report};
 use crate::config::{Config, Policy};
 use crate::emperor::Emperor;
-use crate::episode;
 use crate::inventory::{Inventory, Vassal};
 use crate::mapping::Mapping;
 use crate::sample;
+use crate::{ability, episode};
 
 /// What `check` shows and `check --json` prints.
 #[derive(Debug, Serialize)]
@@ -29,6 +29,9 @@ pub(super) struct CheckReport {
     sources_from: &'static str,
     emperors: Vec<EmperorCheck>,
     vassals: Vec<VassalCheck>,
+    /// Whose abilities the "could it act" problems judge: the running warden's (its
+    /// capabilities and mounts), or this command's when none runs with this log.
+    judged_as: String,
     /// Each a sentence naming the file or PID and what to do.
     pub problems: Vec<String>,
 }
@@ -85,7 +88,7 @@ impl CheckReport {
             .vassals
             .values()
             .map(|v| {
-                problems.extend(vassal_problems(inv, v));
+                problems.extend(vassal_problems(inv, v, &cfg.audit_log));
                 let status = VassalStatus::of(v, episodes);
                 // What is wrong now is a problem too, not only what is misconfigured (which
                 // the lines above say already, and better).
@@ -103,7 +106,12 @@ impl CheckReport {
                 }
             })
             .collect();
+        let judged_as = match crate::audit::running_owner(&cfg.audit_log) {
+            Some(pid) => format!("the running warden (PID {pid})"),
+            None => "this command (no warden runs with this incident log)".to_owned(),
+        };
         CheckReport {
+            judged_as,
             config: cfg.path.clone(),
             audit_log: cfg.audit_log.clone(),
             sources: inv.sources.iter().map(ToString::to_string).collect(),
@@ -120,6 +128,20 @@ fn emperor_problems(inv: &Inventory) -> Vec<String> {
     if inv.emperors.is_empty() {
         problems.push("no running uWSGI Emperor found: start uwsgi-emperor (systemctl start uwsgi-emperor); nothing is touched until one runs".into());
     }
+    for src in &inv.sources {
+        let watchers: Vec<String> = inv
+            .emperors
+            .iter()
+            .filter(|e| e.watches(src))
+            .map(|e| e.pid.to_string())
+            .collect();
+        if watchers.len() > 1 {
+            problems.push(format!(
+                "Emperors {} all watch {src}: which one runs its vassals cannot be told, so none of them is acted on; stop the Emperor that should not be there",
+                watchers.join(", ")
+            ));
+        }
+    }
     let mut views: Vec<_> = inv.views.iter().collect();
     views.sort_by_key(|(pid, _)| **pid);
     for (pid, view) in views {
@@ -130,7 +152,7 @@ fn emperor_problems(inv: &Inventory) -> Vec<String> {
     problems
 }
 
-fn vassal_problems(inv: &Inventory, v: &Vassal) -> Vec<String> {
+fn vassal_problems(inv: &Inventory, v: &Vassal, audit_log: &std::path::Path) -> Vec<String> {
     let path = v.file.path.display();
     let mut problems = Vec::new();
     if let Err(e) = &v.ini {
@@ -152,6 +174,7 @@ fn vassal_problems(inv: &Inventory, v: &Vassal) -> Vec<String> {
         )),
         _ => {}
     }
+    problems.extend(could_act(inv, v, audit_log));
     if let Mapping::Running(p) = &v.mapping
         && v.policy.max_fds.is_none()
         && sample::soft_limit(p.master.pid).is_ok_and(|l| l > 1 << 20)
@@ -161,6 +184,39 @@ fn vassal_problems(inv: &Inventory, v: &Vassal) -> Vec<String> {
         ));
     }
     problems
+}
+
+/// Whether the warden, as it runs now, could carry out each action on `v`: read what
+/// its processes hold, recycle its workers, touch the file a reload touches (and its
+/// `touch-chain-reload` file). Each problem names what is missing.
+fn could_act(inv: &Inventory, v: &Vassal, audit_log: &std::path::Path) -> Vec<String> {
+    let Mapping::Running(p) = &v.mapping else {
+        return Vec::new();
+    };
+    let view = ability::Viewpoint::of(crate::audit::running_owner(audit_log));
+    let caps = view.caps;
+    let name = &v.file.name;
+    let authority = crate::trust::authority(&v.file.path);
+    let nofollow = v
+        .emperor
+        .and_then(|e| inv.emperor(e))
+        .is_some_and(|e| e.nofollow);
+    let mut checks = vec![ability::read_fds(caps, p.master.pid)];
+    checks.extend(p.workers.first().map(|w| ability::signal(caps, w.pid)));
+    checks.push(ability::touch(&view, &v.file.path, nofollow, authority));
+    if let Some(chain) = v
+        .ini
+        .as_ref()
+        .ok()
+        .and_then(|i| i.get("touch-chain-reload"))
+    {
+        checks.push(ability::touch(&view, &v.cwd.join(chain), false, authority));
+    }
+    checks
+        .into_iter()
+        .filter_map(Result::err)
+        .map(|e| format!("{name}: {e}"))
+        .collect()
 }
 
 impl EmperorCheck {
@@ -216,11 +272,12 @@ impl Report for CheckReport {
         for v in &self.vassals {
             v.write_text(w)?;
         }
+        writeln!(w, "what it could do is judged for {}", self.judged_as)?;
         if self.problems.is_empty() {
             writeln!(w, "no problems found")?;
         }
         for p in &self.problems {
-            writeln!(w, "problem: {p}")?;
+            writeln!(w, "problem: {}", super::one_line(p))?;
         }
         Ok(())
     }
@@ -271,15 +328,15 @@ impl VassalCheck {
             .as_ref()
             .map(|t| format!(", links to {}", t.display()))
             .unwrap_or_default();
-        writeln!(
-            w,
+        let line = format!(
             "vassal {} ({}): {} {} process(es), mapped by {}{link}",
             s.vassal,
             s.config.display(),
             s.state,
             s.processes.len(),
             s.method.as_deref().unwrap_or("-"),
-        )
+        );
+        writeln!(w, "{}", super::one_line(&line))
     }
 }
 

@@ -176,6 +176,9 @@ struct Loader<'a> {
     last_file: Option<String>,
     total: usize,
     references: usize,
+    /// Whose word the file is (`trust::authority`): includes are read only as far as
+    /// that user could read them. `None` when it cannot be told (text given directly).
+    owner: Option<u32>,
 }
 
 /// Loads `path` (its content `text` when given) as uWSGI would with `--ini path:section`
@@ -199,6 +202,11 @@ pub(super) fn load(
         last_file: None,
         total: 0,
         references: 0,
+        owner: if text.is_some() {
+            None
+        } else {
+            crate::trust::authority(path)
+        },
     };
     let text = match text {
         Some(t) => t.to_owned(),
@@ -283,7 +291,23 @@ impl Loader<'_> {
                 format!("it reads more than {MAX_FILES} files; merge its includes"),
             ));
         }
-        Ok(self.resolve(name))
+        let path = self.resolve(name);
+        // Read as root only what the file's owner could read: a tenant's vassal file
+        // cannot make the warden read another user's file (and echo it in a message).
+        if let Some(owner) = self.owner.filter(|o| *o != 0)
+            && let Ok(m) = std::fs::metadata(&path)
+            && !crate::trust::may_read(owner, &m)
+        {
+            return Err(self.error(
+                Some(at),
+                format!(
+                    "`{what}` names {}, which uid {owner}, whose file this is, could not read: \
+                     it is not read, and uWSGI running as that user could not load it either",
+                    path.display()
+                ),
+            ));
+        }
+        Ok(path)
     }
 
     /// Loads the ini `spec` (`file`, `file:section` or `:section`) named at `at`.
@@ -373,13 +397,22 @@ impl Loader<'_> {
             });
         }
         let names = Names::of(path, given, x);
-        let expanded = expand_magic_with(text, &names, &self.top_names);
+        let Some(expanded) = expand_magic_with(text, &names, &self.top_names) else {
+            let what = format!(
+                "its magic variables (`%p`, `%d`, ...) expand to more than {} MiB: it is refused",
+                super::MAX_TOTAL >> 20
+            );
+            return Err(match from {
+                None => FileError::new(self.top, None, what),
+                Some(_) => self.error(from, format!("{} {what}", path.display())),
+            });
+        };
         let file = self.files.len();
         self.files.push(path.to_owned());
         self.stack.push(key_path);
         let mut any = false;
         for e in lex(&expanded) {
-            if e.section == asked {
+            if *e.section == *asked {
                 any = true;
                 let at = At {
                     file,
@@ -387,7 +420,7 @@ impl Loader<'_> {
                     top_line: from.map_or(e.line, |f| f.top_line),
                 };
                 self.add(e.key, e.value, at)?;
-            } else if from.is_none() && e.section == "vassal-warden" {
+            } else if from.is_none() && &*e.section == "vassal-warden" {
                 self.warden.push(e);
             }
         }
@@ -834,5 +867,31 @@ mod tests {
         assert_eq!(strtoll("  -12abc"), -12);
         assert_eq!(strtoll("x"), 0);
         assert_eq!(strtoll("99999999999999999999"), i64::MAX);
+    }
+
+    /// A tenant's vassal file that includes (or `@()`s) a file only root can read: not
+    /// read, and the vassal reads as one uWSGI could not load.
+    #[test]
+    fn a_tenants_file_cannot_make_root_read_what_the_tenant_could_not() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let secret = d.path().join("secret.ini");
+        std::fs::write(&secret, "[uwsgi]\nmaster = 1\n").unwrap();
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+        for line in ["ini = secret.ini", "chdir = @(secret.ini)"] {
+            let v = d.path().join("tenant.ini");
+            std::fs::write(&v, format!("[uwsgi]\n{line}\n")).unwrap();
+            std::os::unix::fs::chown(&v, Some(65534), Some(65534)).unwrap();
+            let e = load(&v, d.path(), "uwsgi", None).unwrap_err();
+            assert!(
+                e.to_string()
+                    .contains("uid 65534, whose file this is, could not read"),
+                "{e}"
+            );
+            // Readable by all: read.
+            std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).unwrap();
+            assert!(load(&v, d.path(), "uwsgi", None).is_ok());
+            std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
     }
 }

@@ -457,8 +457,33 @@ impl Warden {
         fs::read_to_string(&self.stderr).unwrap_or_default()
     }
 
+    /// The address its metrics endpoint said it serves on.
+    pub fn metrics_addr(&self) -> String {
+        wait_for(Duration::from_secs(10), "the metrics endpoint", || {
+            self.log().lines().find_map(|l| {
+                let rest = l.split_once("serving metrics at http://")?.1;
+                Some(rest.split_once("/metrics")?.0.to_owned())
+            })
+        })
+    }
+
+    /// How many passes its debug log shows.
+    pub fn passes(&self) -> usize {
+        self.log().matches("pass done").count()
+    }
+
+    /// The warden's PID.
+    pub fn pid(&self) -> i32 {
+        self.group.pid()
+    }
+
+    /// Sends `signal` to the warden; after SIGKILL, waits until it is gone (and its lock
+    /// on the incident log with it).
     pub fn kill(&mut self, signal: Signal) {
         self.group.kill(signal);
+        if signal == Signal::KILL {
+            let _ = self.group.child.wait();
+        }
     }
 
     /// The exit status, if the warden has exited.
@@ -493,7 +518,11 @@ impl Drop for Warden {
                 self.stderr.display(),
                 self.log()
             );
-            eprintln!("--- incident log ---\n{:#?}", self.records());
+            // As it is on disk: a torn line must not panic again while panicking.
+            eprintln!(
+                "--- incident log ---\n{}",
+                String::from_utf8_lossy(&fs::read(&self.audit_log).unwrap_or_default())
+            );
         }
     }
 }
@@ -569,7 +598,9 @@ impl Holder {
 }
 
 /// Writes `root/NAME`: a warden config watching `vassals`, with its incident log at
-/// `root/incidents.jsonl`, then `extra` lines.
+/// `root/incidents.jsonl`, its metrics on a loopback port the kernel picks (tests run
+/// side by side, and the host's own port stays free), then `extra` lines (a `metrics`
+/// line there wins).
 pub fn write_config(root: &Path, name: &str, vassals: &[String], extra: &str) -> PathBuf {
     let mut text = String::from("[warden]\n");
     for v in vassals {
@@ -577,7 +608,7 @@ pub fn write_config(root: &Path, name: &str, vassals: &[String], extra: &str) ->
     }
     write!(
         text,
-        "audit-log = {}\n{extra}",
+        "metrics = 127.0.0.1:0\naudit-log = {}\n{extra}",
         root.join("incidents.jsonl").display()
     )
     .unwrap();

@@ -414,8 +414,8 @@ fn a_vassal_cannot_hold_the_action_slot_with_its_own_verify() {
 }
 
 /// A tenant writes the PID of another vassal's master, whose title is rewritten (so no
-/// command line says whose it is), into its own pidfile: the two vassals are never shown
-/// running on one master: both are `disputed`, and left alone, or each has its own.
+/// command line says whose it is), into its own pidfile: that master does not run as the
+/// tenant, so the claim is ignored and each vassal keeps its own master.
 #[test]
 fn two_vassals_never_claim_one_master() {
     let emp = Emperor::start();
@@ -465,14 +465,60 @@ fn two_vassals_never_claim_one_master() {
                 .map(|v| v["state"].clone())
         };
         let (s, t) = (master_of("shop.ini"), master_of("tenant.ini"));
-        assert!(s.is_none() || s != t, "both on one master: {status}");
-        if s.is_none() || t.is_none() {
-            assert_eq!(state("shop.ini"), Some(Value::from("disputed")), "{status}");
-            assert_eq!(
-                state("tenant.ini"),
-                Some(Value::from("disputed")),
-                "{status}"
-            );
-        }
+        // The tenant's pidfile names a master that does not run as the tenant: ignored.
+        assert_eq!(s, Some(shop), "{status}");
+        assert!(t.is_some() && t != s, "{status}");
+        assert_eq!(
+            state("tenant.ini"),
+            Some(Value::from("running")),
+            "{status}"
+        );
     }
+}
+
+/// A user runs uWSGI's own binary as an Emperor of a directory root owns (here after
+/// root's Emperor; after a restart of root's it would be the older one): it speaks for
+/// no source it does not own, so the vassals stay with root's Emperor.
+#[test]
+fn a_users_emperor_does_not_take_over_roots_vassal_directory() {
+    use std::os::unix::fs::PermissionsExt;
+    let emp = Emperor::start();
+    emp.add_vassal("shop.ini", &VassalSpec::default());
+    emp.wait_running("shop.ini", 1);
+    // The user can read the directory, as on a real host.
+    for d in [emp.root(), emp.vassals.as_path()] {
+        fs::set_permissions(d, fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let theirs = crate::harness::Group::spawn(
+        Command::new("setpriv")
+            .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups"])
+            .arg("/usr/bin/uwsgi-core")
+            .arg("--emperor")
+            .arg(&emp.vassals)
+            .args(["--emperor-freq", "1000"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null()),
+    );
+    let cfg = crate::harness::write_config(emp.root(), "warden.ini", &[], "");
+    let check = wait_for(Duration::from_secs(20), "both Emperors seen", || {
+        let out = Command::new(bin())
+            .args(["check", "--json", "-c"])
+            .arg(&cfg)
+            .output()
+            .unwrap();
+        let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+        (v["emperors"].as_array()?.len() == 2).then_some(v)
+    });
+    let users = check["emperors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["pid"] == theirs.pid())
+        .cloned()
+        .unwrap();
+    assert_eq!(users["sources"], Value::Array(vec![]), "{check:#}");
+    let status = status_json(cfg.to_str().unwrap());
+    let shop = &status["vassals"][0];
+    assert_eq!(shop["state"], "running", "{status:#}");
+    assert_eq!(shop["emperor"], emp.emperor_pid(), "{status:#}");
 }

@@ -15,6 +15,8 @@ mod discovery;
 mod forensics;
 mod hostile;
 mod ini_oracle;
+mod ledger;
+mod metrics;
 mod packaging;
 mod remediation;
 mod site_up;

@@ -302,7 +302,7 @@ fn a_refused_signal_climbs_to_a_touch() {
         &[emp.vassals.display().to_string()],
         "interval = 200ms\n[policy]\nreload-at = 40\nfor = 1\npredict = off\nverify = 30s\n",
     );
-    let warden = Warden::start_under(
+    let mut warden = Warden::start_under(
         &["setpriv", "--bounding-set=-kill", "--inh-caps=-kill"],
         &bin(),
         &cfg,
@@ -323,7 +323,10 @@ fn a_refused_signal_climbs_to_a_touch() {
     assert_eq!(failed["reason"], "action_failed", "{failed}");
     assert_eq!(failed["action"], "recycle-worker", "{failed}");
     assert!(
-        failed["detail"].as_str().unwrap().contains("ermi"),
+        failed["detail"]
+            .as_str()
+            .unwrap()
+            .contains("Operation not permitted"),
         "the reason is in the record: {failed}"
     );
     let action = warden.wait_record("action", 0);
@@ -331,6 +334,32 @@ fn a_refused_signal_climbs_to_a_touch() {
     assert_eq!(warden.wait_record("outcome", 0)["result"], "recovered");
     emp.wait_replaced("owned.ini", &workers);
     assert_eq!(emp.reloads("owned.ini"), 1);
+    // `check` says what is missing before an incident does.
+    let check = |prefix: &[&str]| {
+        let mut cmd = Command::new(prefix.first().copied().unwrap_or(bin().to_str().unwrap()));
+        if !prefix.is_empty() {
+            cmd.args(&prefix[1..]).arg(bin());
+        }
+        let out = cmd
+            .args(["check", "--json", "-c"])
+            .arg(&cfg)
+            .output()
+            .unwrap();
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["problems"].to_string()
+    };
+    let lacks = |problems: &str| {
+        problems.contains("owned.ini: cannot recycle worker")
+            && problems
+                .contains("the warden lacks CAP_KILL; add it to the unit's CapabilityBoundingSet=")
+    };
+    // While that warden runs, `check` judges its abilities, whoever runs `check`.
+    let root = check(&[]);
+    assert!(lacks(&root), "{root}");
+    // With none running, its own.
+    warden.kill(rustix::process::Signal::KILL);
+    let stripped = check(&["setpriv", "--bounding-set=-kill", "--inh-caps=-kill"]);
+    assert!(lacks(&stripped), "{stripped}");
+    assert!(!check(&[]).contains("CAP_KILL"));
 }
 
 fn run(args: &[&str]) -> (i32, String) {

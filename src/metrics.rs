@@ -1,0 +1,628 @@
+//! Metrics: what the warden sees and does, in the Prometheus text exposition format
+//! (version 0.0.4), served on a loopback port and, if asked, written to a file for
+//! `node_exporter`'s textfile collector.
+//!
+//! This module owns the metric names, the counts of the records written (`Counts`: fed
+//! by the warden where a record reaches the incident log, so the metrics never disagree
+//! with the log), the histogram of pass durations, the rendering of one pass's snapshot
+//! (`render`, pure), and where the snapshot goes (`Outlets`). The loop renders the text
+//! once at the end of a pass and swaps it into a shared slot; the server thread
+//! (`serve`) and the textfile thread only ever read that text. A scrape never touches
+//! the warden's state and never waits for a pass, and a pass never waits for a scrape or
+//! a disk: the slot's lock is held only to swap or clone one `Arc`.
+
+mod serve;
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError, mpsc};
+use std::time::{Duration, SystemTime};
+
+use tracing::{info, warn};
+
+use crate::audit::{Event, OutcomeResult, Record};
+use crate::policy::{ActionKind, Reason};
+
+/// Counts of the records this warden wrote, by vassal (the Emperor's name for the file).
+/// They start at 0 with the process, as Prometheus counters do; a vassal no longer
+/// watched is dropped.
+#[derive(Debug, Default)]
+pub(crate) struct Counts {
+    by_vassal: BTreeMap<String, VassalCounts>,
+}
+
+/// One vassal's counts. Every known label value is present from the start, at 0, so
+/// that `rate()` and `increase()` see the first increment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VassalCounts {
+    pub(crate) incidents: u64,
+    /// By `ActionKind::ALL`'s order.
+    pub(crate) actions: [u64; 3],
+    /// By `OutcomeResult::ALL`'s order.
+    pub(crate) outcomes: [u64; 3],
+    /// Every known reason, then any other a record named.
+    pub(crate) suppressions: Vec<(Reason, u64)>,
+}
+
+impl Default for VassalCounts {
+    fn default() -> Self {
+        VassalCounts {
+            incidents: 0,
+            actions: [0; 3],
+            outcomes: [0; 3],
+            suppressions: Reason::KNOWN.iter().map(|r| (r.clone(), 0)).collect(),
+        }
+    }
+}
+
+impl Counts {
+    /// Counts one record, written to the log.
+    pub(crate) fn count(&mut self, r: &Record) {
+        let c = self.by_vassal.entry(r.vassal.clone()).or_default();
+        match &r.event {
+            Event::Detected(_) => c.incidents += 1,
+            Event::Action(a) => {
+                if let Some(i) = ActionKind::ALL.iter().position(|k| *k == a.action) {
+                    c.actions[i] += 1;
+                }
+            }
+            Event::Outcome(o) => {
+                if let Some(i) = OutcomeResult::ALL.iter().position(|k| *k == o.result) {
+                    c.outcomes[i] += 1;
+                }
+            }
+            Event::Suppressed(s) => match c.suppressions.iter_mut().find(|(r, _)| *r == s.reason) {
+                Some((_, n)) => *n += 1,
+                None => c.suppressions.push((s.reason.clone(), 1)),
+            },
+        }
+    }
+
+    /// Drops the vassals not in `keep` (no longer watched): the label sets stay bounded
+    /// by the vassals watched.
+    pub(crate) fn retain(&mut self, keep: impl Fn(&str) -> bool) {
+        self.by_vassal.retain(|name, _| keep(name));
+    }
+
+    #[must_use]
+    pub(crate) fn of(&self, vassal: &str) -> Option<&VassalCounts> {
+        self.by_vassal.get(vassal)
+    }
+}
+
+/// Upper bounds of the pass-duration buckets, in seconds: a pass over a few vassals
+/// takes well under a millisecond; one that names every fd of a large process (an
+/// incident) tens of milliseconds; a stats server at its deadline a second.
+const BUCKETS: [f64; 12] = [
+    0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+
+/// The durations of passes: a Prometheus histogram.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Histogram {
+    /// Per bucket, not cumulative.
+    counts: [u64; BUCKETS.len()],
+    count: u64,
+    sum: f64,
+}
+
+impl Histogram {
+    pub fn observe(&mut self, d: Duration) {
+        let s = d.as_secs_f64();
+        if let Some(i) = BUCKETS.iter().position(|b| s <= *b) {
+            self.counts[i] += 1;
+        }
+        self.count += 1;
+        self.sum += s;
+    }
+}
+
+/// One sampled process of a vassal: the master, or its fullest worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Side {
+    pub fds: u64,
+    /// Its soft `RLIMIT_NOFILE`.
+    pub limit: u64,
+    /// The fd count at which the warden acts on it.
+    pub line: u64,
+}
+
+impl Side {
+    /// Open fds over the soft limit (0..1); NaN for a limit of 0.
+    fn usage(&self) -> f64 {
+        if self.limit == 0 {
+            f64::NAN
+        } else {
+            self.fds as f64 / self.limit as f64
+        }
+    }
+}
+
+/// One vassal on the last pass.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VassalView<'a> {
+    pub name: &'a str,
+    /// `Mapping::state`.
+    pub state: &'static str,
+    /// Sampled on the last pass (a running vassal only).
+    pub master: Option<Side>,
+    /// The worker nearest its soft limit.
+    pub worker: Option<Side>,
+    pub flapping: bool,
+    pub given_up: bool,
+    pub last_action: Option<SystemTime>,
+    pub counts: Option<&'a VassalCounts>,
+}
+
+/// The warden itself on the last pass.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WardenView<'a> {
+    pub vassals: usize,
+    pub emperors: usize,
+    pub processes: usize,
+    /// Records owed to the incident log (it could not be written).
+    pub owed: usize,
+    pub last_pass: SystemTime,
+    pub passes: &'a Histogram,
+}
+
+const PREFIX: &str = "vassal_warden_";
+
+/// One metric family at a time: HELP and TYPE, then its samples.
+struct Out<'a> {
+    s: &'a mut String,
+}
+
+impl Out<'_> {
+    fn family(&mut self, name: &str, kind: &str, help: &str) {
+        // HELP texts are constants with no backslash or newline to escape.
+        let _ = writeln!(self.s, "# HELP {PREFIX}{name} {help}");
+        let _ = writeln!(self.s, "# TYPE {PREFIX}{name} {kind}");
+    }
+
+    /// One sample: `name{labels} value`. Label values are escaped.
+    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: Value) {
+        self.s.push_str(PREFIX);
+        self.s.push_str(name);
+        if !labels.is_empty() {
+            self.s.push('{');
+            for (i, (k, v)) in labels.iter().enumerate() {
+                if i > 0 {
+                    self.s.push(',');
+                }
+                self.s.push_str(k);
+                self.s.push_str("=\"");
+                escape_label(self.s, v);
+                self.s.push('"');
+            }
+            self.s.push('}');
+        }
+        self.s.push(' ');
+        match value {
+            Value::Int(n) => {
+                let _ = write!(self.s, "{n}");
+            }
+            Value::Float(x) => push_float(self.s, x),
+        }
+        self.s.push('\n');
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Value {
+    Int(u64),
+    Float(f64),
+}
+
+fn flag(b: bool) -> Value {
+    Value::Int(u64::from(b))
+}
+
+fn count(n: usize) -> Value {
+    Value::Int(u64::try_from(n).unwrap_or(u64::MAX))
+}
+
+/// A label value as the exposition format wants it: `\`, `"` and newline escaped.
+fn escape_label(s: &mut String, v: &str) {
+    for c in v.chars() {
+        match c {
+            '\\' => s.push_str("\\\\"),
+            '"' => s.push_str("\\\""),
+            '\n' => s.push_str("\\n"),
+            c => s.push(c),
+        }
+    }
+}
+
+/// A float as Prometheus reads it: `NaN`, `+Inf`, `-Inf`, or Rust's shortest form.
+fn push_float(s: &mut String, x: f64) {
+    if x.is_nan() {
+        s.push_str("NaN");
+    } else if x.is_infinite() {
+        s.push_str(if x > 0.0 { "+Inf" } else { "-Inf" });
+    } else {
+        let _ = write!(s, "{x}");
+    }
+}
+
+/// Seconds since the epoch (negative before it: a clock set wrong).
+fn epoch_seconds(t: SystemTime) -> f64 {
+    match t.duration_since(SystemTime::UNIX_EPOCH) {
+        Ok(d) => d.as_secs_f64(),
+        Err(e) => -e.duration().as_secs_f64(),
+    }
+}
+
+/// Renders the exposition of one pass into `s` (cleared first). Families are written
+/// whole, one after the other, as the format requires.
+pub fn render(s: &mut String, w: &WardenView<'_>, vassals: &[VassalView<'_>]) {
+    s.clear();
+    let mut o = Out { s };
+    render_warden(&mut o, w);
+    render_gauges(&mut o, vassals);
+    render_counters(&mut o, vassals);
+}
+
+fn render_warden(o: &mut Out<'_>, w: &WardenView<'_>) {
+    o.family(
+        "build_info",
+        "gauge",
+        "The version of the running warden, as a label; always 1.",
+    );
+    o.sample(
+        "build_info",
+        &[("version", env!("CARGO_PKG_VERSION"))],
+        Value::Int(1),
+    );
+    let gauges = [
+        ("vassals", "Vassal files watched.", count(w.vassals)),
+        (
+            "emperors",
+            "Running uWSGI Emperors found.",
+            count(w.emperors),
+        ),
+        (
+            "processes",
+            "Processes (masters and workers) sampled on the last pass.",
+            count(w.processes),
+        ),
+        (
+            "records_owed",
+            "Incident records not written yet (the log could not be written); no action is taken while any is owed.",
+            count(w.owed),
+        ),
+        (
+            "last_pass_timestamp_seconds",
+            "When the last pass ended, in seconds since the epoch.",
+            Value::Float(epoch_seconds(w.last_pass)),
+        ),
+    ];
+    for (name, help, v) in gauges {
+        o.family(name, "gauge", help);
+        o.sample(name, &[], v);
+    }
+    let h = w.passes;
+    o.family(
+        "pass_duration_seconds",
+        "histogram",
+        "How long a pass (map, sample, decide, act) took.",
+    );
+    let mut cumulative = 0;
+    let mut le = String::new();
+    for (b, n) in BUCKETS.iter().zip(h.counts) {
+        cumulative += n;
+        le.clear();
+        push_float(&mut le, *b);
+        o.sample(
+            "pass_duration_seconds_bucket",
+            &[("le", &le)],
+            Value::Int(cumulative),
+        );
+    }
+    o.sample(
+        "pass_duration_seconds_bucket",
+        &[("le", "+Inf")],
+        Value::Int(h.count),
+    );
+    o.sample("pass_duration_seconds_sum", &[], Value::Float(h.sum));
+    o.sample("pass_duration_seconds_count", &[], Value::Int(h.count));
+}
+
+/// The per-process gauges, each with `role` = `master` or `worker` (its fullest).
+type SideGauge = (&'static str, &'static str, fn(&Side) -> Value);
+
+const SIDE_GAUGES: [SideGauge; 4] = [
+    (
+        "open_fds",
+        "Open file descriptors of the vassal's master, and of its worker nearest its limit (role).",
+        |s| Value::Int(s.fds),
+    ),
+    ("max_fds", "Soft RLIMIT_NOFILE of that process.", |s| {
+        Value::Int(s.limit)
+    }),
+    (
+        "line_fds",
+        "The open fd count at which the warden acts on that process (reload-at, max-fds).",
+        |s| Value::Int(s.line),
+    ),
+    (
+        "fds_usage_ratio",
+        "Open fds of that process over its soft limit (0 to 1).",
+        |s| Value::Float(s.usage()),
+    ),
+];
+
+/// A 0/1 gauge of a vassal: its name, help and value.
+type FlagGauge = (&'static str, &'static str, fn(&VassalView<'_>) -> bool);
+
+fn render_gauges(o: &mut Out<'_>, vassals: &[VassalView<'_>]) {
+    for (name, help, value) in SIDE_GAUGES {
+        o.family(name, "gauge", help);
+        for v in vassals {
+            for (role, side) in [("master", v.master), ("worker", v.worker)] {
+                if let Some(side) = side {
+                    o.sample(name, &[("vassal", v.name), ("role", role)], value(&side));
+                }
+            }
+        }
+    }
+    o.family(
+        "vassal_state",
+        "gauge",
+        "1 for the vassal's state (running, idle, not_running, no_emperor, disputed), 0 for the others.",
+    );
+    for v in vassals {
+        for state in crate::mapping::Mapping::STATES {
+            o.sample(
+                "vassal_state",
+                &[("vassal", v.name), ("state", state)],
+                flag(v.state == state),
+            );
+        }
+    }
+    let flags: [FlagGauge; 2] = [
+        (
+            "flapping",
+            "1 while the vassal's reloads are held by max-reloads: the leak comes back after each.",
+            |v| v.flapping,
+        ),
+        (
+            "given_up",
+            "1 while the warden only alerts for the vassal: a touch did not bring its fds down.",
+            |v| v.given_up,
+        ),
+    ];
+    for (name, help, get) in flags {
+        o.family(name, "gauge", help);
+        for v in vassals {
+            o.sample(name, &[("vassal", v.name)], flag(get(v)));
+        }
+    }
+    o.family(
+        "last_action_timestamp_seconds",
+        "gauge",
+        "When the warden (or an operator's reload) last acted on the vassal, in seconds since the epoch; absent if never.",
+    );
+    for v in vassals {
+        if let Some(t) = v.last_action {
+            o.sample(
+                "last_action_timestamp_seconds",
+                &[("vassal", v.name)],
+                Value::Float(epoch_seconds(t)),
+            );
+        }
+    }
+}
+
+fn render_counters(o: &mut Out<'_>, vassals: &[VassalView<'_>]) {
+    let zero = VassalCounts::default();
+    o.family(
+        "incidents_total",
+        "counter",
+        "Incidents recorded (detected records written to the incident log).",
+    );
+    for v in vassals {
+        let c = v.counts.unwrap_or(&zero);
+        o.sample(
+            "incidents_total",
+            &[("vassal", v.name)],
+            Value::Int(c.incidents),
+        );
+    }
+    o.family(
+        "actions_total",
+        "counter",
+        "Actions recorded, by kind (recycle-worker, chain-reload, touch).",
+    );
+    for v in vassals {
+        let c = v.counts.unwrap_or(&zero);
+        for (kind, n) in ActionKind::ALL.iter().zip(c.actions) {
+            let labels = [("vassal", v.name), ("action", kind.as_str())];
+            o.sample("actions_total", &labels, Value::Int(n));
+        }
+    }
+    o.family(
+        "outcomes_total",
+        "counter",
+        "Outcomes of actions recorded, by result (recovered, not_recovered, vanished).",
+    );
+    for v in vassals {
+        let c = v.counts.unwrap_or(&zero);
+        for (result, n) in OutcomeResult::ALL.iter().zip(c.outcomes) {
+            let labels = [("vassal", v.name), ("result", result.as_str())];
+            o.sample("outcomes_total", &labels, Value::Int(n));
+        }
+    }
+    o.family(
+        "suppressions_total",
+        "counter",
+        "Incidents not acted on (suppressed records), by reason.",
+    );
+    for v in vassals {
+        let c = v.counts.unwrap_or(&zero);
+        for (reason, n) in &c.suppressions {
+            let labels = [("vassal", v.name), ("reason", reason.as_str())];
+            o.sample("suppressions_total", &labels, Value::Int(*n));
+        }
+    }
+}
+
+/// The latest exposition, shared with the server thread.
+type Slot = Arc<Mutex<Arc<str>>>;
+
+/// Where each pass's exposition goes: the endpoint's slot, and the textfile thread.
+#[derive(Debug, Default)]
+pub(crate) struct Outlets {
+    slot: Option<Slot>,
+    textfile: Option<mpsc::SyncSender<Arc<str>>>,
+}
+
+impl Outlets {
+    /// Binds the endpoint and starts the threads `metrics` and `metrics-textfile` ask
+    /// for. A port that cannot be bound is a warning naming it and the key: the warden
+    /// goes on without the endpoint. `config` names the file, for the message.
+    pub(crate) fn start(
+        addr: Option<SocketAddr>,
+        textfile: Option<&Path>,
+        config: Option<&Path>,
+    ) -> Outlets {
+        let mut out = Outlets::default();
+        if let Some(addr) = addr {
+            match serve::Server::bind(addr) {
+                Ok(server) => {
+                    info!(address = %server.addr(), "serving metrics at http://{}/metrics", server.addr());
+                    let slot: Slot = Arc::new(Mutex::new(Arc::from("")));
+                    out.slot = Some(slot.clone());
+                    spawn("metrics", move || server.run(&slot));
+                }
+                Err(e) => warn!("{}", bind_error(addr, &e, config)),
+            }
+        }
+        if let Some(path) = textfile {
+            // One text waits at most; a newer one is sent on the next pass anyway.
+            let (tx, rx) = mpsc::sync_channel::<Arc<str>>(1);
+            let path = path.to_owned();
+            spawn("metrics-textfile", move || write_textfiles(&path, &rx));
+            out.textfile = Some(tx);
+        }
+        out
+    }
+
+    /// Whether anything takes the exposition: no rendering otherwise.
+    #[must_use]
+    pub(crate) fn is_empty(&self) -> bool {
+        self.slot.is_none() && self.textfile.is_none()
+    }
+
+    /// Publishes one pass's exposition. Never waits: the slot's lock guards one swap,
+    /// and a textfile write still under way makes this one skipped.
+    pub(crate) fn publish(&self, text: &str) {
+        let text: Arc<str> = Arc::from(text);
+        if let Some(tx) = &self.textfile {
+            // Full (the disk is slow) or gone (the thread ended): skipped.
+            let _ = tx.try_send(text.clone());
+        }
+        if let Some(slot) = &self.slot {
+            let old = std::mem::replace(
+                &mut *slot.lock().unwrap_or_else(PoisonError::into_inner),
+                text,
+            );
+            // Freed after the lock is let go.
+            drop(old);
+        }
+    }
+}
+
+fn spawn(name: &str, f: impl FnOnce() + Send + 'static) {
+    if let Err(e) = std::thread::Builder::new().name(name.to_owned()).spawn(f) {
+        warn!("cannot start the {name} thread: {e}; the warden goes on without it");
+    }
+}
+
+/// Why the endpoint could not be bound, and what to do.
+fn bind_error(addr: SocketAddr, e: &std::io::Error, config: Option<&Path>) -> String {
+    let file = config.map_or_else(
+        || crate::config::DEFAULT_PATH.to_owned(),
+        |p| p.display().to_string(),
+    );
+    let why = match e.kind() {
+        std::io::ErrorKind::AddrInUse => format!(
+            "port {} is in use (another vassal-warden, or another exporter?)",
+            addr.port()
+        ),
+        std::io::ErrorKind::AddrNotAvailable => {
+            format!("{} is not an address of this host", addr.ip())
+        }
+        _ => e.to_string(),
+    };
+    format!(
+        "cannot serve metrics on {addr}: {why}; set `metrics = ADDRESS:PORT` (or `metrics = off`) in [warden] of {file} and restart; the warden goes on without the metrics endpoint"
+    )
+}
+
+/// The textfile thread: writes each text it gets to `path`, atomically. A failure is
+/// said once until it changes or clears.
+fn write_textfiles(path: &Path, rx: &mpsc::Receiver<Arc<str>>) {
+    let mut said: Option<String> = None;
+    for text in rx {
+        match write_atomically(path, text.as_bytes()) {
+            Ok(()) => {
+                if said.take().is_some() {
+                    info!(file = %path.display(), "metrics textfile written again");
+                }
+            }
+            Err(e) => {
+                let msg = format!(
+                    "cannot write the metrics textfile {}: {e}; check that its directory exists and is writable by the warden, or change `metrics-textfile` in [warden]",
+                    path.display()
+                );
+                if said.as_ref() != Some(&msg) {
+                    warn!("{msg}");
+                    said = Some(msg);
+                }
+            }
+        }
+    }
+}
+
+/// `PATH.tmp` beside `path`.
+fn tmp_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_owned();
+    name.push(".tmp");
+    path.with_file_name(name)
+}
+
+/// Writes `bytes` to `path` as a whole or not at all: to `PATH.tmp` in the same
+/// directory, fsync'd, renamed over `path`. The temporary name is removed first and
+/// created anew, never followed: in a directory others can write, a link planted there
+/// cannot make root write elsewhere. The file is 0644 whatever the umask.
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use rustix::fs::{Mode, OFlags};
+    use std::io::Write;
+    let tmp = tmp_path(path);
+    match std::fs::remove_file(&tmp) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    let fd = rustix::fs::open(
+        &tmp,
+        OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o644),
+    )?;
+    // Readable by node_exporter's user whatever the umask (the unit's is 0027).
+    rustix::fs::fchmod(&fd, Mode::from_raw_mode(0o644))?;
+    let mut f = std::fs::File::from(fd);
+    let res = f
+        .write_all(bytes)
+        .and_then(|()| f.sync_all())
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if res.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    res
+}
+
+#[cfg(test)]
+mod tests;

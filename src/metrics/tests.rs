@@ -1,0 +1,339 @@
+use super::*;
+use crate::audit::{Action, Detected, Outcome, Suppressed};
+use crate::procs::Role;
+
+fn record(vassal: &str, event: Event) -> Record {
+    Record {
+        schema: crate::audit::SCHEMA,
+        ts: "2026-01-01T00:00:00Z".into(),
+        incident: "i".into(),
+        vassal: vassal.into(),
+        config: PathBuf::from("/v").join(vassal),
+        event,
+    }
+}
+
+fn detected() -> Event {
+    Event::Detected(Detected {
+        pid: 1,
+        role: Role::Worker,
+        fds: 900,
+        limit: 1024,
+        usage: 0.88,
+        rule: "over".into(),
+        rule_name: None,
+        slope: None,
+        eta_seconds: None,
+        top: Vec::new(),
+        by_kind: std::collections::BTreeMap::new(),
+    })
+}
+
+fn action(kind: ActionKind) -> Event {
+    Event::Action(Action {
+        action: kind,
+        path: PathBuf::from("/v/a.ini"),
+        mtime_before: None,
+        mtime_after: None,
+        dry_run: false,
+        pids: Vec::new(),
+        reason: None,
+        note: None,
+    })
+}
+
+fn suppressed(reason: Reason) -> Event {
+    Event::Suppressed(Suppressed {
+        reason,
+        action: None,
+        detail: None,
+    })
+}
+
+/// The lines of `text` for metric `name` (samples only).
+fn samples<'a>(text: &'a str, name: &str) -> Vec<&'a str> {
+    text.lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|r| r.starts_with('{') || r.starts_with(' '))
+        })
+        .collect()
+}
+
+const NASTY: &str = "we\"ird\\na\nme.ini";
+
+fn rendered() -> String {
+    let mut counts = Counts::default();
+    for e in [
+        detected(),
+        action(ActionKind::Touch),
+        Event::Outcome(Outcome {
+            result: OutcomeResult::Recovered,
+            fds_after: Some(10),
+            seconds: 3.0,
+            detail: None,
+        }),
+        suppressed(Reason::Cooldown),
+        suppressed(Reason::Other("from_the_future".into())),
+    ] {
+        counts.count(&record("shop.ini", e));
+    }
+    counts.count(&record(NASTY, detected()));
+    let mut passes = Histogram::default();
+    passes.observe(Duration::from_micros(300));
+    passes.observe(Duration::from_millis(30));
+    passes.observe(Duration::from_secs(10));
+    let w = WardenView {
+        vassals: 3,
+        emperors: 1,
+        processes: 3,
+        owed: 0,
+        last_pass: SystemTime::UNIX_EPOCH + Duration::from_millis(1_800_000_000_250),
+        passes: &passes,
+    };
+    let side = |fds, limit| Side {
+        fds,
+        limit,
+        line: limit * 8 / 10,
+    };
+    let vassals = [
+        VassalView {
+            name: "shop.ini",
+            state: "running",
+            master: Some(side(20, 1024)),
+            worker: Some(side(512, 1024)),
+            flapping: true,
+            given_up: false,
+            last_action: Some(SystemTime::UNIX_EPOCH + Duration::from_secs(1_799_999_000)),
+            counts: counts.of("shop.ini"),
+        },
+        VassalView {
+            name: NASTY,
+            state: "running",
+            master: Some(side(5, 0)),
+            worker: None,
+            flapping: false,
+            given_up: true,
+            last_action: None,
+            counts: counts.of(NASTY),
+        },
+        VassalView {
+            name: "idle.ini",
+            state: "idle",
+            master: None,
+            worker: None,
+            flapping: false,
+            given_up: false,
+            last_action: None,
+            counts: counts.of("idle.ini"),
+        },
+    ];
+    let mut s = String::from("left over from the last pass");
+    render(&mut s, &w, &vassals);
+    s
+}
+
+#[test]
+fn every_family_has_help_and_type_before_its_samples_and_follows_the_naming_rules() {
+    let text = rendered();
+    assert!(!text.contains("left over"));
+    let mut family: Option<(String, String)> = None;
+    let mut seen = std::collections::HashSet::new();
+    let lines: Vec<&str> = text.lines().collect();
+    for (i, l) in lines.iter().enumerate() {
+        if let Some(rest) = l.strip_prefix("# HELP ") {
+            let name = rest.split(' ').next().unwrap();
+            assert!(name.starts_with("vassal_warden_"), "{l}");
+            assert!(seen.insert(name.to_owned()), "family {name} twice");
+            let ty = lines[i + 1].strip_prefix("# TYPE ").unwrap();
+            let (tname, kind) = ty.split_once(' ').unwrap();
+            assert_eq!(tname, name);
+            assert!(["gauge", "counter", "histogram"].contains(&kind), "{ty}");
+            if kind == "counter" {
+                assert!(name.ends_with("_total"), "a counter ends in _total: {name}");
+            } else {
+                assert!(!name.ends_with("_total"), "{name}");
+            }
+            assert!(
+                !name.contains("_ms") && !name.contains("millis"),
+                "base units: {name}"
+            );
+            family = Some((name.to_owned(), kind.to_owned()));
+        } else if l.starts_with("# TYPE ") {
+        } else {
+            let (name, kind) = family.as_ref().expect("a sample before any HELP");
+            let sample = l.split(['{', ' ']).next().unwrap();
+            let ok = sample == name
+                || (kind == "histogram"
+                    && [
+                        format!("{name}_bucket"),
+                        format!("{name}_sum"),
+                        format!("{name}_count"),
+                    ]
+                    .contains(&sample.to_owned()));
+            assert!(ok, "sample {sample} under family {name}");
+        }
+    }
+    for name in [
+        "build_info",
+        "vassals",
+        "emperors",
+        "pass_duration_seconds",
+        "last_pass_timestamp_seconds",
+        "open_fds",
+        "max_fds",
+        "line_fds",
+        "fds_usage_ratio",
+        "vassal_state",
+        "flapping",
+        "given_up",
+        "last_action_timestamp_seconds",
+        "incidents_total",
+        "actions_total",
+        "outcomes_total",
+        "suppressions_total",
+    ] {
+        assert!(seen.contains(&format!("vassal_warden_{name}")), "{name}");
+    }
+}
+
+#[test]
+fn values_and_labels_are_what_was_seen_and_counted() {
+    let text = rendered();
+    let has = |line: &str| assert!(text.lines().any(|l| l == line), "no `{line}` in\n{text}");
+    has(&format!(
+        "vassal_warden_build_info{{version=\"{}\"}} 1",
+        env!("CARGO_PKG_VERSION")
+    ));
+    has("vassal_warden_vassals 3");
+    has("vassal_warden_last_pass_timestamp_seconds 1800000000.25");
+    has("vassal_warden_open_fds{vassal=\"shop.ini\",role=\"master\"} 20");
+    has("vassal_warden_open_fds{vassal=\"shop.ini\",role=\"worker\"} 512");
+    has("vassal_warden_max_fds{vassal=\"shop.ini\",role=\"worker\"} 1024");
+    has("vassal_warden_line_fds{vassal=\"shop.ini\",role=\"worker\"} 819");
+    has("vassal_warden_fds_usage_ratio{vassal=\"shop.ini\",role=\"worker\"} 0.5");
+    has("vassal_warden_vassal_state{vassal=\"shop.ini\",state=\"running\"} 1");
+    has("vassal_warden_vassal_state{vassal=\"shop.ini\",state=\"idle\"} 0");
+    has("vassal_warden_vassal_state{vassal=\"idle.ini\",state=\"idle\"} 1");
+    has("vassal_warden_flapping{vassal=\"shop.ini\"} 1");
+    has("vassal_warden_last_action_timestamp_seconds{vassal=\"shop.ini\"} 1799999000");
+    has("vassal_warden_incidents_total{vassal=\"shop.ini\"} 1");
+    has("vassal_warden_actions_total{vassal=\"shop.ini\",action=\"touch\"} 1");
+    has("vassal_warden_actions_total{vassal=\"shop.ini\",action=\"recycle-worker\"} 0");
+    has("vassal_warden_outcomes_total{vassal=\"shop.ini\",result=\"recovered\"} 1");
+    has("vassal_warden_outcomes_total{vassal=\"shop.ini\",result=\"vanished\"} 0");
+    has("vassal_warden_suppressions_total{vassal=\"shop.ini\",reason=\"cooldown\"} 1");
+    has("vassal_warden_suppressions_total{vassal=\"shop.ini\",reason=\"busy\"} 0");
+    has("vassal_warden_suppressions_total{vassal=\"shop.ini\",reason=\"from_the_future\"} 1");
+    // A vassal nothing happened to has every counter, at 0.
+    has("vassal_warden_incidents_total{vassal=\"idle.ini\"} 0");
+    assert_eq!(
+        samples(&text, "vassal_warden_suppressions_total")
+            .iter()
+            .filter(|l| l.contains("idle.ini"))
+            .count(),
+        Reason::KNOWN.len()
+    );
+    // Not sampled: no fd gauges, and no last action when there was none.
+    assert!(!text.contains("open_fds{vassal=\"idle.ini\""));
+    assert_eq!(
+        samples(&text, "vassal_warden_last_action_timestamp_seconds").len(),
+        1
+    );
+    // A limit of 0 has no ratio.
+    assert!(
+        text.contains("fds_usage_ratio{vassal=\"we\\\"ird\\\\na\\nme.ini\",role=\"master\"} NaN")
+    );
+}
+
+#[test]
+fn the_pass_histogram_is_cumulative_in_seconds() {
+    let text = rendered();
+    let buckets = samples(&text, "vassal_warden_pass_duration_seconds_bucket");
+    assert_eq!(buckets.len(), BUCKETS.len() + 1);
+    assert_eq!(
+        buckets[0],
+        "vassal_warden_pass_duration_seconds_bucket{le=\"0.0005\"} 1"
+    );
+    assert!(buckets.contains(&"vassal_warden_pass_duration_seconds_bucket{le=\"0.05\"} 2"));
+    assert!(buckets.contains(&"vassal_warden_pass_duration_seconds_bucket{le=\"2.5\"} 2"));
+    assert_eq!(
+        *buckets.last().unwrap(),
+        "vassal_warden_pass_duration_seconds_bucket{le=\"+Inf\"} 3"
+    );
+    assert!(text.contains("vassal_warden_pass_duration_seconds_count 3\n"));
+    assert!(text.contains("vassal_warden_pass_duration_seconds_sum 10.0303\n"));
+}
+
+#[test]
+fn a_label_value_with_a_quote_a_backslash_or_a_newline_is_escaped() {
+    let mut s = String::new();
+    escape_label(&mut s, NASTY);
+    assert_eq!(s, "we\\\"ird\\\\na\\nme.ini");
+    let text = rendered();
+    // Every line is one line: no raw newline escaped a label.
+    for l in text.lines().filter(|l| l.contains("ird")) {
+        assert!(l.contains("{vassal=\"we\\\"ird\\\\na\\nme.ini\""), "{l}");
+    }
+    assert!(
+        text.contains("vassal_warden_incidents_total{vassal=\"we\\\"ird\\\\na\\nme.ini\"} 1\n")
+    );
+}
+
+#[test]
+fn floats_are_written_as_prometheus_reads_them() {
+    let mut s = String::new();
+    for x in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY, 0.5, 1e-7, 3.0] {
+        push_float(&mut s, x);
+        s.push(' ');
+    }
+    assert_eq!(s, "NaN +Inf -Inf 0.5 0.0000001 3 ");
+}
+
+#[test]
+fn every_state_name_is_listed() {
+    use crate::mapping::Mapping;
+    for m in [
+        Mapping::Idle,
+        Mapping::NotRunning,
+        Mapping::NoEmperor,
+        Mapping::Disputed {
+            master: 1,
+            with: "b.ini".into(),
+        },
+    ] {
+        assert!(Mapping::STATES.contains(&m.state()), "{m:?}");
+    }
+    assert!(Mapping::STATES.contains(&"running"));
+}
+
+#[test]
+fn vassals_no_longer_watched_are_dropped_from_the_counts() {
+    let mut counts = Counts::default();
+    counts.count(&record("a.ini", detected()));
+    counts.count(&record("b.ini", detected()));
+    counts.retain(|n| n == "b.ini");
+    assert!(counts.of("a.ini").is_none());
+    assert_eq!(counts.of("b.ini").unwrap().incidents, 1);
+}
+
+#[test]
+fn the_textfile_is_replaced_whole_and_never_through_a_planted_link() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("vassal-warden.prom");
+    write_atomically(&path, b"one\n").unwrap();
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "one\n");
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&path).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o644);
+    // A link planted at the temporary name is removed, not followed.
+    let victim = dir.path().join("victim");
+    std::fs::write(&victim, "keep").unwrap();
+    std::os::unix::fs::symlink(&victim, tmp_path(&path)).unwrap();
+    write_atomically(&path, b"two\n").unwrap();
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "two\n");
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep");
+    assert!(!tmp_path(&path).exists());
+    let e = write_atomically(&dir.path().join("missing/x.prom"), b"x").unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::NotFound);
+}
