@@ -25,6 +25,34 @@ pub(crate) const DEFAULT_AUDIT_LOG: &str = "/var/log/vassal-warden/incidents.jso
 pub(crate) const DEFAULT_METRICS: SocketAddr =
     SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9814));
 
+/// Every key `[warden]` accepts, in the order the documentation lists them.
+pub const WARDEN_KEYS: &[&str] = &[
+    "vassals",
+    "interval",
+    "audit-log",
+    "dry-run",
+    "max-concurrent",
+    "metrics",
+    "metrics-textfile",
+];
+
+/// Every key `[policy]`, `[vassal NAME]` and a vassal's own `[vassal-warden]` section
+/// accept, in the order the documentation lists them.
+pub const POLICY_KEYS: &[&str] = &[
+    "reload-at",
+    "max-fds",
+    "for",
+    "hysteresis",
+    "predict",
+    "predict-floor",
+    "predict-window",
+    "cooldown",
+    "max-reloads",
+    "action",
+    "verify",
+    "top",
+];
+
 /// Where a process is "over the line".
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) enum Threshold {
@@ -300,7 +328,8 @@ impl Config {
             "metrics-textfile" => self.metrics_textfile = parse_textfile(v)?,
             other => {
                 return Err(format!(
-                    "unknown key `{other}` in [warden]; known: vassals, interval, audit-log, dry-run, max-concurrent, metrics, metrics-textfile"
+                    "unknown key `{other}` in [warden]; known: {}",
+                    WARDEN_KEYS.join(", ")
                 ));
             }
         }
@@ -404,7 +433,8 @@ pub(crate) enum Setting {
     ReloadAt(Threshold),
     For(u32),
     Cooldown(Duration),
-    MaxFds(u64),
+    /// `off` (none) or a cap.
+    MaxFds(Option<u64>),
     Hysteresis(f64),
     Predict(Predict),
     PredictFloor(f64),
@@ -431,7 +461,8 @@ impl Setting {
                     .map_err(|_| format!("`for` is too large: `{v}`"))?,
             ),
             "cooldown" => Setting::Cooldown(parse_duration(v)?),
-            "max-fds" => Setting::MaxFds(count(1, "a count of fds")?),
+            "max-fds" if v == "off" => Setting::MaxFds(None),
+            "max-fds" => Setting::MaxFds(Some(count(1, "a count of fds, or off")?)),
             "hysteresis" => Setting::Hysteresis(parse_fraction(v, key)?),
             "predict" if v == "off" => Setting::Predict(Predict::Off),
             "predict" if v == "auto" => Setting::Predict(Predict::Auto),
@@ -454,7 +485,8 @@ impl Setting {
             "top" => Setting::Top(as_usize(count(1, "a whole number, at least 1")?)),
             other => {
                 return Err(format!(
-                    "unknown policy key `{other}`; known: reload-at, max-fds, for, hysteresis, predict, predict-floor, predict-window, cooldown, max-reloads, action, verify, top"
+                    "unknown policy key `{other}`; known: {}",
+                    POLICY_KEYS.join(", ")
                 ));
             }
         })
@@ -465,7 +497,7 @@ impl Setting {
             Setting::ReloadAt(t) => p.reload_at = t,
             Setting::For(n) => p.for_samples = n,
             Setting::Cooldown(d) => p.cooldown = d,
-            Setting::MaxFds(n) => p.max_fds = Some(n),
+            Setting::MaxFds(n) => p.max_fds = n,
             Setting::Hysteresis(x) => p.hysteresis = x,
             Setting::Predict(d) => p.predict = d,
             Setting::PredictFloor(x) => p.predict_floor = x,
@@ -676,6 +708,53 @@ mod tests {
     }
 
     #[test]
+    fn max_fds_off_clears_a_cap() {
+        let cfg = parse("[policy]\nmax-fds = 5000\n[vassal a.ini]\nmax-fds = off\n").unwrap();
+        assert_eq!(cfg.policy.max_fds, Some(5000));
+        assert_eq!(cfg.policy_for("a.ini", &[]).0.max_fds, None);
+    }
+
+    /// The published key lists are exactly what the reader accepts: a listed key with a
+    /// bad value is refused for its value, never as unknown.
+    #[test]
+    fn the_key_lists_are_the_keys_the_reader_accepts() {
+        for (section, keys) in [("warden", WARDEN_KEYS), ("policy", POLICY_KEYS)] {
+            for key in keys {
+                let e = parse(&format!("[{section}]\n{key} = ?bad\n")).unwrap_err();
+                assert!(!e.to_string().contains("unknown"), "{section}.{key}: {e}");
+            }
+            let e = parse(&format!("[{section}]\nno-such-key = 1\n")).unwrap_err();
+            assert!(e.to_string().contains(&keys.join(", ")), "{e}");
+        }
+    }
+
+    /// The shipped warden.ini with every setting uncommented is the built-in defaults
+    /// (`vassals` made explicit: its default is what the running Emperors use, and the
+    /// file names the fallback).
+    #[test]
+    fn the_shipped_warden_ini_uncommented_is_the_defaults() {
+        let text = include_str!("../packaging/warden.ini")
+            .lines()
+            .map(|l| match l.strip_prefix(';') {
+                Some(rest) if rest.starts_with(|c: char| !c.is_whitespace()) => rest,
+                _ => l,
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let cfg = parse(&text).unwrap();
+        let d = Config::default();
+        assert_eq!(cfg.vassals, [Source::Dir(DEFAULT_VASSALS.into())]);
+        assert_eq!(cfg.interval, d.interval);
+        assert_eq!(cfg.max_concurrent, d.max_concurrent);
+        assert_eq!(cfg.audit_log, d.audit_log);
+        assert_eq!(cfg.dry_run, d.dry_run);
+        assert_eq!(cfg.metrics, d.metrics);
+        assert_eq!(cfg.metrics_textfile, d.metrics_textfile);
+        assert_eq!(cfg.policy, d.policy);
+        assert!(cfg.overrides.is_empty(), "{:?}", cfg.overrides);
+    }
+
+    #[test]
     fn sources_are_parsed_at_load_and_a_bad_one_is_an_error() {
         let cfg = parse("[warden]\nvassals = /srv/*/vassals/*.ini\nvassals = /etc/v\n").unwrap();
         assert_eq!(
@@ -828,29 +907,9 @@ mod tests {
 
     fn key() -> impl proptest::strategy::Strategy<Value = String> {
         use proptest::prelude::*;
-        prop_oneof![
-            Just("vassals"),
-            Just("interval"),
-            Just("audit-log"),
-            Just("max-concurrent"),
-            Just("dry-run"),
-            Just("metrics"),
-            Just("metrics-textfile"),
-            Just("reload-at"),
-            Just("max-fds"),
-            Just("for"),
-            Just("hysteresis"),
-            Just("predict"),
-            Just("predict-floor"),
-            Just("predict-window"),
-            Just("cooldown"),
-            Just("max-reloads"),
-            Just("action"),
-            Just("verify"),
-            Just("top"),
-            Just("junk"),
-        ]
-        .prop_map(str::to_owned)
+        let mut keys: Vec<&str> = WARDEN_KEYS.iter().chain(POLICY_KEYS).copied().collect();
+        keys.push("junk");
+        proptest::sample::select(keys).prop_map(str::to_owned)
     }
 
     proptest::proptest! {

@@ -35,3 +35,7 @@ mod policy;
 mod service;
 mod trust;
 mod warden;
+
+/// The keys warden.ini accepts, for the packaging's tests (the shipped warden.ini and its
+/// manual page must name every one).
+pub use config::{POLICY_KEYS, WARDEN_KEYS};

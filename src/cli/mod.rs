@@ -33,7 +33,15 @@ use crate::warden::Warden;
 #[command(
     name = "vassal-warden",
     version,
-    about = "Keeps uWSGI Emperor vassals alive when their apps leak file descriptors"
+    about = "Keeps uWSGI Emperor vassals alive when their apps leak file descriptors",
+    long_about = "Keeps uWSGI Emperor vassals alive when their apps leak file descriptors.\n\n\
+        It finds every vassal ini file the running Emperors watch, maps each one to its \
+        master and worker PIDs, and samples each process's open fds against its soft \
+        RLIMIT_NOFILE. When a process crosses the line it writes an incident record naming \
+        what leaks before it acts: it recycles the leaking workers (SIGHUP) when that is \
+        enough, or touches the vassal's ini so that the Emperor reloads it gracefully, then \
+        verifies that the fds came back down. `run` is the daemon; the other commands show \
+        what it sees and what it did."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -45,7 +53,7 @@ pub enum Command {
     /// Run the daemon in the foreground (systemd-friendly).
     Run {
         /// Config file [default: /etc/vassal-warden/warden.ini; missing means defaults]
-        #[arg(short, long)]
+        #[arg(short, long, value_name = "FILE")]
         config: Option<PathBuf>,
         /// Record incidents but never touch a vassal.
         #[arg(long)]
@@ -56,8 +64,10 @@ pub enum Command {
     },
     /// Every vassal: its processes, fds against the soft limit, headroom.
     Status {
-        #[arg(short, long)]
+        /// Config file [default: /etc/vassal-warden/warden.ini; missing means defaults]
+        #[arg(short, long, value_name = "FILE")]
         config: Option<PathBuf>,
+        /// Print one JSON document instead of a table.
         #[arg(long)]
         json: bool,
     },
@@ -65,16 +75,20 @@ pub enum Command {
     Fds {
         /// A PID, or a vassal's name (`shop.ini`, `shop`) or path.
         target: String,
-        #[arg(long, default_value_t = 10)]
+        /// How many open targets to list per process.
+        #[arg(long, value_name = "N", default_value_t = 10)]
         top: usize,
-        #[arg(short, long)]
+        /// Config file [default: /etc/vassal-warden/warden.ini; missing means defaults]
+        #[arg(short, long, value_name = "FILE")]
         config: Option<PathBuf>,
+        /// Print one JSON document instead of a table.
         #[arg(long)]
         json: bool,
     },
     /// Incidents from the incident log.
     Incidents {
-        #[arg(short, long)]
+        /// Config file [default: /etc/vassal-warden/warden.ini; missing means defaults]
+        #[arg(short, long, value_name = "FILE")]
         config: Option<PathBuf>,
         /// Only incidents newer than this (e.g. 24h, 30m).
         #[arg(long, value_parser = parse_duration_arg)]
@@ -96,20 +110,24 @@ pub enum Command {
         /// Check and record, but do not touch.
         #[arg(long)]
         dry_run: bool,
-        #[arg(short, long)]
+        /// Config file [default: /etc/vassal-warden/warden.ini; missing means defaults]
+        #[arg(short, long, value_name = "FILE")]
         config: Option<PathBuf>,
     },
     /// One line for a monitoring system (Nagios, Icinga, a Prometheus textfile check):
     /// exit 0 OK, 1 WARNING (over the line, a reload held back, flapping), 2 CRITICAL
     /// (at the limit, or over the line with the warden held back or given up), 3 UNKNOWN.
     Health {
-        #[arg(short, long)]
+        /// Config file [default: /etc/vassal-warden/warden.ini; missing means defaults]
+        #[arg(short, long, value_name = "FILE")]
         config: Option<PathBuf>,
     },
     /// What the warden sees and why: Emperors, vassals, mapping, problems.
     Check {
-        #[arg(short, long)]
+        /// Config file [default: /etc/vassal-warden/warden.ini; missing means defaults]
+        #[arg(short, long, value_name = "FILE")]
         config: Option<PathBuf>,
+        /// Print one JSON document instead of a table.
         #[arg(long)]
         json: bool,
     },

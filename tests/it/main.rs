@@ -17,8 +17,15 @@ mod hostile;
 mod ini_oracle;
 mod ledger;
 mod metrics;
+mod packaging;
 mod remediation;
 mod site_up;
+
+/// The generator of the package's manual pages and completions, as `scripts/build-deb`
+/// runs it (its `main` is not used here).
+#[allow(dead_code)]
+#[path = "../../examples/gen_assets.rs"]
+mod gen_assets;
 
 use std::path::PathBuf;
 
