@@ -500,7 +500,7 @@ fn a_users_emperor_does_not_take_over_roots_vassal_directory() {
             .stderr(std::process::Stdio::null()),
     );
     let cfg = crate::harness::write_config(emp.root(), "warden.ini", &[], "");
-    let check = wait_for(Duration::from_secs(20), "both Emperors seen", || {
+    let check = wait_for(Duration::from_secs(60), "both Emperors seen", || {
         let out = Command::new(bin())
             .args(["check", "--json", "-c"])
             .arg(&cfg)
