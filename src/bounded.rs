@@ -1,13 +1,13 @@
 //! Reading a file the warden does not own, without blocking and with a size bound.
 //!
 //! This module owns the one way every config-like file is read (vassal files and their
-//! includes, the Emperor's config, `warden.ini`, pidfiles): opened with
-//! `O_RDONLY|O_NONBLOCK|O_NOCTTY|O_CLOEXEC` (a FIFO opens at once instead of waiting for
-//! a writer, a terminal is never made the controlling one), checked with `fstat` to be a
-//! regular file (a FIFO, a device such as `/dev/zero` — also through a symlink — a
-//! directory or a socket is refused before any read), and read up to a bound (a file
-//! larger than the bound, or one that grows past it while being read, is refused). So a
-//! file planted in a vassal directory can neither stall a pass nor fill memory.
+//! includes, the Emperor's config, `warden.ini`, pidfiles): opened with `O_PATH` first
+//! (no device driver's open runs, no FIFO waits for a writer) and checked with `fstat`
+//! to be a regular file (a FIFO, a device such as `/dev/zero` — also through a symlink —
+//! a directory or a socket is refused before anything is opened for reading); only then
+//! is that same file opened for reading (`O_NONBLOCK|O_NOCTTY`) and read up to a bound (a
+//! file larger than the bound, or one that grows past it while being read, is refused).
+//! So a file planted in a vassal directory can neither stall a pass nor fill memory.
 
 use std::fs::File;
 use std::io::Read;
@@ -85,14 +85,37 @@ fn kind_of(ft: std::fs::FileType) -> Option<&'static str> {
 /// Reads `path` (following symlinks, as uWSGI does) if it is a regular file of at most
 /// `max` bytes.
 pub(crate) fn read(path: &Path, max: u64) -> Result<Vec<u8>, ReadError> {
-    let flags = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
-    let fd = rustix::fs::open(path, flags, Mode::empty()).map_err(|e| {
+    let not_found = |e: rustix::io::Errno| {
         if e == rustix::io::Errno::NOENT {
             ReadError::NotFound
         } else {
             ReadError::Io(e.into())
         }
-    })?;
+    };
+    // First a descriptor that opens nothing (`O_PATH`: no device driver's open runs, no
+    // FIFO waits), to see what the path is; then, for a regular file only, that same
+    // file opened for reading through it.
+    let pinned =
+        rustix::fs::open(path, OFlags::PATH | OFlags::CLOEXEC, Mode::empty()).map_err(not_found)?;
+    let st = rustix::fs::fstat(&pinned).map_err(|e| ReadError::Io(e.into()))?;
+    {
+        use rustix::fs::FileType as T;
+        let kind = match T::from_raw_mode(st.st_mode) {
+            T::RegularFile => None,
+            T::Directory => Some("a directory"),
+            T::Fifo => Some("a FIFO (named pipe)"),
+            T::CharacterDevice => Some("a character device"),
+            T::BlockDevice => Some("a block device"),
+            T::Socket => Some("a socket"),
+            _ => Some("not a regular file"),
+        };
+        if let Some(kind) = kind {
+            return Err(ReadError::NotRegular(kind));
+        }
+    }
+    let flags = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
+    let through = format!("/proc/self/fd/{}", rustix::fd::AsRawFd::as_raw_fd(&pinned));
+    let fd = rustix::fs::open(through.as_str(), flags, Mode::empty()).map_err(not_found)?;
     let file = File::from(fd);
     let meta = file.metadata().map_err(ReadError::Io)?;
     if let Some(kind) = kind_of(meta.file_type()) {

@@ -227,7 +227,7 @@ impl Config {
             e.value = v;
             // `[policy]   ; defaults`: the header's own trailing comment.
             if let Some(end) = e.section.find(']') {
-                e.section.truncate(end);
+                e.section = std::sync::Arc::from(&e.section[..end]);
             }
             cfg.apply(&e)
                 .map_err(|m| FileError::new(path, Some(e.line), m))?;
@@ -237,7 +237,7 @@ impl Config {
 
     /// Applies one line of warden.ini.
     fn apply(&mut self, e: &Entry) -> Result<(), String> {
-        match e.section.as_str() {
+        match &*e.section {
             "warden" => self.apply_warden(&e.key, &e.value)?,
             "policy" => Setting::parse(&e.key, &e.value)?.apply(&mut self.policy),
             s if s.starts_with("vassal ") => {

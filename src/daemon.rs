@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use notify::{RecursiveMode, Watcher};
 use tracing::{debug, info, warn};
 
+use crate::audit::{self, OwnerLock};
 use crate::config::Config;
 use crate::service::Notifier;
 use crate::warden::Warden;
@@ -54,6 +55,38 @@ struct Watches {
 }
 
 impl Watches {
+    /// Starts inotify, feeding `tx`; without it (no instance could be made), says why
+    /// once and goes on with rescans only.
+    fn new(tx: mpsc::Sender<Event>) -> Watches {
+        let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+            let _ = tx.send(match res {
+                // Opening or reading a file (the warden's own rescans do) changes nothing.
+                Ok(ev) if matches!(ev.kind, notify::EventKind::Access(_)) => return,
+                Ok(ev) => Event::Fs(ev.paths),
+                Err(e) => Event::FsError(e.to_string()),
+            });
+        });
+        let watcher = match watcher {
+            Ok(w) => Some(w),
+            Err(e) => {
+                warn!(
+                    "cannot use inotify: {e}; if too many instances are open, raise \
+                     fs.inotify.max_user_instances (now {}); until then changes are picked up \
+                     by a rescan every {}s",
+                    std::fs::read_to_string("/proc/sys/fs/inotify/max_user_instances")
+                        .map_or_else(|_| "?".to_owned(), |v| v.trim().to_owned()),
+                    RESCAN_EVERY.as_secs()
+                );
+                None
+            }
+        };
+        Watches {
+            watcher,
+            watched: HashMap::new(),
+            said: std::collections::HashSet::new(),
+        }
+    }
+
     fn sync(&mut self, dirs: Vec<PathBuf>) {
         use std::os::unix::fs::MetadataExt;
         let Some(watcher) = self.watcher.as_mut() else {
@@ -127,9 +160,12 @@ fn watch_error(dir: &std::path::Path, e: &notify::Error) -> String {
     )
 }
 
-/// Runs the daemon until SIGTERM or SIGINT (or after one pass with `--once`).
-pub(crate) fn run(cfg: Config, opts: Options) -> anyhow::Result<()> {
+/// Runs the daemon until SIGTERM or SIGINT (or after one pass with `--once`). `lock`
+/// keeps other daemons off the incident log; when it could not be taken, it is taken on
+/// a later pass.
+pub(crate) fn run(cfg: Config, opts: Options, lock: Option<OwnerLock>) -> anyhow::Result<()> {
     let interval = cfg.interval;
+    let mut lock = Owner(lock);
     let mut w = Warden::new(cfg, opts.dry_run);
     info!(
         audit_log = %w.audit_log().display(),
@@ -155,36 +191,10 @@ pub(crate) fn run(cfg: Config, opts: Options) -> anyhow::Result<()> {
         }
         return Ok(());
     }
+    lock.retake(w.audit_log())?;
 
     let (tx, rx) = mpsc::channel::<Event>();
-    let fs_tx = tx.clone();
-    let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-        let _ = fs_tx.send(match res {
-            // Opening or reading a file (the warden's own rescans do) changes nothing.
-            Ok(ev) if matches!(ev.kind, notify::EventKind::Access(_)) => return,
-            Ok(ev) => Event::Fs(ev.paths),
-            Err(e) => Event::FsError(e.to_string()),
-        });
-    });
-    let watcher = match watcher {
-        Ok(w) => Some(w),
-        Err(e) => {
-            warn!(
-                "cannot use inotify: {e}; if too many instances are open, raise \
-                 fs.inotify.max_user_instances (now {}); until then changes are picked up by a \
-                 rescan every {}s",
-                std::fs::read_to_string("/proc/sys/fs/inotify/max_user_instances")
-                    .map_or_else(|_| "?".to_owned(), |v| v.trim().to_owned()),
-                RESCAN_EVERY.as_secs()
-            );
-            None
-        }
-    };
-    let mut watches = Watches {
-        watcher,
-        watched: HashMap::new(),
-        said: std::collections::HashSet::new(),
-    };
+    let mut watches = Watches::new(tx.clone());
     watches.sync(w.watch_dirs());
 
     let mut signals = signal_hook::iterator::Signals::new([
@@ -209,7 +219,40 @@ pub(crate) fn run(cfg: Config, opts: Options) -> anyhow::Result<()> {
     );
     let mut service = Notifier::from_env();
     service.ready(&w.summary());
-    event_loop(&mut w, &rx, &mut watches, Schedule::new(interval, service))
+    event_loop(
+        &mut w,
+        &rx,
+        &mut watches,
+        Schedule::new(interval, service),
+        &mut lock,
+    )
+}
+
+/// The daemon's lock on its incident log, once taken.
+struct Owner(Option<OwnerLock>);
+
+impl Owner {
+    /// Takes the lock if it is not held yet. Another daemon that took it meanwhile stops
+    /// this one.
+    fn retake(&mut self, log: &std::path::Path) -> anyhow::Result<()> {
+        if self.0.is_some() {
+            return Ok(());
+        }
+        match OwnerLock::take(log) {
+            Ok(l) => {
+                info!(file = %audit::lock_path(log).display(), "took the lock of the incident log");
+                self.0 = Some(l);
+                Ok(())
+            }
+            Err(e @ audit::LockError::Held { .. }) => {
+                anyhow::bail!("{}: {e}", log.display())
+            }
+            Err(e) => {
+                debug!("{e}");
+                Ok(())
+            }
+        }
+    }
 }
 
 /// How long file events are gathered before the rescan they call for: a deploy that
@@ -271,12 +314,16 @@ fn event_loop(
     rx: &mpsc::Receiver<Event>,
     watches: &mut Watches,
     mut at: Schedule,
+    lock: &mut Owner,
 ) -> anyhow::Result<()> {
     loop {
         // Fed from the loop itself: a loop that stalls anywhere stops feeding it.
         at.service.ping_if_due();
         let now = Instant::now();
         if now >= at.next_pass {
+            // Until the log's lock is taken (its directory was not writable), each pass
+            // tries again; another daemon that took it meanwhile stops this one.
+            lock.retake(w.audit_log())?;
             pass(w, watches, &mut at);
             continue;
         }

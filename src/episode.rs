@@ -495,6 +495,19 @@ impl Episode {
         self.queue = None;
     }
 
+    /// The incident this pass decided could not be recorded (the log is full or not
+    /// writable): it is forgotten, so the very next pass decides and records it again,
+    /// instead of taking it as recorded for a whole cooldown.
+    pub(crate) fn unrecorded(&mut self) {
+        self.noted = None;
+    }
+
+    /// The next workers of a leak (`Decision::Continue`) could not be recycled because
+    /// their record could not be written first: they stay next, for the next pass.
+    pub(crate) fn put_back(&mut self, incident: String, workers: Vec<ProcId>) {
+        self.queue = Some(Queue { incident, workers });
+    }
+
     /// The last checks refused the action: the rest of a leak is not pursued.
     pub(crate) fn refused(&mut self) {
         self.queue = None;
@@ -1117,6 +1130,59 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn an_incident_that_could_not_be_recorded_is_decided_again_on_the_next_pass() {
+        let mono = Instant::now();
+        let p = touching();
+        let over = [proc(10, Role::Master, 45)];
+        let mut ep = Episode::default();
+        let mut fake = up(&[]);
+        let first = then(ep.decide(&p, &pass(0, mono, &WORKERS, &over), &mut fake));
+        assert!(
+            matches!(
+                first,
+                Then::Act {
+                    plan: Plan::Touch,
+                    ..
+                }
+            ),
+            "{first:?}"
+        );
+        // Its `detected` record could not be written: nothing was done, and the very
+        // next pass decides the same again instead of waiting out a cooldown.
+        ep.unrecorded();
+        let again = then(ep.decide(&p, &pass(2, mono, &WORKERS, &over), &mut fake));
+        assert_eq!(again, first);
+        // Once recorded (not forgotten), the same episode is not recorded again.
+        assert_eq!(
+            ep.decide(&p, &pass(4, mono, &WORKERS, &over), &mut fake),
+            Decision::Nothing
+        );
+    }
+
+    #[test]
+    fn workers_put_back_are_next_again() {
+        let mono = Instant::now();
+        let p = policy();
+        let mut ep = Episode::default();
+        let mut fake = up(&[12]);
+        let workers = [id(11), id(12)];
+        let procs = [
+            proc(10, Role::Master, 14),
+            proc(11, Role::Worker, 10),
+            proc(12, Role::Worker, 41),
+        ];
+        ep.put_back("i1".into(), vec![id(12)]);
+        assert_eq!(
+            ep.decide(&p, &pass(0, mono, &workers, &procs), &mut fake),
+            Decision::Continue {
+                incident: "i1".into(),
+                plan: Plan::RecycleWorkers(vec![id(12)]),
+                rest: vec![]
+            }
+        );
     }
 
     #[test]

@@ -139,6 +139,7 @@ pub(crate) struct Inventory {
     names: NameCache,
     discovery: emperor::Discovery,
     looks: mapping::Looks,
+    stats_backoff: mapping::StatsBackoff,
 }
 
 /// What changed in one refresh.
@@ -250,7 +251,12 @@ impl Inventory {
         for e in &self.emperors {
             views.insert(
                 e.pid,
-                mapping::observe(e, &mut self.names, &mut self.looks.ids),
+                mapping::observe(
+                    e,
+                    &mut self.names,
+                    &mut self.looks.ids,
+                    &mut self.stats_backoff,
+                ),
             );
         }
         for v in self.vassals.values_mut() {

@@ -9,7 +9,7 @@ fn main() {
     if let Err(e) = vassal_warden::cli::main(cli) {
         let msg = e.to_string();
         if !msg.is_empty() {
-            eprintln!("vassal-warden: {msg}");
+            eprintln!("vassal-warden: {}", vassal_warden::cli::for_terminal(&msg));
         }
         std::process::exit(e.exit_code());
     }

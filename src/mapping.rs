@@ -156,6 +156,7 @@ pub(crate) fn observe(
     emperor: &Emperor,
     names: &mut NameCache,
     ids: &mut procs::IdCache,
+    backoff: &mut StatsBackoff,
 ) -> EmperorView {
     let mut view = EmperorView {
         pid: emperor.pid,
@@ -168,16 +169,48 @@ pub(crate) fn observe(
         }
     }
     if let Some(addr) = &emperor.stats {
+        if let Some(e) = backoff.waiting(emperor.pid) {
+            view.stats_error = Some(e);
+            return view;
+        }
         match query_stats(addr) {
-            Ok(json) => view.stats = Some(parse_emperor_stats(&json)),
+            Ok(json) => {
+                view.stats = Some(parse_emperor_stats(&json));
+                backoff.failed.remove(&emperor.pid);
+            }
             Err(e) => {
-                view.stats_error = Some(format!(
-                    "cannot read the Emperor stats at {addr}: {e}; mapping falls back to the process tree"
-                ));
+                let text = format!(
+                    "cannot read the Emperor stats at {addr}: {e}; mapping falls back to the process tree (asked again in {}s)",
+                    STATS_RETRY.as_secs()
+                );
+                backoff
+                    .failed
+                    .insert(emperor.pid, (std::time::Instant::now(), text.clone()));
+                view.stats_error = Some(text);
             }
         }
     }
     view
+}
+
+/// How long a stats server that failed is left alone: a server that trickles costs one
+/// deadline in this time, not one per pass.
+pub(crate) const STATS_RETRY: Duration = Duration::from_secs(30);
+
+/// The Emperors whose stats server failed, when and how.
+#[derive(Debug, Default)]
+pub(crate) struct StatsBackoff {
+    failed: HashMap<i32, (std::time::Instant, String)>,
+}
+
+impl StatsBackoff {
+    /// The last failure of `emperor`'s stats server, while it is still left alone.
+    fn waiting(&self, emperor: i32) -> Option<String> {
+        self.failed
+            .get(&emperor)
+            .filter(|(at, _)| at.elapsed() < STATS_RETRY)
+            .map(|(_, e)| e.clone())
+    }
 }
 
 /// Ini name → master PID (-1 for an idle on-demand vassal) from `emperor-stats` JSON.

@@ -22,7 +22,9 @@ pub use load::{MAX_FILES, MAX_INCLUDE_DEPTH, MAX_REFERENCES, MAX_TOTAL, MAX_VALU
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
     pub line: usize,
-    pub section: String,
+    /// Shared by the entries of one section: a file of one huge header and many short
+    /// lines costs the header once, not once per line.
+    pub section: std::sync::Arc<str>,
     pub key: String,
     pub value: String,
 }
@@ -35,7 +37,7 @@ fn strip_blanks(s: &str) -> &str {
 /// pick the one they read.
 pub fn lex(text: &str) -> Vec<Entry> {
     let mut out = Vec::new();
-    let mut section = String::new();
+    let mut section: std::sync::Arc<str> = std::sync::Arc::from("");
     for (i, raw) in text.split('\n').enumerate() {
         let line = strip_blanks(raw);
         if line.is_empty() || line.starts_with(';') || line.starts_with('#') {
@@ -45,7 +47,7 @@ pub fn lex(text: &str) -> Vec<Entry> {
             // uWSGI drops the last character whatever it is (normally `]`).
             let mut chars = rest.chars();
             chars.next_back();
-            chars.as_str().clone_into(&mut section);
+            section = std::sync::Arc::from(chars.as_str());
             continue;
         }
         let (key, value) = match line.split_once('=') {
@@ -228,16 +230,17 @@ impl Names {
 /// uppercase `%N %S %E %D %P %C %O %X` name the vassal file. Other letters uWSGI knows
 /// (`%t %T %j %i %V %u %U %g %G`) cannot be known to match here and, like unknown ones,
 /// expand to nothing — which is what uWSGI does with unknown ones. `%(` is left for the
-/// reference pass.
+/// reference pass. `None` when the result would be larger than `MAX_TOTAL` (a long path
+/// repeated by `%p` on every line of a large file): such a file is refused, not expanded.
 #[must_use]
-pub fn expand_magic(text: &str, path: &Path) -> String {
+pub fn expand_magic(text: &str, path: &Path) -> Option<String> {
     let names = Names::of(path, &path.to_string_lossy(), "");
     expand_magic_with(text, &names, &names)
 }
 
-fn expand_magic_with(text: &str, this: &Names, top: &Names) -> String {
+fn expand_magic_with(text: &str, this: &Names, top: &Names) -> Option<String> {
     if !text.contains('%') {
-        return text.to_owned();
+        return Some(text.to_owned());
     }
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .unwrap_or_default()
@@ -273,8 +276,11 @@ fn expand_magic_with(text: &str, this: &Names, top: &Names) -> String {
             l if l.is_ascii_lowercase() => out.push_str(this.get(l).unwrap_or_default()),
             u => out.push_str(top.get(u).unwrap_or_default()),
         }
+        if out.len() > MAX_TOTAL {
+            return None;
+        }
     }
-    out
+    Some(out)
 }
 
 #[cfg(test)]
@@ -448,5 +454,30 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A header of 600 KB followed by 200,000 one-letter lines, within the 1 MiB read
+    /// bound: each line used to carry its own copy of the section name (about 120 GB).
+    #[test]
+    fn a_huge_section_name_is_held_once_not_once_per_line() {
+        let mut text = format!("[{}]\n", "A".repeat(600_000));
+        text.push_str(&"x\n".repeat(200_000));
+        let entries = lex(&text);
+        assert_eq!(entries.len(), 200_000);
+        assert!(std::sync::Arc::ptr_eq(
+            &entries[0].section,
+            &entries[199_999].section
+        ));
+        assert!(VassalIni::parse(Path::new("/v/big.ini"), &text, "uwsgi").is_err());
+    }
+
+    /// `%p` on every line of a large file, with a long path: refused, not expanded.
+    #[test]
+    fn magic_that_would_expand_past_the_bound_is_refused() {
+        let long = format!("/{}/v.ini", "d".repeat(4000));
+        let text = format!("[uwsgi]\n{}", "a = %p\n".repeat(150_000));
+        let e = VassalIni::parse(Path::new(&long), &text, "uwsgi").unwrap_err();
+        assert!(e.to_string().contains("expand to more than 4 MiB"), "{e}");
+        assert!(expand_magic(&text, Path::new(&long)).is_none());
     }
 }

@@ -10,7 +10,8 @@
 //! one vassal is logged with what to do and the rest go on. No action is taken before its
 //! `detected` record is on disk.
 
-use std::collections::{HashMap, HashSet};
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -58,15 +59,37 @@ pub(crate) struct Warden {
     episodes: HashMap<PathBuf, Episode>,
     /// How long actions take on this host, learned from outcomes.
     timings: Timings,
+    /// The source problem last said for each Emperor (by PID).
+    said: HashMap<i32, String>,
     /// The vassal, kind and time of the last action taken, for the service status.
     last_action: Option<(String, ActionKind, SystemTime)>,
     origin: Instant,
     seq: u64,
+    /// Records that could not be written when they were due (after the first record of
+    /// their incident), oldest first: written before anything else, and no action is
+    /// taken while any is owed.
+    owed: RefCell<VecDeque<Record>>,
+    /// Until when a failure to write the log is logged at debug level only (it would
+    /// otherwise be logged on every pass while the disk is full).
+    quiet_until: Cell<Option<Instant>>,
+    /// Unreadable lines of the log already reported (file, offset).
+    reported: RefCell<HashSet<(PathBuf, u64)>>,
 }
+
+/// At most this many owed records are kept; older ones are dropped, with an error.
+const MAX_OWED: usize = 1000;
+
+/// How often a failure to write the log is logged as an error while it lasts.
+const WRITE_ERROR_EVERY: Duration = Duration::from_secs(60);
+
+/// Room kept beyond a record's own length when space is reserved for it (a torn line
+/// to end first).
+const RESERVE_SLACK: u64 = 64;
 
 /// The reads the decision core may ask for, for one vassal on one pass.
 struct Reads<'a> {
     audit: &'a Path,
+    reported: &'a RefCell<HashSet<(PathBuf, u64)>>,
     vassal: &'a Vassal,
     inv: &'a Inventory,
     baselines: &'a HashMap<ProcId, Baseline>,
@@ -76,7 +99,9 @@ struct Reads<'a> {
 
 impl Lookups for Reads<'_> {
     fn recorded_actions(&mut self) -> Vec<Past> {
-        audit::recent_actions(self.audit, &self.vassal.file.path, 256 * 1024)
+        let (past, bad) = audit::recent_actions(self.audit, &self.vassal.file.path, 256 * 1024);
+        report_bad(self.reported, &bad);
+        past
     }
 
     fn facts(&mut self) -> Facts {
@@ -143,8 +168,12 @@ impl Warden {
             episodes: HashMap::new(),
             timings: Timings::default(),
             last_action: None,
+            said: HashMap::new(),
             origin: Instant::now(),
             seq: 0,
+            owed: RefCell::new(VecDeque::new()),
+            quiet_until: Cell::new(None),
+            reported: RefCell::new(HashSet::new()),
         };
         w.restore_from_log();
         w
@@ -207,20 +236,18 @@ impl Warden {
         &self.inv
     }
 
-    /// Rebuilds each vassal's episode from the incident log.
+    /// Rebuilds each vassal's episode from the incident log and its rotated
+    /// predecessor (the last few MiB of each).
     fn restore_from_log(&mut self) {
         let path = self.audit.path().to_owned();
-        match audit::read_log(&path) {
-            Ok((records, bad)) => {
-                for b in bad {
-                    warn!(file = %path.display(), line = b.line, "unreadable incident log line skipped: {}", b.message);
-                }
-                self.episodes = Episode::replay(&records);
-                self.timings.replay(&records);
+        match audit::read_history(&path, audit::HISTORY_TAIL) {
+            Ok(read) => {
+                report_bad(&self.reported, &read.bad);
+                self.episodes = Episode::replay(&read.records);
+                self.timings.replay(&read.records);
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => {
-                warn!(file = %path.display(), "cannot read the incident log to restore cooldowns: {e}; they start empty");
+                warn!(file = %path.display(), "cannot read the incident log to restore cooldowns: {e}; they start empty; make it readable by the warden");
             }
         }
     }
@@ -231,26 +258,78 @@ impl Warden {
         format!("{ts}-{}-{}", std::process::id(), self.seq)
     }
 
-    fn write(
+    /// Writes the first record of an incident, after every record still owed. On
+    /// failure nothing of it is kept: the caller takes no step it was to precede, and
+    /// the incident is decided again on the next pass.
+    fn write_first(
         &self,
         now: SystemTime,
         incident: &str,
         v: &Vassal,
         event: Rec,
     ) -> Result<(), audit::WriteError> {
-        let r = Record {
-            schema: audit::SCHEMA,
-            ts: audit::timestamp(now),
-            incident: incident.to_owned(),
-            vassal: v.file.name.clone(),
-            config: v.file.path.clone(),
-            event,
-        };
-        let res = self.audit.append(&r);
+        let r = record(now, incident, v, event);
+        let res = self.pay_owed().and_then(|()| self.audit.append(&r));
         if let Err(e) = &res {
-            error!(vassal = %v.file.name, "{e}");
+            self.write_failed(&v.file.name, e);
         }
         res
+    }
+
+    /// Writes a later record of an incident (after its first is on disk). One that
+    /// cannot be written now is owed: written on a later pass before anything else.
+    fn write(&self, now: SystemTime, incident: &str, v: &Vassal, event: Rec) {
+        let r = record(now, incident, v, event);
+        {
+            let mut owed = self.owed.borrow_mut();
+            owed.push_back(r);
+            if owed.len() > MAX_OWED
+                && let Some(lost) = owed.pop_front()
+            {
+                error!(vassal = %lost.vassal, incident = %lost.incident, file = %self.audit.path().display(),
+                       "a record owed to the incident log is dropped: {MAX_OWED} are owed; free space on its filesystem");
+            }
+        }
+        if let Err(e) = self.pay_owed() {
+            self.write_failed(&v.file.name, &e);
+        }
+    }
+
+    /// Writes the records still owed, oldest first.
+    fn pay_owed(&self) -> Result<(), audit::WriteError> {
+        let mut owed = self.owed.borrow_mut();
+        while let Some(r) = owed.front() {
+            self.audit.append(r)?;
+            owed.pop_front();
+        }
+        Ok(())
+    }
+
+    /// Makes sure the records of an action can be written before it is taken: every
+    /// owed record is written, and `bytes` are reserved in the log.
+    fn room_to_act(&self, name: &str, bytes: u64) -> Result<(), audit::WriteError> {
+        let res = self
+            .pay_owed()
+            .and_then(|()| self.audit.reserve(bytes + RESERVE_SLACK));
+        if let Err(e) = &res {
+            self.write_failed(name, e);
+        }
+        res
+    }
+
+    /// Logs a failure to write the log: as an error once a minute while it lasts.
+    fn write_failed(&self, vassal: &str, e: &audit::WriteError) {
+        let now = Instant::now();
+        let owed = self.owed.borrow().len();
+        if self.quiet_until.get().is_some_and(|t| now < t) {
+            debug!(vassal, owed, "{e}");
+            return;
+        }
+        self.quiet_until.set(Some(now + WRITE_ERROR_EVERY));
+        error!(
+            vassal,
+            owed, "{e}; no action is taken until its records are written; retrying on every pass"
+        );
     }
 
     /// Re-lists Emperors and vassals; logs what changed.
@@ -324,6 +403,10 @@ impl Warden {
             self.refresh();
         }
         self.inv.map_all();
+        self.say_source_problems();
+        if let Err(e) = self.pay_owed() {
+            self.write_failed("-", &e);
+        }
         let paths: Vec<PathBuf> = self.inv.vassals.keys().cloned().collect();
         let mut seen: HashSet<ProcId> = HashSet::new();
         for path in paths {
@@ -339,6 +422,23 @@ impl Warden {
             "tick"
         );
         seen.len()
+    }
+
+    /// A bad source (an Emperor stats server that trickles or lies) is one warning in the
+    /// log, not one per pass; it is said again only once it changed.
+    fn say_source_problems(&mut self) {
+        for (pid, view) in &self.inv.views {
+            match &view.stats_error {
+                Some(e) if self.said.get(pid) != Some(e) => {
+                    warn!(emperor = pid, "{e}");
+                    self.said.insert(*pid, e.clone());
+                }
+                Some(_) => {}
+                None => {
+                    self.said.remove(pid);
+                }
+            }
+        }
     }
 
     /// True while some vassal's action is being verified.
@@ -421,6 +521,7 @@ impl Warden {
         };
         let mut reads = Reads {
             audit: self.audit.path(),
+            reported: &self.reported,
             vassal: &self.inv.vassals[path],
             inv: &self.inv,
             baselines: &self.baselines,
@@ -467,7 +568,7 @@ impl Warden {
             error!(vassal = %v.file.name, incident = %o.incident, fds = o.fds_after, seconds = o.seconds,
                    result = ?o.result, "not recovered: {}", o.detail.as_deref().unwrap_or(""));
         }
-        let _ = self.write(
+        self.write(
             SystemTime::now(),
             &o.incident,
             v,
@@ -481,6 +582,8 @@ impl Warden {
     }
 
     /// Records an incident the core decided on, then holds, alerts, or checks and acts.
+    /// An incident whose first record cannot be written (nor, when it acts, the room for
+    /// the action's record) is decided again on the next pass, and nothing is done.
     fn incident(
         &mut self,
         path: &Path,
@@ -500,11 +603,30 @@ impl Warden {
         warn!(vassal = %v.file.name, incident = %incident, pid = f.id.pid, role = %f.role, fds = f.fds, limit = f.limit,
               rule = inc.fire.rule().as_str(),
               top = inc.report.top.first().map_or("", |t| t.target.as_str()), plan = plan_name, "over threshold");
-        if self
-            .write(now, &incident, v, detected(policy, inc))
+        let first = detected(policy, inc);
+        // Record first, or not at all: no action without its records on disk. Room for
+        // both records is made before the first is written, so that a full disk stops
+        // the incident before it starts, not between its records.
+        let room = match &inc.then {
+            Then::Act { plan, note, .. } => {
+                audit::line_len(&record(now, &incident, v, first.clone()))
+                    + planned_len(now, &incident, v, plan, note.clone(), None)
+            }
+            _ => 0,
+        };
+        let ready = if room > 0 {
+            self.room_to_act(&v.file.name, room)
+        } else {
+            Ok(())
+        };
+        if ready
+            .and_then(|()| self.write_first(now, &incident, v, first))
             .is_err()
         {
-            // Record first, or not at all: no action without its record on disk.
+            self.episodes
+                .entry(path.to_owned())
+                .or_default()
+                .unrecorded();
             return;
         }
         let suppress = |reason: Reason, detail: String| {
@@ -514,7 +636,7 @@ impl Warden {
                 action: None,
                 detail: Some(detail),
             });
-            let _ = self.write(now, &incident, v, event);
+            self.write(now, &incident, v, event);
         };
         match &inc.then {
             Then::Hold { hold, would } => {
@@ -523,12 +645,7 @@ impl Warden {
                 suppress(hold.reason(), detail);
             }
             Then::Alert { reason, note } => {
-                if *reason == Reason::LadderExhausted {
-                    // Every remediation was tried: given up, an error.
-                    error!(vassal = %v.file.name, incident = %incident, reason = reason.as_str(), "alert: given up, not acting");
-                } else {
-                    warn!(vassal = %v.file.name, incident = %incident, reason = reason.as_str(), "alert: not acting");
-                }
+                log_alert(&v.file.name, &incident, reason);
                 suppress(
                     reason.clone(),
                     note.clone().unwrap_or_else(|| "action = alert".into()),
@@ -549,7 +666,12 @@ impl Warden {
                     reason: None,
                     rest: rest.clone(),
                 };
-                self.execute(path, procs, &req);
+                if self.execute(path, procs, &req).is_err() {
+                    self.episodes
+                        .entry(path.to_owned())
+                        .or_default()
+                        .unrecorded();
+                }
             }
         }
     }
@@ -576,26 +698,42 @@ impl Warden {
             reason: None,
             rest,
         };
-        self.execute(path, procs, &req);
+        if self.execute(path, procs, &req).is_err()
+            && let Plan::RecycleWorkers(ids) = plan
+        {
+            // Not recycled, for want of room for its record: they are next again.
+            let mut next = ids.clone();
+            next.extend(req.rest);
+            self.episodes
+                .entry(path.to_owned())
+                .or_default()
+                .put_back(incident.to_owned(), next);
+        }
     }
 
-    /// Carries out `req.plan` and records it; on success the vassal's action is pending
-    /// verification.
-    fn execute(&mut self, path: &Path, procs: &Procs, req: &Request<'_>) -> bool {
+    /// Carries out `req.plan` and records it; on success (`Ok(true)`) the vassal's
+    /// action is pending verification. `Err`: the action's record could not be made room
+    /// for (or a record is still owed), so nothing was done.
+    fn execute(
+        &mut self,
+        path: &Path,
+        procs: &Procs,
+        req: &Request<'_>,
+    ) -> Result<bool, audit::WriteError> {
         let v = &self.inv.vassals[path];
-        let Some(kind) = req.plan.kind() else {
-            return false;
+        let Some(mut action) = planned(v, req.plan, req.note.clone(), req.reason.clone()) else {
+            return Ok(false);
         };
-        let mut action = Action {
-            action: kind,
-            path: v.file.path.clone(),
-            mtime_before: None,
-            mtime_after: None,
-            dry_run: false,
-            pids: Vec::new(),
-            reason: req.reason.clone(),
-            note: req.note.clone(),
-        };
+        let kind = action.action;
+        let room = planned_len(
+            req.now,
+            req.incident,
+            v,
+            req.plan,
+            req.note.clone(),
+            req.reason.clone(),
+        );
+        self.room_to_act(&v.file.name, room)?;
         let mut replace = procs.workers.clone();
         let result = match req.plan {
             Plan::Touch | Plan::ChainReload(_) => {
@@ -621,7 +759,7 @@ impl Warden {
                 replace.retain(|id| action.pids.contains(&id.pid));
                 r
             }
-            Plan::Alert(_) => return false,
+            Plan::Alert(_) => return Ok(false),
         };
         if let Err(detail) = result {
             error!(vassal = %v.file.name, incident = %req.incident, action = %kind, "{detail}; the next pass climbs the ladder");
@@ -630,16 +768,16 @@ impl Warden {
                 action: Some(kind),
                 detail: Some(detail),
             });
-            let _ = self.write(req.now, req.incident, v, event);
+            self.write(req.now, req.incident, v, event);
             self.episodes
                 .entry(path.to_owned())
                 .or_default()
                 .failed(kind);
-            return false;
+            return Ok(false);
         }
         info!(vassal = %v.file.name, action = %action.action, pids = ?action.pids, "acted");
         self.last_action = Some((v.file.name.clone(), kind, SystemTime::now()));
-        let _ = self.write(req.now, req.incident, v, Rec::Action(action));
+        self.write(req.now, req.incident, v, Rec::Action(action));
         for id in procs.all() {
             if let Some(s) = self.states.get_mut(&id) {
                 s.reset();
@@ -658,7 +796,7 @@ impl Warden {
             req.incident.to_owned(),
             req.rest.clone(),
         );
-        true
+        Ok(true)
     }
 
     fn nofollow(&self, v: &Vassal) -> bool {
@@ -729,7 +867,8 @@ impl Warden {
                 action: None,
                 detail: Some(format!("{reason}: {detail}")),
             });
-            let _ = self.write(now, &incident, v, event);
+            // Refused either way; a failure to record it is logged.
+            let _ = self.write_first(now, &incident, v, event);
             anyhow::bail!("not reloading {}: {detail}", v.file.name);
         }
         if dry_run {
@@ -743,7 +882,7 @@ impl Warden {
                 reason: Some(reason),
                 note: None,
             });
-            self.write(now, &incident, v, event)?;
+            self.write_first(now, &incident, v, event)?;
             return Ok(OutcomeResult::Recovered);
         }
         let req = Request {
@@ -754,15 +893,21 @@ impl Warden {
             reason: Some(reason),
             rest: Vec::new(),
         };
-        if !self.execute(&path, &procs, &req) {
-            anyhow::bail!(
+        match self.execute(&path, &procs, &req) {
+            Ok(true) => {}
+            Ok(false) => anyhow::bail!(
                 "the touch failed; see the incident log {}",
                 self.audit.path().display()
-            );
+            ),
+            Err(e) => anyhow::bail!("{e}; not touched, since its record could not be written"),
         }
         self.await_outcome(&path);
-        let (records, _) = audit::read_log(self.audit.path())?;
-        Ok(records
+        if let Err(e) = self.pay_owed() {
+            anyhow::bail!("{e}; the vassal was touched, but not all of its records are written");
+        }
+        let read = audit::read_tail(self.audit.path(), audit::HISTORY_TAIL)?;
+        Ok(read
+            .records
             .iter()
             .rev()
             .find_map(|r| match &r.event {
@@ -782,6 +927,72 @@ impl Warden {
             self.inv.map_all();
             let mut seen = HashSet::new();
             self.tick_vassal(path, Instant::now(), &mut seen);
+        }
+    }
+}
+
+/// A record of the log about vassal `v`.
+fn record(now: SystemTime, incident: &str, v: &Vassal, event: Rec) -> Record {
+    Record {
+        schema: audit::SCHEMA,
+        ts: audit::timestamp(now),
+        incident: incident.to_owned(),
+        vassal: v.file.name.clone(),
+        config: v.file.path.clone(),
+        event,
+    }
+}
+
+/// The action record `plan` makes, before it is taken (without its mtimes and PIDs).
+fn planned(
+    v: &Vassal,
+    plan: &Plan,
+    note: Option<String>,
+    reason: Option<String>,
+) -> Option<Action> {
+    Some(Action {
+        action: plan.kind()?,
+        path: match plan {
+            Plan::ChainReload(f) => f.clone(),
+            _ => v.file.path.clone(),
+        },
+        mtime_before: None,
+        mtime_after: None,
+        dry_run: false,
+        pids: Vec::new(),
+        reason,
+        note,
+    })
+}
+
+/// The length of the longest line the action record of `plan` can take: its mtimes and
+/// every worker it may signal filled in.
+fn planned_len(
+    now: SystemTime,
+    incident: &str,
+    v: &Vassal,
+    plan: &Plan,
+    note: Option<String>,
+    reason: Option<String>,
+) -> u64 {
+    let Some(mut a) = planned(v, plan, note, reason) else {
+        return 0;
+    };
+    let mtime = audit::timestamp_precise(now);
+    a.mtime_before = Some(mtime.clone());
+    a.mtime_after = Some(mtime);
+    if let Plan::RecycleWorkers(ids) = plan {
+        a.pids = ids.iter().map(|i| i.pid).collect();
+    }
+    audit::line_len(&record(now, incident, v, Rec::Action(a)))
+}
+
+/// Logs the unreadable lines of the log not reported yet.
+fn report_bad(reported: &RefCell<HashSet<(PathBuf, u64)>>, bad: &[audit::BadLine]) {
+    let mut seen = reported.borrow_mut();
+    for b in bad {
+        if seen.insert((b.file.clone(), b.offset)) {
+            warn!("{b}");
         }
     }
 }
@@ -811,6 +1022,25 @@ fn detected(policy: &Policy, inc: &Incident) -> Rec {
         top: inc.report.top.iter().map(Into::into).collect(),
         by_kind: inc.report.by_kind.clone(),
     })
+}
+
+/// An alert in the journal: a warning, or an error when every remediation was tried.
+fn log_alert(vassal: &str, incident: &str, reason: &Reason) {
+    if *reason == Reason::LadderExhausted {
+        error!(
+            vassal,
+            incident,
+            reason = reason.as_str(),
+            "alert: given up, not acting"
+        );
+    } else {
+        warn!(
+            vassal,
+            incident,
+            reason = reason.as_str(),
+            "alert: not acting"
+        );
+    }
 }
 
 /// The owner assumed for a file whose owner cannot be read: nobody, trusted for nothing.

@@ -51,7 +51,7 @@ impl Filter<'_> {
 
 impl IncidentsReport {
     pub(super) fn read(log: PathBuf, filter: &Filter) -> Result<IncidentsReport, Failure> {
-        let (records, bad) = match audit::read_log(&log) {
+        let audit::Read { records, bad } = match audit::read_log(&log) {
             Ok(x) => x,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 return Ok(IncidentsReport {
@@ -67,12 +67,7 @@ impl IncidentsReport {
             }
         };
         for b in &bad {
-            eprintln!(
-                "vassal-warden: {}:{}: unreadable line skipped ({})",
-                log.display(),
-                b.line,
-                b.message
-            );
+            eprintln!("vassal-warden: {}", super::for_terminal(&b.to_string()));
         }
         let cutoff = filter.since.map(|d| SystemTime::now() - d);
         let records = records

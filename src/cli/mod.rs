@@ -153,7 +153,8 @@ pub fn main(cli: Cli) -> Result<(), Failure> {
             once,
         } => {
             let cfg = Config::load(config.as_deref())?;
-            daemon::run(cfg, daemon::Options { dry_run, once })?;
+            let lock = own_log(&cfg.audit_log)?;
+            daemon::run(cfg, daemon::Options { dry_run, once }, lock)?;
             Ok(())
         }
         Command::Status { config, json } => {
@@ -214,6 +215,23 @@ pub fn main(cli: Cli) -> Result<(), Failure> {
     }
 }
 
+/// Takes the lock that makes the daemon the only one writing its incident log. Another
+/// daemon holding it is a configuration error (exit 2). A lock that cannot be made (the
+/// log's directory is not writable) is not: the daemon runs, alerting only since no
+/// record can be written there either, and takes the lock once it can.
+fn own_log(log: &std::path::Path) -> Result<Option<audit::OwnerLock>, Failure> {
+    match audit::OwnerLock::take(log) {
+        Ok(l) => Ok(Some(l)),
+        Err(e @ audit::LockError::Held { .. }) => {
+            Err(FileError::new(log, None, e.to_string()).into())
+        }
+        Err(e) => {
+            tracing::error!(file = %log.display(), "{e}");
+            Ok(None)
+        }
+    }
+}
+
 /// `health`: the worst concern decides the exit code; the line says what and where.
 fn health(config: Option<&std::path::Path>) -> Result<(), Failure> {
     let (line, code) = match Config::load(config) {
@@ -240,7 +258,7 @@ fn health(config: Option<&std::path::Path>) -> Result<(), Failure> {
             (format!("VASSAL-WARDEN {name} - {what}"), level.exit_code())
         }
     };
-    emit(|w| writeln!(w, "{line}"))?;
+    emit(|w| writeln!(w, "{}", for_terminal(&line)))?;
     if code == 0 {
         Ok(())
     } else {
@@ -257,11 +275,12 @@ pub(crate) struct Episodes {
 }
 
 impl Episodes {
-    /// Reads the log of `cfg`. A log that does not exist yet tells that nothing happened.
+    /// Reads the log of `cfg` as the daemon does at start (with its rotated
+    /// predecessor). A log that does not exist yet tells that nothing happened.
     fn read(cfg: &Config) -> Episodes {
-        match audit::read_log(&cfg.audit_log) {
-            Ok((records, _)) => Episodes {
-                by_config: Episode::replay(&records),
+        match audit::read_history(&cfg.audit_log, audit::HISTORY_TAIL) {
+            Ok(read) => Episodes {
+                by_config: Episode::replay(&read.records),
                 problem: None,
             },
             Err(e) => Episodes {
@@ -293,7 +312,7 @@ fn reload(cfg: Config, vassal: &str, reason: &str, dry_run: bool) -> Result<(), 
             .into());
         }
     };
-    emit(|w| writeln!(w, "{line}"))
+    emit(|w| writeln!(w, "{}", for_terminal(&line)))
 }
 
 /// A command's report: one typed value, shown as a table or printed as JSON.
@@ -307,14 +326,25 @@ trait Report: Serialize {
     }
 }
 
+/// Prints a report. Text is for a terminal: any control character in it (a file name
+/// can hold an escape sequence) is shown escaped. JSON is escaped by its own rules.
 fn print(report: &impl Report, json: bool) -> Result<(), Failure> {
     emit(|w| {
         if json {
             report.write_json(w)
         } else {
-            report.write_text(w)
+            let mut text = Vec::new();
+            report.write_text(&mut text)?;
+            w.write_all(table::escape(&String::from_utf8_lossy(&text), true).as_bytes())
         }
     })
+}
+
+/// `s` fit for a terminal: control characters, C1 controls and bidirectional overrides
+/// shown escaped (`\x1b`, `\u{202e}`); line breaks kept.
+#[must_use]
+pub fn for_terminal(s: &str) -> String {
+    table::escape(s, true)
 }
 
 /// Writes to standard output. A closed pipe (`vassal-warden status | head -1`) ends the

@@ -225,7 +225,7 @@ impl Report for StatusReport {
                 ]);
             }
             if let Some(problem) = &v.problem {
-                t.note(format!("  ! {problem}"));
+                t.note(&format!("  ! {problem}"));
             }
             for c in &v.concerns {
                 let tag = if c.level == Level::Critical {
@@ -233,7 +233,7 @@ impl Report for StatusReport {
                 } else {
                     "warning"
                 };
-                t.note(format!("  ! {tag}: {}", c.text));
+                t.note(&format!("  ! {tag}: {}", c.text));
             }
         }
         t.write(w)

@@ -3,8 +3,10 @@
 //!
 //! This module owns the layout of the human-readable output: column widths come from the
 //! header and the rows (so one long value widens its own column and moves nothing else),
-//! numbers align right, text left, and no line ends in spaces. It knows nothing of what
-//! the cells mean and does no I/O beyond writing to the writer it is given.
+//! numbers align right, text left, and no line ends in spaces; control characters in a
+//! value (a file name can hold a terminal escape sequence) are shown escaped, never sent
+//! to the terminal. It knows nothing of what the cells mean and does no I/O beyond
+//! writing to the writer it is given.
 
 use std::io::{self, Write};
 
@@ -51,12 +53,13 @@ impl Table {
     /// Adds a row; missing cells at its end are empty.
     pub(super) fn row(&mut self, cells: Vec<String>) {
         debug_assert!(cells.len() <= self.columns.len(), "more cells than columns");
+        let cells = cells.into_iter().map(|c| escape(&c, false)).collect();
         self.rows.push(Row::Cells(cells));
     }
 
     /// Adds a line that is not part of the columns (a problem under a vassal, say).
-    pub(super) fn note(&mut self, line: String) {
-        self.rows.push(Row::Note(line));
+    pub(super) fn note(&mut self, line: &str) {
+        self.rows.push(Row::Note(escape(line, false)));
     }
 
     fn widths(&self) -> Vec<usize> {
@@ -138,6 +141,34 @@ pub(super) fn tail(s: &str, n: usize) -> String {
     format!("…{keep}")
 }
 
+/// `s` with every character that a terminal would act on written as an escape instead:
+/// C0 controls and DEL (`\x1b`, `\r`, `\t`, and `\n` unless `newlines` are kept), C1
+/// controls, and the bidirectional overrides and isolates (`\u{202e}`), which can make a
+/// name read as another.
+#[must_use]
+pub(crate) fn escape(s: &str, newlines: bool) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '\n' if newlines => out.push(c),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\0'..='\x1f' | '\x7f' => write_pad(&mut out, format_args!("\\x{:02x}", u32::from(c))),
+            '\u{80}'..='\u{9f}'
+            | '\u{200e}'
+            | '\u{200f}'
+            | '\u{061c}'
+            | '\u{202a}'..='\u{202e}'
+            | '\u{2066}'..='\u{2069}' => {
+                write_pad(&mut out, format_args!("\\u{{{:x}}}", u32::from(c)));
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// Appends a padded cell; writing to a `String` cannot fail.
 fn write_pad(line: &mut String, cell: std::fmt::Arguments<'_>) {
     let _ = std::fmt::Write::write_fmt(line, cell);
@@ -179,13 +210,36 @@ mod tests {
         let mut t = Table::new(&[("TARGET", Align::Left), ("KIND", Align::Left)]).indent(2);
         t.row(vec!["unix → /run/a.sock".into(), "socket".into()]);
         t.row(vec!["x".into()]);
-        t.note("  ! a note".into());
+        t.note("  ! a note");
         assert_eq!(
             render(&t),
             "  TARGET              KIND\n  \
                unix → /run/a.sock  socket\n  \
                x\n  \
              ! a note\n"
+        );
+    }
+
+    #[test]
+    fn control_characters_are_shown_escaped() {
+        assert_eq!(
+            escape("a\x1b[2Jb\rc\td\u{9b}e\u{202e}f\x7f", false),
+            r"a\x1b[2Jb\rc\td\u{9b}e\u{202e}f\x7f"
+        );
+        assert_eq!(escape("one\ntwo", true), "one\ntwo");
+        assert_eq!(escape("one\ntwo", false), r"one\ntwo");
+        assert_eq!(
+            escape("/srv/app/café → ×745", false),
+            "/srv/app/café → ×745"
+        );
+        let mut t = Table::new(&[("VASSAL", Align::Left), ("STATE", Align::Left)]);
+        t.row(vec!["\x1b]0;owned\x07.ini".into(), "running".into()]);
+        t.note("  ! \x1b[31mred");
+        assert_eq!(
+            render(&t),
+            "VASSAL                STATE\n\
+             \\x1b]0;owned\\x07.ini  running\n  \
+             ! \\x1b[31mred\n"
         );
     }
 

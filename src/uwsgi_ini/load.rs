@@ -373,13 +373,22 @@ impl Loader<'_> {
             });
         }
         let names = Names::of(path, given, x);
-        let expanded = expand_magic_with(text, &names, &self.top_names);
+        let Some(expanded) = expand_magic_with(text, &names, &self.top_names) else {
+            let what = format!(
+                "its magic variables (`%p`, `%d`, ...) expand to more than {} MiB: it is refused",
+                super::MAX_TOTAL >> 20
+            );
+            return Err(match from {
+                None => FileError::new(self.top, None, what),
+                Some(_) => self.error(from, format!("{} {what}", path.display())),
+            });
+        };
         let file = self.files.len();
         self.files.push(path.to_owned());
         self.stack.push(key_path);
         let mut any = false;
         for e in lex(&expanded) {
-            if e.section == asked {
+            if *e.section == *asked {
                 any = true;
                 let at = At {
                     file,
@@ -387,7 +396,7 @@ impl Loader<'_> {
                     top_line: from.map_or(e.line, |f| f.top_line),
                 };
                 self.add(e.key, e.value, at)?;
-            } else if from.is_none() && e.section == "vassal-warden" {
+            } else if from.is_none() && &*e.section == "vassal-warden" {
                 self.warden.push(e);
             }
         }

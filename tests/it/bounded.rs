@@ -258,6 +258,13 @@ fn a_trickling_stats_server_stalls_no_pass() {
     assert_eq!(warden.wait_record("outcome", 0)["result"], "recovered");
     assert!(mtime(&ini) > before);
     emp.wait_replaced("shop.ini", &workers);
+    // The bad source is one warning in the log, not one per pass.
+    let log = warden.log();
+    let warnings = log
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("cannot read the Emperor stats"))
+        .count();
+    assert_eq!(warnings, 1, "{log}");
 }
 
 #[test]

@@ -457,8 +457,18 @@ impl Warden {
         fs::read_to_string(&self.stderr).unwrap_or_default()
     }
 
+    /// The warden's PID.
+    pub fn pid(&self) -> i32 {
+        self.group.pid()
+    }
+
+    /// Sends `signal` to the warden; after SIGKILL, waits until it is gone (and its lock
+    /// on the incident log with it).
     pub fn kill(&mut self, signal: Signal) {
         self.group.kill(signal);
+        if signal == Signal::KILL {
+            let _ = self.group.child.wait();
+        }
     }
 
     /// The exit status, if the warden has exited.
@@ -493,7 +503,11 @@ impl Drop for Warden {
                 self.stderr.display(),
                 self.log()
             );
-            eprintln!("--- incident log ---\n{:#?}", self.records());
+            // As it is on disk: a torn line must not panic again while panicking.
+            eprintln!(
+                "--- incident log ---\n{}",
+                String::from_utf8_lossy(&fs::read(&self.audit_log).unwrap_or_default())
+            );
         }
     }
 }

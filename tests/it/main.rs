@@ -15,6 +15,7 @@ mod discovery;
 mod forensics;
 mod hostile;
 mod ini_oracle;
+mod ledger;
 mod remediation;
 mod site_up;
 
