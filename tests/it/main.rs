@@ -18,6 +18,7 @@ mod ini_oracle;
 mod ledger;
 mod remediation;
 mod site_up;
+mod systemd;
 
 use std::path::PathBuf;
 
