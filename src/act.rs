@@ -9,7 +9,8 @@
 //! recycle: it finishes its request and the master respawns it), after checking that the
 //! PID is still that worker of that master. It never signals a master or an Emperor.
 
-use std::path::Path;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use rustix::fs::{AtFlags, Timespec, Timestamps, UTIME_OMIT};
@@ -40,14 +41,21 @@ pub(crate) struct TouchTarget<'a> {
     pub owner: Option<u32>,
 }
 
-/// Touches the target so the Emperor reloads the vassal. Returns the mtimes before and
-/// after. The file is opened once (`O_PATH`, which opens no device and blocks on no
+/// What a touch did: the file it set the mtime of, and that mtime before and after.
+#[derive(Debug)]
+pub(crate) struct Touched {
+    /// The file touched, as the kernel names the descriptor it was touched through: a
+    /// symlink's target when the link was followed, the link itself under `nofollow`.
+    pub path: PathBuf,
+    pub before: SystemTime,
+    pub after: SystemTime,
+}
+
+/// Touches the target so the Emperor reloads the vassal. Returns the file touched and
+/// its mtimes before and after. The file is opened once (`O_PATH`, which opens no device and blocks on no
 /// FIFO), checked to be a regular file its owner could write, and touched through that
 /// descriptor, so a symlink swapped in between cannot redirect the touch.
-pub(crate) fn touch(
-    t: &TouchTarget<'_>,
-    now: SystemTime,
-) -> std::io::Result<(SystemTime, SystemTime)> {
+pub(crate) fn touch(t: &TouchTarget<'_>, now: SystemTime) -> std::io::Result<Touched> {
     use rustix::fs::{Mode, OFlags};
     let refuse = |why: String| std::io::Error::new(std::io::ErrorKind::PermissionDenied, why);
     let mut flags = OFlags::PATH | OFlags::CLOEXEC;
@@ -91,10 +99,13 @@ pub(crate) fn touch(
     // Through the descriptor: exactly the file (or link) checked above.
     rustix::fs::utimensat(&fd, "", &times, AtFlags::EMPTY_PATH)?;
     let after = rustix::fs::fstat(&fd)?;
-    Ok((
-        from_timespec(before, st.st_mtime_nsec),
-        from_timespec(after.st_mtime, after.st_mtime_nsec),
-    ))
+    let path = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+        .unwrap_or_else(|_| t.path.to_owned());
+    Ok(Touched {
+        path,
+        before: from_timespec(before, st.st_mtime_nsec),
+        after: from_timespec(after.st_mtime, after.st_mtime_nsec),
+    })
 }
 
 fn from_timespec(secs: i64, nsec: impl TryInto<u32>) -> SystemTime {
@@ -195,9 +206,9 @@ mod tests {
         let now = SystemTime::now();
         let future = to_secs(now) + 5;
         set_mtime(&p, future);
-        let (before, after) = touch(&target(&p, false), now).unwrap();
-        assert_eq!(to_secs(before), future);
-        assert_eq!(to_secs(after), future + 1);
+        let t = touch(&target(&p, false), now).unwrap();
+        assert_eq!(to_secs(t.before), future);
+        assert_eq!(to_secs(t.after), future + 1);
     }
 
     #[test]
@@ -212,9 +223,9 @@ mod tests {
             loaded: Some(to_secs(now)),
             ..target(&p, false)
         };
-        let (before, after) = touch(&t, now).unwrap();
-        assert_eq!(to_secs(before), -315_619_200);
-        assert_eq!(to_secs(after), to_secs(now) + 1);
+        let t = touch(&t, now).unwrap();
+        assert_eq!(to_secs(t.before), -315_619_200);
+        assert_eq!(to_secs(t.after), to_secs(now) + 1);
     }
 
     #[test]
@@ -226,12 +237,14 @@ mod tests {
         std::os::unix::fs::symlink(&real, &link).unwrap();
         let target_before = mtime(&real, false);
         let later = SystemTime::now() + Duration::from_secs(10);
-        let (_, after) = touch(&target(&link, true), later).unwrap();
-        assert_eq!(mtime(&link, true), after);
+        let t = touch(&target(&link, true), later).unwrap();
+        assert_eq!(mtime(&link, true), t.after);
         assert_eq!(mtime(&real, false), target_before);
-        // Following the link touches the target.
-        let (_, after) = touch(&target(&link, false), later + Duration::from_secs(10)).unwrap();
-        assert_eq!(mtime(&real, false), after);
+        assert_eq!(t.path, d.path().canonicalize().unwrap().join("link.ini"));
+        // Following the link touches the target, and says so.
+        let t = touch(&target(&link, false), later + Duration::from_secs(10)).unwrap();
+        assert_eq!(mtime(&real, false), t.after);
+        assert_eq!(t.path, real.canonicalize().unwrap());
     }
 
     #[test]

@@ -143,10 +143,15 @@ pub(crate) fn list_vassals(source: &Source) -> Vec<VassalFile> {
 }
 
 /// A running Emperor.
+// Each flag is a separate uWSGI setting or fact, not a state machine in disguise.
+#[allow(clippy::struct_excessive_bools)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Emperor {
     /// The process whose children are the vassal masters.
     pub pid: i32,
+    /// Root's: it runs as root, or systemd started it as a system service (whatever uid
+    /// it dropped to). Only such an Emperor speaks for directories it does not own.
+    pub system: bool,
     pub start_time: u64,
     /// Debian's layout: the Emperor's own master, with the same command line, above it.
     pub master_pid: Option<i32>,
@@ -243,6 +248,21 @@ fn runs_uwsgi(pid: i32) -> bool {
             .is_ok_and(|m| m.is_file() && m.uid() == 0 && m.mode() & 0o022 == 0)
 }
 
+/// True when systemd runs `pid` in a system service's cgroup (`/system.slice/….service`),
+/// where no user can move a process of theirs.
+fn system_service(pid: i32) -> bool {
+    use std::io::Read;
+    let mut text = String::new();
+    let read = std::fs::File::open(procs::proc_path(pid, "cgroup"))
+        .and_then(|f| f.take(64 * 1024).read_to_string(&mut text));
+    read.is_ok()
+        && text.lines().any(|l| {
+            l.rsplit(':')
+                .next()
+                .is_some_and(|path| path.starts_with("/system.slice/") && path.contains(".service"))
+        })
+}
+
 /// Reads an Emperor's settings from a process's command line (and the ini it names).
 /// `None` when the process is not an Emperor.
 fn emperor_settings(pid: i32, args: &[String]) -> Option<Emperor> {
@@ -287,8 +307,10 @@ fn emperor_settings(pid: i32, args: &[String]) -> Option<Emperor> {
     let base = base_dir(pid);
     // An Emperor run by a user speaks only for directories that user owns: a user who
     // starts uWSGI's own binary with `--emperor /etc/uwsgi-emperor/vassals` does not
-    // take over the vassals of root's Emperor.
+    // take over the vassals of root's Emperor. Root's Emperor may have dropped to
+    // another uid (Debian's runs as www-data): started as a system service, it is root's.
     let uid = procs::uid(pid)?;
+    let system = uid == 0 || system_service(pid);
     let sources: Vec<Source> = opts
         .iter()
         .filter(|(k, _)| k == "emperor")
@@ -297,7 +319,7 @@ fn emperor_settings(pid: i32, args: &[String]) -> Option<Emperor> {
         .filter_map(|(_, v)| Source::parse(v, &base))
         .filter(|s| {
             use std::os::unix::fs::MetadataExt;
-            uid == 0 || std::fs::metadata(s.dir()).is_ok_and(|m| m.uid() == uid)
+            system || std::fs::metadata(s.dir()).is_ok_and(|m| m.uid() == uid)
         })
         .collect();
     if !opts.iter().any(|(k, _)| k == "emperor") {
@@ -305,6 +327,7 @@ fn emperor_settings(pid: i32, args: &[String]) -> Option<Emperor> {
     }
     let start_time = procs::stat(pid)?.start_time;
     Some(Emperor {
+        system,
         pid,
         start_time,
         master_pid: None,

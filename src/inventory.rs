@@ -158,12 +158,7 @@ impl Inventory {
             }
         }
         for (path, (file, source)) in seen {
-            // Two Emperors that watch one source: neither is trusted with its vassals.
-            let mut watchers = self.emperors.iter().filter(|e| e.watches(&source));
-            let emperor = match (watchers.next(), watchers.next()) {
-                (Some(e), None) => Some(e.pid),
-                _ => None,
-            };
+            let emperor = watcher(&self.emperors, &source);
             let st = stamp(&path);
             let cwd = workdir(&source, &path, emperor);
             match self.vassals.get_mut(&path) {
@@ -283,6 +278,18 @@ impl Inventory {
                 || v.file.path.file_name().and_then(|f| f.to_str()) == Some(name)
                 || v.file.path.file_stem().and_then(|f| f.to_str()) == Some(name)
         })
+    }
+}
+
+/// The one Emperor that runs the vassals of `source`. Of several that watch it, root's
+/// wins over users' (a user may point uWSGI at any directory it can read); two of
+/// root's, or two of users', cannot be told apart, and neither is trusted with them.
+pub(crate) fn watcher(emperors: &[Emperor], source: &Source) -> Option<i32> {
+    let all: Vec<&Emperor> = emperors.iter().filter(|e| e.watches(source)).collect();
+    let system: Vec<&Emperor> = all.iter().copied().filter(|e| e.system).collect();
+    match (all.as_slice(), system.as_slice()) {
+        ([one], _) | (_, [one]) => Some(one.pid),
+        _ => None,
     }
 }
 

@@ -1169,14 +1169,17 @@ const NOBODY: u32 = 65534;
 /// Touches the target so that uWSGI sees it as newer, filling in the action's mtimes.
 fn touch(target: &act::TouchTarget<'_>, action: &mut Action) -> Result<(), String> {
     target.path.clone_into(&mut action.path);
-    let (before, after) = act::touch(target, SystemTime::now()).map_err(|e| {
+    let touched = act::touch(target, SystemTime::now()).map_err(|e| {
         format!(
             "cannot touch {}: {e}; check that the warden may set its mtime",
             target.path.display()
         )
     })?;
-    action.mtime_before = Some(audit::timestamp_precise(before));
-    action.mtime_after = Some(audit::timestamp_precise(after));
+    // The file whose mtime changed: a symlinked vassal's target, unless the Emperor
+    // `lstat()`s the link.
+    action.path = touched.path;
+    action.mtime_before = Some(audit::timestamp_precise(touched.before));
+    action.mtime_after = Some(audit::timestamp_precise(touched.after));
     Ok(())
 }
 

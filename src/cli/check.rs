@@ -135,7 +135,7 @@ fn emperor_problems(inv: &Inventory) -> Vec<String> {
             .filter(|e| e.watches(src))
             .map(|e| e.pid.to_string())
             .collect();
-        if watchers.len() > 1 {
+        if watchers.len() > 1 && crate::inventory::watcher(&inv.emperors, src).is_none() {
             problems.push(format!(
                 "Emperors {} all watch {src}: which one runs its vassals cannot be told, so none of them is acted on; stop the Emperor that should not be there",
                 watchers.join(", ")

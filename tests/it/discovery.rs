@@ -204,6 +204,10 @@ fn symlinked(nofollow: bool) {
     emp.leak("link.ini", 40);
     let outcome = warden.wait_record("outcome", 0);
     assert_eq!(outcome["result"], "recovered", "{outcome}");
+    // The record names the file whose mtime changed.
+    let touched = if nofollow { &link } else { &target };
+    let action = warden.wait_record("action", 0);
+    assert_eq!(action["path"], touched.to_str().unwrap(), "{action}");
     assert_eq!(emp.reloads("link.ini"), 1);
     emp.wait_replaced("link.ini", &workers);
     if nofollow {

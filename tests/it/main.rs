@@ -20,6 +20,7 @@ mod metrics;
 mod packaging;
 mod remediation;
 mod site_up;
+mod systemd;
 
 /// The generator of the package's manual pages and completions, as `scripts/build-deb`
 /// runs it (its `main` is not used here).
