@@ -255,14 +255,19 @@ fn health(config: Option<&std::path::Path>) -> Result<(), Failure> {
     let (line, code) = match Config::load(config) {
         Err(e) => (format!("VASSAL-WARDEN UNKNOWN - {e}"), 3),
         Ok(cfg) => {
-            let report = status::StatusReport::build(&inventory(&cfg), &Episodes::read(&cfg));
-            let level = report.level();
+            let episodes = Episodes::read(&cfg);
+            let report = status::StatusReport::build(&inventory(&cfg), &episodes);
+            let mut concerns = report.concerns();
+            // A log that cannot be read hides cooldowns, flapping and given-up vassals.
+            if let Some(p) = &episodes.problem {
+                concerns.push((Level::Warning, p.clone()));
+            }
+            let level = concerns.iter().map(|c| c.0).max().unwrap_or(Level::Ok);
             let (vassals, procs) = report.counts();
             let what = if level == Level::Ok {
                 format!("{vassals} vassals, {procs} processes within their limits")
             } else {
-                report
-                    .concerns()
+                concerns
                     .into_iter()
                     .map(|(_, c)| c)
                     .collect::<Vec<_>>()

@@ -75,16 +75,6 @@ impl StatusReport {
         }
     }
 
-    /// The worst concern of all vassals.
-    pub(super) fn level(&self) -> Level {
-        self.vassals
-            .iter()
-            .flat_map(|v| &v.concerns)
-            .map(|c| c.level)
-            .max()
-            .unwrap_or(Level::Ok)
-    }
-
     /// `vassal: concern` for every concern, worst first.
     pub(super) fn concerns(&self) -> Vec<(Level, String)> {
         let mut all: Vec<(Level, String)> = self

@@ -430,3 +430,21 @@ fn status_check_and_health_say_when_a_vassal_is_in_trouble() {
         (code == 2 && line.contains("at its limit")).then_some(())
     });
 }
+
+/// An incident log that cannot be read hides cooldowns, flapping and given-up vassals:
+/// `health` does not say OK over it.
+#[test]
+fn health_is_not_ok_when_the_incident_log_cannot_be_read() {
+    let emp = Emperor::start();
+    emp.add_vassal("shop.ini", &VassalSpec::default());
+    emp.wait_running("shop.ini", 1);
+    let cfg = emp.config("");
+    // A directory where the log should be: it cannot be read as one.
+    std::fs::create_dir(emp.root().join("incidents.jsonl")).unwrap();
+    let (code, line) = run(&["health", "-c", &cfg]);
+    assert_eq!(code, 1, "{line}");
+    assert!(
+        line.starts_with("VASSAL-WARDEN WARNING - ") && line.contains("incidents.jsonl"),
+        "{line}"
+    );
+}
