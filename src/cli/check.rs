@@ -145,7 +145,12 @@ fn emperor_problems(inv: &Inventory) -> Vec<String> {
     let mut views: Vec<_> = inv.views.iter().collect();
     views.sort_by_key(|(pid, _)| **pid);
     for (pid, view) in views {
-        if let Some(e) = &view.stats_error {
+        // Only an Emperor that runs vassals the warden watches: another one's stats
+        // server is none of this config's business.
+        let ours = inv
+            .emperor(*pid)
+            .is_some_and(|e| inv.sources.iter().any(|s| e.watches(s)));
+        if let Some(e) = view.stats_error.as_ref().filter(|_| ours) {
             problems.push(format!("Emperor {pid}: {e}"));
         }
     }
