@@ -431,40 +431,61 @@ fn render_counters(o: &mut Out<'_>, vassals: &[VassalView<'_>]) {
             Value::Int(c.incidents),
         );
     }
-    o.family(
-        "actions_total",
-        "counter",
+    counters_by(
+        o,
+        vassals,
+        ("actions_total", "action"),
         "Actions recorded, by kind (recycle-worker, chain-reload, touch).",
+        |c| {
+            ActionKind::ALL
+                .iter()
+                .zip(c.actions)
+                .map(|(k, n)| (k.as_str().to_owned(), n))
+                .collect()
+        },
     );
-    for v in vassals {
-        let c = v.counts.unwrap_or(&zero);
-        for (kind, n) in ActionKind::ALL.iter().zip(c.actions) {
-            let labels = [("vassal", v.name), ("action", kind.as_str())];
-            o.sample("actions_total", &labels, Value::Int(n));
-        }
-    }
-    o.family(
-        "outcomes_total",
-        "counter",
+    counters_by(
+        o,
+        vassals,
+        ("outcomes_total", "result"),
         "Outcomes of actions recorded, by result (recovered, not_recovered, vanished).",
+        |c| {
+            OutcomeResult::ALL
+                .iter()
+                .zip(c.outcomes)
+                .map(|(r, n)| (r.as_str().to_owned(), n))
+                .collect()
+        },
     );
-    for v in vassals {
-        let c = v.counts.unwrap_or(&zero);
-        for (result, n) in OutcomeResult::ALL.iter().zip(c.outcomes) {
-            let labels = [("vassal", v.name), ("result", result.as_str())];
-            o.sample("outcomes_total", &labels, Value::Int(n));
-        }
-    }
-    o.family(
-        "suppressions_total",
-        "counter",
+    counters_by(
+        o,
+        vassals,
+        ("suppressions_total", "reason"),
         "Incidents not acted on (suppressed records), by reason.",
+        |c| {
+            c.suppressions
+                .iter()
+                .map(|(r, n)| (r.as_str().to_owned(), *n))
+                .collect()
+        },
     );
+}
+
+/// One counter family with a second label (`(name, label)`), one sample per vassal and
+/// value of that label.
+fn counters_by(
+    o: &mut Out<'_>,
+    vassals: &[VassalView<'_>],
+    (name, label): (&str, &str),
+    help: &str,
+    values: impl Fn(&VassalCounts) -> Vec<(String, u64)>,
+) {
+    let zero = VassalCounts::default();
+    o.family(name, "counter", help);
     for v in vassals {
-        let c = v.counts.unwrap_or(&zero);
-        for (reason, n) in &c.suppressions {
-            let labels = [("vassal", v.name), ("reason", reason.as_str())];
-            o.sample("suppressions_total", &labels, Value::Int(*n));
+        for (value, n) in values(v.counts.unwrap_or(&zero)) {
+            let labels = [("vassal", v.name), (label, value.as_str())];
+            o.sample(name, &labels, Value::Int(n));
         }
     }
 }
