@@ -201,6 +201,7 @@ fn report_rendering(exposition: &str) {
             given_up: false,
             last_action: None,
             counts: None,
+            hook_failures: 0,
         })
         .collect();
     let mut passes = Histogram::default();

@@ -50,6 +50,10 @@ pub(crate) enum Event {
     Action(Action),
     Outcome(Outcome),
     Suppressed(Suppressed),
+    /// An episode that is still on (held, alert only, refused): said again every `remind`.
+    Reminder(Episode),
+    /// An episode recorded as held, alert only or refused is over.
+    Ended(Episode),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -191,6 +195,25 @@ pub(crate) struct Suppressed {
     /// For `action_failed`: the action that failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub action: Option<ActionKind>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+/// A condition that lasts (flapping, given up, alert only, a refused touch…): the
+/// incident's `suppressed` record starts it, `reminder` records say it is still on, an
+/// `ended` record closes it. They carry the incident id of the record that started it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Episode {
+    /// The reason of the record that started it.
+    pub reason: Reason,
+    /// When it started: the `ts` of that record.
+    pub since: String,
+    /// How long it has lasted, to this record.
+    #[serde(deserialize_with = "float_or_null")]
+    pub seconds: f64,
+    /// The highest fd count among the vassal's processes now, when it is known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fds: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
 }
@@ -580,35 +603,102 @@ pub(crate) fn read_tail(path: &Path, tail: u64) -> std::io::Result<Read> {
 
 /// Reads every record of the log. Bad lines (a torn line after a crash, say) are
 /// returned apart and do not stop the reading.
+#[cfg(test)]
 pub(crate) fn read_log(path: &Path) -> std::io::Result<Read> {
     read_tail(path, u64::MAX)
 }
 
-/// The log as rotated by logrotate: its first predecessor, `<log>.1` (kept uncompressed
-/// by `delaycompress`; older, compressed ones are not read).
+/// The log's rotated predecessors as logrotate leaves them, newest first: `<log>.1`,
+/// `<log>.2.gz`, … (each plain or gzipped, whichever exists), up to the first number
+/// with neither.
 #[must_use]
-pub(crate) fn rotated(log: &Path) -> PathBuf {
+pub(crate) fn rotations(log: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for n in 1..=MAX_ROTATIONS {
+        let plain = suffixed(log, &format!(".{n}"));
+        let gz = suffixed(log, &format!(".{n}.gz"));
+        match (plain.exists(), gz.exists()) {
+            (true, _) => out.push(plain),
+            (false, true) => out.push(gz),
+            (false, false) => break,
+        }
+    }
+    out
+}
+
+/// The most rotated files read: years of weekly rotations.
+const MAX_ROTATIONS: usize = 1000;
+
+/// The most a compressed rotation is inflated to: a file that inflates further is read
+/// up to here, and the rest is reported as unread.
+pub(crate) const MAX_INFLATED: u64 = 256 * 1024 * 1024;
+
+fn suffixed(log: &Path, suffix: &str) -> PathBuf {
     let mut s = log.as_os_str().to_owned();
-    s.push(".1");
+    s.push(suffix);
     PathBuf::from(s)
 }
 
-/// The history a warden starts from: the last `tail` bytes of the rotated predecessor
-/// `<log>.1`, when there is one, then of the log, oldest first. The bound keeps a huge
-/// log from stalling the start. A log that does not exist is an empty history; any other
-/// error reading the log itself is returned (the predecessor's errors are bad lines).
-pub(crate) fn read_history(log: &Path, tail: u64) -> std::io::Result<Read> {
+/// Reads the records of the last `tail` bytes of one file of the log, plain or (by its
+/// `.gz` name) gzipped.
+pub(crate) fn read_file_tail(path: &Path, tail: u64) -> std::io::Result<Read> {
+    use std::io::Read as _;
+    if path.extension().is_none_or(|e| e != "gz") {
+        return read_tail(path, tail);
+    }
+    let f = File::open(path)?;
+    let mut bytes = Vec::new();
+    flate2::read::MultiGzDecoder::new(f)
+        .take(MAX_INFLATED + 1)
+        .read_to_end(&mut bytes)?;
     let mut out = Read::default();
-    let old = rotated(log);
-    match read_tail(&old, tail) {
-        Ok(r) => out = r,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => out.bad.push(BadLine {
-            file: old,
+    if bytes.len() as u64 > MAX_INFLATED {
+        // Read up to the bound, back to the end of the last whole line.
+        let whole = bytes[..bytes.len() - 1]
+            .iter()
+            .rposition(|b| *b == b'\n')
+            .map_or(0, |i| i + 1);
+        bytes.truncate(whole);
+        out.bad.push(BadLine {
+            file: path.to_owned(),
             line: None,
-            offset: 0,
-            message: format!("cannot read it: {e}; cooldowns recorded only there are not known"),
-        }),
+            offset: whole as u64,
+            message: format!(
+                "inflates to more than {} MiB; the rest of it is not read",
+                MAX_INFLATED >> 20
+            ),
+        });
+    }
+    let start = (bytes.len() as u64).saturating_sub(tail);
+    let skip = usize::try_from(start).unwrap_or(usize::MAX);
+    parse(path, &bytes[skip..], start, start > 0, &mut out);
+    Ok(out)
+}
+
+/// The history a warden starts from: the last `tail` bytes of each of the newest
+/// `files` rotated predecessors and of the log, oldest first. The bound keeps a huge log
+/// from stalling the start. A log that does not exist is an empty history; any other
+/// error reading the log itself is returned (the predecessors' errors are bad lines).
+pub(crate) fn read_history(log: &Path, tail: u64, files: usize) -> std::io::Result<Read> {
+    let mut out = Read::default();
+    let mut old = rotations(log);
+    old.truncate(files);
+    for p in old.into_iter().rev() {
+        match read_file_tail(&p, tail) {
+            Ok(r) => {
+                out.records.extend(r.records);
+                out.bad.extend(r.bad);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => out.bad.push(BadLine {
+                file: p,
+                line: None,
+                offset: 0,
+                message: format!(
+                    "cannot read it: {e}; cooldowns recorded only there are not known"
+                ),
+            }),
+        }
     }
     match read_tail(log, tail) {
         Ok(r) => {
@@ -620,6 +710,17 @@ pub(crate) fn read_history(log: &Path, tail: u64) -> std::io::Result<Read> {
         Err(e) => Err(e),
     }
 }
+
+/// Every record of the log and of all its rotated predecessors, oldest first (for
+/// `incidents`).
+pub(crate) fn read_all(log: &Path) -> std::io::Result<Read> {
+    read_history(log, u64::MAX, MAX_ROTATIONS)
+}
+
+/// How many rotated files a warden reads at start (and `status` and `check`): with
+/// logrotate's weekly rotation, two to three weeks, far longer than any cooldown or
+/// `max-reloads` window.
+pub(crate) const HISTORY_FILES: usize = 2;
 
 /// How much of each file of the log a warden reads at start (and `status` and `check`):
 /// weeks of incidents, far more than any cooldown or `max-reloads` window needs.
@@ -812,27 +913,47 @@ mod tests {
     }
 
     #[test]
-    fn history_reads_the_rotated_log_first_and_a_bounded_tail_of_each() {
+    fn history_reads_the_rotations_as_logrotate_leaves_them_oldest_first() {
+        use std::io::Write as _;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("incidents.jsonl");
         let log = AuditLog::new(path.clone());
+        // Three weeks of rotations under `compress` + `delaycompress`: .2.gz, .1, the log.
+        log.append(&sample("oldest", "/v/a.ini")).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(&bytes).unwrap();
+        std::fs::write(suffixed(&path, ".2.gz"), gz.finish().unwrap()).unwrap();
+        std::fs::remove_file(&path).unwrap();
         log.append(&sample("old", "/v/a.ini")).unwrap();
-        std::fs::rename(&path, rotated(&path)).unwrap();
-        // No log yet after the rotation: the predecessor still tells the history.
-        let read = read_history(&path, HISTORY_TAIL).unwrap();
-        assert_eq!(read.records.len(), 1);
+        std::fs::rename(&path, suffixed(&path, ".1")).unwrap();
+        // No log yet after the rotation: the predecessors still tell the history.
+        let ids =
+            |r: &Read| -> Vec<String> { r.records.iter().map(|r| r.incident.clone()).collect() };
+        let read = read_history(&path, HISTORY_TAIL, HISTORY_FILES).unwrap();
+        assert_eq!(ids(&read), ["oldest", "old"]);
         log.append(&sample("new", "/v/a.ini")).unwrap();
-        let read = read_history(&path, HISTORY_TAIL).unwrap();
-        let ids: Vec<&str> = read.records.iter().map(|r| r.incident.as_str()).collect();
-        assert_eq!(ids, ["old", "new"]);
-        // Older, compressed ones are not read.
-        std::fs::write(dir.path().join("incidents.jsonl.2.gz"), b"\x1f\x8b").unwrap();
-        assert_eq!(read_history(&path, HISTORY_TAIL).unwrap().records.len(), 2);
+        let read = read_history(&path, HISTORY_TAIL, HISTORY_FILES).unwrap();
+        assert_eq!(ids(&read), ["oldest", "old", "new"]);
+        // A start reads only the newest rotations; `incidents` reads them all.
+        std::fs::write(suffixed(&path, ".3.gz"), b"\x1f\x8b broken").unwrap();
+        let read = read_history(&path, HISTORY_TAIL, HISTORY_FILES).unwrap();
+        assert_eq!((ids(&read).len(), read.bad.len()), (3, 0));
+        let all = read_all(&path).unwrap();
+        assert_eq!(ids(&all), ["oldest", "old", "new"]);
+        assert!(
+            all.bad[0].to_string().contains("incidents.jsonl.3.gz"),
+            "{:?}",
+            all.bad
+        );
+        // A gap ends the rotations: .5 after a missing .4 is not one of them.
+        std::fs::write(suffixed(&path, ".5"), b"").unwrap();
+        assert_eq!(rotations(&path).len(), 3);
         // A bound shorter than a line reads no partial line as a record, nor as bad.
-        let read = read_history(&path, 20).unwrap();
+        let read = read_history(&path, 20, HISTORY_FILES).unwrap();
         assert!(read.records.is_empty() && read.bad.is_empty(), "{read:?}");
         assert!(
-            read_history(&dir.path().join("none.jsonl"), 10)
+            read_history(&dir.path().join("none.jsonl"), 10, HISTORY_FILES)
                 .unwrap()
                 .records
                 .is_empty()
@@ -881,7 +1002,7 @@ mod tests {
         );
         // The log's rename (logrotate) does not free the lock.
         std::fs::write(&path, "").unwrap();
-        std::fs::rename(&path, rotated(&path)).unwrap();
+        std::fs::rename(&path, suffixed(&path, ".1")).unwrap();
         assert!(OwnerLock::take(&path).is_err());
         drop(first);
         assert!(OwnerLock::take(&path).is_ok());

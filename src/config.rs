@@ -34,6 +34,10 @@ pub const WARDEN_KEYS: &[&str] = &[
     "max-concurrent",
     "metrics",
     "metrics-textfile",
+    "remind",
+    "on-event",
+    "on-event-for",
+    "on-event-timeout",
 ];
 
 /// Every key `[policy]`, `[vassal NAME]` and a vassal's own `[vassal-warden]` section
@@ -214,6 +218,11 @@ pub(crate) struct Config {
     /// Where the same text is written after each pass, for `node_exporter`'s textfile
     /// collector.
     pub metrics_textfile: Option<PathBuf>,
+    /// How often an episode that lasts (flapping, given up, alert only, refused) is
+    /// recorded again while it lasts.
+    pub remind: Duration,
+    /// The alert hook (`on-event`), if any.
+    pub hook: Option<Hook>,
     pub policy: Policy,
     /// `[vassal NAME]` sections: NAME and its policy settings, in file order.
     pub overrides: Vec<(String, Vec<Setting>)>,
@@ -230,6 +239,8 @@ impl Default for Config {
             dry_run: false,
             metrics: Some(DEFAULT_METRICS),
             metrics_textfile: None,
+            remind: DEFAULT_REMIND,
+            hook: None,
             policy: Policy::default(),
             overrides: Vec::new(),
         }
@@ -326,6 +337,20 @@ impl Config {
             "dry-run" => self.dry_run = parse_bool(v)?,
             "metrics" => self.metrics = parse_metrics(v)?,
             "metrics-textfile" => self.metrics_textfile = parse_textfile(v)?,
+            "remind" => {
+                self.remind = parse_duration_in(key, v, Duration::from_secs(1), MAX_DURATION)?;
+            }
+            "on-event" => self.hook = Hook::parse_command(v)?.map(Hook::new),
+            "on-event-for" | "on-event-timeout" => {
+                let Some(h) = &mut self.hook else {
+                    return Err(format!("`{key}` comes after `on-event`, which it tunes"));
+                };
+                if key == "on-event-for" {
+                    h.events = parse_events(v)?;
+                } else {
+                    h.timeout = parse_duration_in(key, v, Duration::from_secs(1), MAX_VERIFY)?;
+                }
+            }
             other => {
                 return Err(format!(
                     "unknown key `{other}` in [warden]; known: {}",
@@ -408,6 +433,69 @@ fn parse_textfile(v: &str) -> Result<Option<PathBuf>, String> {
         ));
     }
     Ok(Some(p.to_owned()))
+}
+
+/// How often a lasting episode is recorded again by default: an hour, so that a
+/// condition nobody fixes is said twenty-four times a day, not at every cooldown.
+pub(crate) const DEFAULT_REMIND: Duration = Duration::from_secs(3600);
+
+/// The alert hook: a command run for the records that need a human.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Hook {
+    /// The program (an absolute path) and its arguments, split on whitespace: no shell.
+    pub argv: Vec<String>,
+    /// The names a record must match (`hook::HOOK_EVENTS`).
+    pub events: Vec<String>,
+    /// A run that takes longer is killed.
+    pub timeout: Duration,
+}
+
+impl Hook {
+    fn new(argv: Vec<String>) -> Hook {
+        Hook {
+            argv,
+            events: crate::hook::DEFAULT_EVENTS
+                .iter()
+                .map(|e| (*e).to_owned())
+                .collect(),
+            timeout: Duration::from_secs(30),
+        }
+    }
+
+    /// `on-event = /path/to/program ARG…` or `off`.
+    fn parse_command(v: &str) -> Result<Option<Vec<String>>, String> {
+        if v == "off" {
+            return Ok(None);
+        }
+        let argv: Vec<String> = v.split_whitespace().map(str::to_owned).collect();
+        match argv.first() {
+            Some(p) if Path::new(p).is_absolute() => Ok(Some(argv)),
+            _ => Err(format!(
+                "`on-event` must start with the absolute path of a program (it is run without a shell), not `{v}`"
+            )),
+        }
+    }
+}
+
+/// `on-event-for = not_recovered flapping …`: names from `hook::HOOK_EVENTS`, or `all`.
+fn parse_events(v: &str) -> Result<Vec<String>, String> {
+    let names: Vec<String> = v
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|n| !n.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if names.is_empty() {
+        return Err("`on-event-for` names no event; to run no hook, set `on-event = off`".into());
+    }
+    for n in &names {
+        if n != "all" && !crate::hook::HOOK_EVENTS.contains(&n.as_str()) {
+            return Err(format!(
+                "`on-event-for`: unknown event `{n}`; known: all, {}",
+                crate::hook::HOOK_EVENTS.join(", ")
+            ));
+        }
+    }
+    Ok(names)
 }
 
 /// A `vassals =` value: an absolute directory or glob of vassal files.

@@ -169,6 +169,7 @@ pub(crate) fn run(cfg: Config, opts: Options, lock: Option<OwnerLock>) -> anyhow
     let metrics = (cfg.metrics, cfg.metrics_textfile.clone(), cfg.path.clone());
     let mut lock = Owner(lock);
     let mut w = Warden::new(cfg, opts.dry_run);
+    w.start_hooks();
     info!(
         audit_log = %w.audit_log().display(),
         interval = %humantime::format_duration(interval),
@@ -191,6 +192,7 @@ pub(crate) fn run(cfg: Config, opts: Options, lock: Option<OwnerLock>) -> anyhow
             std::thread::sleep(interval);
             w.tick();
         }
+        w.stop_hooks();
         return Ok(());
     }
     lock.retake(w.audit_log())?;
@@ -227,13 +229,15 @@ pub(crate) fn run(cfg: Config, opts: Options, lock: Option<OwnerLock>) -> anyhow
     );
     let mut service = Notifier::from_env();
     service.ready(&w.summary());
-    event_loop(
+    let ended = event_loop(
         &mut w,
         &rx,
         &mut watches,
         Schedule::new(interval, service),
         &mut lock,
-    )
+    );
+    w.stop_hooks();
+    ended
 }
 
 /// The daemon's lock on its incident log, once taken.

@@ -75,6 +75,8 @@ pub(crate) struct Pass<'a> {
     /// The host-wide cap on actions in progress is reached.
     pub busy: bool,
     pub dry_run: bool,
+    /// How often an episode that lasts is said again (`remind`).
+    pub remind: Duration,
 }
 
 /// The reads the core may ask for during a pass.
@@ -114,6 +116,19 @@ pub(crate) struct Incident {
     pub fire: Fire,
     pub report: Report,
     pub then: Then,
+    /// The lasting episode this incident ends, and why it ends: recorded first.
+    pub closes: Option<(Open, String)>,
+}
+
+/// An episode recorded as lasting (held, alert only, refused): the incident whose
+/// `suppressed` record started it, its reason, when it started and when it was last
+/// said (started or reminded).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Open {
+    pub incident: String,
+    pub reason: Reason,
+    pub since: SystemTime,
+    pub said: SystemTime,
 }
 
 /// The verdict on an action under verification.
@@ -141,13 +156,28 @@ pub(crate) enum Decision {
         plan: Plan,
         rest: Vec<ProcId>,
     },
+    /// A lasting episode is still on after `remind`: say so again. `fds`: the highest
+    /// count among the vassal's processes now.
+    Remind {
+        open: Open,
+        fds: Option<u64>,
+    },
+    /// A lasting episode is over, for the reason `detail` gives.
+    Ended {
+        open: Open,
+        fds: Option<u64>,
+        detail: String,
+    },
 }
 
 /// What the key of an episode is made of: the same episode with the same inputs is
-/// recorded once per cooldown (at least `RENOTE_AT_LEAST`), not once per pass.
+/// recorded once, then reminded every `remind`, not once per pass.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum NoteKey {
     Hold(Reason),
+    /// Rebuilt from the log at start: the inputs are not known, only the reason. The
+    /// first decision whose record would carry that reason continues it.
+    Replayed(Reason),
     Act {
         ini_invalid: bool,
         pending_change: bool,
@@ -156,12 +186,14 @@ enum NoteKey {
     },
 }
 
-/// The episode last recorded: when, with which key, and what it would have done.
+/// The episode last recorded: when, with which key, what it would have done, and, once
+/// recorded as lasting, its record.
 #[derive(Debug, Clone, PartialEq)]
 struct Note {
     at: SystemTime,
     key: NoteKey,
     would: Plan,
+    open: Option<Open>,
 }
 
 /// An action under verification.
@@ -248,11 +280,18 @@ impl Episode {
         if let Some(d) = self.next_batch(policy, pass) {
             return d;
         }
+        let fds_now = pass.procs.iter().map(|p| p.fds).max();
         if pass.procs.iter().all(|p| !p.over()) {
             // The episode is over: the next one is recorded again, from the bottom of
             // the ladder.
-            self.noted = None;
             self.step = Step::Gentlest;
+            if let Some(open) = self.noted.take().and_then(|n| n.open) {
+                return Decision::Ended {
+                    open,
+                    fds: fds_now,
+                    detail: "every process is back under its line".into(),
+                };
+            }
         }
         // The record is about the process closest to its line.
         let Some((offender, fire)) = pass
@@ -264,13 +303,8 @@ impl Episode {
             return Decision::Nothing;
         };
         let facts = lookups.facts();
-        if let Some(n) = self.noted.clone() {
-            let hold = self.gate(policy, pass, &n.would, lookups);
-            if n.key == key_of(&hold, &facts, self.step)
-                && pass.now.duration_since(n.at).unwrap_or_default() < renote(policy)
-            {
-                return Decision::Nothing;
-            }
+        if let Some(d) = self.same_episode(policy, pass, &facts, fds_now, lookups) {
+            return d;
         }
         // Attribute: name what leaks, before anything is recorded.
         let Some(report) = lookups.attribute(&offender) else {
@@ -279,18 +313,70 @@ impl Episode {
         let situation = self.situation(pass, &offender, &report, &facts, lookups);
         let (plan, note) = policy::choose(policy.action, &situation);
         let hold = self.gate(policy, pass, &plan, lookups);
+        let key = key_of(&hold, &facts, self.step);
+        let then = then(hold, plan.clone(), note, &situation, &facts);
+        let open = self.noted.take().and_then(|n| n.open);
+        // A lasting episode rebuilt at start goes on if the same reason holds now.
+        if let Some(o) = &open
+            && held_reason(&then).as_ref() == Some(&o.reason)
+        {
+            self.noted = Some(Note {
+                at: pass.now,
+                key,
+                would: plan,
+                open: open.clone(),
+            });
+            return Decision::Nothing;
+        }
         self.noted = Some(Note {
             at: pass.now,
-            key: key_of(&hold, &facts, self.step),
-            would: plan.clone(),
+            key,
+            would: plan,
+            open: None,
         });
-        let then = then(hold, plan, note, &situation, &facts);
+        let closes = open.map(|o| {
+            let why = match held_reason(&then) {
+                Some(r) => format!("it is {r} now"),
+                None => "an action is allowed now".into(),
+            };
+            (o, why)
+        });
         Decision::Incident(Box::new(Incident {
             offender,
             fire,
             report,
             then,
+            closes,
         }))
+    }
+
+    /// The decision when the episode last recorded goes on unchanged (same hold, same
+    /// inputs): nothing, or a reminder once `remind` has passed since it was last said.
+    /// `None`: it changed, and is decided anew.
+    fn same_episode(
+        &mut self,
+        policy: &Policy,
+        pass: &Pass<'_>,
+        facts: &Facts,
+        fds_now: Option<u64>,
+        lookups: &mut dyn Lookups,
+    ) -> Option<Decision> {
+        let n = self.noted.clone()?;
+        let hold = self.gate(policy, pass, &n.would, lookups);
+        if n.key != key_of(&hold, facts, self.step) {
+            return None;
+        }
+        match n.open {
+            Some(open) if since(pass.now, open.said) >= pass.remind => {
+                if let Some(Note { open: Some(o), .. }) = &mut self.noted {
+                    o.said = pass.now;
+                }
+                Some(Decision::Remind { open, fds: fds_now })
+            }
+            Some(_) => Some(Decision::Nothing),
+            None if since(pass.now, n.at) < renote(policy) => Some(Decision::Nothing),
+            None => None,
+        }
     }
 
     /// What is known about the leak: where it lives and which workers share it.
@@ -531,9 +617,40 @@ impl Episode {
         self.queue = Some(Queue { incident, workers });
     }
 
-    /// The last checks refused the action: the rest of a leak is not pursued.
-    pub(crate) fn refused(&mut self) {
+    /// The incident just decided was recorded as held or alerting, as `incident` with
+    /// `reason`: from now on it is a lasting episode, reminded and closed.
+    pub(crate) fn opened(&mut self, incident: String, reason: Reason, now: SystemTime) {
+        if let Some(n) = &mut self.noted {
+            n.open = Some(Open {
+                incident,
+                reason,
+                since: now,
+                said: now,
+            });
+        }
+    }
+
+    /// The last checks refused the action, for `reason`: the rest of a leak is not
+    /// pursued, and the refusal lasts as an episode, unless it is that the process is
+    /// gone, which the very next pass decides anew.
+    pub(crate) fn refused(&mut self, incident: String, reason: Reason, now: SystemTime) {
         self.queue = None;
+        if reason == Reason::PidChanged {
+            self.noted = None;
+        } else {
+            self.opened(incident, reason, now);
+        }
+    }
+
+    /// Ends the lasting episode, if one is open (the vassal file was removed).
+    pub(crate) fn close(&mut self) -> Option<Open> {
+        self.noted.take().and_then(|n| n.open)
+    }
+
+    /// The lasting episode, if one is open.
+    #[must_use]
+    pub(crate) fn open(&self) -> Option<&Open> {
+        self.noted.as_ref().and_then(|n| n.open.as_ref())
     }
 
     /// Rebuilds every vassal's episode from the records of the incident log, oldest
@@ -562,11 +679,36 @@ impl Episode {
                         ep.step = Step::Gentlest;
                     }
                     last_kind.insert(r.config.clone(), a.action);
+                    // An action ends any lasting episode (logs before `ended` records).
+                    ep.noted = None;
                 }
                 Event::Suppressed(s) if s.reason == Reason::ActionFailed => {
                     if let Some(kind) = s.action {
                         ep.step = ep.step.max(Step::after_failed(kind));
                     }
+                }
+                Event::Suppressed(s) if s.reason != Reason::PidChanged => {
+                    ep.noted = Some(Note {
+                        at: ts,
+                        key: NoteKey::Replayed(s.reason.clone()),
+                        would: Plan::Alert(s.reason.clone()),
+                        open: Some(Open {
+                            incident: r.incident.clone(),
+                            reason: s.reason.clone(),
+                            since: ts,
+                            said: ts,
+                        }),
+                    });
+                }
+                Event::Reminder(_) => {
+                    if let Some(Note { open: Some(o), .. }) = &mut ep.noted
+                        && o.incident == r.incident
+                    {
+                        o.said = ts;
+                    }
+                }
+                Event::Ended(_) if ep.open().is_some_and(|o| o.incident == r.incident) => {
+                    ep.noted = None;
                 }
                 Event::Outcome(o) => {
                     ep.step = match (o.result, last_kind.get(&r.config)) {
@@ -602,6 +744,19 @@ fn renote(policy: &Policy) -> Duration {
 
 /// The shortest time between two records of one unchanged episode, whatever `cooldown`.
 pub(crate) const RENOTE_AT_LEAST: Duration = Duration::from_secs(300);
+
+/// The reason an incident's record gives when it holds or alerts; `None` when it acts.
+fn held_reason(then: &Then) -> Option<Reason> {
+    match then {
+        Then::Hold { hold, .. } => Some(hold.reason()),
+        Then::Alert { reason, .. } => Some(reason.clone()),
+        Then::Act { .. } => None,
+    }
+}
+
+fn since(now: SystemTime, then: SystemTime) -> Duration {
+    now.duration_since(then).unwrap_or_default()
+}
 
 fn key_of(hold: &Result<(), Hold>, facts: &Facts, step: Step) -> NoteKey {
     match hold {
@@ -1034,7 +1189,285 @@ mod tests {
             procs,
             busy: false,
             dry_run: false,
+            remind: crate::config::DEFAULT_REMIND,
         }
+    }
+
+    /// `pass`, with a lasting episode reminded every 1000 s.
+    fn pass_reminding<'a>(
+        now: u64,
+        mono: Instant,
+        workers: &'a [ProcId],
+        procs: &'a [Proc],
+    ) -> Pass<'a> {
+        Pass {
+            remind: Duration::from_secs(1000),
+            ..pass(now, mono, workers, procs)
+        }
+    }
+
+    /// Touches, once an hour at most.
+    fn touching_once_an_hour() -> Policy {
+        Policy {
+            max_reloads: 1,
+            ..touching()
+        }
+    }
+
+    #[test]
+    fn a_lasting_episode_is_recorded_once_reminded_then_closed_when_it_changes() {
+        let mono = Instant::now();
+        let p = touching_once_an_hour();
+        let mut ep = Episode::default();
+        let mut fake = up(&[]);
+        let over = [proc(10, Role::Master, 45)];
+        let d = ep.decide(&p, &pass_reminding(0, mono, &WORKERS, &over), &mut fake);
+        assert!(matches!(
+            then(d),
+            Then::Act {
+                plan: Plan::Touch,
+                ..
+            }
+        ));
+        ep.acted(
+            taken(0, mono, ActionKind::Touch, &WORKERS),
+            "i1".into(),
+            vec![],
+        );
+        let fresh_workers = [id(15)];
+        let fresh = [proc(10, Role::Master, 14), proc(15, Role::Worker, 10)];
+        let d = ep.decide(
+            &p,
+            &pass_reminding(5, mono, &fresh_workers, &fresh),
+            &mut fake,
+        );
+        assert!(matches!(d, Decision::Outcome(_)), "{d:?}");
+        // The leak comes back at once: flapping, recorded once...
+        let again = [proc(10, Role::Master, 50), proc(15, Role::Worker, 10)];
+        let Decision::Incident(inc) = ep.decide(
+            &p,
+            &pass_reminding(60, mono, &fresh_workers, &again),
+            &mut fake,
+        ) else {
+            panic!("no incident");
+        };
+        assert!(matches!(
+            inc.then,
+            Then::Hold {
+                hold: Hold::Flapping { .. },
+                ..
+            }
+        ));
+        assert_eq!(inc.closes, None);
+        ep.opened("i2".into(), Reason::Flapping, at(60));
+        // ...then nothing until `remind` has passed since it was last said...
+        for s in [62, 500, 1059] {
+            let d = ep.decide(
+                &p,
+                &pass_reminding(s, mono, &fresh_workers, &again),
+                &mut fake,
+            );
+            assert_eq!(d, Decision::Nothing, "at {s}");
+        }
+        let opened = Open {
+            incident: "i2".into(),
+            reason: Reason::Flapping,
+            since: at(60),
+            said: at(60),
+        };
+        let d = ep.decide(
+            &p,
+            &pass_reminding(1060, mono, &fresh_workers, &again),
+            &mut fake,
+        );
+        assert_eq!(
+            d,
+            Decision::Remind {
+                open: opened.clone(),
+                fds: Some(50)
+            }
+        );
+        let d = ep.decide(
+            &p,
+            &pass_reminding(2000, mono, &fresh_workers, &again),
+            &mut fake,
+        );
+        assert_eq!(d, Decision::Nothing);
+        let d = ep.decide(
+            &p,
+            &pass_reminding(2060, mono, &fresh_workers, &again),
+            &mut fake,
+        );
+        assert!(
+            matches!(d, Decision::Remind { ref open, .. } if open.said == at(1060)),
+            "{d:?}"
+        );
+        // The hour is over: a reload is allowed again, and the flapping episode ends with it.
+        let Decision::Incident(inc) = ep.decide(
+            &p,
+            &pass_reminding(3601, mono, &fresh_workers, &again),
+            &mut fake,
+        ) else {
+            panic!("no incident");
+        };
+        assert!(matches!(
+            inc.then,
+            Then::Act {
+                plan: Plan::Touch,
+                ..
+            }
+        ));
+        let (closed, why) = inc.closes.expect("the flapping episode is closed");
+        assert_eq!(
+            (closed.incident.as_str(), closed.reason),
+            ("i2", Reason::Flapping)
+        );
+        assert_eq!(why, "an action is allowed now");
+    }
+
+    #[test]
+    fn a_lasting_episode_ends_when_every_process_is_back_under_the_line() {
+        let mono = Instant::now();
+        let p = Policy {
+            action: ActionMode::Alert,
+            ..policy()
+        };
+        let mut ep = Episode::default();
+        let mut fake = up(&[]);
+        let over = [proc(10, Role::Master, 45)];
+        let d = ep.decide(&p, &pass(0, mono, &WORKERS, &over), &mut fake);
+        assert!(matches!(
+            then(d),
+            Then::Alert {
+                reason: Reason::AlertOnly,
+                ..
+            }
+        ));
+        ep.opened("i1".into(), Reason::AlertOnly, at(0));
+        assert_eq!(
+            ep.decide(&p, &pass(10, mono, &WORKERS, &over), &mut fake),
+            Decision::Nothing
+        );
+        let under = [proc(10, Role::Master, 20)];
+        let d = ep.decide(&p, &pass(20, mono, &WORKERS, &under), &mut fake);
+        let Decision::Ended { open, fds, detail } = d else {
+            panic!("not ended: {d:?}");
+        };
+        assert_eq!((open.incident.as_str(), fds), ("i1", Some(20)));
+        assert_eq!(detail, "every process is back under its line");
+        // Ended once; the next time over the line is a new episode, with nothing to close.
+        assert_eq!(
+            ep.decide(&p, &pass(30, mono, &WORKERS, &under), &mut fake),
+            Decision::Nothing
+        );
+        let Decision::Incident(inc) = ep.decide(&p, &pass(40, mono, &WORKERS, &over), &mut fake)
+        else {
+            panic!("no incident");
+        };
+        assert_eq!(inc.closes, None);
+    }
+
+    #[test]
+    fn a_change_of_reason_closes_the_episode_and_records_the_new_one() {
+        let mono = Instant::now();
+        let p = touching();
+        let mut ep = Episode::default();
+        let mut fake = up(&[]);
+        let over = [proc(10, Role::Master, 45)];
+        // The Emperor is gone: the touch is refused, and that lasts.
+        let d = ep.decide(&p, &pass(0, mono, &WORKERS, &over), &mut fake);
+        assert!(matches!(then(d), Then::Act { .. }));
+        ep.refused("i1".into(), Reason::NoEmperor, at(0));
+        assert_eq!(
+            ep.decide(&p, &pass(10, mono, &WORKERS, &over), &mut fake),
+            Decision::Nothing
+        );
+        // The file stops reading as a vassal config: a new reason, a new episode.
+        fake.facts.ini_error = Some("broken".into());
+        let Decision::Incident(inc) = ep.decide(&p, &pass(20, mono, &WORKERS, &over), &mut fake)
+        else {
+            panic!("no incident");
+        };
+        assert!(
+            matches!(
+                &inc.then,
+                Then::Alert {
+                    reason: Reason::IniInvalid,
+                    ..
+                }
+            ),
+            "{:?}",
+            inc.then
+        );
+        let (closed, why) = inc.closes.expect("the refusal is closed");
+        assert_eq!(
+            (closed.incident.as_str(), why.as_str()),
+            ("i1", "it is ini_invalid now")
+        );
+    }
+
+    #[test]
+    fn a_process_gone_before_the_action_is_decided_again_not_remembered() {
+        let mono = Instant::now();
+        let p = touching();
+        let mut ep = Episode::default();
+        let mut fake = up(&[]);
+        let over = [proc(10, Role::Master, 45)];
+        let _ = ep.decide(&p, &pass(0, mono, &WORKERS, &over), &mut fake);
+        ep.refused("i1".into(), Reason::PidChanged, at(0));
+        assert!(ep.open().is_none());
+        let d = ep.decide(&p, &pass(2, mono, &WORKERS, &over), &mut fake);
+        assert!(matches!(then(d), Then::Act { .. }));
+    }
+
+    #[test]
+    fn a_lasting_episode_rebuilt_from_the_log_goes_on_without_a_new_record() {
+        let mono = Instant::now();
+        let p = touching_once_an_hour();
+        let flapping = |detail: &str| {
+            Event::Suppressed(Suppressed {
+                reason: Reason::Flapping,
+                action: None,
+                detail: Some(detail.into()),
+            })
+        };
+        let episode = |seconds: f64| crate::audit::Episode {
+            reason: Reason::Flapping,
+            since: crate::audit::timestamp(at(60)),
+            seconds,
+            fds: None,
+            detail: None,
+        };
+        let of = |ts: u64, incident: &str, event: Event| Record {
+            incident: incident.into(),
+            ..rec(ts, "/v/a.ini", event)
+        };
+        let mut log = vec![
+            of(0, "a", action(ActionKind::Touch, false, None)),
+            of(5, "a", outcome(OutcomeResult::Recovered, 5.0)),
+            of(60, "old", flapping("held")),
+            of(1060, "old", Event::Reminder(episode(1000.0))),
+        ];
+        let mut ep = Episode::replay(&log).remove(Path::new("/v/a.ini")).unwrap();
+        assert_eq!(
+            ep.open().map(|o| (o.incident.as_str(), o.said)),
+            Some(("old", at(1060)))
+        );
+        // Still flapping after the restart: the same episode, no new record...
+        let mut fake = up(&[]);
+        let over = [proc(10, Role::Master, 45)];
+        let d = ep.decide(&p, &pass_reminding(1100, mono, &WORKERS, &over), &mut fake);
+        assert_eq!(d, Decision::Nothing);
+        // ...reminded on time, under its own incident.
+        let d = ep.decide(&p, &pass_reminding(2060, mono, &WORKERS, &over), &mut fake);
+        assert!(
+            matches!(d, Decision::Remind { ref open, .. } if open.incident == "old"),
+            "{d:?}"
+        );
+        // An episode the log closed is not rebuilt.
+        log.push(of(1500, "old", Event::Ended(episode(1440.0))));
+        let ep = Episode::replay(&log).remove(Path::new("/v/a.ini")).unwrap();
+        assert!(ep.open().is_none());
     }
 
     fn then(d: Decision) -> Then {

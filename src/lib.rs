@@ -29,6 +29,7 @@ mod daemon;
 mod emperor;
 mod episode;
 mod error;
+mod hook;
 mod inventory;
 mod mapping;
 mod policy;

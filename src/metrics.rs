@@ -77,6 +77,8 @@ impl Counts {
                 Some((_, n)) => *n += 1,
                 None => c.suppressions.push((s.reason.clone(), 1)),
             },
+            // The rest of an episode already counted when it started.
+            Event::Reminder(_) | Event::Ended(_) => {}
         }
     }
 
@@ -154,6 +156,8 @@ pub struct VassalView<'a> {
     pub given_up: bool,
     pub last_action: Option<SystemTime>,
     pub counts: Option<&'a VassalCounts>,
+    /// Runs of the alert hook about it that failed.
+    pub hook_failures: u64,
 }
 
 /// The warden itself on the last pass.
@@ -469,6 +473,18 @@ fn render_counters(o: &mut Out<'_>, vassals: &[VassalView<'_>]) {
                 .collect()
         },
     );
+    o.family(
+        "hook_failures_total",
+        "counter",
+        "Runs of the on-event hook that failed, timed out or were dropped (queue full).",
+    );
+    for v in vassals {
+        o.sample(
+            "hook_failures_total",
+            &[("vassal", v.name)],
+            Value::Int(v.hook_failures),
+        );
+    }
 }
 
 /// One counter family with a second label (`(name, label)`), one sample per vassal and

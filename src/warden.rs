@@ -27,6 +27,7 @@ use crate::episode::{
     self, Decision, Episode, Facts, Incident, Lookups, Pass, Proc, Taken, Then, Timings,
 };
 use crate::forensics::{self, Baseline, Report};
+use crate::hook::Hooks;
 use crate::inventory::{Inventory, Vassal};
 use crate::mapping::{Mapping, Procs};
 use crate::metrics::{self, Counts, Outlets, Side};
@@ -85,6 +86,10 @@ pub(crate) struct Warden {
     outlets: Outlets,
     /// The last exposition rendered: its buffer is reused.
     exposition: String,
+    /// The alert hook, once the daemon starts it.
+    hooks: RefCell<Option<Hooks>>,
+    /// When the hook was last told that a record could not be written.
+    hook_told_write: Cell<Option<Instant>>,
 }
 
 /// At most this many owed records are kept; older ones are dropped, with an error.
@@ -190,6 +195,8 @@ impl Warden {
             sides: HashMap::new(),
             outlets: Outlets::default(),
             exposition: String::new(),
+            hooks: RefCell::new(None),
+            hook_told_write: Cell::new(None),
         };
         w.restore_from_log();
         w
@@ -199,6 +206,20 @@ impl Warden {
     /// textfile).
     pub(crate) fn publish_to(&mut self, outlets: Outlets) {
         self.outlets = outlets;
+    }
+
+    /// Starts the alert hook, when one is configured (the daemon's, not a command's: a
+    /// command ends before a hook would run).
+    pub(crate) fn start_hooks(&mut self) {
+        *self.hooks.get_mut() = self.cfg.hook.clone().and_then(Hooks::start);
+    }
+
+    /// Lets the hook's queued runs finish (for at most its timeout), as the daemon stops.
+    pub(crate) fn stop_hooks(&mut self) {
+        if let Some(h) = self.hooks.get_mut().take() {
+            let wait = h.hook().timeout + Duration::from_secs(1);
+            h.stop(wait);
+        }
     }
 
     #[must_use]
@@ -248,6 +269,14 @@ impl Warden {
                     new.metrics_textfile.clone_from(&self.cfg.metrics_textfile);
                 }
                 self.dry_run = self.forced_dry_run || new.dry_run;
+                let hooks = self.hooks.get_mut();
+                if hooks.is_some() || new.hook.is_some() {
+                    let same = hooks.as_ref().map(Hooks::hook) == new.hook.as_ref();
+                    if !same {
+                        // The old hook's thread ends once its queue is run.
+                        *hooks = new.hook.clone().and_then(Hooks::start);
+                    }
+                }
                 self.cfg = new;
                 self.inv.repolicy(&self.cfg);
                 info!(dry_run = self.dry_run, "configuration re-read");
@@ -271,7 +300,7 @@ impl Warden {
     /// predecessor (the last few MiB of each).
     fn restore_from_log(&mut self) {
         let path = self.audit.path().to_owned();
-        match audit::read_history(&path, audit::HISTORY_TAIL) {
+        match audit::read_history(&path, audit::HISTORY_TAIL, audit::HISTORY_FILES) {
             Ok(read) => {
                 report_bad(&self.reported, &read.bad);
                 self.episodes = Episode::replay(&read.records);
@@ -341,6 +370,9 @@ impl Warden {
     fn append(&self, r: &Record) -> Result<(), audit::WriteError> {
         self.audit.append(r)?;
         self.counts.borrow_mut().count(r);
+        if let Some(h) = self.hooks.borrow_mut().as_mut() {
+            h.offer(r);
+        }
         Ok(())
     }
 
@@ -365,6 +397,15 @@ impl Warden {
             return;
         }
         self.quiet_until.set(Some(now + WRITE_ERROR_EVERY));
+        if self
+            .hook_told_write
+            .get()
+            .is_none_or(|t| now.duration_since(t) >= self.cfg.remind)
+            && let Some(h) = self.hooks.borrow_mut().as_mut()
+        {
+            self.hook_told_write.set(Some(now));
+            h.offer_write_failed(vassal, self.audit.path(), &e.to_string(), owed);
+        }
         error!(
             vassal,
             owed, "{e}; no action is taken until its records are written; retrying on every pass"
@@ -401,7 +442,11 @@ impl Warden {
             info!(vassal = %v.file.name, "vassal file removed; no longer watched");
             if let Some(ep) = self.episodes.get_mut(&v.file.path) {
                 let d = ep.removed(Instant::now());
+                let open = ep.close();
                 self.write_outcome(&v, d);
+                if let Some(open) = open {
+                    self.write_ended(&v, &open, None, "the vassal file was removed".into());
+                }
             }
         }
     }
@@ -479,6 +524,12 @@ impl Warden {
             .retain(|name| inv.vassals.values().any(|v| v.file.name == name));
         let now = SystemTime::now();
         let counts = self.counts.borrow();
+        let hook_failures = self
+            .hooks
+            .borrow()
+            .as_ref()
+            .map(Hooks::failures)
+            .unwrap_or_default();
         let mut names = HashSet::new();
         let mut views = Vec::with_capacity(inv.vassals.len());
         // Two vassals with one name (under two Emperors) share its series: the first by
@@ -502,6 +553,7 @@ impl Warden {
                 given_up: standing.is_some_and(|s| s.given_up),
                 last_action: standing.and_then(|s| s.last_action),
                 counts: counts.of(&v.file.name),
+                hook_failures: hook_failures.get(&v.file.name).copied().unwrap_or(0),
             });
         }
         views.sort_by(|a, b| a.name.cmp(b.name));
@@ -618,6 +670,7 @@ impl Warden {
             procs: &sampled,
             busy,
             dry_run: self.dry_run,
+            remind: self.cfg.remind,
         };
         let mut reads = Reads {
             audit: self.audit.path(),
@@ -643,7 +696,45 @@ impl Warden {
                 plan,
                 rest,
             } => self.continue_leak(path, &procs, &incident, &plan, rest),
+            Decision::Remind { open, fds } => {
+                let v = &self.inv.vassals[path];
+                let lasted = since(now, open.since);
+                warn!(vassal = %v.file.name, incident = %open.incident, reason = open.reason.as_str(),
+                      "still {} after {}", open.reason, humantime::format_duration(lasted));
+                self.write_episode(v, &open, fds, None, now, Rec::Reminder);
+            }
+            Decision::Ended { open, fds, detail } => {
+                let v = &self.inv.vassals[path];
+                self.write_ended(v, &open, fds, detail);
+            }
         }
+    }
+
+    /// Records the end of a lasting episode.
+    fn write_ended(&self, v: &Vassal, open: &episode::Open, fds: Option<u64>, detail: String) {
+        let now = SystemTime::now();
+        info!(vassal = %v.file.name, incident = %open.incident, reason = open.reason.as_str(),
+              "{} is over after {}: {detail}", open.reason, humantime::format_duration(since(now, open.since)));
+        self.write_episode(v, open, fds, Some(detail), now, Rec::Ended);
+    }
+
+    fn write_episode(
+        &self,
+        v: &Vassal,
+        open: &episode::Open,
+        fds: Option<u64>,
+        detail: Option<String>,
+        now: SystemTime,
+        event: fn(audit::Episode) -> Rec,
+    ) {
+        let e = audit::Episode {
+            reason: open.reason.clone(),
+            since: audit::timestamp(open.since),
+            seconds: since(now, open.since).as_secs_f64(),
+            fds,
+            detail,
+        };
+        self.write(now, &open.incident, v, event(e));
     }
 
     /// Records the outcome of an action under verification, if `d` is one, and learns
@@ -694,6 +785,9 @@ impl Warden {
     ) {
         let incident = self.next_incident(now);
         let v = &self.inv.vassals[path];
+        if let Some((open, why)) = &inc.closes {
+            self.write_ended(v, open, Some(inc.offender.fds), why.clone());
+        }
         let f = &inc.offender;
         let plan_name = match &inc.then {
             Then::Hold { would, .. } => would.name(),
@@ -729,33 +823,21 @@ impl Warden {
                 .unrecorded();
             return;
         }
-        let suppress = |reason: Reason, detail: String| {
-            info!(vassal = %v.file.name, reason = reason.as_str(), "{detail}");
-            let event = Rec::Suppressed(Suppressed {
-                reason,
-                action: None,
-                detail: Some(detail),
-            });
-            self.write(now, &incident, v, event);
-        };
         match &inc.then {
             Then::Hold { hold, would } => {
                 let detail =
                     episode::hold_detail(hold, policy, self.cfg.max_concurrent, would.name());
-                suppress(hold.reason(), detail);
+                self.suppress(path, incident, (hold.reason(), detail), now, false);
             }
             Then::Alert { reason, note } => {
                 log_alert(&v.file.name, &incident, reason);
-                suppress(
-                    reason.clone(),
-                    note.clone().unwrap_or_else(|| "action = alert".into()),
-                );
+                let detail = note.clone().unwrap_or_else(|| "action = alert".into());
+                self.suppress(path, incident, (reason.clone(), detail), now, false);
             }
             Then::Act { plan, note, rest } => {
                 if let Err((reason, detail)) = self.precheck(path, f.id, plan) {
                     warn!(vassal = %v.file.name, reason = reason.as_str(), "not acting: {detail}");
-                    suppress(reason, detail);
-                    self.episodes.entry(path.to_owned()).or_default().refused();
+                    self.suppress(path, incident, (reason, detail), now, true);
                     return;
                 }
                 let req = Request {
@@ -773,6 +855,32 @@ impl Warden {
                         .unrecorded();
                 }
             }
+        }
+    }
+
+    /// Records that `incident` is not acted on, and why: from now on it is a lasting
+    /// episode of the vassal (`refused`: by the last checks before acting).
+    fn suppress(
+        &mut self,
+        path: &Path,
+        incident: String,
+        (reason, detail): (Reason, String),
+        now: SystemTime,
+        refused: bool,
+    ) {
+        let v = &self.inv.vassals[path];
+        info!(vassal = %v.file.name, reason = reason.as_str(), "{detail}");
+        let event = Rec::Suppressed(Suppressed {
+            reason: reason.clone(),
+            action: None,
+            detail: Some(detail),
+        });
+        self.write(now, &incident, v, event);
+        let ep = self.episodes.entry(path.to_owned()).or_default();
+        if refused {
+            ep.refused(incident, reason, now);
+        } else {
+            ep.opened(incident, reason, now);
         }
     }
 
@@ -1198,4 +1306,8 @@ fn recycle(master: ProcId, ids: &[ProcId], action: &mut Action) -> Result<(), St
     } else {
         Ok(())
     }
+}
+
+fn since(now: SystemTime, then: SystemTime) -> Duration {
+    now.duration_since(then).unwrap_or_default()
 }

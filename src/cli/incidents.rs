@@ -2,8 +2,10 @@
 //!
 //! This module owns reading the log for the command line and the two ways of showing it:
 //! the records themselves as JSON lines (the log's own wire format, from `audit`), or one
-//! table row per incident summing up its records. Unreadable lines are reported on stderr
-//! and skipped. It never writes to the log.
+//! table row per incident summing up its records: a lasting episode (its start, its
+//! reminders, its end) is one row with its duration. The rotated logs are read too,
+//! compressed or not. Unreadable lines are reported on stderr and skipped. It never
+//! writes to the log.
 
 use std::collections::HashMap;
 use std::io::{self, Write};
@@ -51,7 +53,7 @@ impl Filter<'_> {
 
 impl IncidentsReport {
     pub(super) fn read(log: PathBuf, filter: &Filter) -> Result<IncidentsReport, Failure> {
-        let audit::Read { records, bad } = match audit::read_log(&log) {
+        let audit::Read { records, bad } = match audit::read_all(&log) {
             Ok(x) => x,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 return Ok(IncidentsReport {
@@ -104,6 +106,8 @@ struct Summary<'a> {
     top: String,
     action: String,
     outcome: String,
+    /// How long a lasting episode lasted: to its end, or to its last reminder (`+`).
+    lasted: String,
 }
 
 impl<'a> Summary<'a> {
@@ -115,6 +119,7 @@ impl<'a> Summary<'a> {
             top: String::new(),
             action: "-".into(),
             outcome: "-".into(),
+            lasted: "-".into(),
         }
     }
 
@@ -139,8 +144,20 @@ impl<'a> Summary<'a> {
                     fds_after.unwrap_or_default()
                 );
             }
+            Event::Reminder(e) => self.lasted = format!("{}+", duration(e.seconds)),
+            Event::Ended(e) => self.lasted = duration(e.seconds),
         }
     }
+}
+
+/// Whole seconds, as people read them (`2h 5m 3s`).
+fn duration(seconds: f64) -> String {
+    if !seconds.is_finite() || seconds < 0.0 {
+        return "?".into();
+    }
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    let secs = seconds.round() as u64;
+    humantime::format_duration(Duration::from_secs(secs)).to_string()
 }
 
 impl Report for IncidentsReport {
@@ -156,6 +173,7 @@ impl Report for IncidentsReport {
             ("TOP TARGET", Align::Left),
             ("ACTION", Align::Left),
             ("OUTCOME", Align::Left),
+            ("LASTED", Align::Right),
         ]);
         for s in self.summaries() {
             t.row(vec![
@@ -166,6 +184,7 @@ impl Report for IncidentsReport {
                 s.top,
                 s.action,
                 s.outcome,
+                s.lasted,
             ]);
         }
         t.write(w)

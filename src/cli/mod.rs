@@ -301,7 +301,7 @@ impl Episodes {
     /// Reads the log of `cfg` as the daemon does at start (with its rotated
     /// predecessor). A log that does not exist yet tells that nothing happened.
     fn read(cfg: &Config) -> Episodes {
-        match audit::read_history(&cfg.audit_log, audit::HISTORY_TAIL) {
+        match audit::read_history(&cfg.audit_log, audit::HISTORY_TAIL, audit::HISTORY_FILES) {
             Ok(read) => Episodes {
                 by_config: Episode::replay(&read.records),
                 problem: None,
@@ -366,7 +366,7 @@ fn print(report: &impl Report, json: bool) -> Result<(), Failure> {
 /// `s` as one line for a terminal: line breaks in it (a file name may hold one) are shown
 /// escaped too, so no name can forge a line of the report.
 #[must_use]
-fn one_line(s: &str) -> String {
+pub(crate) fn one_line(s: &str) -> String {
     table::escape(s, false)
 }
 

@@ -106,6 +106,7 @@ fn rendered() -> String {
             given_up: false,
             last_action: Some(SystemTime::UNIX_EPOCH + Duration::from_secs(1_799_999_000)),
             counts: counts.of("shop.ini"),
+            hook_failures: 2,
         },
         VassalView {
             name: NASTY,
@@ -116,6 +117,7 @@ fn rendered() -> String {
             given_up: true,
             last_action: None,
             counts: counts.of(NASTY),
+            hook_failures: 0,
         },
         VassalView {
             name: "idle.ini",
@@ -126,6 +128,7 @@ fn rendered() -> String {
             given_up: false,
             last_action: None,
             counts: counts.of("idle.ini"),
+            hook_failures: 0,
         },
     ];
     let mut s = String::from("left over from the last pass");
@@ -192,6 +195,7 @@ fn every_family_has_help_and_type_before_its_samples_and_follows_the_naming_rule
         "actions_total",
         "outcomes_total",
         "suppressions_total",
+        "hook_failures_total",
     ] {
         assert!(seen.contains(&format!("vassal_warden_{name}")), "{name}");
     }
@@ -225,8 +229,10 @@ fn values_and_labels_are_what_was_seen_and_counted() {
     has("vassal_warden_suppressions_total{vassal=\"shop.ini\",reason=\"cooldown\"} 1");
     has("vassal_warden_suppressions_total{vassal=\"shop.ini\",reason=\"busy\"} 0");
     has("vassal_warden_suppressions_total{vassal=\"shop.ini\",reason=\"from_the_future\"} 1");
+    has("vassal_warden_hook_failures_total{vassal=\"shop.ini\"} 2");
     // A vassal nothing happened to has every counter, at 0.
     has("vassal_warden_incidents_total{vassal=\"idle.ini\"} 0");
+    has("vassal_warden_hook_failures_total{vassal=\"idle.ini\"} 0");
     assert_eq!(
         samples(&text, "vassal_warden_suppressions_total")
             .iter()

@@ -1,0 +1,426 @@
+//! The alert hook (`on-event`): a command run for the records that need a human.
+//!
+//! This module owns which records a hook hears of (`matches`), what it is given (the
+//! record's JSON on stdin, its main fields in the environment), and how it runs: on a
+//! thread of its own, fed by a bounded queue, one run at a time, each killed (its whole
+//! process group) at its timeout. The sampling loop only offers a record and never
+//! waits: a hook that hangs, fails or floods costs dropped runs, each logged and counted,
+//! never a delayed pass or action. The program runs without a shell, from an absolute
+//! path that only root may change, with a clean environment.
+
+use std::collections::BTreeMap;
+use std::io::{Read as _, Seek as _, Write as _};
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::mpsc::{self, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use tracing::{debug, info, warn};
+
+use crate::audit::{Event, Record};
+use crate::config::Hook;
+
+/// Every name `on-event-for` accepts: a record matches by its event, its outcome's
+/// result, or its reason; `log_write_failed` is a record that could not be written.
+pub(crate) const HOOK_EVENTS: &[&str] = &[
+    "detected",
+    "action",
+    "outcome",
+    "suppressed",
+    "reminder",
+    "ended",
+    "recovered",
+    "not_recovered",
+    "vanished",
+    "flapping",
+    "cooldown",
+    "busy",
+    "dry_run",
+    "alert_only",
+    "ladder_exhausted",
+    "ini_invalid",
+    "pending_change",
+    "pid_changed",
+    "no_emperor",
+    "action_failed",
+    "log_write_failed",
+];
+
+/// What needs a human: an action that did not work, a vassal the warden gave up on or
+/// that flaps, an action refused or failed, a vassal only alerted on, a record lost.
+/// The reminders and the end of such an episode match too, by its reason.
+pub(crate) const DEFAULT_EVENTS: &[&str] = &[
+    "not_recovered",
+    "flapping",
+    "ladder_exhausted",
+    "action_failed",
+    "ini_invalid",
+    "pending_change",
+    "no_emperor",
+    "alert_only",
+    "log_write_failed",
+];
+
+/// Runs waiting at most; beyond, a record's run is dropped (logged and counted).
+pub(crate) const QUEUE: usize = 64;
+
+/// The most of a hook's stderr kept for the log.
+const STDERR_KEPT: u64 = 512;
+
+/// How often a running hook is checked for its end.
+const POLL: Duration = Duration::from_millis(20);
+
+/// The names a record answers to: its event, and its result or reason.
+#[must_use]
+pub(crate) fn names(r: &Record) -> [Option<&str>; 2] {
+    let (event, other) = match &r.event {
+        Event::Detected(_) => ("detected", None),
+        Event::Action(_) => ("action", None),
+        Event::Outcome(o) => ("outcome", Some(o.result.as_str())),
+        Event::Suppressed(s) => ("suppressed", Some(s.reason.as_str())),
+        Event::Reminder(e) => ("reminder", Some(e.reason.as_str())),
+        Event::Ended(e) => ("ended", Some(e.reason.as_str())),
+    };
+    [Some(event), other]
+}
+
+/// True when `events` (from `on-event-for`) asks for the record `r`.
+#[must_use]
+pub(crate) fn matches(events: &[String], r: &Record) -> bool {
+    events.iter().any(|e| e == "all")
+        || names(r)
+            .into_iter()
+            .flatten()
+            .any(|n| events.iter().any(|e| e == n))
+}
+
+/// One run: what goes on stdin, what goes in the environment, and whose it is.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Job {
+    pub json: String,
+    pub env: Vec<(&'static str, String)>,
+    /// The vassal it is about (empty for the warden's own), for the failure count.
+    pub vassal: String,
+}
+
+impl Job {
+    /// The run for record `r`.
+    #[must_use]
+    pub(crate) fn of(r: &Record) -> Job {
+        let [event, other] = names(r);
+        let mut env = vec![
+            ("WARDEN_EVENT", event.unwrap_or_default().to_owned()),
+            ("WARDEN_VASSAL", r.vassal.clone()),
+            ("WARDEN_CONFIG", r.config.display().to_string()),
+            ("WARDEN_INCIDENT", r.incident.clone()),
+            ("WARDEN_TS", r.ts.clone()),
+        ];
+        let detail = match &r.event {
+            Event::Outcome(o) => {
+                env.push(("WARDEN_RESULT", o.result.as_str().to_owned()));
+                o.detail.clone()
+            }
+            Event::Suppressed(s) => s.detail.clone(),
+            Event::Reminder(e) | Event::Ended(e) => e.detail.clone(),
+            Event::Detected(d) => Some(d.rule.clone()),
+            Event::Action(a) => a.note.clone(),
+        };
+        if let Event::Suppressed(_) | Event::Reminder(_) | Event::Ended(_) = &r.event {
+            env.push(("WARDEN_REASON", other.unwrap_or_default().to_owned()));
+        }
+        let what = other.map_or_else(|| event.unwrap_or_default().to_owned(), str::to_owned);
+        let summary = match &detail {
+            Some(d) => format!("{}: {} {what}: {d}", r.vassal, event.unwrap_or_default()),
+            None => format!("{}: {} {what}", r.vassal, event.unwrap_or_default()),
+        };
+        env.push(("WARDEN_DETAIL", detail.unwrap_or_default()));
+        env.push(("WARDEN_SUMMARY", summary));
+        Job {
+            json: serde_json::to_string(r).unwrap_or_default(),
+            env,
+            vassal: r.vassal.clone(),
+        }
+    }
+
+    /// The run for a record that could not be written to the incident log `log`.
+    #[must_use]
+    pub(crate) fn write_failed(vassal: &str, log: &Path, error: &str, owed: usize) -> Job {
+        let ts = crate::audit::timestamp(std::time::SystemTime::now());
+        let json = serde_json::json!({
+            "ts": ts,
+            "event": "log_write_failed",
+            "vassal": vassal,
+            "log": log,
+            "error": error,
+            "owed": owed,
+        });
+        let summary = format!(
+            "{vassal}: a record could not be written to {}: {error}",
+            log.display()
+        );
+        Job {
+            json: json.to_string(),
+            env: vec![
+                ("WARDEN_EVENT", "log_write_failed".into()),
+                ("WARDEN_VASSAL", vassal.to_owned()),
+                ("WARDEN_TS", ts),
+                ("WARDEN_DETAIL", error.to_owned()),
+                ("WARDEN_SUMMARY", summary),
+            ],
+            vassal: vassal.to_owned(),
+        }
+    }
+}
+
+/// Failed runs by vassal, shared between the hook's thread and the metrics.
+pub(crate) type Failures = Arc<Mutex<BTreeMap<String, u64>>>;
+
+/// The hook's queue and thread.
+pub(crate) struct Hooks {
+    hook: Hook,
+    tx: SyncSender<Job>,
+    thread: std::thread::JoinHandle<()>,
+    failures: Failures,
+    /// Runs dropped since the last warning about a full queue, and when that was.
+    dropped: (u64, Option<Instant>),
+}
+
+impl Hooks {
+    /// Starts the hook's thread. `None` when the thread cannot start (logged).
+    pub(crate) fn start(hook: Hook) -> Option<Hooks> {
+        let (tx, rx) = mpsc::sync_channel::<Job>(QUEUE);
+        let failures = Failures::default();
+        let (h, f) = (hook.clone(), failures.clone());
+        let started = std::thread::Builder::new()
+            .name("on-event".into())
+            .spawn(move || {
+                for job in rx {
+                    if let Err(e) = run(&h, &job) {
+                        warn!(vassal = %job.vassal, "on-event hook {}: {e}; check the hook (the record is in the incident log)", h.argv[0]);
+                        count(&f, &job.vassal);
+                    }
+                }
+            });
+        match started {
+            Ok(thread) => {
+                info!(hook = %hook.argv.join(" "), events = %hook.events.join(" "), "on-event hook ready");
+                Some(Hooks {
+                    hook,
+                    tx,
+                    thread,
+                    failures,
+                    dropped: (0, None),
+                })
+            }
+            Err(e) => {
+                warn!("cannot start the on-event hook's thread: {e}; no hook will run");
+                None
+            }
+        }
+    }
+
+    /// Lets the runs already queued finish, for at most `wait` (the daemon stops).
+    pub(crate) fn stop(self, wait: Duration) {
+        let Hooks { tx, thread, .. } = self;
+        drop(tx);
+        let until = Instant::now() + wait;
+        while !thread.is_finished() && Instant::now() < until {
+            std::thread::sleep(POLL);
+        }
+        if thread.is_finished() {
+            let _ = thread.join();
+        } else {
+            warn!("on-event hook: runs still queued or running are not waited for");
+        }
+    }
+
+    #[must_use]
+    pub(crate) fn hook(&self) -> &Hook {
+        &self.hook
+    }
+
+    /// Offers record `r` to the hook, if it asks for it. Never waits.
+    pub(crate) fn offer(&mut self, r: &Record) {
+        if matches(&self.hook.events, r) {
+            self.queue(Job::of(r));
+        }
+    }
+
+    /// Offers a failure to write a record, if the hook asks for those.
+    pub(crate) fn offer_write_failed(
+        &mut self,
+        vassal: &str,
+        log: &Path,
+        error: &str,
+        owed: usize,
+    ) {
+        if self.wants("log_write_failed") {
+            self.queue(Job::write_failed(vassal, log, error, owed));
+        }
+    }
+
+    fn wants(&self, name: &str) -> bool {
+        self.hook.events.iter().any(|e| e == "all" || e == name)
+    }
+
+    fn queue(&mut self, job: Job) {
+        let vassal = job.vassal.clone();
+        match self.tx.try_send(job) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                count(&self.failures, &vassal);
+                let (n, last) = &mut self.dropped;
+                *n += 1;
+                if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
+                    warn!(vassal = %vassal, dropped = *n, "on-event hook: {QUEUE} runs are already waiting (is the hook slow or hanging?); this record's run is dropped");
+                    (*n, *last) = (0, Some(Instant::now()));
+                }
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                count(&self.failures, &vassal);
+                warn!(vassal = %vassal, "on-event hook: its thread is gone; no hook runs until the warden restarts");
+            }
+        }
+    }
+
+    /// Failed or dropped runs so far, by vassal.
+    #[must_use]
+    pub(crate) fn failures(&self) -> BTreeMap<String, u64> {
+        self.failures
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+fn count(f: &Failures, vassal: &str) {
+    *f.lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .entry(vassal.to_owned())
+        .or_default() += 1;
+}
+
+/// The environment's `PATH` for a hook: the system's, nothing inherited.
+const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Runs `job` once: `Err` says why it failed.
+pub(crate) fn run(hook: &Hook, job: &Job) -> Result<(), String> {
+    let program = Path::new(&hook.argv[0]);
+    trusted(program)?;
+    let stdin = memfd("on-event-stdin")?;
+    (&stdin)
+        .write_all(job.json.as_bytes())
+        .and_then(|()| (&stdin).write_all(b"\n"))
+        .and_then(|()| (&stdin).rewind())
+        .map_err(|e| format!("cannot stage its input: {e}"))?;
+    let stderr = memfd("on-event-stderr")?;
+    let mut cmd = Command::new(program);
+    cmd.args(&hook.argv[1..])
+        .env_clear()
+        .env("PATH", PATH)
+        .env("LANG", "C.UTF-8")
+        .stdin(Stdio::from(stdin))
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(
+            stderr
+                .try_clone()
+                .map_err(|e| format!("cannot stage its stderr: {e}"))?,
+        ))
+        .process_group(0);
+    for (k, v) in &job.env {
+        // An environment value cannot hold a NUL.
+        cmd.env(k, v.replace('\0', ""));
+    }
+    let started = Instant::now();
+    let mut child = cmd.spawn().map_err(|e| format!("cannot start it: {e}"))?;
+    let pgid = rustix::process::Pid::from_raw(i32::try_from(child.id()).unwrap_or(0));
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(s)) => break s,
+            Ok(None) if started.elapsed() < hook.timeout => std::thread::sleep(POLL),
+            Ok(None) | Err(_) => {
+                if let Some(g) = pgid {
+                    let _ = rustix::process::kill_process_group(g, rustix::process::Signal::KILL);
+                }
+                let _ = child.wait();
+                return Err(format!(
+                    "did not finish within {} (on-event-timeout) and was killed, with its process group",
+                    humantime::format_duration(hook.timeout)
+                ));
+            }
+        }
+    };
+    let said = said(&stderr);
+    if status.success() {
+        debug!(vassal = %job.vassal, seconds = started.elapsed().as_secs_f64(), "on-event hook ran");
+        return Ok(());
+    }
+    let how = status.code().map_or_else(
+        || {
+            format!(
+                "was killed by signal {}",
+                std::os::unix::process::ExitStatusExt::signal(&status).unwrap_or(0)
+            )
+        },
+        |c| format!("exited with status {c}"),
+    );
+    Err(if said.is_empty() {
+        how
+    } else {
+        format!("{how}: {said}")
+    })
+}
+
+/// The start of what a hook wrote to stderr, on one line.
+fn said(f: &std::fs::File) -> String {
+    let mut buf = Vec::new();
+    let mut f = f;
+    let _ = f.rewind();
+    let _ = f.take(STDERR_KEPT).read_to_end(&mut buf);
+    crate::cli::one_line(String::from_utf8_lossy(&buf).trim())
+}
+
+fn memfd(name: &str) -> Result<std::fs::File, String> {
+    rustix::fs::memfd_create(name, rustix::fs::MemfdFlags::CLOEXEC)
+        .map(std::fs::File::from)
+        .map_err(|e| format!("cannot create a memfd for it: {e}"))
+}
+
+/// The hook runs as root: its program, and every directory above it, must be such that
+/// only root can change them (a directory others may write needs the sticky bit, and
+/// then the program must be root's).
+fn trusted(program: &Path) -> Result<(), String> {
+    let real = std::fs::canonicalize(program).map_err(|e| format!("cannot find it: {e}"))?;
+    let m = std::fs::metadata(&real).map_err(|e| format!("{}: {e}", real.display()))?;
+    if !m.is_file() {
+        return Err(format!("{} is not a regular file", real.display()));
+    }
+    if m.uid() != 0 || m.mode() & 0o022 != 0 {
+        return Err(format!(
+            "{} is not run: only root may own and write it (owner uid {}, mode {:o})",
+            real.display(),
+            m.uid(),
+            m.mode() & 0o7777
+        ));
+    }
+    for dir in real.ancestors().skip(1) {
+        let d = std::fs::metadata(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let sticky = d.mode() & 0o1000 != 0;
+        if d.uid() != 0 || (d.mode() & 0o022 != 0 && !sticky) {
+            return Err(format!(
+                "{} is not run: {} could be changed by others than root (owner uid {}, mode {:o})",
+                real.display(),
+                dir.display(),
+                d.uid(),
+                d.mode() & 0o7777
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;
