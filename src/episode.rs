@@ -1214,14 +1214,13 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_lasting_episode_is_recorded_once_reminded_then_closed_when_it_changes() {
-        let mono = Instant::now();
-        let p = touching_once_an_hour();
+    /// A vassal touched at 0, recovered at 5, over the line again at 60: flapping,
+    /// recorded as incident `i2`. The workers after the touch, and the processes over.
+    fn flapping_at_60(p: &Policy, mono: Instant) -> (Episode, Fake, [ProcId; 1], [Proc; 2]) {
         let mut ep = Episode::default();
         let mut fake = up(&[]);
         let over = [proc(10, Role::Master, 45)];
-        let d = ep.decide(&p, &pass_reminding(0, mono, &WORKERS, &over), &mut fake);
+        let d = ep.decide(p, &pass_reminding(0, mono, &WORKERS, &over), &mut fake);
         assert!(matches!(
             then(d),
             Then::Act {
@@ -1237,15 +1236,14 @@ mod tests {
         let fresh_workers = [id(15)];
         let fresh = [proc(10, Role::Master, 14), proc(15, Role::Worker, 10)];
         let d = ep.decide(
-            &p,
+            p,
             &pass_reminding(5, mono, &fresh_workers, &fresh),
             &mut fake,
         );
         assert!(matches!(d, Decision::Outcome(_)), "{d:?}");
-        // The leak comes back at once: flapping, recorded once...
         let again = [proc(10, Role::Master, 50), proc(15, Role::Worker, 10)];
         let Decision::Incident(inc) = ep.decide(
-            &p,
+            p,
             &pass_reminding(60, mono, &fresh_workers, &again),
             &mut fake,
         ) else {
@@ -1260,6 +1258,15 @@ mod tests {
         ));
         assert_eq!(inc.closes, None);
         ep.opened("i2".into(), Reason::Flapping, at(60));
+        (ep, fake, fresh_workers, again)
+    }
+
+    #[test]
+    fn a_lasting_episode_is_recorded_once_reminded_then_closed_when_it_changes() {
+        let mono = Instant::now();
+        let p = touching_once_an_hour();
+        // The leak comes back at once: flapping, recorded once...
+        let (mut ep, mut fake, fresh_workers, again) = flapping_at_60(&p, mono);
         // ...then nothing until `remind` has passed since it was last said...
         for s in [62, 500, 1059] {
             let d = ep.decide(
