@@ -14,6 +14,7 @@ use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::mpsc::{self, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -175,6 +176,14 @@ impl Job {
     }
 }
 
+/// The run in progress, shared with `stop`: its process group, and whether the runs
+/// still queued are to be skipped.
+#[derive(Debug, Default)]
+pub(crate) struct Running {
+    pgid: AtomicI32,
+    stopping: AtomicBool,
+}
+
 /// Failed runs by vassal, shared between the hook's thread and the metrics.
 pub(crate) type Failures = Arc<Mutex<BTreeMap<String, u64>>>;
 
@@ -183,6 +192,7 @@ pub(crate) struct Hooks {
     hook: Hook,
     tx: SyncSender<Job>,
     thread: std::thread::JoinHandle<()>,
+    running: Arc<Running>,
     failures: Failures,
     /// Runs dropped since the last warning about a full queue, and when that was.
     dropped: (u64, Option<Instant>),
@@ -193,12 +203,16 @@ impl Hooks {
     pub(crate) fn start(hook: Hook) -> Option<Hooks> {
         let (tx, rx) = mpsc::sync_channel::<Job>(QUEUE);
         let failures = Failures::default();
-        let (h, f) = (hook.clone(), failures.clone());
+        let running = Arc::new(Running::default());
+        let (h, f, r) = (hook.clone(), failures.clone(), running.clone());
         let started = std::thread::Builder::new()
             .name("on-event".into())
             .spawn(move || {
                 for job in rx {
-                    if let Err(e) = run(&h, &job) {
+                    if r.stopping.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    if let Err(e) = run_tracked(&h, &job, &r) {
                         warn!(vassal = %job.vassal, "on-event hook {}: {e}; check the hook (the record is in the incident log)", h.argv[0]);
                         count(&f, &job.vassal);
                     }
@@ -211,6 +225,7 @@ impl Hooks {
                     hook,
                     tx,
                     thread,
+                    running,
                     failures,
                     dropped: (0, None),
                 })
@@ -222,18 +237,33 @@ impl Hooks {
         }
     }
 
-    /// Lets the runs already queued finish, for at most `wait` (the daemon stops).
+    /// Lets the runs already queued finish, for at most `wait` (the daemon stops); then
+    /// the rest are skipped and the run in progress is killed, with its process group.
     pub(crate) fn stop(self, wait: Duration) {
-        let Hooks { tx, thread, .. } = self;
+        let Hooks {
+            tx,
+            thread,
+            running,
+            ..
+        } = self;
         drop(tx);
         let until = Instant::now() + wait;
         while !thread.is_finished() && Instant::now() < until {
             std::thread::sleep(POLL);
         }
+        if !thread.is_finished() {
+            warn!(
+                "on-event hook: the runs still queued are skipped, and the one running is killed"
+            );
+            running.stopping.store(true, Ordering::Relaxed);
+            kill_group(running.pgid.load(Ordering::Relaxed));
+            let until = Instant::now() + Duration::from_secs(1);
+            while !thread.is_finished() && Instant::now() < until {
+                std::thread::sleep(POLL);
+            }
+        }
         if thread.is_finished() {
             let _ = thread.join();
-        } else {
-            warn!("on-event hook: runs still queued or running are not waited for");
         }
     }
 
@@ -306,8 +336,20 @@ fn count(f: &Failures, vassal: &str) {
 /// The environment's `PATH` for a hook: the system's, nothing inherited.
 const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
+fn kill_group(pgid: i32) {
+    if let Some(g) = rustix::process::Pid::from_raw(pgid) {
+        let _ = rustix::process::kill_process_group(g, rustix::process::Signal::KILL);
+    }
+}
+
 /// Runs `job` once: `Err` says why it failed.
+#[cfg(test)]
 pub(crate) fn run(hook: &Hook, job: &Job) -> Result<(), String> {
+    run_tracked(hook, job, &Running::default())
+}
+
+/// Runs `job` once, its process group in `running` while it runs.
+fn run_tracked(hook: &Hook, job: &Job, running: &Running) -> Result<(), String> {
     let program = Path::new(&hook.argv[0]);
     trusted(program)?;
     let stdin = memfd("on-event-stdin")?;
@@ -336,16 +378,16 @@ pub(crate) fn run(hook: &Hook, job: &Job) -> Result<(), String> {
     }
     let started = Instant::now();
     let mut child = cmd.spawn().map_err(|e| format!("cannot start it: {e}"))?;
-    let pgid = rustix::process::Pid::from_raw(i32::try_from(child.id()).unwrap_or(0));
+    let pgid = i32::try_from(child.id()).unwrap_or(0);
+    running.pgid.store(pgid, Ordering::Relaxed);
     let status = loop {
         match child.try_wait() {
             Ok(Some(s)) => break s,
             Ok(None) if started.elapsed() < hook.timeout => std::thread::sleep(POLL),
             Ok(None) | Err(_) => {
-                if let Some(g) = pgid {
-                    let _ = rustix::process::kill_process_group(g, rustix::process::Signal::KILL);
-                }
+                kill_group(pgid);
                 let _ = child.wait();
+                running.pgid.store(0, Ordering::Relaxed);
                 return Err(format!(
                     "did not finish within {} (on-event-timeout) and was killed, with its process group",
                     humantime::format_duration(hook.timeout)
@@ -353,6 +395,7 @@ pub(crate) fn run(hook: &Hook, job: &Job) -> Result<(), String> {
             }
         }
     };
+    running.pgid.store(0, Ordering::Relaxed);
     let said = said(&stderr);
     if status.success() {
         debug!(vassal = %job.vassal, seconds = started.elapsed().as_secs_f64(), "on-event hook ran");
