@@ -979,6 +979,53 @@ mod tests {
         }
     }
 
+    #[test]
+    fn the_hook_and_reminders_are_set_in_warden_ini_only() {
+        let cfg = parse("[warden]\n").unwrap();
+        assert_eq!((cfg.hook, cfg.remind), (None, DEFAULT_REMIND));
+        let cfg = parse(
+            "[warden]\nremind = 2h\non-event = /usr/local/bin/page-oncall --team web\n\
+             on-event-for = not_recovered, flapping\non-event-timeout = 10s\n",
+        )
+        .unwrap();
+        assert_eq!(cfg.remind, Duration::from_secs(7200));
+        let hook = cfg.hook.unwrap();
+        assert_eq!(hook.argv, ["/usr/local/bin/page-oncall", "--team", "web"]);
+        assert_eq!(hook.events, ["not_recovered", "flapping"]);
+        assert_eq!(hook.timeout, Duration::from_secs(10));
+        let hook = parse("[warden]\non-event = /bin/true\n")
+            .unwrap()
+            .hook
+            .unwrap();
+        assert_eq!(hook.events, crate::hook::DEFAULT_EVENTS);
+        assert_eq!(hook.timeout, Duration::from_secs(30));
+        for (text, says) in [
+            ("on-event = mail -s x root", "absolute path of a program"),
+            ("on-event-for = flapping", "comes after `on-event`"),
+            (
+                "on-event = /bin/true\non-event-for = flaping",
+                "unknown event `flaping`",
+            ),
+            ("on-event = /bin/true\non-event-for = ,", "names no event"),
+            (
+                "on-event = /bin/true\non-event-timeout = 1h",
+                "between 1s and 10m",
+            ),
+            ("remind = 0s", "between 1s and 30days"),
+        ] {
+            let e = parse(&format!("[warden]\n{text}\n")).unwrap_err();
+            assert!(e.to_string().contains(says), "{text}: {e}");
+        }
+        // A vassal's own file names no command: the hook is not a policy key.
+        let own = uwsgi_ini::lex("[vassal-warden]\non-event = /tmp/x\nremind = 1s\n");
+        let (_, problems) = parse("[warden]\n").unwrap().policy_for("app.ini", &own);
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(
+            problems[0].contains("unknown policy key `on-event`"),
+            "{problems:?}"
+        );
+    }
+
     /// Values a config line may hold: numbers of any size, durations, units, rates,
     /// percentages, paths and junk.
     fn value() -> impl proptest::strategy::Strategy<Value = String> {

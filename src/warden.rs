@@ -92,6 +92,9 @@ pub(crate) struct Warden {
     hook_told_write: Cell<Option<Instant>>,
 }
 
+/// How long a stopping daemon lets the hook's queued runs go on.
+const HOOK_STOP_WAIT: Duration = Duration::from_secs(5);
+
 /// At most this many owed records are kept; older ones are dropped, with an error.
 const MAX_OWED: usize = 1000;
 
@@ -214,10 +217,11 @@ impl Warden {
         *self.hooks.get_mut() = self.cfg.hook.clone().and_then(Hooks::start);
     }
 
-    /// Lets the hook's queued runs finish (for at most its timeout), as the daemon stops.
+    /// Lets the hook's queued runs finish as the daemon stops, for a few seconds at most
+    /// (a stop must not wait out a hanging hook); the run still going is then killed.
     pub(crate) fn stop_hooks(&mut self) {
         if let Some(h) = self.hooks.get_mut().take() {
-            let wait = h.hook().timeout + Duration::from_secs(1);
+            let wait = h.hook().timeout.min(HOOK_STOP_WAIT);
             h.stop(wait);
         }
     }

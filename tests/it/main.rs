@@ -6,6 +6,7 @@
 
 mod harness;
 
+mod alert_hook;
 mod bounded;
 mod careful;
 mod commands;

@@ -1,0 +1,161 @@
+//! One record per episode, and the `on-event` alert hook, against a real Emperor: a
+//! vassal whose leak comes back after every reload is one flapping episode (started,
+//! reminded, ended), the hook hears exactly the records that need a human, and a hook that
+//! hangs does not keep the warden from healing another vassal.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rustix::process::{Pid, Signal};
+use serde_json::Value;
+
+use crate::bin;
+use crate::harness::{Emperor, VassalSpec, Warden, count, read_records, wait_for, write_config};
+
+/// A hook script in the Emperor's root: `body` runs with `$d` its directory.
+fn hook_script(root: &Path, body: &str) -> PathBuf {
+    let path = root.join("hook.sh");
+    fs::write(&path, format!("#!/bin/sh\nd=$(dirname \"$0\")\n{body}\n")).unwrap();
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+/// Kills, when dropped, the process groups whose leaders' PIDs the hook wrote, one per
+/// line, to `file` (a hook runs in a process group of its own, outside the warden's).
+struct HookGroups(PathBuf);
+
+impl Drop for HookGroups {
+    fn drop(&mut self) {
+        for pid in fs::read_to_string(&self.0).unwrap_or_default().lines() {
+            if let Some(g) = pid.trim().parse().ok().and_then(Pid::from_raw) {
+                let _ = rustix::process::kill_process_group(g, Signal::KILL);
+            }
+        }
+    }
+}
+
+fn alive(pid: i32) -> bool {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    !stat.is_empty()
+        && !stat
+            .rsplit(')')
+            .next()
+            .unwrap()
+            .trim_start()
+            .starts_with('Z')
+}
+
+const FLAPPY: &str = "reload-at = 40\nfor = 1\npredict = off\ncooldown = 1s\n\
+                      max-reloads = 1 per 1h\naction = touch\nverify = 30s\n";
+
+#[test]
+fn a_flapping_vassal_is_one_episode_and_the_hook_hears_exactly_what_needs_a_human() {
+    let emp = Emperor::start();
+    let ini = emp.add_vassal("flappy.ini", &VassalSpec::default());
+    let (_, workers) = emp.wait_running("flappy.ini", 1);
+    let root = emp.root();
+    let hook = hook_script(
+        root,
+        "cat >> $d/heard.jsonl\necho \"$WARDEN_SUMMARY\" >> $d/summaries",
+    );
+    let extra = format!(
+        "interval = 200ms\nremind = 2s\non-event = {}\n\n[policy]\n{FLAPPY}",
+        hook.display()
+    );
+    let vassals = [emp.vassals.display().to_string()];
+    let config = write_config(root, "warden.ini", &vassals, &extra);
+    let warden = Warden::start_with_config(&bin(), &config, &root.join("incidents.jsonl"), &[]);
+    emp.leak("flappy.ini", 40);
+    assert_eq!(warden.wait_record("outcome", 0)["result"], "recovered");
+    emp.wait_replaced("flappy.ini", &workers);
+    // The leak comes back at once: a reload is not allowed for an hour.
+    emp.leak("flappy.ini", 40);
+    let started = warden.wait_record("suppressed", 0);
+    assert_eq!(started["reason"], "flapping", "{started}");
+    // Over the line on every pass (200 ms) for seconds: reminded every 2 s, nothing more.
+    let second = warden.wait_record("reminder", 1);
+    assert_eq!(second["incident"], started["incident"]);
+    assert_eq!(second["since"], started["ts"]);
+    assert!(second["seconds"].as_f64().unwrap() >= 3.9, "{second}");
+    fs::remove_file(&ini).unwrap();
+    let ended = warden.wait_record("ended", 0);
+    assert_eq!(ended["incident"], started["incident"]);
+    assert_eq!(ended["detail"], "the vassal file was removed");
+    let records = warden.records();
+    assert_eq!(count(&records, "detected"), 2, "{records:#?}");
+    assert_eq!(count(&records, "suppressed"), 1, "{records:#?}");
+    // The hook heard the episode (start, reminders, end) and not the healed incident.
+    let expected: Vec<Value> = records
+        .into_iter()
+        .filter(|r| r["reason"] == "flapping")
+        .collect();
+    assert!(expected.len() >= 4, "{expected:#?}");
+    let heard_file = root.join("heard.jsonl");
+    let heard = wait_for(Duration::from_secs(20), "the hook's runs", || {
+        let heard = read_records(&heard_file);
+        (heard.len() >= expected.len()).then_some(heard)
+    });
+    assert_eq!(heard, expected);
+    let summaries = fs::read_to_string(root.join("summaries")).unwrap();
+    assert!(
+        summaries.starts_with("flappy.ini: suppressed flapping: "),
+        "{summaries}"
+    );
+}
+
+#[test]
+fn a_hook_that_hangs_does_not_keep_the_warden_from_healing_another_vassal() {
+    let emp = Emperor::start();
+    emp.add_vassal("first.ini", &VassalSpec::default());
+    emp.add_vassal("second.ini", &VassalSpec::default());
+    emp.wait_running("first.ini", 1);
+    let (_, second_workers) = emp.wait_running("second.ini", 1);
+    let root = emp.root();
+    // Every record runs the hook, and its first run never ends.
+    let hook = hook_script(root, "echo $$ >> $d/pids\nexec sleep 3600");
+    let _groups = HookGroups(root.join("pids"));
+    let extra = format!(
+        "interval = 200ms\non-event = {}\non-event-for = all\non-event-timeout = 10m\n\n\
+         [policy]\nreload-at = 40\nfor = 1\npredict = off\naction = touch\nverify = 30s\n",
+        hook.display()
+    );
+    let vassals = [emp.vassals.display().to_string()];
+    let config = write_config(root, "warden.ini", &vassals, &extra);
+    let mut warden = Warden::start_with_config(&bin(), &config, &root.join("incidents.jsonl"), &[]);
+    emp.leak("first.ini", 40);
+    assert_eq!(warden.wait_record("outcome", 0)["result"], "recovered");
+    let hung: i32 = wait_for(Duration::from_secs(10), "the hook's first run", || {
+        fs::read_to_string(root.join("pids"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    });
+    assert!(alive(hung));
+    // The hook hangs on the first record; the second vassal is healed all the same.
+    emp.leak("second.ini", 40);
+    let healed = warden.wait_record("outcome", 1);
+    assert_eq!(
+        (healed["vassal"].as_str(), healed["result"].as_str()),
+        (Some("second.ini"), Some("recovered"))
+    );
+    emp.wait_replaced("second.ini", &second_workers);
+    assert!(alive(hung), "the hook was not hanging all along");
+    // Stopping does not wait out the hook: the run still going is killed with its group.
+    warden.kill(Signal::TERM);
+    let status = wait_for(Duration::from_secs(20), "the warden to stop", || {
+        warden.try_wait()
+    });
+    assert!(status.success(), "{status:?}");
+    assert!(!alive(hung), "the hook {hung} outlived the warden");
+    assert_eq!(
+        fs::read_to_string(root.join("pids"))
+            .unwrap()
+            .lines()
+            .count(),
+        1,
+        "the queued runs were started after the stop"
+    );
+}
