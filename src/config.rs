@@ -221,8 +221,12 @@ pub(crate) struct Config {
     /// How often an episode that lasts (flapping, given up, alert only, refused) is
     /// recorded again while it lasts.
     pub remind: Duration,
-    /// The alert hook (`on-event`), if any.
-    pub hook: Option<Hook>,
+    /// The alert hook's program and arguments (`on-event`), if any.
+    pub on_event: Option<Vec<String>>,
+    /// Which records run it (`on-event-for`).
+    pub on_event_for: Vec<String>,
+    /// How long a run may take (`on-event-timeout`).
+    pub on_event_timeout: Duration,
     pub policy: Policy,
     /// `[vassal NAME]` sections: NAME and its policy settings, in file order.
     pub overrides: Vec<(String, Vec<Setting>)>,
@@ -240,7 +244,12 @@ impl Default for Config {
             metrics: Some(DEFAULT_METRICS),
             metrics_textfile: None,
             remind: DEFAULT_REMIND,
-            hook: None,
+            on_event: None,
+            on_event_for: crate::hook::DEFAULT_EVENTS
+                .iter()
+                .map(|e| (*e).to_owned())
+                .collect(),
+            on_event_timeout: Duration::from_secs(30),
             policy: Policy::default(),
             overrides: Vec::new(),
         }
@@ -340,16 +349,11 @@ impl Config {
             "remind" => {
                 self.remind = parse_duration_in(key, v, Duration::from_secs(1), MAX_DURATION)?;
             }
-            "on-event" => self.hook = Hook::parse_command(v)?.map(Hook::new),
-            "on-event-for" | "on-event-timeout" => {
-                let Some(h) = &mut self.hook else {
-                    return Err(format!("`{key}` comes after `on-event`, which it tunes"));
-                };
-                if key == "on-event-for" {
-                    h.events = parse_events(v)?;
-                } else {
-                    h.timeout = parse_duration_in(key, v, Duration::from_secs(1), MAX_VERIFY)?;
-                }
+            "on-event" => self.on_event = parse_command(v)?,
+            "on-event-for" => self.on_event_for = parse_events(v)?,
+            "on-event-timeout" => {
+                self.on_event_timeout =
+                    parse_duration_in(key, v, Duration::from_secs(1), MAX_VERIFY)?;
             }
             other => {
                 return Err(format!(
@@ -450,30 +454,29 @@ pub(crate) struct Hook {
     pub timeout: Duration,
 }
 
-impl Hook {
-    fn new(argv: Vec<String>) -> Hook {
-        Hook {
-            argv,
-            events: crate::hook::DEFAULT_EVENTS
-                .iter()
-                .map(|e| (*e).to_owned())
-                .collect(),
-            timeout: Duration::from_secs(30),
-        }
+impl Config {
+    /// The alert hook, when `on-event` names one.
+    #[must_use]
+    pub(crate) fn hook(&self) -> Option<Hook> {
+        Some(Hook {
+            argv: self.on_event.clone()?,
+            events: self.on_event_for.clone(),
+            timeout: self.on_event_timeout,
+        })
     }
+}
 
-    /// `on-event = /path/to/program ARG…` or `off`.
-    fn parse_command(v: &str) -> Result<Option<Vec<String>>, String> {
-        if v == "off" {
-            return Ok(None);
-        }
-        let argv: Vec<String> = v.split_whitespace().map(str::to_owned).collect();
-        match argv.first() {
-            Some(p) if Path::new(p).is_absolute() => Ok(Some(argv)),
-            _ => Err(format!(
-                "`on-event` must start with the absolute path of a program (it is run without a shell), not `{v}`"
-            )),
-        }
+/// `on-event = /path/to/program ARG…` or `off`.
+fn parse_command(v: &str) -> Result<Option<Vec<String>>, String> {
+    if v == "off" {
+        return Ok(None);
+    }
+    let argv: Vec<String> = v.split_whitespace().map(str::to_owned).collect();
+    match argv.first() {
+        Some(p) if Path::new(p).is_absolute() => Ok(Some(argv)),
+        _ => Err(format!(
+            "`on-event` must start with the absolute path of a program (it is run without a shell), not `{v}`"
+        )),
     }
 }
 
@@ -490,7 +493,7 @@ fn parse_events(v: &str) -> Result<Vec<String>, String> {
     for n in &names {
         if n != "all" && !crate::hook::HOOK_EVENTS.contains(&n.as_str()) {
             return Err(format!(
-                "`on-event-for`: unknown event `{n}`; known: all, {}",
+                "`on-event-for`: `{n}` is not an event name; the names are: all, {}",
                 crate::hook::HOOK_EVENTS.join(", ")
             ));
         }
@@ -982,29 +985,28 @@ mod tests {
     #[test]
     fn the_hook_and_reminders_are_set_in_warden_ini_only() {
         let cfg = parse("[warden]\n").unwrap();
-        assert_eq!((cfg.hook, cfg.remind), (None, DEFAULT_REMIND));
+        assert_eq!((cfg.hook(), cfg.remind), (None, DEFAULT_REMIND));
         let cfg = parse(
             "[warden]\nremind = 2h\non-event = /usr/local/bin/page-oncall --team web\n\
              on-event-for = not_recovered, flapping\non-event-timeout = 10s\n",
         )
         .unwrap();
         assert_eq!(cfg.remind, Duration::from_secs(7200));
-        let hook = cfg.hook.unwrap();
+        let hook = cfg.hook().unwrap();
         assert_eq!(hook.argv, ["/usr/local/bin/page-oncall", "--team", "web"]);
         assert_eq!(hook.events, ["not_recovered", "flapping"]);
         assert_eq!(hook.timeout, Duration::from_secs(10));
         let hook = parse("[warden]\non-event = /bin/true\n")
             .unwrap()
-            .hook
+            .hook()
             .unwrap();
         assert_eq!(hook.events, crate::hook::DEFAULT_EVENTS);
         assert_eq!(hook.timeout, Duration::from_secs(30));
         for (text, says) in [
             ("on-event = mail -s x root", "absolute path of a program"),
-            ("on-event-for = flapping", "comes after `on-event`"),
             (
                 "on-event = /bin/true\non-event-for = flaping",
-                "unknown event `flaping`",
+                "`flaping` is not an event name",
             ),
             ("on-event = /bin/true\non-event-for = ,", "names no event"),
             (

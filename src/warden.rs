@@ -214,7 +214,7 @@ impl Warden {
     /// Starts the alert hook, when one is configured (the daemon's, not a command's: a
     /// command ends before a hook would run).
     pub(crate) fn start_hooks(&mut self) {
-        *self.hooks.get_mut() = self.cfg.hook.clone().and_then(Hooks::start);
+        *self.hooks.get_mut() = self.cfg.hook().and_then(Hooks::start);
     }
 
     /// Lets the hook's queued runs finish as the daemon stops, for a few seconds at most
@@ -274,12 +274,10 @@ impl Warden {
                 }
                 self.dry_run = self.forced_dry_run || new.dry_run;
                 let hooks = self.hooks.get_mut();
-                if hooks.is_some() || new.hook.is_some() {
-                    let same = hooks.as_ref().map(Hooks::hook) == new.hook.as_ref();
-                    if !same {
-                        // The old hook's thread ends once its queue is run.
-                        *hooks = new.hook.clone().and_then(Hooks::start);
-                    }
+                let hook = new.hook();
+                if hooks.as_ref().map(Hooks::hook) != hook.as_ref() {
+                    // The old hook's thread ends once its queue is run.
+                    *hooks = hook.and_then(Hooks::start);
                 }
                 self.cfg = new;
                 self.inv.repolicy(&self.cfg);
