@@ -2,6 +2,7 @@
 //! `incidents`, `check`, and how their output meets a closed pipe or a full disk.
 
 use std::process::Command;
+use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
 
@@ -231,4 +232,95 @@ fn a_write_error_other_than_a_closed_pipe_exits_1_and_says_so() {
         stderr.contains("cannot write to standard output"),
         "{stderr}"
     );
+}
+
+/// One record of the incident log, as the warden writes it.
+fn line(ts: &str, incident: &str, event: &str) -> String {
+    format!(
+        r#"{{"schema":1,"ts":"{ts}","incident":"{incident}","vassal":"shop.ini","config":"/v/shop.ini",{event}}}"#
+    ) + "\n"
+}
+
+const DETECTED: &str = r#""event":"detected","pid":4242,"role":"master","fds":51,"limit":64,"usage":0.8,"rule":"fds >= 40","top":[{"target":"/srv/shop/cat.jpg","kind":"file","count":40}],"by_kind":{"file":45}"#;
+
+#[test]
+fn incidents_reads_the_rotated_logs_and_shows_an_episode_as_one_row_with_how_long_it_lasted() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("incidents.jsonl");
+    let flapping = r#""reason":"flapping","since":"2026-11-20T10:00:00Z""#;
+    // Three weeks as logrotate leaves them (compress, delaycompress): .2.gz, .1, the log.
+    let week2 = line("2026-11-20T10:00:00Z", "e1", DETECTED)
+        + &line(
+            "2026-11-20T10:00:00Z",
+            "e1",
+            r#""event":"suppressed","reason":"flapping","detail":"next touch allowed in 59m""#,
+        )
+        + &line(
+            "2026-11-20T11:00:00Z",
+            "e1",
+            &format!(r#""event":"reminder",{flapping},"seconds":3600.0,"fds":52"#),
+        );
+    let week2_path = dir.path().join("incidents.jsonl.2");
+    std::fs::write(&week2_path, week2).unwrap();
+    let gz = Command::new("gzip").arg(&week2_path).status().unwrap();
+    assert!(gz.success());
+    let week1 = line(
+        "2026-11-20T12:00:00Z",
+        "e1",
+        &format!(r#""event":"reminder",{flapping},"seconds":7200.0,"fds":55"#),
+    ) + &line(
+        "2026-11-20T12:05:00Z",
+        "e1",
+        &format!(
+            r#""event":"ended",{flapping},"seconds":7500.0,"fds":3,"detail":"every process is back under its line""#
+        ),
+    );
+    std::fs::write(dir.path().join("incidents.jsonl.1"), week1).unwrap();
+    // The last episode, still on: started two hours ago, reminded an hour ago.
+    let ago = |h: u64| {
+        humantime::format_rfc3339_seconds(SystemTime::now() - Duration::from_secs(h * 3600))
+            .to_string()
+    };
+    let now = line(&ago(2), "c1", DETECTED)
+        + &line(
+            &ago(2),
+            "c1",
+            r#""event":"suppressed","reason":"alert_only","detail":"action = alert""#,
+        )
+        + &line(
+            &ago(1),
+            "c1",
+            &format!(
+                r#""event":"reminder","reason":"alert_only","since":"{}","seconds":3600.0"#,
+                ago(2)
+            ),
+        );
+    std::fs::write(&log, now).unwrap();
+    let cfg = dir.path().join("warden.ini");
+    std::fs::write(&cfg, format!("[warden]\naudit-log = {}\n", log.display())).unwrap();
+    let cfg = cfg.display().to_string();
+
+    let (code, table) = run_text(&["incidents", "-c", &cfg]);
+    assert_eq!(code, 0, "{table}");
+    let rows: Vec<&str> = table.lines().skip(1).collect();
+    assert_eq!(rows.len(), 2, "one row per episode:\n{table}");
+    assert!(table.lines().next().unwrap().ends_with("LASTED"), "{table}");
+    assert!(
+        rows[0].starts_with("2026-11-20T10:00:00Z"),
+        "oldest first:\n{table}"
+    );
+    assert!(rows[0].contains("suppressed: flapping"), "{table}");
+    assert!(rows[0].ends_with("2h 5m"), "ended after 2h 5m:\n{table}");
+    assert!(rows[1].contains("suppressed: alert_only"), "{table}");
+    assert!(
+        rows[1].ends_with("1h+"),
+        "still on at its last record:\n{table}"
+    );
+
+    let (_, json) = run_text(&["incidents", "-c", &cfg, "--json"]);
+    assert_eq!(json.lines().count(), 8, "{json}");
+    // The filter spans the rotations: the last day is the three records of `c1`.
+    let (_, json) = run_text(&["incidents", "-c", &cfg, "--json", "--since", "1d"]);
+    assert_eq!(json.lines().count(), 3, "{json}");
+    assert!(json.lines().all(|l| l.contains("\"c1\"")), "{json}");
 }
