@@ -6,6 +6,7 @@
 
 mod harness;
 
+mod alerts;
 mod bounded;
 mod careful;
 mod commands;
