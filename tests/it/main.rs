@@ -7,6 +7,7 @@
 mod harness;
 
 mod alert_hook;
+mod alerts;
 mod bounded;
 mod careful;
 mod commands;
