@@ -202,6 +202,7 @@ fn report_rendering(exposition: &str) {
             last_action: None,
             counts: None,
             hook_failures: 0,
+            episode: None,
         })
         .collect();
     let mut passes = Histogram::default();

@@ -158,6 +158,9 @@ pub struct VassalView<'a> {
     pub counts: Option<&'a VassalCounts>,
     /// Runs of the alert hook about it that failed.
     pub hook_failures: u64,
+    /// The lasting episode open now (held, alert only, refused): its reason and when it
+    /// started.
+    pub episode: Option<(&'a str, SystemTime)>,
 }
 
 /// The warden itself on the last pass.
@@ -414,6 +417,20 @@ fn render_gauges(o: &mut Out<'_>, vassals: &[VassalView<'_>]) {
             o.sample(
                 "last_action_timestamp_seconds",
                 &[("vassal", v.name)],
+                Value::Float(epoch_seconds(t)),
+            );
+        }
+    }
+    o.family(
+        "episode_started_timestamp_seconds",
+        "gauge",
+        "When the vassal's lasting episode (held, alert only, refused) started, by its reason, in seconds since the epoch; absent while none is open.",
+    );
+    for v in vassals {
+        if let Some((reason, t)) = v.episode {
+            o.sample(
+                "episode_started_timestamp_seconds",
+                &[("vassal", v.name), ("reason", reason)],
                 Value::Float(epoch_seconds(t)),
             );
         }

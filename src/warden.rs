@@ -556,6 +556,11 @@ impl Warden {
                 last_action: standing.and_then(|s| s.last_action),
                 counts: counts.of(&v.file.name),
                 hook_failures: hook_failures.get(&v.file.name).copied().unwrap_or(0),
+                episode: self
+                    .episodes
+                    .get(path)
+                    .and_then(Episode::open)
+                    .map(|o| (o.reason.as_str(), o.since)),
             });
         }
         views.sort_by(|a, b| a.name.cmp(b.name));

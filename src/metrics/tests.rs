@@ -107,6 +107,10 @@ fn rendered() -> String {
             last_action: Some(SystemTime::UNIX_EPOCH + Duration::from_secs(1_799_999_000)),
             counts: counts.of("shop.ini"),
             hook_failures: 2,
+            episode: Some((
+                "flapping",
+                SystemTime::UNIX_EPOCH + Duration::from_secs(1_799_999_500),
+            )),
         },
         VassalView {
             name: NASTY,
@@ -118,6 +122,7 @@ fn rendered() -> String {
             last_action: None,
             counts: counts.of(NASTY),
             hook_failures: 0,
+            episode: None,
         },
         VassalView {
             name: "idle.ini",
@@ -129,6 +134,7 @@ fn rendered() -> String {
             last_action: None,
             counts: counts.of("idle.ini"),
             hook_failures: 0,
+            episode: None,
         },
     ];
     let mut s = String::from("left over from the last pass");
@@ -196,6 +202,7 @@ fn every_family_has_help_and_type_before_its_samples_and_follows_the_naming_rule
         "outcomes_total",
         "suppressions_total",
         "hook_failures_total",
+        "episode_started_timestamp_seconds",
     ] {
         assert!(seen.contains(&format!("vassal_warden_{name}")), "{name}");
     }
@@ -230,6 +237,13 @@ fn values_and_labels_are_what_was_seen_and_counted() {
     has("vassal_warden_suppressions_total{vassal=\"shop.ini\",reason=\"busy\"} 0");
     has("vassal_warden_suppressions_total{vassal=\"shop.ini\",reason=\"from_the_future\"} 1");
     has("vassal_warden_hook_failures_total{vassal=\"shop.ini\"} 2");
+    has(
+        "vassal_warden_episode_started_timestamp_seconds{vassal=\"shop.ini\",reason=\"flapping\"} 1799999500",
+    );
+    assert_eq!(
+        samples(&text, "vassal_warden_episode_started_timestamp_seconds").len(),
+        1
+    );
     // A vassal nothing happened to has every counter, at 0.
     has("vassal_warden_incidents_total{vassal=\"idle.ini\"} 0");
     has("vassal_warden_hook_failures_total{vassal=\"idle.ini\"} 0");
