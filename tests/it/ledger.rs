@@ -248,7 +248,7 @@ fn a_second_warden_on_the_same_log_exits_2_naming_the_log_and_the_holder() {
 }
 
 #[test]
-fn after_logrotate_and_a_restart_the_cooldown_still_holds() {
+fn after_two_logrotates_and_a_restart_the_cooldown_still_holds() {
     let emp = Emperor::start();
     let ini = emp.add_vassal("shop.ini", &VassalSpec::default());
     let (_, workers) = emp.wait_running("shop.ini", 1);
@@ -259,13 +259,25 @@ fn after_logrotate_and_a_restart_the_cooldown_still_holds() {
     let touched = mtime(&ini);
     emp.wait_replaced("shop.ini", &workers);
 
-    // logrotate (`create 0640`, `delaycompress`): the log becomes `.1`, a new one is empty.
+    // logrotate twice (`create 0640`, `compress`, `delaycompress`, `notifempty` aside),
+    // as a size-based rotation may: the action is now only in `.2.gz`.
     let log = first.audit_log.clone();
-    let mut rotated = log.clone().into_os_string();
-    rotated.push(".1");
-    fs::rename(&log, &rotated).unwrap();
-    fs::write(&log, "").unwrap();
-    fs::set_permissions(&log, fs::Permissions::from_mode(0o640)).unwrap();
+    let with = |suffix: &str| {
+        let mut p = log.clone().into_os_string();
+        p.push(suffix);
+        std::path::PathBuf::from(p)
+    };
+    for _ in 0..2 {
+        if with(".1").exists() {
+            fs::rename(with(".1"), with(".2")).unwrap();
+            let gz = std::process::Command::new("gzip").arg(with(".2")).status().unwrap();
+            assert!(gz.success());
+        }
+        fs::rename(&log, with(".1")).unwrap();
+        fs::write(&log, "").unwrap();
+        fs::set_permissions(&log, fs::Permissions::from_mode(0o640)).unwrap();
+    }
+    assert!(with(".2.gz").exists() && fs::read(with(".1")).unwrap().is_empty());
 
     // The leak comes back, and the warden restarts within the cooldown.
     emp.leak("shop.ini", 40);
