@@ -270,7 +270,10 @@ fn after_two_logrotates_and_a_restart_the_cooldown_still_holds() {
     for _ in 0..2 {
         if with(".1").exists() {
             fs::rename(with(".1"), with(".2")).unwrap();
-            let gz = std::process::Command::new("gzip").arg(with(".2")).status().unwrap();
+            let gz = std::process::Command::new("gzip")
+                .arg(with(".2"))
+                .status()
+                .unwrap();
             assert!(gz.success());
         }
         fs::rename(&log, with(".1")).unwrap();

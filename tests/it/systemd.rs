@@ -13,6 +13,7 @@
 //! docs/operations.md, "The service unit". `scripts/ensure-nspawn` installs the tools.
 
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -29,6 +30,9 @@ const SUITE: &str = "bookworm";
 /// The `www-data` user of Debian's base-passwd (a fixed id).
 const WWW_DATA: u32 = 33;
 const LOG: &str = "var/log/vassal-warden/incidents.jsonl";
+/// The alert hook installed in the container, and where it keeps what it hears.
+const HOOK: &str = "/usr/local/sbin/warden-hook";
+const HEARD: &str = "var/lib/warden-hook/heard.jsonl";
 /// One HTTP request after another over a unix socket: `SOCKET PATH COUNT`. Failures (a
 /// worker out of fds, a worker being recycled) are counted, not fatal.
 const REQUESTS: &str = r#"
@@ -60,6 +64,7 @@ fn the_debian_package_works_under_a_real_systemd() {
     let recycle = recycles_a_leaking_worker(&c);
     touches_the_symlink_target_for_a_leaking_master(&c);
     records_the_incident_in_the_log_and_the_journal(&c, &recycle);
+    the_alert_hook_hears_every_record_under_the_unit(&c);
     a_broken_config_on_reload_keeps_the_old_one(&c);
     the_watchdog_restarts_a_stopped_loop(&c);
     check_passes_under_the_units_capabilities(&c);
@@ -179,6 +184,33 @@ fn records_the_incident_in_the_log_and_the_journal(c: &Container, detected: &Val
     assert_eq!(line["VASSAL"], "shop.ini", "{line}");
     assert_eq!(line["PID"], detected["pid"].to_string(), "{line}");
     eprintln!("step 3: {}\n{line}", modes.trim());
+}
+
+/// Step 3b: the `on-event` hook (every record, `on-event-for = all`) runs inside the
+/// unit's sandbox and is given each record as the log has it; the package installs the
+/// alert rules and the dashboard.
+fn the_alert_hook_hears_every_record_under_the_unit(c: &Container) {
+    let heard_file = c.root.join(HEARD);
+    let (heard, log) = wait_for(Duration::from_secs(60), "the hook's runs", || {
+        let log = read_records(&c.root.join(LOG));
+        let heard = read_records(&heard_file);
+        (!log.is_empty() && heard.len() >= log.len()).then_some((heard, log))
+    });
+    assert_eq!(
+        heard[..log.len()],
+        log[..],
+        "the hook heard other records than the log's"
+    );
+    let failures = c.journal();
+    assert!(!failures.contains("on-event hook /"), "{failures}");
+    for file in [
+        "usr/share/vassal-warden/prometheus/vassal-warden.rules.yml",
+        "usr/share/vassal-warden/grafana/vassal-warden.json",
+        "usr/share/doc/vassal-warden/alerting.md",
+    ] {
+        assert!(c.root.join(file).is_file(), "the package lacks /{file}");
+    }
+    eprintln!("step 3b: the hook heard {} records", heard.len());
 }
 
 /// Step 4: `systemctl reload` with a broken warden.ini: the warden keeps running on the
@@ -426,7 +458,11 @@ impl Container {
                 deb.display()
             ))
             .args(["--", "sh", "-c"])
-            .arg("dpkg -i /mnt/vassal-warden.deb && systemctl enable vassal-warden");
+            .arg(format!(
+                "dpkg -i /mnt/vassal-warden.deb && systemctl enable vassal-warden && \
+                 sed -i 's|^\\[warden\\]$|[warden]\\non-event = {HOOK}\\non-event-for = all|' \
+                 /etc/vassal-warden/warden.ini && grep -q '^on-event = ' /etc/vassal-warden/warden.ini"
+            ));
         let out = install.output().unwrap();
         assert!(
             out.status.success(),
@@ -479,6 +515,12 @@ impl Container {
             let link = at("etc/uwsgi-emperor/vassals").join(name);
             std::os::unix::fs::symlink(format!("/etc/shop/{name}"), link).unwrap();
         }
+        // The alert hook: root's, as the warden requires; it keeps what it is given.
+        fs::create_dir_all(at("usr/local/sbin")).unwrap();
+        fs::create_dir_all(at(HEARD).parent().unwrap()).unwrap();
+        let hook = at(HOOK.trim_start_matches('/'));
+        fs::write(&hook, format!("#!/bin/sh\ncat >> /{HEARD}\n")).unwrap();
+        fs::set_permissions(&hook, fs::Permissions::from_mode(0o755)).unwrap();
         let dropin = at("etc/systemd/system/vassal-warden.service.d");
         fs::create_dir_all(&dropin).unwrap();
         fs::write(dropin.join("watchdog.conf"), "[Service]\nWatchdogSec=3s\n").unwrap();
