@@ -687,7 +687,14 @@ impl Episode {
                         ep.step = ep.step.max(Step::after_failed(kind));
                     }
                 }
-                Event::Suppressed(s) if s.reason != Reason::PidChanged => {
+                // An operator's refused reload (`manual: …`) is not the vassal's episode.
+                Event::Suppressed(s)
+                    if s.reason != Reason::PidChanged
+                        && !s
+                            .detail
+                            .as_deref()
+                            .is_some_and(|d| d.starts_with("manual:")) =>
+                {
                     ep.noted = Some(Note {
                         at: ts,
                         key: NoteKey::Replayed(s.reason.clone()),
@@ -1473,6 +1480,15 @@ mod tests {
         );
         // An episode the log closed is not rebuilt.
         log.push(of(1500, "old", Event::Ended(episode(1440.0))));
+        let ep = Episode::replay(&log).remove(Path::new("/v/a.ini")).unwrap();
+        assert!(ep.open().is_none());
+        // Nor is an operator's refused reload an episode of the vassal.
+        let refused = Event::Suppressed(Suppressed {
+            reason: Reason::NoEmperor,
+            action: None,
+            detail: Some("manual: deploy: no running Emperor watches this vassal".into()),
+        });
+        log.push(of(1600, "op", refused));
         let ep = Episode::replay(&log).remove(Path::new("/v/a.ini")).unwrap();
         assert!(ep.open().is_none());
     }
