@@ -90,6 +90,8 @@ pub(crate) struct Warden {
     hooks: RefCell<Option<Hooks>>,
     /// When the hook was last told that a record could not be written.
     hook_told_write: Cell<Option<Instant>>,
+    /// Why each vassal's chain-reload file is not used, as last logged.
+    chain_said: RefCell<HashMap<PathBuf, String>>,
 }
 
 /// How long a stopping daemon lets the hook's queued runs go on.
@@ -109,6 +111,8 @@ const RESERVE_SLACK: u64 = 64;
 struct Reads<'a> {
     audit: &'a Path,
     reported: &'a RefCell<HashSet<(PathBuf, u64)>>,
+    /// Why each vassal's chain-reload file is not used, as last said.
+    chain_said: &'a RefCell<HashMap<PathBuf, String>>,
     vassal: &'a Vassal,
     inv: &'a Inventory,
     baselines: &'a HashMap<ProcId, Baseline>,
@@ -129,7 +133,23 @@ impl Lookups for Reads<'_> {
         // With its includes: one deleted by a deploy makes it unloadable too.
         let fresh = crate::emperor::read_vassal(&v.file.path, &v.cwd);
         // The chain-reload file from this same read, judged with the owner as it is now.
-        let chain_file = fresh.as_ref().ok().and_then(|ini| chain_file(v, ini));
+        let chain_file = match fresh.as_ref().map(|ini| chain_file(v, ini)) {
+            Ok(Ok(path)) => {
+                self.chain_said.borrow_mut().remove(&v.file.path);
+                path
+            }
+            Ok(Err(why)) => {
+                // Said once, and again only when the reason changes: this is read on
+                // every pass while the vassal is over its line.
+                let mut said = self.chain_said.borrow_mut();
+                if said.get(&v.file.path) != Some(&why) {
+                    warn!(vassal = %v.file.name, "touch-chain-reload not used: {why}");
+                    said.insert(v.file.path.clone(), why);
+                }
+                None
+            }
+            Err(_) => None,
+        };
         let ini_error = fresh.err().map(|e| e.to_string());
         Facts {
             ini_error,
@@ -156,19 +176,17 @@ impl Lookups for Reads<'_> {
 }
 
 /// The vassal's `touch-chain-reload` file, when it declares one that is a regular file
-/// its owner could touch. uWSGI reads a relative path from the vassal's working
-/// directory.
-fn chain_file(v: &Vassal, ini: &crate::uwsgi_ini::VassalIni) -> Option<PathBuf> {
-    let value = ini.get("touch-chain-reload")?;
+/// its owner could touch (`Err`: why the one it declares is not used). uWSGI reads a
+/// relative path from the vassal's working directory.
+fn chain_file(v: &Vassal, ini: &crate::uwsgi_ini::VassalIni) -> Result<Option<PathBuf>, String> {
+    let Some(value) = ini.get("touch-chain-reload") else {
+        return Ok(None);
+    };
     let path = v.cwd.join(value);
-    let owner = crate::trust::authority(&v.file.path)?;
-    match crate::trust::named_file(owner, &path) {
-        Ok(_) => Some(path),
-        Err(why) => {
-            warn!(vassal = %v.file.name, "touch-chain-reload not used: {why}");
-            None
-        }
-    }
+    let Some(owner) = crate::trust::authority(&v.file.path) else {
+        return Ok(None);
+    };
+    crate::trust::named_file(owner, &path).map(|_| Some(path))
 }
 
 impl Warden {
@@ -200,6 +218,7 @@ impl Warden {
             exposition: String::new(),
             hooks: RefCell::new(None),
             hook_told_write: Cell::new(None),
+            chain_said: RefCell::new(HashMap::new()),
         };
         w.restore_from_log();
         w
@@ -682,6 +701,7 @@ impl Warden {
         let mut reads = Reads {
             audit: self.audit.path(),
             reported: &self.reported,
+            chain_said: &self.chain_said,
             vassal: &self.inv.vassals[path],
             inv: &self.inv,
             baselines: &self.baselines,
