@@ -13,7 +13,6 @@
 use std::collections::{HashMap, HashSet};
 use std::io::Read;
 use std::net::{IpAddr, Ipv4Addr};
-use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -255,8 +254,8 @@ const MAX_STATS_REPLY: usize = 4 * 1024 * 1024;
 /// Reads a uWSGI stats server (`/path.sock`, `HOST:PORT` or `:PORT`): connect, read JSON
 /// until EOF. The whole query has one deadline (`STATS_DEADLINE`) and the reply a size
 /// bound (`MAX_STATS_REPLY`), so a server that is stuck, trickles, or never stops cannot
-/// stall a pass or fill memory. A unix path must be a socket (checked with `lstat`
-/// before connecting; the connect itself does not block).
+/// stall a pass or fill memory. A unix path must be a socket itself, not a symlink
+/// (checked on the descriptor the connect goes through; the connect does not block).
 pub(crate) fn query_stats(addr: &str) -> std::io::Result<serde_json::Value> {
     let deadline = Instant::now() + STATS_DEADLINE;
     let buf = if addr.starts_with('/') || addr.starts_with('.') {
@@ -344,16 +343,25 @@ fn read_reply(mut s: impl TimedRead, deadline: Instant) -> std::io::Result<Vec<u
     }
 }
 
-/// Connects to a unix stats socket without blocking: `lstat` says it is a socket, and a
-/// full backlog is retried until `deadline` instead of waited on.
+/// Connects to a unix stats socket without blocking: the path is opened `O_PATH` without
+/// following a final symlink, `fstat` says it is a socket, and the connect goes through
+/// that descriptor (`/proc/self/fd/N`), so the path cannot be swapped for another socket
+/// in between. A full backlog is retried until `deadline` instead of waited on.
 fn connect_unix(path: &Path, deadline: Instant) -> std::io::Result<UnixStream> {
+    use std::os::fd::AsRawFd;
+
+    use rustix::fs::{FileType, Mode, OFlags};
     use rustix::io::Errno;
     use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
-    let meta = std::fs::symlink_metadata(path)?;
-    if !meta.file_type().is_socket() {
+    let held = rustix::fs::open(
+        path,
+        OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    if FileType::from_raw_mode(rustix::fs::fstat(&held)?.st_mode) != FileType::Socket {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidInput,
-            "it is not a socket (lstat); point emperor-stats at the Emperor's socket",
+            "it is not a socket (a symlink is not followed); point emperor-stats at the Emperor's socket",
         ));
     }
     let fd = rustix::net::socket_with(
@@ -362,7 +370,7 @@ fn connect_unix(path: &Path, deadline: Instant) -> std::io::Result<UnixStream> {
         SocketFlags::NONBLOCK | SocketFlags::CLOEXEC,
         None,
     )?;
-    let addr = SocketAddrUnix::new(path)?;
+    let addr = SocketAddrUnix::new(format!("/proc/self/fd/{}", held.as_raw_fd()))?;
     loop {
         match rustix::net::connect(&fd, &addr) {
             Ok(()) | Err(Errno::ISCONN) => break,
@@ -616,6 +624,23 @@ fn match_sockets(ini: &VassalIni, view: &EmperorView) -> Option<ProcId> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stats_socket_is_connected_through_the_descriptor_checked_and_never_through_a_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("stats.sock");
+        let server = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        let deadline = Instant::now() + STATS_DEADLINE;
+        connect_unix(&sock, deadline).unwrap();
+        assert!(server.accept().is_ok());
+        let link = dir.path().join("link.sock");
+        std::os::unix::fs::symlink(&sock, &link).unwrap();
+        let e = connect_unix(&link, deadline).unwrap_err();
+        assert!(e.to_string().contains("not a socket"), "{e}");
+        let file = dir.path().join("plain");
+        std::fs::write(&file, "").unwrap();
+        assert!(connect_unix(&file, deadline).is_err());
+    }
 
     fn args(s: &str) -> Vec<String> {
         s.split(' ').map(str::to_owned).collect()
