@@ -64,11 +64,37 @@ pub(crate) fn authority(path: &Path) -> Option<u32> {
 /// The most of `/etc/passwd` or `/etc/group` read: far beyond any real host's.
 const ACCOUNTS_MAX: u64 = 16 << 20;
 
-fn read_accounts(path: &str) -> String {
+/// What identifies one version of an accounts file: its inode, size and mtime.
+type Stamp = (u64, u64, u64, i64, i64);
+
+/// The accounts files last read, with their stamps: they are read again only when they
+/// change (a pass may ask about group membership for every vassal).
+static ACCOUNTS: std::sync::Mutex<Vec<(&'static str, Stamp, std::sync::Arc<str>)>> =
+    std::sync::Mutex::new(Vec::new());
+
+fn read_accounts(path: &'static str) -> std::sync::Arc<str> {
     use std::io::Read;
+    let Ok(f) = std::fs::File::open(path) else {
+        return "".into();
+    };
+    let stamp = f
+        .metadata()
+        .map(|m| (m.dev(), m.ino(), m.size(), m.mtime(), m.mtime_nsec()))
+        .ok();
+    let mut cache = ACCOUNTS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(stamp) = stamp
+        && let Some((_, _, text)) = cache.iter().find(|(p, s, _)| *p == path && *s == stamp)
+    {
+        return text.clone();
+    }
     let mut text = String::new();
-    if let Ok(f) = std::fs::File::open(path) {
-        let _ = f.take(ACCOUNTS_MAX).read_to_string(&mut text);
+    let _ = f.take(ACCOUNTS_MAX).read_to_string(&mut text);
+    let text: std::sync::Arc<str> = text.into();
+    cache.retain(|(p, ..)| *p != path);
+    if let Some(stamp) = stamp {
+        cache.push((path, stamp, text.clone()));
     }
     text
 }
