@@ -350,8 +350,8 @@ pub(crate) fn run(hook: &Hook, job: &Job) -> Result<(), String> {
 
 /// Runs `job` once, its process group in `running` while it runs.
 fn run_tracked(hook: &Hook, job: &Job, running: &Running) -> Result<(), String> {
-    let program = Path::new(&hook.argv[0]);
-    trusted(program)?;
+    // The program run is the file checked: a link swapped after the check changes nothing.
+    let program = trusted(Path::new(&hook.argv[0]))?;
     let stdin = memfd("on-event-stdin")?;
     (&stdin)
         .write_all(job.json.as_bytes())
@@ -359,8 +359,9 @@ fn run_tracked(hook: &Hook, job: &Job, running: &Running) -> Result<(), String> 
         .and_then(|()| (&stdin).rewind())
         .map_err(|e| format!("cannot stage its input: {e}"))?;
     let stderr = memfd("on-event-stderr")?;
-    let mut cmd = Command::new(program);
-    cmd.args(&hook.argv[1..])
+    let mut cmd = Command::new(&program);
+    cmd.arg0(&hook.argv[0])
+        .args(&hook.argv[1..])
         .env_clear()
         .env("PATH", PATH)
         .env("LANG", "C.UTF-8")
@@ -434,8 +435,9 @@ fn memfd(name: &str) -> Result<std::fs::File, String> {
 
 /// The hook runs as root: its program, and every directory above it, must be such that
 /// only root can change them (a directory others may write needs the sticky bit, and
-/// then the program must be root's).
-fn trusted(program: &Path) -> Result<(), String> {
+/// then the program must be root's). Returns the program's real path, links resolved:
+/// the file to run.
+fn trusted(program: &Path) -> Result<std::path::PathBuf, String> {
     let real = std::fs::canonicalize(program).map_err(|e| format!("cannot find it: {e}"))?;
     let m = std::fs::metadata(&real).map_err(|e| format!("{}: {e}", real.display()))?;
     if !m.is_file() {
@@ -462,7 +464,7 @@ fn trusted(program: &Path) -> Result<(), String> {
             ));
         }
     }
-    Ok(())
+    Ok(real)
 }
 
 #[cfg(test)]
