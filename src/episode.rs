@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::audit::{Event, OutcomeResult, Record, Role};
-use crate::config::Policy;
+use crate::config::{ActionMode, Policy};
 use crate::forensics::{Group, Report};
 use crate::policy::{self, ActionKind, Fire, History, Hold, Past, Plan, Reason, Situation, Step};
 use crate::procs::ProcId;
@@ -183,6 +183,8 @@ enum NoteKey {
         pending_change: bool,
         emperor_up: bool,
         step: Step,
+        /// `action =`: a re-read config that changes it is decided anew.
+        action: ActionMode,
     },
 }
 
@@ -281,7 +283,12 @@ impl Episode {
             return d;
         }
         let fds_now = pass.procs.iter().map(|p| p.fds).max();
-        if pass.procs.iter().all(|p| !p.over()) {
+        // Over only when every process sampled is under its line and none still fires
+        // (a count in the hysteresis band, or a prediction, keeps it on): an episode
+        // does not end and start again while a count hovers at the line. A pass that
+        // sampled nothing says nothing.
+        let quiet = pass.procs.iter().all(|p| !p.over() && p.fire.is_none());
+        if quiet && !pass.procs.is_empty() {
             // The episode is over: the next one is recorded again, from the bottom of
             // the ladder.
             self.step = Step::Gentlest;
@@ -313,7 +320,7 @@ impl Episode {
         let situation = self.situation(pass, &offender, &report, &facts, lookups);
         let (plan, note) = policy::choose(policy.action, &situation);
         let hold = self.gate(policy, pass, &plan, lookups);
-        let key = key_of(&hold, &facts, self.step);
+        let key = key_of(&hold, &facts, self.step, policy);
         let then = then(hold, plan.clone(), note, &situation, &facts);
         let open = self.noted.take().and_then(|n| n.open);
         // A lasting episode rebuilt at start goes on if the same reason holds now.
@@ -363,7 +370,7 @@ impl Episode {
     ) -> Option<Decision> {
         let n = self.noted.clone()?;
         let hold = self.gate(policy, pass, &n.would, lookups);
-        if n.key != key_of(&hold, facts, self.step) {
+        if n.key != key_of(&hold, facts, self.step, policy) {
             return None;
         }
         match n.open {
@@ -637,9 +644,28 @@ impl Episode {
         self.queue = None;
         if reason == Reason::PidChanged {
             self.noted = None;
-        } else {
-            self.opened(incident, reason, now);
+            return;
         }
+        // The decision's inputs said it could act; the checks found otherwise. The
+        // episode's key says what they found, so that the pass whose inputs say it can
+        // act again decides anew (and acts), instead of taking it as the same episode.
+        if let Some(Note {
+            key:
+                NoteKey::Act {
+                    ini_invalid,
+                    emperor_up,
+                    ..
+                },
+            ..
+        }) = &mut self.noted
+        {
+            match reason {
+                Reason::IniInvalid => *ini_invalid = true,
+                Reason::NoEmperor => *emperor_up = false,
+                _ => {}
+            }
+        }
+        self.opened(incident, reason, now);
     }
 
     /// Ends the lasting episode, if one is open (the vassal file was removed).
@@ -707,13 +733,24 @@ impl Episode {
                         }),
                     });
                 }
-                Event::Reminder(_) => {
-                    if let Some(Note { open: Some(o), .. }) = &mut ep.noted
-                        && o.incident == r.incident
-                    {
-                        o.said = ts;
+                // A reminder carries its episode whole: one whose start was rotated
+                // away is rebuilt from it.
+                Event::Reminder(e) => match &mut ep.noted {
+                    Some(Note { open: Some(o), .. }) if o.incident == r.incident => o.said = ts,
+                    _ => {
+                        ep.noted = Some(Note {
+                            at: ts,
+                            key: NoteKey::Replayed(e.reason.clone()),
+                            would: Plan::Alert(e.reason.clone()),
+                            open: Some(Open {
+                                incident: r.incident.clone(),
+                                reason: e.reason.clone(),
+                                since: crate::audit::parse_timestamp(&e.since).unwrap_or(ts),
+                                said: ts,
+                            }),
+                        });
                     }
-                }
+                },
                 Event::Ended(_) if ep.open().is_some_and(|o| o.incident == r.incident) => {
                     ep.noted = None;
                 }
@@ -765,7 +802,7 @@ fn since(now: SystemTime, then: SystemTime) -> Duration {
     now.duration_since(then).unwrap_or_default()
 }
 
-fn key_of(hold: &Result<(), Hold>, facts: &Facts, step: Step) -> NoteKey {
+fn key_of(hold: &Result<(), Hold>, facts: &Facts, step: Step, policy: &Policy) -> NoteKey {
     match hold {
         Err(h) => NoteKey::Hold(h.reason()),
         Ok(()) => NoteKey::Act {
@@ -773,6 +810,7 @@ fn key_of(hold: &Result<(), Hold>, facts: &Facts, step: Step) -> NoteKey {
             pending_change: facts.pending_change,
             emperor_up: facts.emperor_up,
             step,
+            action: policy.action,
         },
     }
 }
@@ -1392,6 +1430,7 @@ mod tests {
         let d = ep.decide(&p, &pass(0, mono, &WORKERS, &over), &mut fake);
         assert!(matches!(then(d), Then::Act { .. }));
         ep.refused("i1".into(), Reason::NoEmperor, at(0));
+        fake.facts.emperor_up = false;
         assert_eq!(
             ep.decide(&p, &pass(10, mono, &WORKERS, &over), &mut fake),
             Decision::Nothing
@@ -1418,6 +1457,111 @@ mod tests {
             (closed.incident.as_str(), why.as_str()),
             ("i1", "it is ini_invalid now")
         );
+    }
+
+    #[test]
+    fn a_refusal_ends_when_what_refused_is_fixed_and_the_action_follows() {
+        let mono = Instant::now();
+        let p = touching();
+        let mut ep = Episode::default();
+        let mut fake = up(&[]);
+        let over = [proc(10, Role::Master, 45)];
+        // The file read fine when decided, not when checked (a deploy mid-write).
+        let _ = ep.decide(&p, &pass(0, mono, &WORKERS, &over), &mut fake);
+        ep.refused("i1".into(), Reason::IniInvalid, at(0));
+        // It reads fine now: the touch is decided again, and the refusal ends first.
+        let Decision::Incident(inc) = ep.decide(&p, &pass(2, mono, &WORKERS, &over), &mut fake)
+        else {
+            panic!("not decided again");
+        };
+        assert!(
+            matches!(
+                inc.then,
+                Then::Act {
+                    plan: Plan::Touch,
+                    ..
+                }
+            ),
+            "{:?}",
+            inc.then
+        );
+        let (closed, why) = inc.closes.expect("the refusal is closed");
+        assert_eq!(
+            (closed.incident.as_str(), why.as_str()),
+            ("i1", "an action is allowed now")
+        );
+    }
+
+    #[test]
+    fn a_reread_config_that_lifts_alert_only_is_decided_anew() {
+        let mono = Instant::now();
+        let alert = Policy {
+            action: ActionMode::Alert,
+            ..policy()
+        };
+        let mut ep = Episode::default();
+        let mut fake = up(&[]);
+        let over = [proc(10, Role::Master, 45)];
+        let d = ep.decide(&alert, &pass(0, mono, &WORKERS, &over), &mut fake);
+        assert!(matches!(
+            then(d),
+            Then::Alert {
+                reason: Reason::AlertOnly,
+                ..
+            }
+        ));
+        ep.opened("i1".into(), Reason::AlertOnly, at(0));
+        assert_eq!(
+            ep.decide(&alert, &pass(2, mono, &WORKERS, &over), &mut fake),
+            Decision::Nothing
+        );
+        let Decision::Incident(inc) =
+            ep.decide(&touching(), &pass(4, mono, &WORKERS, &over), &mut fake)
+        else {
+            panic!("not decided anew");
+        };
+        assert!(
+            matches!(
+                inc.then,
+                Then::Act {
+                    plan: Plan::Touch,
+                    ..
+                }
+            ),
+            "{:?}",
+            inc.then
+        );
+        assert_eq!(inc.closes.map(|(o, _)| o.incident).as_deref(), Some("i1"));
+    }
+
+    #[test]
+    fn an_episode_does_not_end_while_a_count_hovers_at_its_line_or_nothing_was_sampled() {
+        let mono = Instant::now();
+        let p = Policy {
+            action: ActionMode::Alert,
+            ..policy()
+        };
+        let mut ep = Episode::default();
+        let mut fake = up(&[]);
+        let over = [proc(10, Role::Master, 45)];
+        let _ = ep.decide(&p, &pass(0, mono, &WORKERS, &over), &mut fake);
+        ep.opened("i1".into(), Reason::AlertOnly, at(0));
+        // Just under the line, still firing (in the hysteresis band): the same episode.
+        let hovering = [Proc {
+            fds: 39,
+            ..proc(10, Role::Master, 45)
+        }];
+        assert!(hovering[0].fire.is_some());
+        for s in [2, 4, 6] {
+            let d = ep.decide(&p, &pass(s, mono, &WORKERS, &hovering), &mut fake);
+            assert_eq!(d, Decision::Nothing, "at {s}");
+        }
+        // A pass that sampled nothing (every read failed) ends nothing.
+        assert_eq!(
+            ep.decide(&p, &pass(8, mono, &WORKERS, &[]), &mut fake),
+            Decision::Nothing
+        );
+        assert!(ep.open().is_some());
     }
 
     #[test]
@@ -1482,6 +1626,16 @@ mod tests {
         log.push(of(1500, "old", Event::Ended(episode(1440.0))));
         let ep = Episode::replay(&log).remove(Path::new("/v/a.ini")).unwrap();
         assert!(ep.open().is_none());
+        // An episode whose start was rotated away is rebuilt from its last reminder.
+        let reminded = [of(5000, "older", Event::Reminder(episode(4940.0)))];
+        let ep = Episode::replay(&reminded)
+            .remove(Path::new("/v/a.ini"))
+            .unwrap();
+        let o = ep.open().expect("rebuilt from the reminder");
+        assert_eq!(
+            (o.incident.as_str(), o.since, o.said),
+            ("older", at(60), at(5000))
+        );
         // Nor is an operator's refused reload an episode of the vassal.
         let refused = Event::Suppressed(Suppressed {
             reason: Reason::NoEmperor,
