@@ -190,7 +190,8 @@ pub(crate) type Failures = Arc<Mutex<BTreeMap<String, u64>>>;
 /// The hook's queue and thread.
 pub(crate) struct Hooks {
     hook: Hook,
-    tx: SyncSender<Job>,
+    /// `None` once retired: its thread runs what is queued, then ends.
+    tx: Option<SyncSender<Job>>,
     thread: std::thread::JoinHandle<()>,
     running: Arc<Running>,
     failures: Failures,
@@ -200,16 +201,22 @@ pub(crate) struct Hooks {
 
 impl Hooks {
     /// Starts the hook's thread. `None` when the thread cannot start (logged).
+    #[cfg(test)]
     pub(crate) fn start(hook: Hook) -> Option<Hooks> {
+        Hooks::start_counting(hook, Failures::default())
+    }
+
+    /// Starts the hook's thread, counting failures into `failures` (shared with the hook
+    /// it replaces, so the counters go on). `None` when the thread cannot start (logged).
+    pub(crate) fn start_counting(hook: Hook, failures: Failures) -> Option<Hooks> {
         let (tx, rx) = mpsc::sync_channel::<Job>(QUEUE);
-        let failures = Failures::default();
         let running = Arc::new(Running::default());
         let (h, f, r) = (hook.clone(), failures.clone(), running.clone());
         let started = std::thread::Builder::new()
             .name("on-event".into())
             .spawn(move || {
                 for job in rx {
-                    if r.stopping.load(Ordering::Relaxed) {
+                    if r.stopping.load(Ordering::SeqCst) {
                         break;
                     }
                     if let Err(e) = run_tracked(&h, &job, &r) {
@@ -223,7 +230,7 @@ impl Hooks {
                 info!(hook = %hook.argv.join(" "), events = %hook.events.join(" "), "on-event hook ready");
                 Some(Hooks {
                     hook,
-                    tx,
+                    tx: Some(tx),
                     thread,
                     running,
                     failures,
@@ -255,8 +262,8 @@ impl Hooks {
             warn!(
                 "on-event hook: the runs still queued are skipped, and the one running is killed"
             );
-            running.stopping.store(true, Ordering::Relaxed);
-            kill_group(running.pgid.load(Ordering::Relaxed));
+            running.stopping.store(true, Ordering::SeqCst);
+            kill_group(running.pgid.load(Ordering::SeqCst));
             let until = Instant::now() + Duration::from_secs(1);
             while !thread.is_finished() && Instant::now() < until {
                 std::thread::sleep(POLL);
@@ -265,6 +272,24 @@ impl Hooks {
         if thread.is_finished() {
             let _ = thread.join();
         }
+    }
+
+    /// Takes no more runs: those queued still run, then its thread ends (a re-read
+    /// configuration replaced the hook).
+    pub(crate) fn retire(&mut self) {
+        self.tx = None;
+    }
+
+    /// True once its thread has ended.
+    #[must_use]
+    pub(crate) fn is_done(&self) -> bool {
+        self.thread.is_finished()
+    }
+
+    /// The shared failure counts, for the hook that replaces this one.
+    #[must_use]
+    pub(crate) fn failure_counts(&self) -> Failures {
+        self.failures.clone()
     }
 
     #[must_use]
@@ -298,7 +323,11 @@ impl Hooks {
 
     fn queue(&mut self, job: Job) {
         let vassal = job.vassal.clone();
-        match self.tx.try_send(job) {
+        let Some(tx) = &self.tx else {
+            count(&self.failures, &vassal);
+            return;
+        };
+        match tx.try_send(job) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
                 count(&self.failures, &vassal);
@@ -374,21 +403,32 @@ fn run_tracked(hook: &Hook, job: &Job, running: &Running) -> Result<(), String> 
         ))
         .process_group(0);
     for (k, v) in &job.env {
-        // An environment value cannot hold a NUL.
-        cmd.env(k, v.replace('\0', ""));
+        // One line each, control characters escaped: a vassal's name or an error text
+        // comes from others, and a hook may put it in a mail header.
+        cmd.env(k, crate::cli::one_line(v));
     }
     let started = Instant::now();
     let mut child = cmd.spawn().map_err(|e| format!("cannot start it: {e}"))?;
     let pgid = i32::try_from(child.id()).unwrap_or(0);
-    running.pgid.store(pgid, Ordering::Relaxed);
+    running.pgid.store(pgid, Ordering::SeqCst);
+    // A stop that came between the check before this run and the store above: it may not
+    // have seen this group, so this run ends now.
+    if running.stopping.load(Ordering::SeqCst) {
+        kill_group(pgid);
+    }
+    // What it said first, kept once its stderr grew past `STDERR_MAX` and was emptied.
+    let mut kept: Option<String> = None;
     let status = loop {
         match child.try_wait() {
             Ok(Some(s)) => break s,
-            Ok(None) if started.elapsed() < hook.timeout => std::thread::sleep(POLL),
+            Ok(None) if started.elapsed() < hook.timeout => {
+                bound_stderr(&stderr, &mut kept);
+                std::thread::sleep(POLL);
+            }
             Ok(None) | Err(_) => {
                 kill_group(pgid);
                 let _ = child.wait();
-                running.pgid.store(0, Ordering::Relaxed);
+                running.pgid.store(0, Ordering::SeqCst);
                 return Err(format!(
                     "did not finish within {} (on-event-timeout) and was killed, with its process group",
                     humantime::format_duration(hook.timeout)
@@ -396,8 +436,8 @@ fn run_tracked(hook: &Hook, job: &Job, running: &Running) -> Result<(), String> 
             }
         }
     };
-    running.pgid.store(0, Ordering::Relaxed);
-    let said = said(&stderr);
+    running.pgid.store(0, Ordering::SeqCst);
+    let said = kept.unwrap_or_else(|| said(&stderr));
     if status.success() {
         debug!(vassal = %job.vassal, seconds = started.elapsed().as_secs_f64(), "on-event hook ran");
         return Ok(());
@@ -416,6 +456,19 @@ fn run_tracked(hook: &Hook, job: &Job, running: &Running) -> Result<(), String> 
     } else {
         format!("{how}: {said}")
     })
+}
+
+/// The most a hook's stderr holds in memory: beyond, its start is kept and the rest
+/// emptied (the hook's writes go on; what they wrote is not kept).
+const STDERR_MAX: u64 = 1 << 20;
+
+fn bound_stderr(f: &std::fs::File, kept: &mut Option<String>) {
+    if f.metadata().is_ok_and(|m| m.len() > STDERR_MAX) {
+        if kept.is_none() {
+            *kept = Some(said(f));
+        }
+        let _ = f.set_len(0);
+    }
 }
 
 /// The start of what a hook wrote to stderr, on one line.

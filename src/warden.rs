@@ -27,7 +27,7 @@ use crate::episode::{
     self, Decision, Episode, Facts, Incident, Lookups, Pass, Proc, Taken, Then, Timings,
 };
 use crate::forensics::{self, Baseline, Report};
-use crate::hook::Hooks;
+use crate::hook::{self, Hooks};
 use crate::inventory::{Inventory, Vassal};
 use crate::mapping::{Mapping, Procs};
 use crate::metrics::{self, Counts, Outlets, Side};
@@ -88,6 +88,8 @@ pub(crate) struct Warden {
     exposition: String,
     /// The alert hook, once the daemon starts it.
     hooks: RefCell<Option<Hooks>>,
+    /// Hooks a re-read configuration replaced, running what they had queued.
+    retired_hooks: Vec<Hooks>,
     /// When the hook was last told that a record could not be written.
     hook_told_write: Cell<Option<Instant>>,
     /// Why each vassal's chain-reload file is not used, as last logged.
@@ -217,6 +219,7 @@ impl Warden {
             outlets: Outlets::default(),
             exposition: String::new(),
             hooks: RefCell::new(None),
+            retired_hooks: Vec::new(),
             hook_told_write: Cell::new(None),
             chain_said: RefCell::new(HashMap::new()),
         };
@@ -233,14 +236,23 @@ impl Warden {
     /// Starts the alert hook, when one is configured (the daemon's, not a command's: a
     /// command ends before a hook would run).
     pub(crate) fn start_hooks(&mut self) {
-        *self.hooks.get_mut() = self.cfg.hook().and_then(Hooks::start);
+        *self.hooks.get_mut() = self
+            .cfg
+            .hook()
+            .and_then(|h| Hooks::start_counting(h, hook::Failures::default()));
     }
 
     /// Lets the hook's queued runs finish as the daemon stops, for a few seconds at most
     /// (a stop must not wait out a hanging hook); the run still going is then killed.
     pub(crate) fn stop_hooks(&mut self) {
-        if let Some(h) = self.hooks.get_mut().take() {
-            let wait = h.hook().timeout.min(HOOK_STOP_WAIT);
+        let until = Instant::now() + HOOK_STOP_WAIT;
+        let all = self
+            .retired_hooks
+            .drain(..)
+            .chain(self.hooks.get_mut().take());
+        for h in all {
+            let left = until.saturating_duration_since(Instant::now());
+            let wait = h.hook().timeout.min(left);
             h.stop(wait);
         }
     }
@@ -295,8 +307,16 @@ impl Warden {
                 let hooks = self.hooks.get_mut();
                 let hook = new.hook();
                 if hooks.as_ref().map(Hooks::hook) != hook.as_ref() {
-                    // The old hook's thread ends once its queue is run.
-                    *hooks = hook.and_then(Hooks::start);
+                    let failures = hooks
+                        .as_ref()
+                        .map_or_else(hook::Failures::default, Hooks::failure_counts);
+                    // The old hook runs what it has queued, then its thread ends.
+                    if let Some(mut old) = hooks.take() {
+                        old.retire();
+                        self.retired_hooks.push(old);
+                    }
+                    self.retired_hooks.retain(|h| !h.is_done());
+                    *self.hooks.get_mut() = hook.and_then(|h| Hooks::start_counting(h, failures));
                 }
                 self.cfg = new;
                 self.inv.repolicy(&self.cfg);
@@ -390,6 +410,8 @@ impl Warden {
     /// for the metrics once it is on disk, so they never disagree with the log.
     fn append(&self, r: &Record) -> Result<(), audit::WriteError> {
         self.audit.append(r)?;
+        // Writing works: the next failure is told to the hook at once.
+        self.hook_told_write.set(None);
         self.counts.borrow_mut().count(r);
         if let Some(h) = self.hooks.borrow_mut().as_mut() {
             h.offer(r);

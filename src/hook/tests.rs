@@ -241,3 +241,18 @@ fn a_hanging_hook_never_blocks_an_offer_and_dropped_runs_are_counted() {
         "the hook {pid} runs on"
     );
 }
+
+#[test]
+fn what_others_named_reaches_a_hook_on_one_line() {
+    let (dir, path) = script(r#"env > $(dirname "$0")/env"#);
+    let mut r = outcome(OutcomeResult::NotRecovered);
+    r.vassal = "a\nBcc: someone@example.org\n.ini".into();
+    run(&hook(&path, Duration::from_secs(10)), &Job::of(&r)).unwrap();
+    let env = fs::read_to_string(dir.path().join("env")).unwrap();
+    assert!(!env.lines().any(|l| l.starts_with("Bcc:")), "{env}");
+    assert!(
+        env.lines()
+            .any(|l| l == "WARDEN_VASSAL=a\\nBcc: someone@example.org\\n.ini"),
+        "{env}"
+    );
+}
