@@ -640,37 +640,63 @@ fn suffixed(log: &Path, suffix: &str) -> PathBuf {
 }
 
 /// Reads the records of the last `tail` bytes of one file of the log, plain or (by its
-/// `.gz` name) gzipped.
+/// `.gz` name) gzipped. A compressed file is inflated as a stream, keeping only its
+/// tail, up to `MAX_INFLATED` bytes; a file cut short (or corrupt) keeps what inflated
+/// before the damage, and the damage is a bad line.
 pub(crate) fn read_file_tail(path: &Path, tail: u64) -> std::io::Result<Read> {
     use std::io::Read as _;
     if path.extension().is_none_or(|e| e != "gz") {
         return read_tail(path, tail);
     }
-    let f = File::open(path)?;
-    let mut bytes = Vec::new();
-    flate2::read::MultiGzDecoder::new(f)
-        .take(MAX_INFLATED + 1)
-        .read_to_end(&mut bytes)?;
+    let mut dec = flate2::read::MultiGzDecoder::new(File::open(path)?);
+    let keep = usize::try_from(tail.min(MAX_INFLATED)).unwrap_or(usize::MAX);
     let mut out = Read::default();
-    if bytes.len() as u64 > MAX_INFLATED {
-        // Read up to the bound, back to the end of the last whole line.
-        let whole = bytes[..bytes.len() - 1]
-            .iter()
-            .rposition(|b| *b == b'\n')
-            .map_or(0, |i| i + 1);
+    let mut bytes: Vec<u8> = Vec::new();
+    let mut chunk = vec![0u8; 64 * 1024];
+    // Bytes inflated so far, and how many of them were let go from the front.
+    let (mut total, mut dropped) = (0u64, 0u64);
+    let mut problem = None;
+    loop {
+        match dec.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) if total + n as u64 > MAX_INFLATED => {
+                problem = Some(format!(
+                    "inflates to more than {} MiB; the rest of it is not read",
+                    MAX_INFLATED >> 20
+                ));
+                break;
+            }
+            Ok(n) => {
+                total += n as u64;
+                bytes.extend_from_slice(&chunk[..n]);
+                if bytes.len() > keep.saturating_mul(2) {
+                    let excess = bytes.len() - keep;
+                    bytes.drain(..excess);
+                    dropped += excess as u64;
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                problem = Some(format!(
+                    "cannot be inflated to its end ({e}); what came before is read"
+                ));
+                break;
+            }
+        }
+    }
+    if let Some(message) = problem {
+        // A line cut by the stop is not a record: read up to the last whole line.
+        let whole = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
         bytes.truncate(whole);
         out.bad.push(BadLine {
             file: path.to_owned(),
             line: None,
-            offset: whole as u64,
-            message: format!(
-                "inflates to more than {} MiB; the rest of it is not read",
-                MAX_INFLATED >> 20
-            ),
+            offset: dropped + whole as u64,
+            message,
         });
     }
-    let start = (bytes.len() as u64).saturating_sub(tail);
-    let skip = usize::try_from(start).unwrap_or(usize::MAX);
+    let skip = bytes.len().saturating_sub(keep);
+    let start = dropped + skip as u64;
     parse(path, &bytes[skip..], start, start > 0, &mut out);
     Ok(out)
 }
@@ -958,6 +984,37 @@ mod tests {
                 .records
                 .is_empty()
         );
+    }
+
+    #[test]
+    fn a_gzipped_rotation_is_read_as_a_stream_keeping_its_tail_and_what_came_before_damage() {
+        use std::io::Write as _;
+        let dir = tempfile::tempdir().unwrap();
+        let mut text = String::new();
+        for i in 0..2000 {
+            text += &serde_json::to_string(&sample(&format!("i{i}"), "/v/a.ini")).unwrap();
+            text.push('\n');
+        }
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(text.as_bytes()).unwrap();
+        let gz = gz.finish().unwrap();
+        let whole = dir.path().join("incidents.jsonl.2.gz");
+        std::fs::write(&whole, &gz).unwrap();
+        let all = read_file_tail(&whole, u64::MAX).unwrap();
+        assert_eq!((all.records.len(), all.bad.len()), (2000, 0));
+        // A tail bound: the last records only, no partial line as a record or as bad.
+        let tail = read_file_tail(&whole, 1000).unwrap();
+        assert!(tail.bad.is_empty(), "{:?}", tail.bad);
+        assert!(!tail.records.is_empty() && tail.records.len() < 10);
+        assert_eq!(tail.records.last().unwrap().incident, "i1999");
+        // Cut short, as a full disk leaves it: what inflated before the cut is read.
+        let cut = dir.path().join("incidents.jsonl.3.gz");
+        std::fs::write(&cut, &gz[..gz.len() / 2]).unwrap();
+        let read = read_file_tail(&cut, u64::MAX).unwrap();
+        assert!(read.records.len() > 100, "{}", read.records.len());
+        assert_eq!(read.records[0].incident, "i0");
+        assert_eq!(read.bad.len(), 1, "{:?}", read.bad);
+        assert!(read.bad[0].to_string().contains("what came before is read"));
     }
 
     #[test]
