@@ -196,6 +196,10 @@ pub(crate) fn run(cfg: Config, opts: Options, lock: Option<OwnerLock>) -> anyhow
         return Ok(());
     }
     lock.retake(w.audit_log())?;
+    if lock.0.is_some() {
+        // The log is this daemon's: what it left open for files gone since is ended.
+        w.end_orphaned_episodes();
+    }
     // After the lock: a second daemon on the same log stops before it binds the port.
     w.publish_to(Outlets::start(
         metrics.0,

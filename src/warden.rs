@@ -380,7 +380,12 @@ impl Warden {
     /// Writes a later record of an incident (after its first is on disk). One that
     /// cannot be written now is owed: written on a later pass before anything else.
     fn write(&self, now: SystemTime, incident: &str, v: &Vassal, event: Rec) {
-        let r = record(now, incident, v, event);
+        self.write_record(record(now, incident, v, event));
+    }
+
+    /// `write`, of a record made already.
+    fn write_record(&self, r: Record) {
+        let name = r.vassal.clone();
         {
             let mut owed = self.owed.borrow_mut();
             owed.push_back(r);
@@ -392,7 +397,42 @@ impl Warden {
             }
         }
         if let Err(e) = self.pay_owed() {
-            self.write_failed(&v.file.name, &e);
+            self.write_failed(&name, &e);
+        }
+    }
+
+    /// Ends the episodes the log left open for vassal files that are gone (removed
+    /// while no warden ran), once the vassals have been listed at start.
+    pub(crate) fn end_orphaned_episodes(&mut self) {
+        let gone: Vec<PathBuf> = self
+            .episodes
+            .iter()
+            .filter(|(p, ep)| ep.open().is_some() && !self.inv.vassals.contains_key(*p))
+            .map(|(p, _)| p.clone())
+            .collect();
+        let now = SystemTime::now();
+        for path in gone {
+            let Some(open) = self.episodes.get_mut(&path).and_then(Episode::close) else {
+                continue;
+            };
+            let name = path
+                .file_name()
+                .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+            info!(vassal = %name, incident = %open.incident, "{} ended: its vassal file is gone", open.reason);
+            self.write_record(Record {
+                schema: audit::SCHEMA,
+                ts: audit::timestamp(now),
+                incident: open.incident.clone(),
+                vassal: name,
+                config: path,
+                event: Rec::Ended(audit::Episode {
+                    reason: open.reason.clone(),
+                    since: audit::timestamp(open.since),
+                    seconds: since(now, open.since).as_secs_f64(),
+                    fds: None,
+                    detail: Some("the vassal file is gone".into()),
+                }),
+            });
         }
     }
 

@@ -159,3 +159,24 @@ fn a_hook_that_hangs_does_not_keep_the_warden_from_healing_another_vassal() {
         "the queued runs were started after the stop"
     );
 }
+
+#[test]
+fn an_episode_left_open_for_a_file_removed_while_no_warden_ran_is_ended_at_start() {
+    let emp = Emperor::start();
+    let ini = emp.add_vassal("alerting.ini", &VassalSpec::default());
+    emp.add_vassal("other.ini", &VassalSpec::default());
+    emp.wait_running("alerting.ini", 1);
+    let policy = "reload-at = 40\nfor = 1\npredict = off\naction = alert\n";
+    let mut first = crate::harness::Warden::start(&bin(), &emp, policy, &[]);
+    emp.leak("alerting.ini", 40);
+    let started = first.wait_record("suppressed", 0);
+    assert_eq!(started["reason"], "alert_only");
+    first.kill(Signal::KILL);
+    fs::remove_file(&ini).unwrap();
+    let second =
+        crate::harness::Warden::start_with_config(&bin(), &first.config, &first.audit_log, &[]);
+    let ended = second.wait_record("ended", 0);
+    assert_eq!(ended["incident"], started["incident"]);
+    assert_eq!(ended["vassal"], "alerting.ini");
+    assert_eq!(ended["detail"], "the vassal file is gone");
+}
