@@ -486,6 +486,15 @@ fn memfd(name: &str) -> Result<std::fs::File, String> {
         .map_err(|e| format!("cannot create a memfd for it: {e}"))
 }
 
+/// Whether the hook's program would be run (`check`): `Err` says why not.
+pub(crate) fn check_program(hook: &Hook) -> Result<(), String> {
+    let real = trusted(Path::new(&hook.argv[0]))?;
+    if std::fs::metadata(&real).is_ok_and(|m| m.mode() & 0o111 == 0) {
+        return Err(format!("{} is not executable", real.display()));
+    }
+    Ok(())
+}
+
 /// The hook runs as root: its program, and every directory above it, must be such that
 /// only root can change them (a directory others may write needs the sticky bit, and
 /// then the program must be root's). Returns the program's real path, links resolved:

@@ -84,6 +84,14 @@ impl CheckReport {
     pub(super) fn build(cfg: &Config, inv: &Inventory, episodes: &Episodes) -> CheckReport {
         let mut problems = emperor_problems(inv);
         problems.extend(episodes.problem.clone());
+        if let Some(hook) = cfg.hook()
+            && let Err(e) = crate::hook::check_program(&hook)
+        {
+            problems.push(format!(
+                "on-event hook {}: {e}; fix it in [warden] of the config, or the hook never runs",
+                hook.argv[0]
+            ));
+        }
         let vassals = inv
             .vassals
             .values()

@@ -324,3 +324,34 @@ fn incidents_reads_the_rotated_logs_and_shows_an_episode_as_one_row_with_how_lon
     assert_eq!(json.lines().count(), 3, "{json}");
     assert!(json.lines().all(|l| l.contains("\"c1\"")), "{json}");
 }
+
+#[test]
+fn check_says_when_the_on_event_hook_would_not_be_run() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let hook = dir.path().join("hook.sh");
+    std::fs::write(&hook, "#!/bin/sh\n").unwrap();
+    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o775)).unwrap();
+    let cfg = dir.path().join("warden.ini");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[warden]\nvassals = {}\naudit-log = {}\non-event = {}\n",
+            dir.path().display(),
+            dir.path().join("incidents.jsonl").display(),
+            hook.display()
+        ),
+    )
+    .unwrap();
+    let cfg = cfg.display().to_string();
+    let (code, out) = run_text(&["check", "-c", &cfg]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(&format!("on-event hook {}:", hook.display()))
+            && out.contains("only root may own and write it"),
+        "{out}"
+    );
+    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (_, out) = run_text(&["check", "-c", &cfg]);
+    assert!(!out.contains("on-event hook"), "{out}");
+}

@@ -71,9 +71,10 @@ impl Drop for Tmpfs {
 }
 
 /// Writes a valid record of another vassal so that the log is `page - room` bytes long:
-/// once the filesystem is full, only `room` more bytes fit in the log's last page.
+/// once the filesystem is full, only `room` more bytes fit in the log's last page. The
+/// record (the end of an episode never started) leaves no state behind at start.
 fn pad(log: &Path, room: usize) {
-    let head = r#"{"schema":1,"ts":"2020-01-01T00:00:00Z","incident":"pad","vassal":"pad.ini","config":"/nonexistent/pad.ini","event":"suppressed","reason":"cooldown","detail":""#;
+    let head = r#"{"schema":1,"ts":"2020-01-01T00:00:00Z","incident":"pad","vassal":"pad.ini","config":"/nonexistent/pad.ini","event":"ended","reason":"cooldown","since":"2020-01-01T00:00:00Z","seconds":0,"detail":""#;
     let tail = "\"}\n";
     let fill = 4096 - room - head.len() - tail.len();
     fs::write(log, format!("{head}{}{tail}", "x".repeat(fill))).unwrap();
