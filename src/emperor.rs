@@ -248,6 +248,23 @@ fn runs_uwsgi(pid: i32) -> bool {
             .is_ok_and(|m| m.is_file() && m.uid() == 0 && m.mode() & 0o022 == 0)
 }
 
+/// True when `pid` sees the same mounts as the warden, so that the paths in its command
+/// line and settings name the files the warden would read and touch. An Emperor in a
+/// container (another mount namespace) does not: its `/etc/uwsgi/vassals` is not the
+/// host's. Unreadable counts as the same: a user's `status` cannot read other users'
+/// namespaces (and could not act), and the daemon, with `CAP_SYS_PTRACE`, can.
+fn same_mounts(pid: i32) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let ns = |p: &Path| std::fs::metadata(p).map(|m| (m.dev(), m.ino()));
+    match (
+        ns(Path::new("/proc/self/ns/mnt")),
+        ns(&procs::proc_path(pid, "ns/mnt")),
+    ) {
+        (Ok(mine), Ok(its)) => mine == its,
+        _ => true,
+    }
+}
+
 /// True when systemd runs `pid` in a system service's cgroup (`/system.slice/….service`),
 /// where no user can move a process of theirs.
 fn system_service(pid: i32) -> bool {
@@ -365,10 +382,14 @@ impl Discovery {
             };
             seen.insert(id);
             let verdict = self.verdicts.entry(id).or_insert_with(|| {
-                // Before any file it names is read: only a uWSGI binary is an Emperor.
-                if runs_uwsgi(pid) {
+                // Before any file it names is read: only a uWSGI binary that sees this
+                // host's files is an Emperor.
+                if !runs_uwsgi(pid) {
+                    None
+                } else if same_mounts(pid) {
                     emperor_settings(pid, &procs::cmdline(pid)?)
                 } else {
+                    tracing::debug!(pid, "a uWSGI process in another mount namespace (a container): its paths are not this host's, so it is not watched");
                     None
                 }
             });

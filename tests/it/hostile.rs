@@ -533,3 +533,63 @@ fn a_users_emperor_does_not_take_over_roots_vassal_directory() {
     assert_eq!(shop["state"], "running", "{status:#}");
     assert_eq!(shop["emperor"], emp.emperor_pid(), "{status:#}");
 }
+
+/// An Emperor in a container (its own mount namespace): the directories it names are
+/// not this host's, so the warden does not take it for one of the host's Emperors.
+#[test]
+fn an_emperor_in_another_mount_namespace_is_not_the_hosts() {
+    let emp = Emperor::start();
+    emp.add_vassal("shop.ini", &VassalSpec::default());
+    emp.wait_running("shop.ini", 1);
+    let root = emp.root().to_owned();
+    let elsewhere = root.join("container-vassals");
+    fs::create_dir_all(&elsewhere).unwrap();
+    let contained = crate::harness::Group::spawn(
+        Command::new("unshare")
+            .args([
+                "--mount",
+                "--propagation",
+                "private",
+                "--",
+                "uwsgi",
+                "--master",
+                "--emperor",
+            ])
+            .arg(&elsewhere)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null()),
+    );
+    let pids = wait_for(Duration::from_secs(10), "the contained Emperor", || {
+        let kids = crate::harness::children(contained.pid());
+        let title = fs::read(format!("/proc/{}/cmdline", contained.pid())).ok()?;
+        (title.starts_with(b"uwsgi") && !kids.is_empty()).then(|| {
+            std::iter::once(contained.pid())
+                .chain(kids)
+                .collect::<Vec<i32>>()
+        })
+    });
+    let mine = fs::read_link("/proc/self/ns/mnt").unwrap();
+    assert_ne!(
+        fs::read_link(format!("/proc/{}/ns/mnt", pids[0])).unwrap(),
+        mine
+    );
+    let cfg = crate::harness::write_config(&root, "warden.ini", &[], "");
+    let out = Command::new("timeout")
+        .arg("30")
+        .arg(bin())
+        .args(["status", "--json", "-c"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let status: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let emperors: Vec<i64> = status["emperors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e.as_i64().unwrap())
+        .collect();
+    assert!(emperors.contains(&i64::from(emp.emperor_pid())), "{status}");
+    for pid in pids {
+        assert!(!emperors.contains(&i64::from(pid)), "{pid}: {status}");
+    }
+}
