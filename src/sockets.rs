@@ -169,6 +169,11 @@ pub(crate) fn inode_of(target: &str) -> Option<u64> {
         .ok()
 }
 
+/// The most of one socket table read (about 400,000 sockets). Of a table cut there, the
+/// unix and netlink sockets before the cut are named; a cut tcp or udp table (which
+/// procfs refuses whole) names none. Sockets not named are shown by inode.
+const MAX_TABLE: u64 = 64 << 20;
+
 /// The socket tables of `/proc/PID/net/`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Table {
@@ -276,16 +281,21 @@ impl SocketTable {
         peers: impl FnOnce() -> Option<HashMap<u64, u64>>,
     ) {
         let path = format!("/proc/{pid}/net/{}", table.file());
+        // A namespace's table holds every socket of every process in it: bounded, so that
+        // sockets others open cannot make a pass read without end.
+        let Ok(file) = std::fs::File::open(&path).map(|f| f.take(MAX_TABLE)) else {
+            return;
+        };
         match table {
             Table::Unix | Table::Netlink => {
-                if let Ok(text) = std::fs::read_to_string(&path) {
+                let mut text = String::new();
+                let mut file = file;
+                if file.read_to_string(&mut text).is_ok() {
                     self.add_text(table, &text, wanted, peers);
                 }
             }
             Table::Tcp | Table::Tcp6 | Table::Udp | Table::Udp6 => {
-                if let Ok(file) = std::fs::File::open(&path) {
-                    self.add_inet(table, file, wanted);
-                }
+                self.add_inet(table, file, wanted);
             }
         }
     }
