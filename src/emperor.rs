@@ -248,18 +248,17 @@ fn runs_uwsgi(pid: i32) -> bool {
             .is_ok_and(|m| m.is_file() && m.uid() == 0 && m.mode() & 0o022 == 0)
 }
 
-/// True when `pid` sees the same mounts as the warden, so that the paths in its command
+/// True when `pid` has the warden's root directory, so that the paths in its command
 /// line and settings name the files the warden would read and touch. An Emperor in a
-/// container (another mount namespace) does not: its `/etc/uwsgi/vassals` is not the
-/// host's. Unreadable counts as the same: a user's `status` cannot read other users'
-/// namespaces (and could not act), and the daemon, with `CAP_SYS_PTRACE`, can.
-fn same_mounts(pid: i32) -> bool {
+/// container (or a chroot) has another root: its `/etc/uwsgi/vassals` is not the
+/// host's. The root is compared, not the mount namespace: systemd's sandboxing gives a
+/// service (the warden's, the Emperor's) a namespace of its own over the same files.
+/// Unreadable counts as the same: a user's `status` cannot read other users' roots (and
+/// could not act), and the daemon, with `CAP_SYS_PTRACE`, can.
+fn same_root(pid: i32) -> bool {
     use std::os::unix::fs::MetadataExt;
-    let ns = |p: &Path| std::fs::metadata(p).map(|m| (m.dev(), m.ino()));
-    match (
-        ns(Path::new("/proc/self/ns/mnt")),
-        ns(&procs::proc_path(pid, "ns/mnt")),
-    ) {
+    let id = |p: &Path| std::fs::metadata(p).map(|m| (m.dev(), m.ino()));
+    match (id(Path::new("/")), id(&procs::proc_path(pid, "root/"))) {
         (Ok(mine), Ok(its)) => mine == its,
         _ => true,
     }
@@ -386,10 +385,10 @@ impl Discovery {
                 // host's files is an Emperor.
                 if !runs_uwsgi(pid) {
                     None
-                } else if same_mounts(pid) {
+                } else if same_root(pid) {
                     emperor_settings(pid, &procs::cmdline(pid)?)
                 } else {
-                    tracing::debug!(pid, "a uWSGI process in another mount namespace (a container): its paths are not this host's, so it is not watched");
+                    tracing::debug!(pid, "a uWSGI process with another root directory (a container): its paths are not this host's, so it is not watched");
                     None
                 }
             });
