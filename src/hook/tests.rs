@@ -256,3 +256,30 @@ fn what_others_named_reaches_a_hook_on_one_line() {
         "{env}"
     );
 }
+
+#[test]
+fn a_stderr_past_its_bound_is_emptied_and_its_start_kept() {
+    use std::io::Write as _;
+    let f = memfd("test-stderr").unwrap();
+    let mut kept = None;
+    (&f).write_all(b"relay refused: 554\n").unwrap();
+    bound_stderr(&f, &mut kept);
+    assert_eq!((kept.as_deref(), f.metadata().unwrap().len()), (None, 19));
+    let flood = vec![b'x'; 2 << 20];
+    (&f).write_all(&flood).unwrap();
+    bound_stderr(&f, &mut kept);
+    assert_eq!(f.metadata().unwrap().len(), 0);
+    assert!(
+        kept.as_deref()
+            .unwrap()
+            .starts_with("relay refused: 554\\n"),
+        "{kept:?}"
+    );
+    // Once kept, the start is not replaced by what came later.
+    (&f).write_all(&flood).unwrap();
+    bound_stderr(&f, &mut kept);
+    assert!(
+        kept.as_deref().unwrap().starts_with("relay refused"),
+        "{kept:?}"
+    );
+}

@@ -180,3 +180,54 @@ fn an_episode_left_open_for_a_file_removed_while_no_warden_ran_is_ended_at_start
     assert_eq!(ended["vassal"], "alerting.ini");
     assert_eq!(ended["detail"], "the vassal file is gone");
 }
+
+#[test]
+fn a_hook_changed_by_sighup_hears_the_records_from_then_on() {
+    let emp = Emperor::start();
+    emp.add_vassal("leaky.ini", &VassalSpec::default());
+    let (_, workers) = emp.wait_running("leaky.ini", 1);
+    let root = emp.root();
+    let first = hook_script(root, "cat >> $d/first.jsonl");
+    let second = root.join("second.sh");
+    fs::write(
+        &second,
+        "#!/bin/sh\ncat >> $(dirname \"$0\")/second.jsonl\n",
+    )
+    .unwrap();
+    fs::set_permissions(&second, fs::Permissions::from_mode(0o755)).unwrap();
+    let config = |hook: &Path| {
+        format!(
+            "interval = 200ms\non-event = {}\non-event-for = all\n\n[policy]\n\
+             reload-at = 40\nfor = 1\npredict = off\naction = touch\ncooldown = 1s\nverify = 30s\n",
+            hook.display()
+        )
+    };
+    let vassals = [emp.vassals.display().to_string()];
+    let cfg = write_config(root, "warden.ini", &vassals, &config(&first));
+    let mut warden = Warden::start_with_config(&bin(), &cfg, &root.join("incidents.jsonl"), &[]);
+    emp.leak("leaky.ini", 40);
+    warden.wait_record("outcome", 0);
+    let workers = emp.wait_replaced("leaky.ini", &workers).1;
+    let heard_first = wait_for(Duration::from_secs(20), "the first hook's runs", || {
+        let heard = read_records(&root.join("first.jsonl"));
+        (heard.len() == 3).then_some(heard)
+    });
+    write_config(root, "warden.ini", &vassals, &config(&second));
+    warden.kill(Signal::HUP);
+    wait_for(Duration::from_secs(20), "the re-read", || {
+        warden.log().contains("configuration re-read").then_some(())
+    });
+    emp.leak("leaky.ini", 40);
+    let outcome = warden.wait_record("outcome", 1);
+    emp.wait_replaced("leaky.ini", &workers);
+    // The second hook hears the second healing, its outcome last.
+    let heard_second = wait_for(Duration::from_secs(20), "the second hook's runs", || {
+        let heard = read_records(&root.join("second.jsonl"));
+        heard.contains(&outcome).then_some(heard)
+    });
+    assert_eq!(heard_second.last(), Some(&outcome));
+    assert_eq!(count(&heard_second, "detected"), 1, "{heard_second:#?}");
+    // The first hook heard nothing more after the re-read.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(read_records(&root.join("first.jsonl")), heard_first);
+}
