@@ -201,6 +201,16 @@ mod tests {
         )
         .unwrap();
         let pid = child.id().cast_signed();
+        // After `ready`, bash execs sleep, which closes bash's own close-on-exec fds:
+        // count once that is done, so that both counts see the same table.
+        for _ in 0..500 {
+            if std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|c| c.trim() == "sleep")
+            {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
         let fast = fd_count(pid).unwrap();
         let slow = fd_count_readdir(pid).unwrap();
         child.kill().unwrap();
