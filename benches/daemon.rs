@@ -22,7 +22,7 @@ mod harness;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use harness::{Emperor, VassalSpec, Warden};
+use harness::{Emperor, VassalSpec, Warden, metric, scrape};
 
 /// utime + stime of a process, in seconds.
 fn cpu_seconds(pid: i32) -> f64 {
@@ -161,24 +161,6 @@ fn start_warden(emp: &Emperor, name: &str, metrics: &str) -> Warden {
     Warden::start_with_config(bin, &cfg, &log, &[])
 }
 
-fn scrape(addr: &str) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    write!(s, "GET /metrics HTTP/1.0\r\n\r\n").unwrap();
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).unwrap();
-    buf.split_once("\r\n\r\n").unwrap().1.to_owned()
-}
-
-/// The value of an unlabelled sample in an exposition.
-fn sample(text: &str, name: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-        .unwrap()
-        .parse()
-        .unwrap()
-}
-
 /// What rendering one pass's metrics costs: the median time of `metrics::render` for 50
 /// vassals (as the warden renders them: master and worker sampled, every counter),
 /// against the mean pass of the warden measured above (from its own histogram).
@@ -226,8 +208,8 @@ fn report_rendering(exposition: &str) {
         .collect();
     times.sort_by(f64::total_cmp);
     let render = times[times.len() / 2];
-    let mean_pass = sample(exposition, "vassal_warden_pass_duration_seconds_sum")
-        / sample(exposition, "vassal_warden_pass_duration_seconds_count");
+    let mean_pass = metric(exposition, "vassal_warden_pass_duration_seconds_sum")
+        / metric(exposition, "vassal_warden_pass_duration_seconds_count");
     println!(
         "  metrics: rendering one pass (50 vassals, {} bytes) {:.1} µs, median of 1001; \
          the warden's mean pass {:.2} ms (its own histogram); render/pass {:.1}%",

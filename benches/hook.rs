@@ -21,24 +21,10 @@ mod harness;
 
 use std::fmt::Write as _;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
-use harness::{Emperor, VassalSpec, Warden, write_config};
-use rustix::process::{Pid, Signal};
-
-/// Kills, when dropped, the process groups of the hook's runs (their PIDs, one a line).
-struct HookGroups(PathBuf);
-
-impl Drop for HookGroups {
-    fn drop(&mut self) {
-        for pid in std::fs::read_to_string(&self.0).unwrap_or_default().lines() {
-            if let Some(g) = pid.trim().parse().ok().and_then(Pid::from_raw) {
-                let _ = rustix::process::kill_process_group(g, Signal::KILL);
-            }
-        }
-    }
-}
+use harness::{Emperor, HookGroups, VassalSpec, Warden, metric, scrape, write_config};
 
 struct Run {
     cycles: Vec<f64>,
@@ -93,30 +79,13 @@ fn run(hook: bool, cycles: usize) -> Run {
         assert_eq!(hung.lines().count(), 1, "{hung}");
     }
     let text = scrape(&addr);
-    let sum = sample(&text, "vassal_warden_pass_duration_seconds_sum");
-    let count = sample(&text, "vassal_warden_pass_duration_seconds_count");
+    let sum = metric(&text, "vassal_warden_pass_duration_seconds_sum");
+    let count = metric(&text, "vassal_warden_pass_duration_seconds_count");
     Run {
         cycles: times,
         mean_pass: sum / count,
         passes: count,
     }
-}
-
-fn scrape(addr: &str) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    write!(s, "GET /metrics HTTP/1.0\r\n\r\n").unwrap();
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).unwrap();
-    buf.split_once("\r\n\r\n").unwrap().1.to_owned()
-}
-
-fn sample(text: &str, name: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-        .unwrap()
-        .parse()
-        .unwrap()
 }
 
 fn median(v: &[f64]) -> f64 {

@@ -1377,9 +1377,9 @@ mod tests {
         assert_eq!(why, "an action is allowed now");
     }
 
-    #[test]
-    fn a_lasting_episode_ends_when_every_process_is_back_under_the_line() {
-        let mono = Instant::now();
+    /// `action = alert`: a master over its line at 0, recorded as incident `i1`, alert
+    /// only. The policy and the processes over.
+    fn alerting_at_0(mono: Instant) -> (Episode, Fake, Policy, [Proc; 1]) {
         let p = Policy {
             action: ActionMode::Alert,
             ..policy()
@@ -1396,6 +1396,13 @@ mod tests {
             }
         ));
         ep.opened("i1".into(), Reason::AlertOnly, at(0));
+        (ep, fake, p, over)
+    }
+
+    #[test]
+    fn a_lasting_episode_ends_when_every_process_is_back_under_the_line() {
+        let mono = Instant::now();
+        let (mut ep, mut fake, p, over) = alerting_at_0(mono);
         assert_eq!(
             ep.decide(&p, &pass(10, mono, &WORKERS, &over), &mut fake),
             Decision::Nothing
@@ -1495,22 +1502,7 @@ mod tests {
     #[test]
     fn a_reread_config_that_lifts_alert_only_is_decided_anew() {
         let mono = Instant::now();
-        let alert = Policy {
-            action: ActionMode::Alert,
-            ..policy()
-        };
-        let mut ep = Episode::default();
-        let mut fake = up(&[]);
-        let over = [proc(10, Role::Master, 45)];
-        let d = ep.decide(&alert, &pass(0, mono, &WORKERS, &over), &mut fake);
-        assert!(matches!(
-            then(d),
-            Then::Alert {
-                reason: Reason::AlertOnly,
-                ..
-            }
-        ));
-        ep.opened("i1".into(), Reason::AlertOnly, at(0));
+        let (mut ep, mut fake, alert, over) = alerting_at_0(mono);
         assert_eq!(
             ep.decide(&alert, &pass(2, mono, &WORKERS, &over), &mut fake),
             Decision::Nothing
@@ -1537,15 +1529,7 @@ mod tests {
     #[test]
     fn an_episode_does_not_end_while_a_count_hovers_at_its_line_or_nothing_was_sampled() {
         let mono = Instant::now();
-        let p = Policy {
-            action: ActionMode::Alert,
-            ..policy()
-        };
-        let mut ep = Episode::default();
-        let mut fake = up(&[]);
-        let over = [proc(10, Role::Master, 45)];
-        let _ = ep.decide(&p, &pass(0, mono, &WORKERS, &over), &mut fake);
-        ep.opened("i1".into(), Reason::AlertOnly, at(0));
+        let (mut ep, mut fake, p, _) = alerting_at_0(mono);
         // Just under the line, still firing (in the hysteresis band): the same episode.
         let hovering = [Proc {
             fds: 39,

@@ -8,11 +8,13 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rustix::process::{Pid, Signal};
+use rustix::process::Signal;
 use serde_json::Value;
 
 use crate::bin;
-use crate::harness::{Emperor, VassalSpec, Warden, count, read_records, wait_for, write_config};
+use crate::harness::{
+    Emperor, HookGroups, VassalSpec, Warden, count, read_records, wait_for, write_config,
+};
 
 /// A hook script in the Emperor's root: `body` runs with `$d` its directory.
 fn hook_script(root: &Path, body: &str) -> PathBuf {
@@ -20,20 +22,6 @@ fn hook_script(root: &Path, body: &str) -> PathBuf {
     fs::write(&path, format!("#!/bin/sh\nd=$(dirname \"$0\")\n{body}\n")).unwrap();
     fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
     path
-}
-
-/// Kills, when dropped, the process groups whose leaders' PIDs the hook wrote, one per
-/// line, to `file` (a hook runs in a process group of its own, outside the warden's).
-struct HookGroups(PathBuf);
-
-impl Drop for HookGroups {
-    fn drop(&mut self) {
-        for pid in fs::read_to_string(&self.0).unwrap_or_default().lines() {
-            if let Some(g) = pid.trim().parse().ok().and_then(Pid::from_raw) {
-                let _ = rustix::process::kill_process_group(g, Signal::KILL);
-            }
-        }
-    }
 }
 
 fn alive(pid: i32) -> bool {

@@ -7,16 +7,13 @@
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::fs;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
 
 use serde_json::Value;
 
 use crate::bin;
-use crate::harness::Warden;
+use crate::harness::{Warden, scrape};
 
 const RULES: &str = "packaging/prometheus/vassal-warden.rules.yml";
 const RULES_TEST: &str = "packaging/prometheus/vassal-warden.rules.test.yml";
@@ -84,21 +81,6 @@ fn metric_names(text: &str) -> BTreeSet<String> {
         rest = &tail[len..];
     }
     names
-}
-
-/// `GET /metrics` over HTTP/1.0: the body of a 200 answer.
-fn scrape(addr: &str) -> String {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(s, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
-    let mut answer = String::new();
-    s.read_to_string(&mut answer).unwrap();
-    let (head, body) = answer.split_once("\r\n\r\n").unwrap();
-    assert!(
-        head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"),
-        "{head}"
-    );
-    body.to_owned()
 }
 
 fn dashboard() -> Value {

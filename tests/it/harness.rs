@@ -71,6 +71,21 @@ impl Drop for Group {
     }
 }
 
+/// Kills, when dropped, the process groups whose leaders' PIDs a hook wrote, one per
+/// line, to the file it names (a hook runs in a process group of its own, outside the
+/// warden's, so killing the warden's group does not end it).
+pub struct HookGroups(pub PathBuf);
+
+impl Drop for HookGroups {
+    fn drop(&mut self) {
+        for pid in fs::read_to_string(&self.0).unwrap_or_default().lines() {
+            if let Some(g) = pid.trim().parse().ok().and_then(Pid::from_raw) {
+                let _ = rustix::process::kill_process_group(g, Signal::KILL);
+            }
+        }
+    }
+}
+
 /// How a vassal is set up.
 #[derive(Debug, Clone)]
 pub struct VassalSpec {
@@ -538,6 +553,30 @@ impl Drop for Emperor {
             }
         }
     }
+}
+
+/// `GET /metrics` from a warden's endpoint over HTTP/1.0: the body of a 200 answer.
+pub fn scrape(addr: &str) -> String {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+    assert!(
+        head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"),
+        "{head}"
+    );
+    body.to_owned()
+}
+
+/// The value of the unlabelled sample `name` in an exposition.
+pub fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+        .parse()
+        .unwrap()
 }
 
 pub fn read_records(path: &Path) -> Vec<Value> {

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -174,6 +175,33 @@ fn emp_inner_master(sub_emperor: i64) -> Option<(i64, String)> {
 /// A process of `nobody` that calls itself `uwsgi-x` and names an `--emperor` directory
 /// and an `--ini` FIFO: not an Emperor (its executable is not uWSGI), so nothing it
 /// names is opened, and `status` neither hangs on the FIFO nor lists it.
+/// The Emperors `status --json` finds, with no vassals in its config (the sources come
+/// from the running Emperors): its whole report, and their PIDs.
+fn emperors_found(root: &Path) -> (Value, Vec<i64>) {
+    let cfg = crate::harness::write_config(root, "warden.ini", &[], "");
+    let out = Command::new("timeout")
+        .arg("30")
+        .arg(bin())
+        .args(["status", "--json", "-c"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "status did not finish: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let emperors = status["emperors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e.as_i64().unwrap())
+        .collect();
+    (status, emperors)
+}
+
 #[test]
 fn a_process_named_uwsgi_is_not_taken_for_an_emperor() {
     let emp = Emperor::start();
@@ -207,28 +235,7 @@ fn a_process_named_uwsgi_is_not_taken_for_an_emperor() {
             .ok()
             .filter(|c| c.starts_with(b"uwsgi-x"))
     });
-    // No vassals in the config: sources come from the running Emperors.
-    let cfg = crate::harness::write_config(&root, "warden.ini", &[], "");
-    let out = Command::new("timeout")
-        .arg("30")
-        .arg(bin())
-        .args(["status", "--json", "-c"])
-        .arg(&cfg)
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "status did not finish: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let status: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let emperors: Vec<i64> = status["emperors"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e.as_i64().unwrap())
-        .collect();
+    let (status, emperors) = emperors_found(&root);
     assert!(emperors.contains(&i64::from(emp.emperor_pid())), "{status}");
     assert!(!emperors.contains(&i64::from(fake.pid())), "{status}");
 }
@@ -581,21 +588,7 @@ exec chroot "$R" uwsgi --master --emperor /vassals"#;
                 .collect::<Vec<i32>>()
         })
     });
-    let cfg = crate::harness::write_config(&root, "warden.ini", &[], "");
-    let out = Command::new("timeout")
-        .arg("30")
-        .arg(bin())
-        .args(["status", "--json", "-c"])
-        .arg(&cfg)
-        .output()
-        .unwrap();
-    let status: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let emperors: Vec<i64> = status["emperors"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e.as_i64().unwrap())
-        .collect();
+    let (status, emperors) = emperors_found(&root);
     assert!(emperors.contains(&i64::from(emp.emperor_pid())), "{status}");
     for pid in pids {
         assert!(!emperors.contains(&i64::from(pid)), "{pid}: {status}");

@@ -14,7 +14,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::bin;
-use crate::harness::{Emperor, Group, VassalSpec, Warden, wait_for, write_config};
+use crate::harness::{Emperor, Group, VassalSpec, Warden, scrape, wait_for, write_config};
 
 /// One HTTP/1.0 GET; the status code and the body.
 fn http_get(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
@@ -32,12 +32,6 @@ fn http_get(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
         .and_then(|c| c.parse().ok())
         .ok_or_else(|| std::io::Error::other(format!("no status in {head:?}")))?;
     Ok((status, body.to_owned()))
-}
-
-fn scrape(addr: &str) -> String {
-    let (status, body) = http_get(addr, "/metrics").unwrap();
-    assert_eq!(status, 200, "{body}");
-    body
 }
 
 /// `promtool check metrics` on `text`: its verdict and what it said.
