@@ -120,6 +120,31 @@ pub(crate) struct Incident {
     pub closes: Option<(Open, String)>,
 }
 
+impl Open {
+    /// How long it has lasted at `now`.
+    #[must_use]
+    pub(crate) fn lasted(&self, now: SystemTime) -> Duration {
+        since(now, self.since)
+    }
+
+    /// Its `reminder` or `ended` record's fields at `now`.
+    #[must_use]
+    pub(crate) fn record(
+        &self,
+        now: SystemTime,
+        fds: Option<u64>,
+        detail: Option<String>,
+    ) -> crate::audit::Episode {
+        crate::audit::Episode {
+            reason: self.reason.clone(),
+            since: crate::audit::timestamp(self.since),
+            seconds: self.lasted(now).as_secs_f64(),
+            fds,
+            detail,
+        }
+    }
+}
+
 /// An episode recorded as lasting (held, alert only, refused): the incident whose
 /// `suppressed` record started it, its reason, when it started and when it was last
 /// said (started or reminded).

@@ -425,13 +425,7 @@ impl Warden {
                 incident: open.incident.clone(),
                 vassal: name,
                 config: path,
-                event: Rec::Ended(audit::Episode {
-                    reason: open.reason.clone(),
-                    since: audit::timestamp(open.since),
-                    seconds: since(now, open.since).as_secs_f64(),
-                    fds: None,
-                    detail: Some("the vassal file is gone".into()),
-                }),
+                event: Rec::Ended(open.record(now, None, Some("the vassal file is gone".into()))),
             });
         }
     }
@@ -787,10 +781,15 @@ impl Warden {
             } => self.continue_leak(path, &procs, &incident, &plan, rest),
             Decision::Remind { open, fds } => {
                 let v = &self.inv.vassals[path];
-                let lasted = since(now, open.since);
+                let lasted = open.lasted(now);
                 warn!(vassal = %v.file.name, incident = %open.incident, reason = open.reason.as_str(),
                       "still {} after {}", open.reason, humantime::format_duration(lasted));
-                self.write_episode(v, &open, fds, None, now, Rec::Reminder);
+                self.write(
+                    now,
+                    &open.incident,
+                    v,
+                    Rec::Reminder(open.record(now, fds, None)),
+                );
             }
             Decision::Ended { open, fds, detail } => {
                 let v = &self.inv.vassals[path];
@@ -803,27 +802,9 @@ impl Warden {
     fn write_ended(&self, v: &Vassal, open: &episode::Open, fds: Option<u64>, detail: String) {
         let now = SystemTime::now();
         info!(vassal = %v.file.name, incident = %open.incident, reason = open.reason.as_str(),
-              "{} is over after {}: {detail}", open.reason, humantime::format_duration(since(now, open.since)));
-        self.write_episode(v, open, fds, Some(detail), now, Rec::Ended);
-    }
-
-    fn write_episode(
-        &self,
-        v: &Vassal,
-        open: &episode::Open,
-        fds: Option<u64>,
-        detail: Option<String>,
-        now: SystemTime,
-        event: fn(audit::Episode) -> Rec,
-    ) {
-        let e = audit::Episode {
-            reason: open.reason.clone(),
-            since: audit::timestamp(open.since),
-            seconds: since(now, open.since).as_secs_f64(),
-            fds,
-            detail,
-        };
-        self.write(now, &open.incident, v, event(e));
+              "{} is over after {}: {detail}", open.reason, humantime::format_duration(open.lasted(now)));
+        let event = Rec::Ended(open.record(now, fds, Some(detail)));
+        self.write(now, &open.incident, v, event);
     }
 
     /// Records the outcome of an action under verification, if `d` is one, and learns
@@ -1395,8 +1376,4 @@ fn recycle(master: ProcId, ids: &[ProcId], action: &mut Action) -> Result<(), St
     } else {
         Ok(())
     }
-}
-
-fn since(now: SystemTime, then: SystemTime) -> Duration {
-    now.duration_since(then).unwrap_or_default()
 }
