@@ -506,9 +506,15 @@ pub(crate) fn running_owner(log: &Path) -> Option<i32> {
     let lock = lock_path(log);
     let f = File::open(&lock).ok()?;
     match flock(&f, FlockOperation::NonBlockingLockShared) {
-        Err(rustix::io::Errno::WOULDBLOCK) => std::fs::read_to_string(&lock)
-            .ok()
-            .and_then(|s| s.trim().parse().ok()),
+        // Its PID, read from the descriptor already open, and bounded as a pidfile is.
+        Err(rustix::io::Errno::WOULDBLOCK) => {
+            use std::io::Read as _;
+            let mut pid = String::new();
+            (&f).take(crate::bounded::MAX_PIDFILE)
+                .read_to_string(&mut pid)
+                .ok()?;
+            pid.trim().parse().ok()
+        }
         // Taken: nobody holds it (dropping the file releases it).
         _ => None,
     }
