@@ -457,6 +457,11 @@ impl Episode {
         lookups: &mut dyn Lookups,
     ) -> Result<(), Hold> {
         policy::gate(policy, pass.now, &self.hist, plan, pass.busy, pass.dry_run)?;
+        // An alert is never held: what others did cannot change that, so the log is not
+        // read (an alert-only episode asks on every pass while it lasts).
+        if matches!(plan, Plan::Alert(_)) {
+            return Ok(());
+        }
         let before = self.hist.actions.len();
         for p in lookups.recorded_actions() {
             self.hist.learn(p);
