@@ -114,7 +114,10 @@ fn recycles_a_leaking_worker(c: &Container) -> Value {
             c.records("shop.ini", "detected").into_iter().next()
         },
     );
-    let action = wait_for(Duration::from_secs(60), "a recycle of shop.ini", || {
+    // The host's one action slot (max-concurrent = 1) may be held meanwhile by cart.ini's
+    // touch until its verification ends, up to `verify` (60 s): wait beyond that, so that
+    // a slow verification of cart.ini fails in its own step, not here.
+    let action = wait_for(Duration::from_secs(120), "a recycle of shop.ini", || {
         c.records("shop.ini", "action").into_iter().next()
     });
     assert_eq!(action["action"], "recycle-worker", "{action}");
