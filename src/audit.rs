@@ -20,6 +20,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
+pub(crate) use crate::capture::Capture;
 use crate::forensics::{self, Kind};
 use crate::policy::{ActionKind, Past, Reason, Rule};
 
@@ -77,6 +78,10 @@ pub(crate) struct Detected {
     pub top: Vec<Target>,
     /// Keys are kind names (`file`, `socket`, …), listed by name.
     pub by_kind: BTreeMap<Kind, u64>,
+    /// The code that opened what leaks (`capture`): sites with their still-open fds, or
+    /// why there are none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capture: Option<Capture>,
 }
 
 /// A detected record names a master or a worker; the other roles are never acted on.
@@ -1196,6 +1201,7 @@ mod tests {
                             inherited: None,
                         }],
                         by_kind: BTreeMap::new(),
+                        capture: None,
                     })
                 }),
             (any_text(), any_time(), any_time(), any::<Vec<i32>>()).prop_map(

@@ -38,6 +38,9 @@ pub const WARDEN_KEYS: &[&str] = &[
     "on-event",
     "on-event-for",
     "on-event-timeout",
+    "capture",
+    "capture-window",
+    "capture-samples",
 ];
 
 /// Every key `[policy]`, `[vassal NAME]` and a vassal's own `[vassal-warden]` section
@@ -55,6 +58,7 @@ pub const POLICY_KEYS: &[&str] = &[
     "action",
     "verify",
     "top",
+    "capture-at",
 ];
 
 /// Where a process is "over the line".
@@ -179,6 +183,9 @@ pub(crate) struct Policy {
     pub top: usize,
     /// How long to wait for a reload to show its effect before `not_recovered`.
     pub verify: Duration,
+    /// Where, as a fraction of the way from a process's first count to its line, a
+    /// capture of the code that leaks is armed; `None`: `capture-at = off`.
+    pub capture_at: Option<f64>,
 }
 
 impl Default for Policy {
@@ -197,6 +204,7 @@ impl Default for Policy {
             cooldown: Duration::from_secs(600),
             top: 10,
             verify: Duration::from_secs(60),
+            capture_at: Some(0.5),
         }
     }
 }
@@ -227,6 +235,8 @@ pub(crate) struct Config {
     pub on_event_for: Vec<String>,
     /// How long a run may take (`on-event-timeout`).
     pub on_event_timeout: Duration,
+    /// `capture`, `capture-window`, `capture-samples`.
+    pub capture: crate::capture::Settings,
     pub policy: Policy,
     /// `[vassal NAME]` sections: NAME and its policy settings, in file order.
     pub overrides: Vec<(String, Vec<Setting>)>,
@@ -250,6 +260,7 @@ impl Default for Config {
                 .map(|e| (*e).to_owned())
                 .collect(),
             on_event_timeout: Duration::from_secs(30),
+            capture: crate::capture::Settings::default(),
             policy: Policy::default(),
             overrides: Vec::new(),
         }
@@ -354,6 +365,22 @@ impl Config {
             "on-event-timeout" => {
                 self.on_event_timeout =
                     parse_duration_in(key, v, Duration::from_secs(1), MAX_VERIFY)?;
+            }
+            "capture" => self.capture.enabled = parse_bool(v)?,
+            "capture-window" => {
+                self.capture.window =
+                    parse_duration_in(key, v, Duration::from_secs(1), MAX_CAPTURE_WINDOW)?;
+            }
+            "capture-samples" => {
+                self.capture.samples = v
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=MAX_CAPTURE_SAMPLES).contains(n))
+                    .ok_or_else(|| {
+                        format!(
+                            "`capture-samples` must be a whole number from 1 to {MAX_CAPTURE_SAMPLES}, not `{v}`"
+                        )
+                    })?;
             }
             other => {
                 return Err(format!(
@@ -534,6 +561,7 @@ pub(crate) enum Setting {
     Action(ActionMode),
     Verify(Duration),
     Top(usize),
+    CaptureAt(Option<f64>),
 }
 
 impl Setting {
@@ -574,6 +602,8 @@ impl Setting {
                 MAX_VERIFY,
             )?),
             "top" => Setting::Top(as_usize(count(1, "a whole number, at least 1")?)),
+            "capture-at" if v == "off" => Setting::CaptureAt(None),
+            "capture-at" => Setting::CaptureAt(Some(parse_fraction(v, key)?)),
             other => {
                 return Err(format!(
                     "unknown policy key `{other}`; known: {}",
@@ -597,6 +627,7 @@ impl Setting {
             Setting::Action(a) => p.action = a,
             Setting::Verify(d) => p.verify = d,
             Setting::Top(n) => p.top = n,
+            Setting::CaptureAt(x) => p.capture_at = x,
         }
     }
 }
@@ -651,6 +682,10 @@ pub(crate) const MAX_DURATION: Duration = Duration::from_secs(30 * 24 * 3600);
 /// The longest `verify`. The warden's action slots (`max-concurrent`) are held while an
 /// action is verified, so this also bounds how long one vassal can keep others waiting.
 pub(crate) const MAX_VERIFY: Duration = Duration::from_secs(600);
+/// The longest `capture-window`.
+const MAX_CAPTURE_WINDOW: Duration = Duration::from_secs(3600);
+/// The most reports a capture keeps (`capture-samples`).
+const MAX_CAPTURE_SAMPLES: u32 = 100_000;
 
 /// The longest `interval`.
 const MAX_INTERVAL: Duration = Duration::from_secs(3600);

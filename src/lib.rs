@@ -12,6 +12,7 @@
 //! Public modules are the binary's entry (`cli`) and what the benchmarks and tests
 //! measure directly; everything else is private to the crate.
 
+pub mod capture;
 pub mod cli;
 pub mod forensics;
 pub mod metrics;

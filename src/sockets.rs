@@ -47,6 +47,17 @@ pub(crate) enum Socket {
     },
 }
 
+impl Socket {
+    /// The peer of a TCP connection (not a listener): what a leak of connections is
+    /// grouped by.
+    pub(crate) fn peer(&self) -> Option<SocketAddr> {
+        match self {
+            Socket::Tcp { remote, state, .. } if *state != TcpState::Listen => Some(*remote),
+            _ => None,
+        }
+    }
+}
+
 /// TCP states, numbered as in the kernel's `include/net/tcp_states.h`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum TcpState {

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tracing::{debug, error, info, warn};
 
 use crate::act;
+use crate::capture::{Capture, Captures};
 use crate::audit::{
     self, Action, AuditLog, Detected, Event as Rec, Outcome, OutcomeResult, Record, Role,
     Suppressed,
@@ -58,6 +59,8 @@ pub(crate) struct Warden {
     sampler: Sampler,
     states: HashMap<ProcId, ProcState>,
     baselines: HashMap<ProcId, Baseline>,
+    /// Captures of the code that leaks, per vassal.
+    captures: Captures,
     episodes: HashMap<PathBuf, Episode>,
     /// How long actions take on this host, learned from outcomes.
     timings: Timings,
@@ -195,6 +198,7 @@ impl Warden {
     #[must_use]
     pub(crate) fn new(cfg: Config, dry_run: bool) -> Warden {
         let audit = AuditLog::new(cfg.audit_log.clone());
+        let captures = Captures::new(cfg.capture);
         let mut w = Warden {
             dry_run: dry_run || cfg.dry_run,
             forced_dry_run: dry_run,
@@ -204,6 +208,7 @@ impl Warden {
             sampler: Sampler::default(),
             states: HashMap::new(),
             baselines: HashMap::new(),
+            captures,
             episodes: HashMap::new(),
             timings: Timings::default(),
             last_action: None,
@@ -318,6 +323,7 @@ impl Warden {
                     self.retired_hooks.retain(|h| !h.is_done());
                     *self.hooks.get_mut() = hook.and_then(|h| Hooks::start_counting(h, failures));
                 }
+                self.captures.configure(new.capture);
                 self.cfg = new;
                 self.inv.repolicy(&self.cfg);
                 info!(dry_run = self.dry_run, "configuration re-read");
@@ -575,6 +581,9 @@ impl Warden {
         }
         self.states.retain(|id, _| seen.contains(id));
         self.baselines.retain(|id, _| seen.contains(id));
+        let inv = &self.inv;
+        self.captures.retain(|p| inv.vassals.contains_key(p));
+        self.captures.poll();
         self.sampler
             .retain(|pid| seen.iter().any(|id| id.pid == pid));
         let elapsed = now_i.elapsed();
@@ -737,6 +746,8 @@ impl Warden {
         let procs = procs.clone();
         let name = v.file.name.clone();
         let sampled = self.sample(&name, &procs, &policy, now_i, seen);
+        self.captures
+            .consider(path, &name, &sampled, &self.baselines, policy.capture_at);
         match self.sides.get_mut(path) {
             Some(s) => *s = sides(&sampled),
             None => {
@@ -867,7 +878,8 @@ impl Warden {
         warn!(vassal = %v.file.name, incident = %incident, pid = f.id.pid, role = %f.role, fds = f.fds, limit = f.limit,
               rule = inc.fire.rule().as_str(),
               top = inc.report.top.first().map_or("", |t| t.target.as_str()), plan = plan_name, "over threshold");
-        let first = detected(policy, inc);
+        let capture = self.captures.take(path, policy.capture_at.is_some());
+        let first = detected(policy, inc, capture);
         // Record first, or not at all: no action without its records on disk. Room for
         // both records is made before the first is written, so that a full disk stops
         // the incident before it starts, not between its records.
@@ -1296,7 +1308,7 @@ fn report_bad(reported: &RefCell<HashSet<(PathBuf, u64)>>, bad: &[audit::BadLine
 }
 
 /// The `detected` record of an incident.
-fn detected(policy: &Policy, inc: &Incident) -> Rec {
+fn detected(policy: &Policy, inc: &Incident, capture: Option<Capture>) -> Rec {
     let f = &inc.offender;
     let usage = if f.limit == 0 {
         1.0
@@ -1319,6 +1331,7 @@ fn detected(policy: &Policy, inc: &Incident) -> Rec {
         eta_seconds: eta,
         top: inc.report.top.iter().map(Into::into).collect(),
         by_kind: inc.report.by_kind.clone(),
+        capture,
     })
 }
 

@@ -26,6 +26,7 @@ fn detected() -> Event {
         eta_seconds: None,
         top: Vec::new(),
         by_kind: std::collections::BTreeMap::new(),
+        capture: None,
     })
 }
 

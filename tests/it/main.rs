@@ -9,6 +9,7 @@ mod harness;
 mod alert_hook;
 mod alerts;
 mod bounded;
+mod capture;
 mod careful;
 mod commands;
 mod config_errors;

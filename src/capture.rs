@@ -1,0 +1,519 @@
+//! Captures: the code that opens what leaks.
+//!
+//! When a process's growth is dominated by one target (a file, or connections to one
+//! peer) before it reaches its line, the warden arms a capture for the vassal's
+//! processes: uprobes on their C library (`bpf`), scoped to those PIDs, report each open
+//! or connect of that target with the calling thread's Python frames (read by the kernel
+//! side from the interpreter's frame list) and native return addresses. Reports are
+//! capped per capture. At the end of the window, or when the incident comes first, the
+//! capture is finished: of each fd reported, only the last opener of an fd still open
+//! on the same inode counts, and the sites (stacks) are ranked by those fds. Python
+//! frames are read from `/proc/PID/mem` (`python`), native ones from the mapped files'
+//! symbol tables (`native`).
+//!
+//! Nothing here changes what an app does: uprobes trap into the kernel and return; the
+//! reads are of memory, never writes. A host that cannot (no uprobes, no `CAP_BPF`)
+//! says why once, and every incident says it in one line.
+
+mod bpf;
+mod native;
+pub mod python;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use tracing::{info, warn};
+
+use crate::episode::Proc;
+use crate::forensics::Baseline;
+use crate::procs::ProcId;
+use bpf::{Event, Probe, Wanted};
+pub use python::{Frame, Origin};
+
+/// The warden.ini side of captures (`[warden]`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Settings {
+    /// `capture`: off stops all captures on this host.
+    pub enabled: bool,
+    /// `capture-window`: how long a capture records.
+    pub window: Duration,
+    /// `capture-samples`: reports per capture, at most.
+    pub samples: u32,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            enabled: true,
+            window: Duration::from_secs(60),
+            samples: 512,
+        }
+    }
+}
+
+/// Sites shown per capture, at most.
+const MAX_SITES: usize = 8;
+/// Growth (fds since the warden first saw the process) below which nothing is armed.
+const MIN_GROWTH: u64 = 16;
+/// After a look that armed nothing, the next look at that vassal waits this long.
+const RETRY: Duration = Duration::from_secs(30);
+/// A finished capture no incident took is dropped after this long.
+const KEEP: Duration = Duration::from_secs(3600);
+/// Reports read per pass, at most (the ring buffer holds the rest).
+const DRAIN: usize = 4096;
+
+/// One place where the target was opened, with its fds still open at the end.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Site {
+    /// fds opened here and still open on the same file or connection at the end.
+    pub open: u64,
+    /// Opens seen here in the window.
+    pub opened: u64,
+    /// Innermost first.
+    pub frames: Vec<Frame>,
+}
+
+/// What an incident says of the code that leaks: sites, or why there are none.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Capture {
+    /// What was looked for: a path, or `tcp → ADDRESS`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub target: String,
+    #[serde(default)]
+    pub seconds: f64,
+    /// Opens of the target seen (a report each, up to `capture-samples`).
+    #[serde(default)]
+    pub reports: u64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sites: Vec<Site>,
+    /// Why this incident has no sites, in one line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unavailable: Option<String>,
+    /// What could not be read in some processes (one line each).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+}
+
+impl Capture {
+    fn unavailable(why: String) -> Capture {
+        Capture {
+            target: String::new(),
+            seconds: 0.0,
+            reports: 0,
+            sites: Vec::new(),
+            unavailable: Some(why),
+            notes: Vec::new(),
+        }
+    }
+}
+
+/// The kernel side, loaded when first needed.
+enum Kernel {
+    Untried,
+    Ready(Probe),
+    Unavailable(String),
+}
+
+/// A process a capture is armed in, and how its frames are read.
+struct Armed {
+    pid: i32,
+    threads: Option<Vec<(u64, u64)>>,
+    interp: Option<python::Interpreter>,
+    mem: Option<python::Memory>,
+    symbols: native::Symbolizer,
+}
+
+/// A capture that is recording.
+struct Running {
+    slot: u32,
+    wanted: Wanted,
+    target: String,
+    started: Instant,
+    procs: Vec<Armed>,
+    /// The last report of each (PID, fd): its stack, resolved, and the inode it opened.
+    last: HashMap<(u32, u32), (usize, u32, u64)>,
+    /// Resolved stacks, by index; `opened` counts per stack.
+    stacks: Vec<Vec<Frame>>,
+    opened: Vec<u64>,
+    index: HashMap<Vec<Frame>, usize>,
+    reports: u64,
+    notes: Vec<String>,
+}
+
+/// Every vassal's capture: armed, finished, or not yet.
+pub(crate) struct Captures {
+    settings: Settings,
+    kernel: Kernel,
+    running: HashMap<PathBuf, Running>,
+    finished: HashMap<PathBuf, (Instant, Capture)>,
+    not_before: HashMap<PathBuf, Instant>,
+    free: Vec<u32>,
+}
+
+impl Captures {
+    pub(crate) fn new(settings: Settings) -> Captures {
+        Captures {
+            settings,
+            kernel: Kernel::Untried,
+            running: HashMap::new(),
+            finished: HashMap::new(),
+            not_before: HashMap::new(),
+            free: (0..bpf::MAX_SLOTS).rev().collect(),
+        }
+    }
+
+    /// New settings (SIGHUP). Running captures finish under the old ones.
+    pub(crate) fn configure(&mut self, settings: Settings) {
+        self.settings = settings;
+    }
+
+    /// Whether captures can run on this host, and why not: loads the kernel side once.
+    pub(crate) fn availability(&mut self) -> Result<(), String> {
+        if !self.settings.enabled {
+            return Err("off in warden.ini (capture = off)".into());
+        }
+        if let Kernel::Untried = self.kernel {
+            self.kernel = match Probe::load() {
+                Ok(p) => Kernel::Ready(p),
+                Err(why) => {
+                    warn!("captures of the code that leaks are not available: {why}");
+                    Kernel::Unavailable(why)
+                }
+            };
+        }
+        match &self.kernel {
+            Kernel::Ready(_) => Ok(()),
+            Kernel::Unavailable(why) => Err(why.clone()),
+            Kernel::Untried => Err("not tried".into()),
+        }
+    }
+
+    /// Looks at one vassal's pass: arms a capture when a process has grown, by one target
+    /// mostly, past `at` of the way from where it started to its line.
+    pub(crate) fn consider(
+        &mut self,
+        vassal: &Path,
+        name: &str,
+        procs: &[Proc],
+        baselines: &HashMap<ProcId, Baseline>,
+        at: Option<f64>,
+    ) {
+        let Some(at) = at else { return };
+        if self.running.contains_key(vassal)
+            || self.finished.contains_key(vassal)
+            || self.not_before.get(vassal).is_some_and(|t| Instant::now() < *t)
+        {
+            return;
+        }
+        let grown = procs.iter().find(|p| {
+            let base = baselines.get(&p.id).map_or(p.fds, |b| b.fds);
+            let growth = p.fds.saturating_sub(base);
+            let arm_at = base as f64 + (p.line.saturating_sub(base)) as f64 * at;
+            growth >= MIN_GROWTH && p.fds as f64 >= arm_at && p.fds < p.line
+        });
+        let Some(p) = grown else { return };
+        if self.availability().is_err() {
+            return;
+        }
+        self.not_before.insert(vassal.to_owned(), Instant::now() + RETRY);
+        let base = baselines.get(&p.id).map_or(0, |b| b.fds);
+        let Some((wanted, target, count)) = dominant(p.id.pid) else {
+            return;
+        };
+        if count < p.fds.saturating_sub(base) / 2 {
+            info!(vassal = %name, pid = p.id.pid, "growth is spread over many targets: no capture");
+            return;
+        }
+        let Some(slot) = self.free.pop() else {
+            warn!(vassal = %name, "{} captures already running: none for this one", bpf::MAX_SLOTS);
+            return;
+        };
+        let mut run = Running {
+            slot,
+            wanted,
+            target,
+            started: Instant::now(),
+            procs: Vec::new(),
+            last: HashMap::new(),
+            stacks: Vec::new(),
+            opened: Vec::new(),
+            index: HashMap::new(),
+            reports: 0,
+            notes: Vec::new(),
+        };
+        let Kernel::Ready(probe) = &mut self.kernel else {
+            return;
+        };
+        if let Err(e) = probe.want(slot, wanted) {
+            warn!(vassal = %name, "capture not armed: {e}");
+            self.free.push(slot);
+            return;
+        }
+        for q in procs {
+            match arm_one(probe, q.id.pid, slot, self.settings.samples) {
+                Ok(a) => run.procs.push(a),
+                Err(note) => run.notes.push(note),
+            }
+        }
+        if run.procs.is_empty() {
+            probe.unwant(slot, wanted);
+            self.free.push(slot);
+            let why = run.notes.join("; ");
+            warn!(vassal = %name, "capture not armed: {why}");
+            self.finished.insert(
+                vassal.to_owned(),
+                (Instant::now(), Capture::unavailable(why)),
+            );
+            return;
+        }
+        info!(vassal = %name, target = %run.target, processes = run.procs.len(),
+              window = %humantime::format_duration(self.settings.window), "capture armed");
+        self.running.insert(vassal.to_owned(), run);
+    }
+
+    /// Reads the reports waiting and finishes the captures whose window is over.
+    pub(crate) fn poll(&mut self) {
+        let Kernel::Ready(probe) = &mut self.kernel else {
+            return;
+        };
+        if self.running.is_empty() {
+            return;
+        }
+        for e in probe.drain(DRAIN) {
+            if let Some(run) = self
+                .running
+                .values_mut()
+                .find(|r| r.procs.iter().any(|a| a.pid.cast_unsigned() == e.tgid))
+            {
+                run.add(&e);
+            }
+        }
+        let window = self.settings.window;
+        let over: Vec<PathBuf> = self
+            .running
+            .iter()
+            .filter(|(_, r)| r.started.elapsed() >= window)
+            .map(|(p, _)| p.clone())
+            .collect();
+        for path in over {
+            self.finish(&path);
+        }
+        self.finished.retain(|_, (t, _)| t.elapsed() < KEEP);
+    }
+
+    fn finish(&mut self, vassal: &Path) {
+        let Some(mut run) = self.running.remove(vassal) else {
+            return;
+        };
+        if let Kernel::Ready(probe) = &mut self.kernel {
+            // What is still waiting belongs to this capture as much as what was read.
+            for e in probe.drain(DRAIN) {
+                if run.procs.iter().any(|a| a.pid.cast_unsigned() == e.tgid) {
+                    run.add(&e);
+                }
+            }
+            run.reports = run.reports.max(u64::from(probe.used(run.slot)));
+            for a in &run.procs {
+                probe.disarm(a.pid.cast_unsigned(), a.threads.as_deref());
+            }
+            probe.unwant(run.slot, run.wanted);
+        }
+        self.free.push(run.slot);
+        let capture = run.result();
+        info!(vassal = %vassal.display(), sites = capture.sites.len(), reports = capture.reports, "capture finished");
+        self.finished
+            .insert(vassal.to_owned(), (Instant::now(), capture));
+    }
+
+    /// What the incident of `vassal` says of the code that leaks: the capture running
+    /// (finished now) or finished; else why there is none, when the host cannot.
+    pub(crate) fn take(&mut self, vassal: &Path, wanted: bool) -> Option<Capture> {
+        if !wanted {
+            return None;
+        }
+        if self.running.contains_key(vassal) {
+            self.poll_one(vassal);
+        }
+        if let Some((_, c)) = self.finished.remove(vassal) {
+            return Some(c);
+        }
+        if !self.settings.enabled {
+            return None;
+        }
+        // A leak that reached the line before a capture was armed still says, when the
+        // host cannot capture, why.
+        self.availability()
+            .err()
+            .map(Capture::unavailable)
+    }
+
+    fn poll_one(&mut self, vassal: &Path) {
+        self.finish(vassal);
+    }
+
+    /// Forgets a vassal no longer watched.
+    pub(crate) fn retain(&mut self, keep: impl Fn(&Path) -> bool) {
+        let gone: Vec<PathBuf> = self
+            .running
+            .keys()
+            .filter(|p| !keep(p))
+            .cloned()
+            .collect();
+        for p in gone {
+            self.finish(&p);
+        }
+        self.finished.retain(|p, _| keep(p));
+        self.not_before.retain(|p, _| keep(p));
+    }
+}
+
+/// Arms one process: its C library, its interpreter if it is a CPython this version
+/// reads. A process that cannot be armed is a note, in one line.
+fn arm_one(probe: &mut Probe, pid: i32, slot: u32, samples: u32) -> Result<Armed, String> {
+    let maps = python::mappings(pid).map_err(|e| format!("PID {pid}: {e}"))?;
+    let libc = python::libc(&maps)
+        .ok_or_else(|| format!("PID {pid}: no C library mapped (statically linked?)"))?
+        .file(pid);
+    let (interp, mem, threads, note) = match python::find(pid, &maps) {
+        python::Found::Python(interp) => match python::Memory::open(pid) {
+            Ok(mem) => {
+                let threads = python::threads(&mem, &interp);
+                (Some(interp), Some(mem), Some(threads), None)
+            }
+            Err(e) => (None, None, None, Some(format!("PID {pid}: /proc/{pid}/mem: {e}"))),
+        },
+        python::Found::Unreadable(why) => (None, None, None, Some(format!("PID {pid}: {why}"))),
+        python::Found::NotPython => (None, None, None, None),
+    };
+    let python = threads
+        .as_deref()
+        .map(|t| (&python::PY311, t));
+    probe
+        .arm(pid.cast_unsigned(), slot, samples, &libc, python)
+        .map_err(|e| format!("PID {pid}: {e}"))?;
+    if let Some(n) = note {
+        info!("{n}");
+    }
+    Ok(Armed {
+        pid,
+        threads,
+        interp,
+        mem,
+        symbols: native::Symbolizer::new(pid, maps),
+    })
+}
+
+impl Running {
+    fn add(&mut self, e: &Event) {
+        self.reports += 1;
+        let Some(a) = self.procs.iter_mut().find(|a| a.pid.cast_unsigned() == e.tgid) else {
+            return;
+        };
+        let mut frames = Vec::new();
+        if let (Some(mem), Some(interp)) = (&a.mem, &a.interp) {
+            for (code, instr) in &e.py {
+                if let Some(f) = python::frame(mem, interp, *code, *instr) {
+                    frames.push(f);
+                }
+            }
+        }
+        if frames.is_empty() {
+            frames = e.native.iter().map(|ip| a.symbols.frame(*ip)).collect();
+        }
+        let n = self.stacks.len();
+        let i = *self.index.entry(frames.clone()).or_insert(n);
+        if i == n {
+            self.stacks.push(frames);
+            self.opened.push(0);
+        }
+        self.opened[i] += 1;
+        self.last.insert((e.tgid, e.fd), (i, e.dev, e.ino));
+    }
+
+    /// The sites, by fds still open on the inode they opened.
+    fn result(&self) -> Capture {
+        let mut open: BTreeMap<usize, u64> = BTreeMap::new();
+        for ((pid, fd), (i, dev, ino)) in &self.last {
+            if still_open(*pid, *fd, *dev, *ino) {
+                *open.entry(*i).or_default() += 1;
+            }
+        }
+        let mut sites: Vec<Site> = open
+            .into_iter()
+            .map(|(i, n)| Site {
+                open: n,
+                opened: self.opened[i],
+                frames: self.stacks[i].clone(),
+            })
+            .collect();
+        sites.sort_by(|a, b| b.open.cmp(&a.open).then(b.opened.cmp(&a.opened)));
+        sites.truncate(MAX_SITES);
+        let mut notes = self.notes.clone();
+        if self.reports == 0 {
+            notes.push("no open of the target was seen in the window".into());
+        }
+        Capture {
+            target: self.target.clone(),
+            seconds: self.started.elapsed().as_secs_f64(),
+            reports: self.reports,
+            sites,
+            unavailable: None,
+            notes,
+        }
+    }
+}
+
+/// The kernel's number for a device, from `stat`'s.
+fn kernel_dev(st_dev: u64) -> u32 {
+    let major = rustix::fs::major(st_dev);
+    let minor = rustix::fs::minor(st_dev);
+    (major << 20) | (minor & 0xf_ffff)
+}
+
+fn fd_identity(pid: u32, fd: u32) -> Option<(u32, u64)> {
+    let st = rustix::fs::stat(format!("/proc/{pid}/fd/{fd}").as_str()).ok()?;
+    Some((kernel_dev(st.st_dev), st.st_ino))
+}
+
+fn still_open(pid: u32, fd: u32, dev: u32, ino: u64) -> bool {
+    fd_identity(pid, fd) == Some((dev, ino))
+}
+
+/// The one target most of `pid`'s fds are: a file (by inode) or connections to one peer;
+/// with what to call it and how many fds it is.
+fn dominant(pid: i32) -> Option<(Wanted, String, u64)> {
+    let open = crate::forensics::read_fds(pid).ok()?;
+    let mut counts: HashMap<Wanted, (u64, String)> = HashMap::new();
+    let mut sockets: HashMap<u64, u64> = HashMap::new();
+    for f in &open {
+        if f.target.starts_with('/') {
+            if let Some((dev, ino)) = fd_identity(pid.cast_unsigned(), f.fd) {
+                counts
+                    .entry(Wanted::File { dev, ino })
+                    .or_insert_with(|| (0, f.target.clone()))
+                    .0 += 1;
+            }
+        } else if let Some(inode) = crate::sockets::inode_of(&f.target) {
+            *sockets.entry(inode).or_default() += 1;
+        }
+    }
+    if !sockets.is_empty() {
+        let wanted: HashSet<u64> = sockets.keys().copied().collect();
+        let table = crate::sockets::SocketTable::read_for(pid, &wanted);
+        for (inode, s) in table.iter() {
+            if let Some(peer) = s.peer() {
+                let n = sockets.get(&inode).copied().unwrap_or(0);
+                counts
+                    .entry(Wanted::Peer(peer))
+                    .or_insert_with(|| (0, format!("connections to {peer}")))
+                    .0 += n;
+            }
+        }
+    }
+    counts
+        .into_iter()
+        .max_by_key(|(_, (n, _))| *n)
+        .map(|(w, (n, what))| (w, what, n))
+}

@@ -1,0 +1,331 @@
+//! The loader of the kernel side (`capture.bpf.c`, compiled by `build.rs`): its maps in
+//! their byte layouts, uprobes attached per process, and the reports read back.
+//!
+//! The layouts below mirror the C structs field by field; the C side is the reference.
+
+use std::collections::HashMap as StdMap;
+use std::num::NonZeroU32;
+use std::path::PathBuf;
+
+use aya::maps::{Array, HashMap, MapData, RingBuf};
+use aya::programs::UProbe;
+use aya::programs::uprobe::{UProbeLinkId, UProbeScope};
+use aya::{Ebpf, EbpfLoader, VerifierLogLevel};
+
+use super::python::Layout;
+
+/// Python frames and native frames a report carries at most (the C side's `MAX_PY` and
+/// `MAX_NATIVE`).
+pub(crate) const MAX_PY: usize = 32;
+pub(crate) const MAX_NATIVE: usize = 24;
+/// Captures that can be armed at once (the C side's `MAX_SLOTS`).
+pub(crate) const MAX_SLOTS: u32 = 64;
+
+const OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/capture.bpf.o"));
+
+/// The C library's functions that open files (aliases share an address: one each) and
+/// the one that connects.
+const OPENS: [&str; 3] = ["open64", "openat64", "__open64_nocancel"];
+const CONNECT: &str = "connect";
+
+/// What a capture looks for in its processes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Wanted {
+    /// A file, by the kernel's device number and inode.
+    File { dev: u32, ino: u64 },
+    /// Connections to this peer.
+    Peer(std::net::SocketAddr),
+}
+
+/// One report: an fd of the target opened (or connected) at this place.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Event {
+    pub tgid: u32,
+    pub tid: u32,
+    pub fd: u32,
+    pub dev: u32,
+    pub ino: u64,
+    /// Innermost first: (code object, last instruction) of each Python frame.
+    pub py: Vec<(u64, u64)>,
+    /// Innermost first: native return addresses, as far as frame pointers reach.
+    pub native: Vec<u64>,
+}
+
+const EVENT_LEN: usize = 40 + MAX_PY * 16 + MAX_NATIVE * 8;
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    let mut a = [0u8; 4];
+    a.copy_from_slice(&b[at..at + 4]);
+    u32::from_ne_bytes(a)
+}
+
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[at..at + 8]);
+    u64::from_ne_bytes(a)
+}
+
+impl Event {
+    /// Parses one report; `None` when it is not one (a short record).
+    pub(crate) fn parse(b: &[u8]) -> Option<Event> {
+        if b.len() < EVENT_LEN {
+            return None;
+        }
+        let npy = (u32_at(b, 20) as usize).min(MAX_PY);
+        let native_bytes = u64_at(b, 32).cast_signed();
+        let nnative = usize::try_from(native_bytes).map_or(0, |n| (n / 8).min(MAX_NATIVE));
+        Some(Event {
+            tgid: u32_at(b, 0),
+            tid: u32_at(b, 4),
+            fd: u32_at(b, 8),
+            dev: u32_at(b, 16),
+            ino: u64_at(b, 24),
+            py: (0..npy)
+                .map(|i| (u64_at(b, 40 + i * 16), u64_at(b, 48 + i * 16)))
+                .collect(),
+            native: (0..nnative)
+                .map(|i| u64_at(b, 40 + MAX_PY * 16 + i * 8))
+                .collect(),
+        })
+    }
+}
+
+fn target_value(slot: u32, limit: u32, python: Option<&Layout>) -> [u8; 56] {
+    let mut v = [0u8; 56];
+    v[0..4].copy_from_slice(&slot.to_ne_bytes());
+    v[4..8].copy_from_slice(&limit.to_ne_bytes());
+    if let Some(l) = python {
+        v[8..12].copy_from_slice(&1u32.to_ne_bytes());
+        for (i, off) in [
+            l.tstate_cframe,
+            l.cframe_current,
+            l.frame_code,
+            l.frame_previous,
+            l.frame_instr,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            v[16 + i * 8..24 + i * 8].copy_from_slice(&off.to_ne_bytes());
+        }
+    }
+    v
+}
+
+fn file_key(slot: u32, dev: u32, ino: u64) -> [u8; 16] {
+    let mut k = [0u8; 16];
+    k[0..4].copy_from_slice(&slot.to_ne_bytes());
+    k[4..8].copy_from_slice(&dev.to_ne_bytes());
+    k[8..16].copy_from_slice(&ino.to_ne_bytes());
+    k
+}
+
+/// The key of a peer as the C side builds it from a `sockaddr`: family and port as they
+/// lie in memory (the port in network order), then the address bytes.
+fn peer_key(slot: u32, peer: std::net::SocketAddr) -> [u8; 24] {
+    let mut k = [0u8; 24];
+    k[0..4].copy_from_slice(&slot.to_ne_bytes());
+    let family: u16 = if peer.is_ipv4() { 2 } else { 10 };
+    k[4..6].copy_from_slice(&family.to_ne_bytes());
+    k[6..8].copy_from_slice(&peer.port().to_be_bytes());
+    match peer.ip() {
+        std::net::IpAddr::V4(a) => k[8..12].copy_from_slice(&a.octets()),
+        std::net::IpAddr::V6(a) => k[8..24].copy_from_slice(&a.octets()),
+    }
+    k
+}
+
+fn thread_key(tgid: u32, pthread: u64) -> [u8; 16] {
+    let mut k = [0u8; 16];
+    k[0..4].copy_from_slice(&tgid.to_ne_bytes());
+    k[8..16].copy_from_slice(&pthread.to_ne_bytes());
+    k
+}
+
+/// The kernel side, loaded: programs, maps and the uprobes attached so far.
+pub(crate) struct Probe {
+    ebpf: Ebpf,
+    targets: HashMap<MapData, u32, [u8; 56]>,
+    pythreads: HashMap<MapData, [u8; 16], u64>,
+    files: HashMap<MapData, [u8; 16], u8>,
+    peers: HashMap<MapData, [u8; 24], u8>,
+    budget: Array<MapData, u32>,
+    events: RingBuf<MapData>,
+    /// Per armed process: its links (program name, link).
+    links: StdMap<u32, Vec<(&'static str, UProbeLinkId)>>,
+}
+
+/// Why the kernel side could not be loaded or attached, in a sentence.
+fn say(what: &str, e: &dyn std::error::Error) -> String {
+    let mut s = format!("{what}: {e}");
+    let mut src = e.source();
+    while let Some(inner) = src {
+        s.push_str(&format!(": {inner}"));
+        src = inner.source();
+    }
+    if s.contains("Operation not permitted") || s.contains("permission denied") {
+        s.push_str(" (the warden needs CAP_BPF and CAP_PERFMON, or CAP_SYS_ADMIN)");
+    }
+    s
+}
+
+impl Probe {
+    /// Loads the programs and takes the maps. Nothing is attached yet: until a process
+    /// is armed, nothing runs.
+    pub(crate) fn load() -> Result<Probe, String> {
+        if !std::path::Path::new("/sys/bus/event_source/devices/uprobe/type").exists() {
+            return Err("this kernel has no uprobe events (/sys/bus/event_source/devices/uprobe)".into());
+        }
+        let mut ebpf = EbpfLoader::new()
+            .verifier_log_level(VerifierLogLevel::DEBUG.union(VerifierLogLevel::STATS))
+            .load(OBJECT)
+            .map_err(|e| say("cannot load the capture programs", &e))?;
+        for name in ["on_open", "on_connect"] {
+            let prog: &mut UProbe = ebpf
+                .program_mut(name)
+                .ok_or_else(|| format!("the capture object has no program {name}"))?
+                .try_into()
+                .map_err(|e| say(name, &e))?;
+            prog.load()
+                .map_err(|e| say("the kernel refused the capture programs", &e))?;
+        }
+        let mut take = |name: &str| {
+            ebpf.take_map(name)
+                .ok_or_else(|| format!("the capture object has no map {name}"))
+        };
+        let targets = HashMap::try_from(take("targets")?).map_err(|e| say("targets", &e))?;
+        let pythreads = HashMap::try_from(take("pythreads")?).map_err(|e| say("pythreads", &e))?;
+        let files = HashMap::try_from(take("files")?).map_err(|e| say("files", &e))?;
+        let peers = HashMap::try_from(take("peers")?).map_err(|e| say("peers", &e))?;
+        let budget = Array::try_from(take("budget")?).map_err(|e| say("budget", &e))?;
+        let events = RingBuf::try_from(take("events")?).map_err(|e| say("events", &e))?;
+        Ok(Probe {
+            ebpf,
+            targets,
+            pythreads,
+            files,
+            peers,
+            budget,
+            events,
+            links: StdMap::new(),
+        })
+    }
+
+    /// Starts slot `slot` looking for `wanted`, its count of reports at zero.
+    pub(crate) fn want(&mut self, slot: u32, wanted: Wanted) -> Result<(), String> {
+        self.budget
+            .set(slot, 0, 0)
+            .map_err(|e| say("budget", &e))?;
+        match wanted {
+            Wanted::File { dev, ino } => self
+                .files
+                .insert(file_key(slot, dev, ino), 1, 0)
+                .map_err(|e| say("files", &e)),
+            Wanted::Peer(peer) => self
+                .peers
+                .insert(peer_key(slot, peer), 1, 0)
+                .map_err(|e| say("peers", &e)),
+        }
+    }
+
+    /// Stops slot `slot` looking for `wanted`.
+    pub(crate) fn unwant(&mut self, slot: u32, wanted: Wanted) {
+        let _ = match wanted {
+            Wanted::File { dev, ino } => self.files.remove(&file_key(slot, dev, ino)),
+            Wanted::Peer(peer) => self.peers.remove(&peer_key(slot, peer)),
+        };
+    }
+
+    /// Arms process `pid` for slot `slot`: its Python threads (`pthread_self` → thread state)
+    /// are told to the kernel side, then the uprobes are attached to its C library,
+    /// `libc` (a path that opens the very file the process mapped).
+    pub(crate) fn arm(
+        &mut self,
+        pid: u32,
+        slot: u32,
+        limit: u32,
+        libc: &PathBuf,
+        python: Option<(&Layout, &[(u64, u64)])>,
+    ) -> Result<(), String> {
+        let value = target_value(slot, limit, python.map(|p| p.0));
+        if let Some((_, threads)) = python {
+            for (me, tstate) in threads {
+                self.pythreads
+                    .insert(thread_key(pid, *me), *tstate, 0)
+                    .map_err(|e| say("pythreads", &e))?;
+            }
+        }
+        self.targets
+            .insert(pid, value, 0)
+            .map_err(|e| say("targets", &e))?;
+        let Some(scope) = NonZeroU32::new(pid).map(UProbeScope::OneProcess) else {
+            return Err("PID 0".into());
+        };
+        let mut links = Vec::new();
+        let mut attach = |prog: &'static str, symbol: &str| -> Result<(), String> {
+            let p: &mut UProbe = self
+                .ebpf
+                .program_mut(prog)
+                .ok_or_else(|| format!("no program {prog}"))?
+                .try_into()
+                .map_err(|e| say(prog, &e))?;
+            let link = p
+                .attach(symbol, libc, scope)
+                .map_err(|e| say(&format!("cannot attach to {symbol} of PID {pid}"), &e))?;
+            links.push((prog, link));
+            Ok(())
+        };
+        let mut result = Ok(());
+        for symbol in OPENS {
+            if let Err(e) = attach("on_open", symbol) {
+                // __open64_nocancel is private to glibc; another C library may lack it.
+                if symbol != "__open64_nocancel" {
+                    result = Err(e);
+                }
+            }
+        }
+        if let Err(e) = attach("on_connect", CONNECT) {
+            result = Err(e);
+        }
+        self.links.insert(pid, links);
+        if result.is_err() {
+            self.disarm(pid, python.map(|p| p.1));
+        }
+        result
+    }
+
+    /// Detaches `pid`'s uprobes and forgets it and its threads.
+    pub(crate) fn disarm(&mut self, pid: u32, threads: Option<&[(u64, u64)]>) {
+        let _ = self.targets.remove(&pid);
+        for (me, _) in threads.unwrap_or_default() {
+            let _ = self.pythreads.remove(&thread_key(pid, *me));
+        }
+        for (prog, link) in self.links.remove(&pid).unwrap_or_default() {
+            if let Some(p) = self.ebpf.program_mut(prog) {
+                let p: Result<&mut UProbe, _> = p.try_into();
+                if let Ok(p) = p {
+                    let _ = p.detach(link);
+                }
+            }
+        }
+    }
+
+    /// How many reports slot `slot` made or was refused past its limit.
+    pub(crate) fn used(&self, slot: u32) -> u32 {
+        self.budget.get(&slot, 0).unwrap_or(0)
+    }
+
+    /// The reports waiting, at most `max` of them.
+    pub(crate) fn drain(&mut self, max: usize) -> Vec<Event> {
+        let mut out = Vec::new();
+        while out.len() < max {
+            let Some(item) = self.events.next() else {
+                break;
+            };
+            if let Some(e) = Event::parse(&item) {
+                out.push(e);
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,500 @@
+//! Reading a running CPython from outside: where its thread states are, and what a code
+//! object and an instruction pointer say (file, function, line).
+//!
+//! Only CPython 3.11 is read: its layout below was checked field by field against
+//! Debian's `libpython3.11.so.1.0` (the one `uwsgi-plugin-python3` links). Every read
+//! goes through `/proc/PID/mem` with a size bound, and every value read is data: a
+//! pointer that leads nowhere ends the walk, a string too long is cut.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// The offsets the kernel side needs to walk a thread's frames, and those this module
+/// reads code objects with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Layout {
+    pub tstate_cframe: u64,
+    pub cframe_current: u64,
+    pub frame_code: u64,
+    pub frame_previous: u64,
+    pub frame_instr: u64,
+}
+
+/// CPython 3.11 on x86_64.
+pub(crate) const PY311: Layout = Layout {
+    tstate_cframe: 56,
+    cframe_current: 8,
+    frame_code: 32,
+    frame_previous: 48,
+    frame_instr: 56,
+};
+
+const RUNTIME_INTERP_HEAD: u64 = 40;
+const INTERP_THREADS_HEAD: u64 = 16;
+const TSTATE_NEXT: u64 = 8;
+/// `thread_id`: the `pthread_self()` of the thread the state belongs to.
+const TSTATE_THREAD_ID: u64 = 152;
+const CODE_TYPE: u64 = 8;
+const CODE_FIRSTLINENO: u64 = 72;
+const CODE_FILENAME: u64 = 112;
+const CODE_QUALNAME: u64 = 128;
+const CODE_LINETABLE: u64 = 136;
+const CODE_BYTECODE: u64 = 184;
+const CODE_LEN: usize = 192;
+
+/// Threads of one interpreter read at most (uWSGI runs one per core and thread).
+const MAX_THREADS: usize = 4096;
+/// The longest line table and name read.
+const MAX_LINETABLE: u64 = 256 * 1024;
+const MAX_NAME: u64 = 4096;
+/// The largest library or executable whose symbols are read.
+pub(crate) const MAX_ELF: u64 = 256 << 20;
+
+/// Where a frame's code comes from, for a reader who wants their own code first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Origin {
+    /// The app's own code.
+    App,
+    /// An installed package: the framework and other libraries.
+    Framework,
+    /// Python's standard library.
+    Stdlib,
+    /// A native (machine code) frame.
+    Native,
+    #[serde(other)]
+    Other,
+}
+
+impl Origin {
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Origin::App => "app",
+            Origin::Framework => "framework",
+            Origin::Stdlib => "stdlib",
+            Origin::Native => "native",
+            Origin::Other => "other",
+        }
+    }
+
+    /// Judged by the path of the file, as the interpreter imported it.
+    #[must_use]
+    pub fn of_python_file(file: &str) -> Origin {
+        if file.contains("/site-packages/") || file.contains("/dist-packages/") {
+            Origin::Framework
+        } else if file.starts_with('<')
+            || (file.starts_with("/usr/lib/python3") || file.starts_with("/usr/local/lib/python3"))
+        {
+            Origin::Stdlib
+        } else {
+            Origin::App
+        }
+    }
+}
+
+/// A CPython found in a process: the address of its runtime state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Interpreter {
+    pub runtime: u64,
+    /// `PyCode_Type`, to tell a code object from anything else a stale pointer finds.
+    pub code_type: u64,
+}
+
+/// What the maps of a process say about Python in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Found {
+    /// No CPython mapped: native frames only.
+    NotPython,
+    /// A CPython this version cannot read, and why.
+    Unreadable(String),
+    Python(Interpreter),
+}
+
+/// One mapping of `/proc/PID/maps` backed by a file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Mapping {
+    pub start: u64,
+    pub end: u64,
+    pub offset: u64,
+    pub path: String,
+}
+
+impl Mapping {
+    /// A path that opens the very file mapped, whatever its name says now.
+    pub(crate) fn file(&self, pid: i32) -> PathBuf {
+        PathBuf::from(format!(
+            "/proc/{pid}/map_files/{:x}-{:x}",
+            self.start, self.end
+        ))
+    }
+}
+
+/// The file-backed mappings of `pid`, bounded.
+pub(crate) fn mappings(pid: i32) -> std::io::Result<Vec<Mapping>> {
+    let raw = crate::bounded::read(Path::new(&format!("/proc/{pid}/maps")), 8 << 20)
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    Ok(String::from_utf8_lossy(&raw)
+        .lines()
+        .filter_map(parse_mapping)
+        .collect())
+}
+
+fn parse_mapping(line: &str) -> Option<Mapping> {
+    let mut it = line.splitn(6, ' ');
+    let range = it.next()?;
+    let _perms = it.next()?;
+    let offset = u64::from_str_radix(it.next()?, 16).ok()?;
+    let _dev = it.next()?;
+    let _inode = it.next()?;
+    let path = it.next()?.trim_start();
+    if !path.starts_with('/') {
+        return None;
+    }
+    let (s, e) = range.split_once('-')?;
+    Some(Mapping {
+        start: u64::from_str_radix(s, 16).ok()?,
+        end: u64::from_str_radix(e, 16).ok()?,
+        offset,
+        path: path.to_owned(),
+    })
+}
+
+/// The C library a process maps (glibc's `libc.so.6`).
+pub(crate) fn libc(maps: &[Mapping]) -> Option<&Mapping> {
+    maps.iter().find(|m| {
+        let name = m.path.rsplit('/').next().unwrap_or("");
+        m.offset == 0 && (name.starts_with("libc.so") || name.starts_with("libc-"))
+    })
+}
+
+/// Finds the CPython of `pid` among its mappings: a `libpython3.X` library, or an
+/// executable that has `_PyRuntime`.
+pub(crate) fn find(pid: i32, maps: &[Mapping]) -> Found {
+    let lib = maps.iter().find(|m| {
+        m.offset == 0
+            && m.path
+                .rsplit('/')
+                .next()
+                .is_some_and(|n| n.starts_with("libpython3."))
+    });
+    let Some(lib) = lib else {
+        return Found::NotPython;
+    };
+    let name = lib.path.rsplit('/').next().unwrap_or("");
+    if !name.starts_with("libpython3.11.") {
+        return Found::Unreadable(format!(
+            "{name}: only CPython 3.11's frames are read by this version"
+        ));
+    }
+    match symbols(&lib.file(pid), &["_PyRuntime", "PyCode_Type"]) {
+        Ok((base_vaddr, found)) => {
+            let bias = lib.start.wrapping_sub(base_vaddr);
+            match (found[0], found[1]) {
+                (Some(rt), Some(ct)) => Found::Python(Interpreter {
+                    runtime: bias.wrapping_add(rt),
+                    code_type: bias.wrapping_add(ct),
+                }),
+                _ => Found::Unreadable(format!("{}: no _PyRuntime symbol", lib.path)),
+            }
+        }
+        Err(e) => Found::Unreadable(format!("{}: {e}", lib.path)),
+    }
+}
+
+/// The addresses of `names` in the dynamic symbols of the ELF file at `path`, and the
+/// lowest address it loads at (subtracted from where it is mapped, that is its bias).
+fn symbols(path: &Path, names: &[&str]) -> Result<(u64, Vec<Option<u64>>), String> {
+    use object::{Object, ObjectSegment, ObjectSymbol};
+    let data = crate::bounded::read(path, MAX_ELF).map_err(|e| e.to_string())?;
+    let obj = object::File::parse(&*data).map_err(|e| e.to_string())?;
+    let base = obj
+        .segments()
+        .map(|s| s.address())
+        .min()
+        .unwrap_or(0)
+        & !0xfff;
+    let mut out = vec![None; names.len()];
+    for sym in obj.dynamic_symbols() {
+        if let Ok(n) = sym.name()
+            && let Some(i) = names.iter().position(|x| *x == n)
+        {
+            out[i] = Some(sym.address());
+        }
+    }
+    Ok((base, out))
+}
+
+/// Reads the memory of one process, bounded.
+pub(crate) struct Memory(File);
+
+impl Memory {
+    pub(crate) fn open(pid: i32) -> std::io::Result<Memory> {
+        File::open(format!("/proc/{pid}/mem")).map(Memory)
+    }
+
+    fn bytes(&self, addr: u64, len: usize) -> Option<Vec<u8>> {
+        let mut buf = vec![0u8; len];
+        self.0.read_exact_at(&mut buf, addr).ok()?;
+        Some(buf)
+    }
+
+    fn u64(&self, addr: u64) -> Option<u64> {
+        let b = self.bytes(addr, 8)?;
+        Some(u64::from_ne_bytes(b.try_into().ok()?))
+    }
+}
+
+/// The thread states of the interpreter: (`pthread_self()` of its thread, `PyThreadState`
+/// address). Not the native thread id: a forked worker's states keep its parent's.
+pub(crate) fn threads(mem: &Memory, interp: &Interpreter) -> Vec<(u64, u64)> {
+    let mut out = Vec::new();
+    let Some(head) = mem.u64(interp.runtime + RUNTIME_INTERP_HEAD) else {
+        return out;
+    };
+    if head == 0 {
+        return out;
+    }
+    let mut ts = mem.u64(head + INTERP_THREADS_HEAD).unwrap_or(0);
+    while ts != 0 && out.len() < MAX_THREADS {
+        let Some(me) = mem.u64(ts + TSTATE_THREAD_ID) else {
+            break;
+        };
+        out.push((me, ts));
+        ts = mem.u64(ts + TSTATE_NEXT).unwrap_or(0);
+    }
+    out
+}
+
+/// One frame of a site: Python (file, line, function) or native (file, symbol).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Frame {
+    pub file: String,
+    /// Absent for a native frame, or an instruction without a line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line: Option<u32>,
+    pub function: String,
+    pub origin: Origin,
+}
+
+/// Reads the frame of code object `code` stopped at instruction `instr`; `None` when
+/// `code` is not a code object (the frame changed under the read).
+pub(crate) fn frame(mem: &Memory, interp: &Interpreter, code: u64, instr: u64) -> Option<Frame> {
+    let raw = mem.bytes(code, CODE_LEN)?;
+    let field = |off: u64| {
+        let at = usize::try_from(off).ok()?;
+        Some(u64::from_ne_bytes(raw.get(at..at + 8)?.try_into().ok()?))
+    };
+    if field(CODE_TYPE)? != interp.code_type {
+        return None;
+    }
+    let first_line = i32::from_ne_bytes(raw.get(72..76)?.try_into().ok()?);
+    debug_assert_eq!(CODE_FIRSTLINENO, 72);
+    let file = string(mem, field(CODE_FILENAME)?).unwrap_or_else(|| "?".into());
+    let function = string(mem, field(CODE_QUALNAME)?).unwrap_or_else(|| "?".into());
+    let table = bytes_object(mem, field(CODE_LINETABLE)?).unwrap_or_default();
+    let index = (instr.cast_signed() - (code + CODE_BYTECODE).cast_signed()) / 2;
+    let line = line_of(&table, first_line, index);
+    Some(Frame {
+        origin: Origin::of_python_file(&file),
+        file,
+        line: line.and_then(|l| u32::try_from(l).ok()),
+        function,
+    })
+}
+
+/// A `str` object's text: compact ASCII, compact of any kind, or legacy (pointer to
+/// its data); at most `MAX_NAME` characters.
+fn string(mem: &Memory, addr: u64) -> Option<String> {
+    let head = mem.bytes(addr, 48)?;
+    let len = u64::from_ne_bytes(head[16..24].try_into().ok()?);
+    let state = u32::from_ne_bytes(head[32..36].try_into().ok()?);
+    let kind = (state >> 2) & 7;
+    let compact = state & (1 << 5) != 0;
+    let ascii = state & (1 << 6) != 0;
+    let len = len.min(MAX_NAME);
+    let data = match (compact, ascii) {
+        (true, true) => addr + 48,
+        (true, false) => addr + 72,
+        (false, _) => mem.u64(addr + 72)?,
+    };
+    let width = match kind {
+        1 => 1,
+        2 => 2,
+        4 => 4,
+        _ => return None,
+    };
+    let raw = mem.bytes(data, usize::try_from(len * width).ok()?)?;
+    let text = match width {
+        1 => raw.iter().map(|b| char::from(*b)).collect(),
+        2 => raw
+            .chunks_exact(2)
+            .map(|c| char::from_u32(u32::from(u16::from_ne_bytes([c[0], c[1]]))).unwrap_or('\u{fffd}'))
+            .collect(),
+        _ => raw
+            .chunks_exact(4)
+            .map(|c| char::from_u32(u32::from_ne_bytes([c[0], c[1], c[2], c[3]])).unwrap_or('\u{fffd}'))
+            .collect(),
+    };
+    Some(text)
+}
+
+/// A `bytes` object's content, at most `MAX_LINETABLE` bytes.
+fn bytes_object(mem: &Memory, addr: u64) -> Option<Vec<u8>> {
+    let size = mem.u64(addr + 16)?;
+    if size > MAX_LINETABLE {
+        return None;
+    }
+    mem.bytes(addr + 32, usize::try_from(size).ok()?)
+}
+
+fn varint(t: &[u8], i: &mut usize) -> Option<i64> {
+    let mut b = *t.get(*i)?;
+    *i += 1;
+    let mut val = i64::from(b & 63);
+    let mut shift = 0;
+    while b & 64 != 0 {
+        b = *t.get(*i)?;
+        *i += 1;
+        shift += 6;
+        if shift > 56 {
+            return None;
+        }
+        val |= i64::from(b & 63) << shift;
+    }
+    Some(val)
+}
+
+fn svarint(t: &[u8], i: &mut usize) -> Option<i64> {
+    let v = varint(t, i)?;
+    Some(if v & 1 == 0 { v >> 1 } else { -(v >> 1) })
+}
+
+/// The line of instruction `index` (in code units) by CPython 3.11's location table
+/// (`Objects/locations.md`); an index before the first instruction is the first line.
+pub(crate) fn line_of(table: &[u8], first_line: i32, index: i64) -> Option<i64> {
+    if index < 0 {
+        return Some(i64::from(first_line));
+    }
+    let mut line = i64::from(first_line);
+    let (mut i, mut unit) = (0usize, 0i64);
+    while i < table.len() {
+        let first = table[i];
+        i += 1;
+        let code = (first >> 3) & 15;
+        let length = i64::from(first & 7) + 1;
+        let here = match code {
+            15 => None,
+            14 => {
+                line += svarint(table, &mut i)?;
+                for _ in 0..3 {
+                    varint(table, &mut i)?;
+                }
+                Some(line)
+            }
+            13 => {
+                line += svarint(table, &mut i)?;
+                Some(line)
+            }
+            10..=12 => {
+                line += i64::from(code - 10);
+                i += 2;
+                Some(line)
+            }
+            _ => {
+                i += 1;
+                Some(line)
+            }
+        };
+        if (unit..unit + length).contains(&index) {
+            return here;
+        }
+        unit += length;
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn py_positions(src: &str) -> Vec<(Vec<u8>, i32, Vec<Option<i64>>)> {
+        // CPython itself says, for every instruction of every code object in `src`, its
+        // line: the oracle the parser is checked against.
+        let script = format!(
+            r#"
+import sys, json
+src = {src:?}
+out = []
+def walk(co):
+    out.append([list(co.co_linetable), co.co_firstlineno, [p[0] for p in co.co_positions()]])
+    for c in co.co_consts:
+        if hasattr(c, 'co_linetable'):
+            walk(c)
+walk(compile(src, 'x.py', 'exec'))
+print(json.dumps(out))
+"#
+        );
+        let out = std::process::Command::new("/usr/bin/python3")
+            .args(["-c", &script])
+            .output()
+            .expect("python3 runs");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let v: Vec<(Vec<u8>, i32, Vec<Option<i64>>)> =
+            serde_json::from_slice(&out.stdout).expect("json");
+        v
+    }
+
+    #[test]
+    fn line_table_matches_cpython_for_every_instruction() {
+        let src = "def f(a,\n      b):\n    x = [i\n         for i in range(a)\n         if i]\n    try:\n        y = 1/0\n    except ZeroDivisionError:\n        y = (a +\n             b)\n    with open('/dev/null') as g:\n        pass\n\n\n\n    return lambda q: q + \\\n        y\n"
+            .repeat(3)
+            .replace("def f", "def f1")
+            .replacen("def f1", "def f2", 1);
+        let all = py_positions(&src);
+        assert!(all.len() >= 6, "functions, lambdas and comprehensions");
+        for (table, first, lines) in all {
+            for (i, want) in lines.iter().enumerate() {
+                let got = line_of(&table, first, i64::try_from(i).unwrap());
+                assert_eq!(got, *want, "instruction {i} of a code object at line {first}");
+            }
+        }
+    }
+
+    #[test]
+    fn origin_by_path() {
+        assert_eq!(Origin::of_python_file("/srv/shop/app.py"), Origin::App);
+        assert_eq!(
+            Origin::of_python_file("/usr/lib/python3/dist-packages/bottle.py"),
+            Origin::Framework
+        );
+        assert_eq!(
+            Origin::of_python_file("/usr/local/lib/python3.11/site-packages/flask/app.py"),
+            Origin::Framework
+        );
+        assert_eq!(
+            Origin::of_python_file("/usr/lib/python3.11/socket.py"),
+            Origin::Stdlib
+        );
+        assert_eq!(Origin::of_python_file("<frozen codecs>"), Origin::Stdlib);
+    }
+
+    #[test]
+    fn maps_lines() {
+        let m = parse_mapping(
+            "7f00a000-7f00b000 r-xp 00002000 fe:01 123 /usr/lib/x86_64-linux-gnu/libc.so.6",
+        )
+        .unwrap();
+        assert_eq!(m.start, 0x7f00_a000);
+        assert_eq!(m.offset, 0x2000);
+        assert_eq!(m.path, "/usr/lib/x86_64-linux-gnu/libc.so.6");
+        assert_eq!(parse_mapping("7f00a000-7f00b000 rw-p 00000000 00:00 0 [heap]"), None);
+        assert_eq!(
+            parse_mapping("1000-2000 r--p 00000000 fe:01 9 /srv/a b (deleted)").unwrap().path,
+            "/srv/a b (deleted)"
+        );
+    }
+}

@@ -1,0 +1,72 @@
+# A bottle app that leaks on purpose, for the tests of captures: the leaks are opened by
+# helpers in this module, below the route, under a sub-app mounted at /shop/.
+#
+#   GET /shop/receipt   receipt() → load_receipt() → open_receipt(): keeps static/cat.jpg open
+#   GET /shop/mixed     reads static/cat.jpg and closes it (peek_cat), then leaks it as
+#                       /shop/receipt does
+#   GET /shop/connect   connects to $PEER (HOST:PORT) and keeps the connection
+#   GET /               leaks nothing
+import os
+import socket
+
+import bottle
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+CAT = os.path.join(HERE, "static", "cat.jpg")
+KEPT = []
+
+
+def open_receipt():
+    f = open(CAT, "rb")  # leak site
+    KEPT.append(f)
+    return f
+
+
+def load_receipt():
+    return open_receipt()
+
+
+def peek_cat():
+    with open(CAT, "rb") as f:  # closed site
+        return f.read(2)
+
+
+def connect_upstream():
+    host, port = os.environ["PEER"].rsplit(":", 1)
+    s = socket.create_connection((host, int(port)))  # connect site
+    KEPT.append(s)
+    return s
+
+
+shop = bottle.Bottle()
+
+
+@shop.route("/receipt")
+def receipt():
+    load_receipt()
+    return "%d %d 0\n" % (os.getpid(), len(KEPT))
+
+
+@shop.route("/mixed")
+def mixed():
+    peek_cat()
+    load_receipt()
+    return "%d %d 0\n" % (os.getpid(), len(KEPT))
+
+
+@shop.route("/connect")
+def connect():
+    connect_upstream()
+    return "%d %d 0\n" % (os.getpid(), len(KEPT))
+
+
+root = bottle.Bottle()
+root.mount("/shop/", shop)
+
+
+@root.route("/")
+def index():
+    return "%d %d 0\n" % (os.getpid(), len(KEPT))
+
+
+application = root

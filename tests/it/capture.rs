@@ -1,0 +1,226 @@
+//! Captures against a real Emperor: a bottle app (`tests/apps/shop.py`, mounted under
+//! `/shop/`) leaks from helpers in its own module; the incident names them.
+
+use std::fs;
+use std::net::TcpListener;
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::bin;
+use crate::harness::{Emperor, VassalSpec, Warden, events, wait_for};
+
+const SHOP_APP: &str = include_str!("../apps/shop.py");
+
+/// The line 40 fds, armed halfway there; one sample over the line is enough.
+const POLICY: &str = "reload-at = 40\nfor = 1\ncooldown = 10m\nverify = 30s\n";
+
+/// A vassal running `shop.py`, with `extra` `[uwsgi]` lines.
+fn shop(emp: &Emperor, name: &str, extra: &[&str]) -> i32 {
+    fs::write(emp.root().join("shop.py"), SHOP_APP).unwrap();
+    let spec = VassalSpec {
+        extra: extra.iter().map(|s| (*s).to_owned()).collect(),
+        ..VassalSpec::default()
+    };
+    let text = emp.ini_text(&spec).replace("/app.py", "/shop.py");
+    fs::write(emp.ini_path(name), text).unwrap();
+    let (_, workers) = emp.wait_running(name, 1);
+    workers[0]
+}
+
+/// The line of `shop.py` that ends with `marker`.
+fn line_of(marker: &str) -> u64 {
+    let n = SHOP_APP
+        .lines()
+        .position(|l| l.trim_end().ends_with(marker))
+        .expect("marker in shop.py");
+    n as u64 + 1
+}
+
+/// Requests `path` until the warden arms a capture, then `after` more times.
+fn leak_past_arming(emp: &Emperor, warden: &Warden, name: &str, path: &str, after: usize) {
+    for _ in 0..30 {
+        emp.request(name, path);
+        std::thread::sleep(Duration::from_millis(50));
+        if warden.log().contains("capture armed") {
+            break;
+        }
+    }
+    wait_for(Duration::from_secs(10), "the capture to be armed", || {
+        warden.log().contains("capture armed").then_some(())
+    });
+    for _ in 0..after {
+        emp.request(name, path);
+    }
+}
+
+fn frames(site: &Value) -> Vec<(String, Option<u64>, String, String)> {
+    site["frames"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["file"].as_str().unwrap().to_owned(),
+                f["line"].as_u64(),
+                f["function"].as_str().unwrap().to_owned(),
+                f["origin"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+fn app_frames(site: &Value, shop_py: &Path) -> Vec<(u64, String)> {
+    frames(site)
+        .into_iter()
+        .filter(|(file, _, _, origin)| origin == "app" && file == shop_py.to_str().unwrap())
+        .map(|(_, line, function, _)| (line.unwrap(), function))
+        .collect()
+}
+
+#[test]
+fn incident_names_the_helper_that_keeps_the_file_open_and_its_route() {
+    let emp = Emperor::start();
+    shop(&emp, "shop.ini", &[]);
+    let warden = Warden::start(&bin(), &emp, POLICY, &[]);
+    leak_past_arming(&emp, &warden, "shop.ini", "/shop/receipt", 30);
+
+    let detected = warden.wait_record("detected", 0);
+    let capture = &detected["capture"];
+    let cat = emp.root().join("static/cat.jpg");
+    assert_eq!(capture["target"], cat.to_str().unwrap(), "{capture:#}");
+    let sites = capture["sites"].as_array().expect("sites");
+    assert_eq!(sites.len(), 1, "one place keeps cat.jpg open: {capture:#}");
+    let site = &sites[0];
+    // Every open seen in the window is still open: none was closed.
+    let open = site["open"].as_u64().unwrap();
+    assert!(open >= 5, "{site:#}");
+    assert_eq!(site["opened"], site["open"], "{site:#}");
+    let shop_py = emp.root().join("shop.py");
+    assert_eq!(
+        app_frames(site, &shop_py),
+        [
+            (line_of("# leak site"), "open_receipt".to_owned()),
+            (line_of("return open_receipt()"), "load_receipt".to_owned()),
+            (line_of("    load_receipt()"), "receipt".to_owned()),
+        ],
+        "{site:#}"
+    );
+    // Innermost first: the helper is the first frame; bottle's own frames are marked as
+    // the framework's, below the route.
+    assert_eq!(frames(site)[0].2, "open_receipt", "{site:#}");
+    assert!(
+        frames(site)
+            .iter()
+            .any(|(file, _, _, origin)| file.ends_with("/bottle.py") && origin == "framework"),
+        "{site:#}"
+    );
+    // The remediation is as it always was.
+    let outcome = warden.wait_record("outcome", 0);
+    assert_eq!(outcome["result"], "recovered", "{outcome}");
+    assert_eq!(
+        events(&warden.records()),
+        ["detected", "action", "outcome"]
+    );
+}
+
+#[test]
+fn a_site_whose_files_are_closed_is_not_reported() {
+    let emp = Emperor::start();
+    shop(&emp, "shop.ini", &[]);
+    let warden = Warden::start(&bin(), &emp, POLICY, &[]);
+    leak_past_arming(&emp, &warden, "shop.ini", "/shop/mixed", 30);
+
+    let detected = warden.wait_record("detected", 0);
+    let capture = &detected["capture"];
+    let sites = capture["sites"].as_array().expect("sites");
+    assert_eq!(sites.len(), 1, "{capture:#}");
+    let shop_py = emp.root().join("shop.py");
+    let app = app_frames(&sites[0], &shop_py);
+    assert_eq!(app[0], (line_of("# leak site"), "open_receipt".to_owned()));
+    assert!(
+        !app.iter().any(|(_, f)| f == "peek_cat"),
+        "the site that closes what it opens is not a leak: {capture:#}"
+    );
+    // Both sites opened the file: twice the reports of the leaking site alone.
+    let open = sites[0]["open"].as_u64().unwrap();
+    assert!(capture["reports"].as_u64().unwrap() >= 2 * open, "{capture:#}");
+}
+
+#[test]
+fn a_leak_of_connections_names_the_connect() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let peer = listener.local_addr().unwrap();
+    // Accepts and holds every connection, so that each stays established.
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in listener.incoming().flatten() {
+            held.push(s);
+        }
+    });
+    let emp = Emperor::start();
+    shop(&emp, "shop.ini", &[&format!("env = PEER={peer}")]);
+    let warden = Warden::start(&bin(), &emp, POLICY, &[]);
+    leak_past_arming(&emp, &warden, "shop.ini", "/shop/connect", 30);
+
+    let detected = warden.wait_record("detected", 0);
+    let capture = &detected["capture"];
+    assert_eq!(
+        capture["target"],
+        format!("connections to {peer}"),
+        "{capture:#}"
+    );
+    let sites = capture["sites"].as_array().expect("sites");
+    assert_eq!(sites.len(), 1, "{capture:#}");
+    let shop_py = emp.root().join("shop.py");
+    assert_eq!(
+        app_frames(&sites[0], &shop_py)[0],
+        (line_of("# connect site"), "connect_upstream".to_owned()),
+        "{capture:#}"
+    );
+    // Inside the standard library's create_connection, innermost.
+    let (file, _, function, origin) = &frames(&sites[0])[0];
+    assert!(file.ends_with("/socket.py"), "{capture:#}");
+    assert_eq!(function, "create_connection");
+    assert_eq!(origin, "stdlib");
+}
+
+#[test]
+fn without_the_capabilities_the_incident_says_why_and_the_remedy_is_unchanged() {
+    let emp = Emperor::start();
+    shop(&emp, "shop.ini", &[]);
+    let config = crate::harness::write_config(
+        emp.root(),
+        "warden.ini",
+        &[emp.vassals.display().to_string()],
+        &format!("interval = 200ms\n\n[policy]\n{POLICY}\n"),
+    );
+    let drop = "-bpf,-perfmon,-sys_admin";
+    let warden = Warden::start_under(
+        &[
+            "setpriv",
+            &format!("--bounding-set={drop}"),
+            &format!("--inh-caps={drop}"),
+        ],
+        &bin(),
+        &config,
+        &emp.root().join("incidents.jsonl"),
+        &[],
+    );
+    for _ in 0..40 {
+        emp.request("shop.ini", "/shop/receipt");
+    }
+    let detected = warden.wait_record("detected", 0);
+    let why = detected["capture"]["unavailable"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{detected:#}"));
+    assert!(why.contains("CAP_BPF"), "{why}");
+    assert!(!why.contains('\n'), "one line: {why}");
+    let outcome = warden.wait_record("outcome", 0);
+    assert_eq!(outcome["result"], "recovered", "{outcome}");
+    assert_eq!(
+        events(&warden.records()),
+        ["detected", "action", "outcome"]
+    );
+}
