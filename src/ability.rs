@@ -20,6 +20,12 @@ pub(crate) enum Cap {
     Kill = 5,
     /// Read `/proc/PID/fd` and `/proc/PID/exe` of another user's process.
     SysPtrace = 19,
+    /// What `CAP_BPF` and `CAP_PERFMON` were split from (kernels before 5.8).
+    SysAdmin = 21,
+    /// Attach a capture's uprobes.
+    Perfmon = 38,
+    /// Load a capture's programs.
+    Bpf = 39,
 }
 
 impl Cap {
@@ -28,6 +34,9 @@ impl Cap {
             Cap::Fowner => "CAP_FOWNER",
             Cap::Kill => "CAP_KILL",
             Cap::SysPtrace => "CAP_SYS_PTRACE",
+            Cap::SysAdmin => "CAP_SYS_ADMIN",
+            Cap::Perfmon => "CAP_PERFMON",
+            Cap::Bpf => "CAP_BPF",
         }
     }
 }
@@ -104,6 +113,20 @@ impl Viewpoint {
             }
             None => path.to_owned(),
         }
+    }
+}
+
+/// Whether `caps` may load and attach a capture.
+pub(crate) fn capture(caps: Caps) -> Result<(), String> {
+    if caps.has(Cap::SysAdmin) || (caps.has(Cap::Bpf) && caps.has(Cap::Perfmon)) {
+        Ok(())
+    } else {
+        Err(format!(
+            "captures: the warden lacks {} and {} (or {}); add them to the unit's CapabilityBoundingSet= to name the code that leaks",
+            Cap::Bpf.name(),
+            Cap::Perfmon.name(),
+            Cap::SysAdmin.name()
+        ))
     }
 }
 

@@ -203,7 +203,10 @@ impl Captures {
         let Some(at) = at else { return };
         if self.running.contains_key(vassal)
             || self.finished.contains_key(vassal)
-            || self.not_before.get(vassal).is_some_and(|t| Instant::now() < *t)
+            || self
+                .not_before
+                .get(vassal)
+                .is_some_and(|t| Instant::now() < *t)
         {
             return;
         }
@@ -217,7 +220,8 @@ impl Captures {
         if self.availability().is_err() {
             return;
         }
-        self.not_before.insert(vassal.to_owned(), Instant::now() + RETRY);
+        self.not_before
+            .insert(vassal.to_owned(), Instant::now() + RETRY);
         let base = baselines.get(&p.id).map_or(0, |b| b.fds);
         let Some((wanted, target, count)) = dominant(p.id.pid) else {
             return;
@@ -344,9 +348,7 @@ impl Captures {
         }
         // A leak that reached the line before a capture was armed still says, when the
         // host cannot capture, why.
-        self.availability()
-            .err()
-            .map(Capture::unavailable)
+        self.availability().err().map(Capture::unavailable)
     }
 
     fn poll_one(&mut self, vassal: &Path) {
@@ -355,12 +357,7 @@ impl Captures {
 
     /// Forgets a vassal no longer watched.
     pub(crate) fn retain(&mut self, keep: impl Fn(&Path) -> bool) {
-        let gone: Vec<PathBuf> = self
-            .running
-            .keys()
-            .filter(|p| !keep(p))
-            .cloned()
-            .collect();
+        let gone: Vec<PathBuf> = self.running.keys().filter(|p| !keep(p)).cloned().collect();
         for p in gone {
             self.finish(&p);
         }
@@ -374,22 +371,27 @@ impl Captures {
 fn arm_one(probe: &mut Probe, pid: i32, slot: u32, samples: u32) -> Result<Armed, String> {
     let maps = python::mappings(pid).map_err(|e| format!("PID {pid}: {e}"))?;
     let libc = python::libc(&maps)
-        .ok_or_else(|| format!("PID {pid}: no C library mapped (statically linked?)"))?
-        .file(pid);
+        .ok_or_else(|| format!("PID {pid}: no C library mapped (statically linked?)"))?;
+    let libc = libc
+        .file(pid)
+        .ok_or_else(|| format!("PID {pid}: {} was replaced since it was mapped", libc.path))?;
     let (interp, mem, threads, note) = match python::find(pid, &maps) {
         python::Found::Python(interp) => match python::Memory::open(pid) {
             Ok(mem) => {
                 let threads = python::threads(&mem, &interp);
                 (Some(interp), Some(mem), Some(threads), None)
             }
-            Err(e) => (None, None, None, Some(format!("PID {pid}: /proc/{pid}/mem: {e}"))),
+            Err(e) => (
+                None,
+                None,
+                None,
+                Some(format!("PID {pid}: /proc/{pid}/mem: {e}")),
+            ),
         },
         python::Found::Unreadable(why) => (None, None, None, Some(format!("PID {pid}: {why}"))),
         python::Found::NotPython => (None, None, None, None),
     };
-    let python = threads
-        .as_deref()
-        .map(|t| (&python::PY311, t));
+    let python = threads.as_deref().map(|t| (&python::PY311, t));
     probe
         .arm(pid.cast_unsigned(), slot, samples, &libc, python)
         .map_err(|e| format!("PID {pid}: {e}"))?;
@@ -408,7 +410,11 @@ fn arm_one(probe: &mut Probe, pid: i32, slot: u32, samples: u32) -> Result<Armed
 impl Running {
     fn add(&mut self, e: &Event) {
         self.reports += 1;
-        let Some(a) = self.procs.iter_mut().find(|a| a.pid.cast_unsigned() == e.tgid) else {
+        let Some(a) = self
+            .procs
+            .iter_mut()
+            .find(|a| a.pid.cast_unsigned() == e.tgid)
+        else {
             return;
         };
         let mut frames = Vec::new();

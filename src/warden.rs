@@ -18,11 +18,11 @@ use std::time::{Duration, Instant, SystemTime};
 use tracing::{debug, error, info, warn};
 
 use crate::act;
-use crate::capture::{Capture, Captures};
 use crate::audit::{
     self, Action, AuditLog, Detected, Event as Rec, Outcome, OutcomeResult, Record, Role,
     Suppressed,
 };
+use crate::capture::{Capture, Captures};
 use crate::config::{Config, Policy};
 use crate::episode::{
     self, Decision, Episode, Facts, Incident, Lookups, Pass, Proc, Taken, Then, Timings,

@@ -174,7 +174,9 @@ impl Probe {
     /// is armed, nothing runs.
     pub(crate) fn load() -> Result<Probe, String> {
         if !std::path::Path::new("/sys/bus/event_source/devices/uprobe/type").exists() {
-            return Err("this kernel has no uprobe events (/sys/bus/event_source/devices/uprobe)".into());
+            return Err(
+                "this kernel has no uprobe events (/sys/bus/event_source/devices/uprobe)".into(),
+            );
         }
         let mut ebpf = EbpfLoader::new()
             .verifier_log_level(VerifierLogLevel::DEBUG.union(VerifierLogLevel::STATS))
@@ -213,9 +215,7 @@ impl Probe {
 
     /// Starts slot `slot` looking for `wanted`, its count of reports at zero.
     pub(crate) fn want(&mut self, slot: u32, wanted: Wanted) -> Result<(), String> {
-        self.budget
-            .set(slot, 0, 0)
-            .map_err(|e| say("budget", &e))?;
+        self.budget.set(slot, 0, 0).map_err(|e| say("budget", &e))?;
         match wanted {
             Wanted::File { dev, ino } => self
                 .files

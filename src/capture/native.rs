@@ -15,9 +15,9 @@ struct Symbols {
 }
 
 impl Symbols {
-    fn read(path: &PathBuf) -> Option<Symbols> {
+    fn read(path: Option<PathBuf>) -> Option<Symbols> {
         use object::{Object, ObjectSegment, ObjectSymbol};
-        let data = crate::bounded::read(path, MAX_ELF).ok()?;
+        let data = crate::bounded::read(&path?, MAX_ELF).ok()?;
         let obj = object::File::parse(&*data).ok()?;
         let segments = obj
             .segments()
@@ -81,9 +81,12 @@ impl Symbolizer {
         let syms = self
             .files
             .entry(m.path.clone())
-            .or_insert_with(|| Symbols::read(&m.file(pid)));
+            .or_insert_with(|| Symbols::read(m.file(pid)));
         // A return address points after the call: the call itself is one byte before.
-        let function = match syms.as_ref().and_then(|s| s.name_at(file_offset.saturating_sub(1))) {
+        let function = match syms
+            .as_ref()
+            .and_then(|s| s.name_at(file_offset.saturating_sub(1)))
+        {
             Some((name, off)) => format!("{name}+{:#x}", off + 1),
             None => format!("{file_offset:#x}"),
         };

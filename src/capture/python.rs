@@ -120,16 +120,18 @@ pub(crate) struct Mapping {
     pub start: u64,
     pub end: u64,
     pub offset: u64,
+    pub inode: u64,
     pub path: String,
 }
 
 impl Mapping {
-    /// A path that opens the very file mapped, whatever its name says now.
-    pub(crate) fn file(&self, pid: i32) -> PathBuf {
-        PathBuf::from(format!(
-            "/proc/{pid}/map_files/{:x}-{:x}",
-            self.start, self.end
-        ))
+    /// The file mapped, as the process sees its path (through its root), if that path
+    /// still leads to the inode mapped: a file renamed or replaced since is not read.
+    /// (`/proc/PID/map_files` would need `CAP_SYS_ADMIN`.)
+    pub(crate) fn file(&self, pid: i32) -> Option<PathBuf> {
+        let p = PathBuf::from(format!("/proc/{pid}/root{}", self.path));
+        let st = rustix::fs::stat(&p).ok()?;
+        (st.st_ino == self.inode).then_some(p)
     }
 }
 
@@ -149,7 +151,7 @@ fn parse_mapping(line: &str) -> Option<Mapping> {
     let _perms = it.next()?;
     let offset = u64::from_str_radix(it.next()?, 16).ok()?;
     let _dev = it.next()?;
-    let _inode = it.next()?;
+    let inode = it.next()?.parse().ok()?;
     let path = it.next()?.trim_start();
     if !path.starts_with('/') {
         return None;
@@ -159,6 +161,7 @@ fn parse_mapping(line: &str) -> Option<Mapping> {
         start: u64::from_str_radix(s, 16).ok()?,
         end: u64::from_str_radix(e, 16).ok()?,
         offset,
+        inode,
         path: path.to_owned(),
     })
 }
@@ -190,7 +193,10 @@ pub(crate) fn find(pid: i32, maps: &[Mapping]) -> Found {
             "{name}: only CPython 3.11's frames are read by this version"
         ));
     }
-    match symbols(&lib.file(pid), &["_PyRuntime", "PyCode_Type"]) {
+    let Some(file) = lib.file(pid) else {
+        return Found::Unreadable(format!("{}: replaced since it was mapped", lib.path));
+    };
+    match symbols(&file, &["_PyRuntime", "PyCode_Type"]) {
         Ok((base_vaddr, found)) => {
             let bias = lib.start.wrapping_sub(base_vaddr);
             match (found[0], found[1]) {
@@ -211,12 +217,7 @@ fn symbols(path: &Path, names: &[&str]) -> Result<(u64, Vec<Option<u64>>), Strin
     use object::{Object, ObjectSegment, ObjectSymbol};
     let data = crate::bounded::read(path, MAX_ELF).map_err(|e| e.to_string())?;
     let obj = object::File::parse(&*data).map_err(|e| e.to_string())?;
-    let base = obj
-        .segments()
-        .map(|s| s.address())
-        .min()
-        .unwrap_or(0)
-        & !0xfff;
+    let base = obj.segments().map(|s| s.address()).min().unwrap_or(0) & !0xfff;
     let mut out = vec![None; names.len()];
     for sym in obj.dynamic_symbols() {
         if let Ok(n) = sym.name()
@@ -332,11 +333,15 @@ fn string(mem: &Memory, addr: u64) -> Option<String> {
         1 => raw.iter().map(|b| char::from(*b)).collect(),
         2 => raw
             .chunks_exact(2)
-            .map(|c| char::from_u32(u32::from(u16::from_ne_bytes([c[0], c[1]]))).unwrap_or('\u{fffd}'))
+            .map(|c| {
+                char::from_u32(u32::from(u16::from_ne_bytes([c[0], c[1]]))).unwrap_or('\u{fffd}')
+            })
             .collect(),
         _ => raw
             .chunks_exact(4)
-            .map(|c| char::from_u32(u32::from_ne_bytes([c[0], c[1], c[2], c[3]])).unwrap_or('\u{fffd}'))
+            .map(|c| {
+                char::from_u32(u32::from_ne_bytes([c[0], c[1], c[2], c[3]])).unwrap_or('\u{fffd}')
+            })
             .collect(),
     };
     Some(text)
@@ -442,7 +447,11 @@ print(json.dumps(out))
             .args(["-c", &script])
             .output()
             .expect("python3 runs");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let v: Vec<(Vec<u8>, i32, Vec<Option<i64>>)> =
             serde_json::from_slice(&out.stdout).expect("json");
         v
@@ -459,7 +468,10 @@ print(json.dumps(out))
         for (table, first, lines) in all {
             for (i, want) in lines.iter().enumerate() {
                 let got = line_of(&table, first, i64::try_from(i).unwrap());
-                assert_eq!(got, *want, "instruction {i} of a code object at line {first}");
+                assert_eq!(
+                    got, *want,
+                    "instruction {i} of a code object at line {first}"
+                );
             }
         }
     }
@@ -490,10 +502,16 @@ print(json.dumps(out))
         .unwrap();
         assert_eq!(m.start, 0x7f00_a000);
         assert_eq!(m.offset, 0x2000);
+        assert_eq!(m.inode, 123);
         assert_eq!(m.path, "/usr/lib/x86_64-linux-gnu/libc.so.6");
-        assert_eq!(parse_mapping("7f00a000-7f00b000 rw-p 00000000 00:00 0 [heap]"), None);
         assert_eq!(
-            parse_mapping("1000-2000 r--p 00000000 fe:01 9 /srv/a b (deleted)").unwrap().path,
+            parse_mapping("7f00a000-7f00b000 rw-p 00000000 00:00 0 [heap]"),
+            None
+        );
+        assert_eq!(
+            parse_mapping("1000-2000 r--p 00000000 fe:01 9 /srv/a b (deleted)")
+                .unwrap()
+                .path,
             "/srv/a b (deleted)"
         );
     }

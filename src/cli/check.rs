@@ -32,6 +32,8 @@ pub(super) struct CheckReport {
     /// Whose abilities the "could it act" problems judge: the running warden's (its
     /// capabilities and mounts), or this command's when none runs with this log.
     judged_as: String,
+    /// Whether captures of the code that leaks can run, and why not.
+    captures: String,
     /// Each a sentence naming the file or PID and what to do.
     pub problems: Vec<String>,
 }
@@ -75,6 +77,7 @@ struct PolicyView {
     action: &'static str,
     verify: String,
     top: usize,
+    capture_at: String,
 }
 
 /// The Emperor scans its vassal directories every `emperor-freq` seconds, 3 unless set.
@@ -114,10 +117,12 @@ impl CheckReport {
                 }
             })
             .collect();
-        let judged_as = match crate::audit::running_owner(&cfg.audit_log) {
+        let daemon = crate::audit::running_owner(&cfg.audit_log);
+        let judged_as = match daemon {
             Some(pid) => format!("the running warden (PID {pid})"),
             None => "this command (no warden runs with this incident log)".to_owned(),
         };
+        let captures = captures(cfg, daemon);
         CheckReport {
             judged_as,
             config: cfg.path.clone(),
@@ -126,8 +131,25 @@ impl CheckReport {
             sources_from: inv.sources_from,
             emperors: inv.emperors.iter().map(EmperorCheck::of).collect(),
             vassals,
+            captures,
             problems,
         }
+    }
+}
+
+/// Whether captures can run for the warden judged: off, its capabilities, then what the
+/// kernel says when this command loads the programs (and unloads them).
+fn captures(cfg: &Config, daemon: Option<i32>) -> String {
+    if !cfg.capture.enabled {
+        return "off (capture = off in [warden])".into();
+    }
+    let view = crate::ability::Viewpoint::of(daemon);
+    if let Err(e) = crate::ability::capture(view.caps) {
+        return format!("unavailable: {e}");
+    }
+    match crate::capture::Captures::new(cfg.capture).availability() {
+        Ok(()) => "available: uprobes on the C library, Python frames of CPython 3.11".into(),
+        Err(why) => format!("unavailable: {why}"),
     }
 }
 
@@ -261,6 +283,9 @@ impl PolicyView {
             action: p.action.as_str(),
             verify: duration(p.verify),
             top: p.top,
+            capture_at: p
+                .capture_at
+                .map_or_else(|| "off".into(), |x| format!("{}%", x * 100.0)),
         }
     }
 }
@@ -286,6 +311,7 @@ impl Report for CheckReport {
             v.write_text(w)?;
         }
         writeln!(w, "what it could do is judged for {}", self.judged_as)?;
+        writeln!(w, "captures of the code that leaks: {}", self.captures)?;
         if self.problems.is_empty() {
             writeln!(w, "no problems found")?;
         }

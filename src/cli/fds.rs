@@ -25,6 +25,34 @@ pub(super) struct FdsReport {
     vassal: Option<String>,
     /// Master first, then workers; for a PID, that one process.
     processes: Vec<ProcessFds>,
+    /// For a vassal: the code that leaks, as its latest incident that captured it says.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_capture: Option<LastCapture>,
+}
+
+/// A capture recorded in the incident log.
+#[derive(Debug, Serialize)]
+struct LastCapture {
+    incident: String,
+    ts: String,
+    capture: crate::capture::Capture,
+}
+
+/// The latest `detected` record of the vassal file `config` that carries a capture with
+/// sites, in the log and its newest rotation.
+fn last_capture(audit_log: &std::path::Path, config: &std::path::Path) -> Option<LastCapture> {
+    let read = crate::audit::read_history(audit_log, 16 << 20, 1).ok()?;
+    read.records.into_iter().rev().find_map(|r| match r.event {
+        crate::audit::Event::Detected(d) if r.config == config => d
+            .capture
+            .filter(|c| !c.sites.is_empty())
+            .map(|capture| LastCapture {
+                incident: r.incident,
+                ts: r.ts,
+                capture,
+            }),
+        _ => None,
+    })
 }
 
 /// One process: its fds named and grouped, against its soft limit.
@@ -59,6 +87,7 @@ impl FdsReport {
         Ok(FdsReport {
             vassal: None,
             processes: vec![ProcessFds::new(None, report)],
+            last_capture: None,
         })
     }
 
@@ -68,6 +97,7 @@ impl FdsReport {
         inv: &Inventory,
         target: &str,
         top: usize,
+        audit_log: &std::path::Path,
     ) -> Result<FdsReport, Failure> {
         let v = inv.find(target).ok_or_else(|| {
             let sources: Vec<String> = inv.sources.iter().map(ToString::to_string).collect();
@@ -99,6 +129,7 @@ impl FdsReport {
         Ok(FdsReport {
             vassal: Some(v.file.name.clone()),
             processes,
+            last_capture: last_capture(audit_log, &v.file.path),
         })
     }
 }
@@ -128,6 +159,10 @@ impl Report for FdsReport {
                 .map(|(k, n)| format!("{k} {n}"))
                 .collect();
             writeln!(w, "  by kind: {}\n", kinds.join(", "))?;
+        }
+        if let Some(c) = &self.last_capture {
+            writeln!(w, "{vassal}as of incident {} ({}):", c.incident, c.ts)?;
+            super::traceback::write(w, &c.capture, "  ")?;
         }
         Ok(())
     }
@@ -177,6 +212,7 @@ mod tests {
         let by_vassal = serde_json::to_value(FdsReport {
             vassal: Some("shop.ini".into()),
             processes: vec![ProcessFds::new(Some(Role::Master), report)],
+            last_capture: None,
         })
         .unwrap();
 

@@ -108,6 +108,8 @@ struct Summary<'a> {
     outcome: String,
     /// How long a lasting episode lasted: to its end, or to its last reminder (`+`).
     lasted: String,
+    /// What the `detected` record says of the code that leaks.
+    capture: Option<&'a crate::capture::Capture>,
 }
 
 impl<'a> Summary<'a> {
@@ -120,13 +122,15 @@ impl<'a> Summary<'a> {
             action: "-".into(),
             outcome: "-".into(),
             lasted: "-".into(),
+            capture: None,
         }
     }
 
     /// Later records override earlier ones: the last action and outcome win.
-    fn absorb(&mut self, r: &Record) {
+    fn absorb(&mut self, r: &'a Record) {
         match &r.event {
             Event::Detected(d) => {
+                self.capture = d.capture.as_ref();
                 self.pid = d.pid.to_string();
                 self.fds = format!("{}/{}", d.fds, table::limit(Some(d.limit)));
                 if let Some(t) = d.top.first() {
@@ -175,19 +179,28 @@ impl Report for IncidentsReport {
             ("OUTCOME", Align::Left),
             ("LASTED", Align::Right),
         ]);
-        for s in self.summaries() {
+        let summaries = self.summaries();
+        for s in &summaries {
             t.row(vec![
                 s.first.ts.clone(),
                 s.first.vassal.clone(),
-                s.pid,
-                s.fds,
-                s.top,
-                s.action,
-                s.outcome,
-                s.lasted,
+                s.pid.clone(),
+                s.fds.clone(),
+                s.top.clone(),
+                s.action.clone(),
+                s.outcome.clone(),
+                s.lasted.clone(),
             ]);
         }
-        t.write(w)
+        t.write(w)?;
+        // Below the table, the code that leaks, for each incident that captured it.
+        for s in &summaries {
+            if let Some(c) = s.capture {
+                writeln!(w, "\n{} {}:", s.first.incident, s.first.vassal)?;
+                super::traceback::write(w, c, "  ")?;
+            }
+        }
+        Ok(())
     }
 
     /// The log's own format: one record per line, as written.

@@ -12,6 +12,7 @@ mod fds;
 mod incidents;
 mod status;
 mod table;
+mod traceback;
 
 use std::io::{self, Write};
 use std::path::PathBuf;
@@ -193,7 +194,9 @@ pub fn main(cli: Cli) -> Result<(), Failure> {
             let cfg = Config::load(config.as_deref())?;
             let report = match target.parse::<i32>() {
                 Ok(pid) => fds::FdsReport::for_pid(pid, top)?,
-                Err(_) => fds::FdsReport::for_vassal(&inventory(&cfg), &target, top)?,
+                Err(_) => {
+                    fds::FdsReport::for_vassal(&inventory(&cfg), &target, top, &cfg.audit_log)?
+                }
             };
             print(&report, json)
         }

@@ -119,10 +119,35 @@ fn incident_names_the_helper_that_keeps_the_file_open_and_its_route() {
     // The remediation is as it always was.
     let outcome = warden.wait_record("outcome", 0);
     assert_eq!(outcome["result"], "recovered", "{outcome}");
-    assert_eq!(
-        events(&warden.records()),
-        ["detected", "action", "outcome"]
+    assert_eq!(events(&warden.records()), ["detected", "action", "outcome"]);
+
+    // `incidents` and `fds` show it as a traceback: outermost first, the helper last, the
+    // app's own frames marked.
+    let helper = format!(
+        "> File \"{}\", line {}, in open_receipt",
+        shop_py.display(),
+        line_of("# leak site")
     );
+    let route = format!(
+        "> File \"{}\", line {}, in receipt",
+        shop_py.display(),
+        line_of("    load_receipt()")
+    );
+    for args in [&["incidents"][..], &["fds", "shop.ini"][..]] {
+        let out = std::process::Command::new(bin())
+            .args(args)
+            .arg("-c")
+            .arg(&warden.config)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{args:?}: {text}");
+        let (Some(r), Some(h)) = (text.find(&route), text.find(&helper)) else {
+            panic!("{args:?} shows no traceback:\n{text}");
+        };
+        assert!(r < h, "most recent call last:\n{text}");
+        assert!(text.contains("still open of"), "{text}");
+    }
 }
 
 #[test]
@@ -145,7 +170,10 @@ fn a_site_whose_files_are_closed_is_not_reported() {
     );
     // Both sites opened the file: twice the reports of the leaking site alone.
     let open = sites[0]["open"].as_u64().unwrap();
-    assert!(capture["reports"].as_u64().unwrap() >= 2 * open, "{capture:#}");
+    assert!(
+        capture["reports"].as_u64().unwrap() >= 2 * open,
+        "{capture:#}"
+    );
 }
 
 #[test]
@@ -219,8 +247,5 @@ fn without_the_capabilities_the_incident_says_why_and_the_remedy_is_unchanged() 
     assert!(!why.contains('\n'), "one line: {why}");
     let outcome = warden.wait_record("outcome", 0);
     assert_eq!(outcome["result"], "recovered", "{outcome}");
-    assert_eq!(
-        events(&warden.records()),
-        ["detected", "action", "outcome"]
-    );
+    assert_eq!(events(&warden.records()), ["detected", "action", "outcome"]);
 }
