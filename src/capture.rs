@@ -112,7 +112,7 @@ impl Capture {
 /// The kernel side, loaded when first needed.
 enum Kernel {
     Untried,
-    Ready(Probe),
+    Ready(Box<Probe>),
     Unavailable(String),
 }
 
@@ -176,7 +176,7 @@ impl Captures {
         }
         if let Kernel::Untried = self.kernel {
             self.kernel = match Probe::load() {
-                Ok(p) => Kernel::Ready(p),
+                Ok(p) => Kernel::Ready(Box::new(p)),
                 Err(why) => {
                     warn!("captures of the code that leaks are not available: {why}");
                     Kernel::Unavailable(why)

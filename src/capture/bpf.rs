@@ -160,7 +160,8 @@ fn say(what: &str, e: &dyn std::error::Error) -> String {
     let mut s = format!("{what}: {e}");
     let mut src = e.source();
     while let Some(inner) = src {
-        s.push_str(&format!(": {inner}"));
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
         src = inner.source();
     }
     if s.contains("Operation not permitted") || s.contains("permission denied") {

@@ -23,7 +23,7 @@ pub(crate) struct Layout {
     pub frame_instr: u64,
 }
 
-/// CPython 3.11 on x86_64.
+/// CPython 3.11 on `x86_64`.
 pub(crate) const PY311: Layout = Layout {
     tstate_cframe: 56,
     cframe_current: 8,
@@ -430,7 +430,7 @@ mod tests {
         // CPython itself says, for every instruction of every code object in `src`, its
         // line: the oracle the parser is checked against.
         let script = format!(
-            r#"
+            r"
 import sys, json
 src = {src:?}
 out = []
@@ -441,7 +441,7 @@ def walk(co):
             walk(c)
 walk(compile(src, 'x.py', 'exec'))
 print(json.dumps(out))
-"#
+"
         );
         let out = std::process::Command::new("/usr/bin/python3")
             .args(["-c", &script])
