@@ -523,3 +523,68 @@ fn dominant(pid: i32) -> Option<(Wanted, String, u64)> {
         .max_by_key(|(_, (n, _))| *n)
         .map(|(w, (n, what))| (w, what, n))
 }
+
+/// A capture started by hand, for the benchmarks: armed on `pids` for the file at
+/// `target`, recording until `finish`.
+pub struct Session {
+    probe: Box<Probe>,
+    run: Running,
+}
+
+/// How often the kernel side ran and for how long in all (the kernel's own count, with
+/// `kernel.bpf_stats_enabled = 1`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ProgramStats {
+    pub runs: u64,
+    pub nanos: u64,
+}
+
+impl Session {
+    pub fn start(pids: &[i32], target: &Path, samples: u32) -> Result<Session, String> {
+        let st = rustix::fs::stat(target).map_err(|e| format!("{}: {e}", target.display()))?;
+        let wanted = Wanted::File {
+            dev: kernel_dev(st.st_dev),
+            ino: st.st_ino,
+        };
+        let mut probe = Box::new(Probe::load()?);
+        probe.want(0, wanted)?;
+        let mut run = Running {
+            slot: 0,
+            wanted,
+            target: target.display().to_string(),
+            started: Instant::now(),
+            procs: Vec::new(),
+            last: HashMap::new(),
+            stacks: Vec::new(),
+            opened: Vec::new(),
+            index: HashMap::new(),
+            reports: 0,
+            notes: Vec::new(),
+        };
+        for pid in pids {
+            run.procs.push(arm_one(&mut probe, *pid, 0, samples)?);
+        }
+        Ok(Session { probe, run })
+    }
+
+    /// Reads the reports waiting.
+    pub fn poll(&mut self) {
+        for e in self.probe.drain(DRAIN) {
+            self.run.add(&e);
+        }
+    }
+
+    /// The kernel side's runs so far: (opens, connects).
+    pub fn stats(&self) -> (ProgramStats, ProgramStats) {
+        (self.probe.stats("on_open"), self.probe.stats("on_connect"))
+    }
+
+    pub fn finish(mut self) -> Capture {
+        self.poll();
+        for a in &self.run.procs {
+            self.probe
+                .disarm(a.pid.cast_unsigned(), a.threads.as_deref());
+        }
+        self.run.result()
+    }
+}

@@ -311,6 +311,15 @@ impl Probe {
         }
     }
 
+    /// The kernel's count of runs of program `name` and their total time.
+    pub(crate) fn stats(&self, name: &str) -> super::ProgramStats {
+        let info = self.ebpf.program(name).and_then(|p| p.info().ok());
+        info.map_or_else(super::ProgramStats::default, |i| super::ProgramStats {
+            runs: i.run_count(),
+            nanos: u64::try_from(i.run_time().as_nanos()).unwrap_or(u64::MAX),
+        })
+    }
+
     /// How many reports slot `slot` made or was refused past its limit.
     pub(crate) fn used(&self, slot: u32) -> u32 {
         self.budget.get(&slot, 0).unwrap_or(0)

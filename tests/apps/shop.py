@@ -5,6 +5,7 @@
 #   GET /shop/mixed     reads static/cat.jpg and closes it (peek_cat), then leaks it as
 #                       /shop/receipt does
 #   GET /shop/connect   connects to $PEER (HOST:PORT) and keeps the connection
+#   GET /shop/peek      reads static/cat.jpg and closes it (no leak: for the benchmark)
 #   GET /               leaks nothing
 import os
 import socket
@@ -51,6 +52,12 @@ def receipt():
 def mixed():
     peek_cat()
     load_receipt()
+    return "%d %d 0\n" % (os.getpid(), len(KEPT))
+
+
+@shop.route("/peek")
+def peek():
+    peek_cat()
     return "%d %d 0\n" % (os.getpid(), len(KEPT))
 
 
