@@ -14,7 +14,7 @@
 //! reported with its Python frames.
 //!
 //! Run: `cargo bench --bench capture` (`VW_BENCH_OPENS`, default 20000;
-//! `VW_BENCH_REQUESTS`, default 2000). Needs root with CAP_BPF and CAP_PERFMON.
+//! `VW_BENCH_REQUESTS`, default 2000). Needs root with `CAP_BPF` and `CAP_PERFMON`.
 #![allow(clippy::unwrap_used)]
 // A benchmark binary: its `pub` items (and the shared harness's) are for its own modules.
 #![allow(unreachable_pub)]
@@ -49,7 +49,10 @@ fn mean_run(before: ProgramStats, after: ProgramStats) -> String {
     if runs == 0 {
         return "-".into();
     }
-    format!("{:.0} ns", (after.nanos - before.nanos) as f64 / runs as f64)
+    format!(
+        "{:.0} ns",
+        (after.nanos - before.nanos) as f64 / runs as f64
+    )
 }
 
 struct BpfStats(String);
@@ -86,7 +89,10 @@ fn part_one(dir: &Path, n: usize) {
     let me = std::process::id().cast_signed();
     let budget = u32::try_from(n * 4).unwrap();
     opens(&this, n / 10); // warm the page cache and the dentry
-    let mut sleeper = std::process::Command::new("sleep").arg("600").spawn().unwrap();
+    let mut sleeper = std::process::Command::new("sleep")
+        .arg("600")
+        .spawn()
+        .unwrap();
     let sleeper_pid = sleeper.id().cast_signed();
     let (mut none, mut elsewhere, mut other_file, mut this_file) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
@@ -154,19 +160,24 @@ fn requests(emp: &Emperor, n: usize) -> Vec<f64> {
 
 fn summary(name: &str, t: &[f64], reference: &[f64], run: &str) {
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
-    let p = |v: &[f64], q: f64| v[((v.len() - 1) as f64 * q) as usize];
+    // The q-quantile by rank: (len - 1) × q, rounded down.
+    let p = |v: &[f64], q: u32| v[(v.len() - 1) * q as usize / 100];
     println!(
         "| {name} | {:.0} µs | {:.0} µs | {:.0} µs | {:.3} | {run} |",
         mean(t),
-        p(t, 0.5),
-        p(t, 0.99),
+        p(t, 50),
+        p(t, 99),
         mean(t) / mean(reference)
     );
 }
 
 fn part_two(n: usize) {
     let emp = Emperor::start();
-    std::fs::write(emp.root().join("shop.py"), include_str!("../tests/apps/shop.py")).unwrap();
+    std::fs::write(
+        emp.root().join("shop.py"),
+        include_str!("../tests/apps/shop.py"),
+    )
+    .unwrap();
     let text = emp
         .ini_text(&VassalSpec {
             max_fd: 1024,
