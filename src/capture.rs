@@ -122,8 +122,15 @@ struct Armed {
     threads: Option<Vec<(u64, u64)>>,
     interp: Option<python::Interpreter>,
     mem: Option<python::Memory>,
+    /// Code objects read so far, by address (`None`: not a code object), at most
+    /// `MAX_CODES`.
+    codes: HashMap<u64, Option<python::Code>>,
     symbols: native::Symbolizer,
 }
+
+/// Code objects remembered per process: past this, each is read again when reported
+/// (reports are capped, so the reads are too).
+const MAX_CODES: usize = 4096;
 
 /// A capture that is recording.
 struct Running {
@@ -403,6 +410,7 @@ fn arm_one(probe: &mut Probe, pid: i32, slot: u32, samples: u32) -> Result<Armed
         threads,
         interp,
         mem,
+        codes: HashMap::new(),
         symbols: native::Symbolizer::new(pid, maps),
     })
 }
@@ -419,10 +427,15 @@ impl Running {
         };
         let mut frames = Vec::new();
         if let (Some(mem), Some(interp)) = (&a.mem, &a.interp) {
-            for (code, instr) in &e.py {
-                if let Some(f) = python::frame(mem, interp, *code, *instr) {
-                    frames.push(f);
+            for (addr, instr) in &e.py {
+                if !a.codes.contains_key(addr) && a.codes.len() < MAX_CODES {
+                    a.codes.insert(*addr, python::code(mem, interp, *addr));
                 }
+                let frame = match a.codes.get(addr) {
+                    Some(known) => known.as_ref().map(|c| c.frame(*addr, *instr)),
+                    None => python::code(mem, interp, *addr).map(|c| c.frame(*addr, *instr)),
+                };
+                frames.extend(frame);
             }
         }
         if frames.is_empty() {

@@ -48,10 +48,10 @@ const CODE_LEN: usize = 192;
 /// Threads of one interpreter read at most (uWSGI runs one per core and thread).
 const MAX_THREADS: usize = 4096;
 /// The longest line table and name read.
-const MAX_LINETABLE: u64 = 256 * 1024;
+const MAX_LINETABLE: u64 = 64 * 1024;
 const MAX_NAME: u64 = 4096;
 /// The largest library or executable whose symbols are read.
-pub(crate) const MAX_ELF: u64 = 256 << 20;
+pub(crate) const MAX_ELF: u64 = 64 << 20;
 
 /// Where a frame's code comes from, for a reader who wants their own code first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -213,7 +213,37 @@ pub(crate) fn find(pid: i32, maps: &[Mapping]) -> Found {
 
 /// The addresses of `names` in the dynamic symbols of the ELF file at `path`, and the
 /// lowest address it loads at (subtracted from where it is mapped, that is its bias).
-fn symbols(path: &Path, names: &[&str]) -> Result<(u64, Vec<Option<u64>>), String> {
+/// The lowest address a file loads at, and the addresses of the names asked for.
+type Symbols = (u64, Vec<Option<u64>>);
+
+fn symbols(path: &Path, names: &[&str]) -> Result<Symbols, String> {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    type Key = (u64, u64, i64, Vec<String>);
+    // Every worker of a vassal maps the same libpython: it is read once, not once each.
+    static SEEN: OnceLock<Mutex<HashMap<Key, Symbols>>> = OnceLock::new();
+    let st = rustix::fs::stat(path).map_err(|e| e.to_string())?;
+    let key = (
+        st.st_dev,
+        st.st_ino,
+        st.st_mtime,
+        names.iter().map(|n| (*n).to_owned()).collect(),
+    );
+    let seen = SEEN.get_or_init(Mutex::default);
+    if let Some(hit) = seen.lock().ok().and_then(|m| m.get(&key).cloned()) {
+        return Ok(hit);
+    }
+    let found = read_symbols(path, names)?;
+    if let Ok(mut m) = seen.lock() {
+        if m.len() >= 64 {
+            m.clear();
+        }
+        m.insert(key, found.clone());
+    }
+    Ok(found)
+}
+
+fn read_symbols(path: &Path, names: &[&str]) -> Result<Symbols, String> {
     use object::{Object, ObjectSegment, ObjectSymbol};
     let data = crate::bounded::read(path, MAX_ELF).map_err(|e| e.to_string())?;
     let obj = object::File::parse(&*data).map_err(|e| e.to_string())?;
@@ -281,9 +311,18 @@ pub struct Frame {
     pub origin: Origin,
 }
 
-/// Reads the frame of code object `code` stopped at instruction `instr`; `None` when
-/// `code` is not a code object (the frame changed under the read).
-pub(crate) fn frame(mem: &Memory, interp: &Interpreter, code: u64, instr: u64) -> Option<Frame> {
+/// What a frame needs of its code object, read once per code object.
+#[derive(Debug, Clone)]
+pub(crate) struct Code {
+    file: String,
+    function: String,
+    first_line: i32,
+    table: Vec<u8>,
+}
+
+/// Reads code object `code`; `None` when it is not one (the frame changed under the
+/// read, or the memory lies).
+pub(crate) fn code(mem: &Memory, interp: &Interpreter, code: u64) -> Option<Code> {
     let raw = mem.bytes(code, CODE_LEN)?;
     let field = |off: u64| {
         let at = usize::try_from(off).ok()?;
@@ -292,19 +331,29 @@ pub(crate) fn frame(mem: &Memory, interp: &Interpreter, code: u64, instr: u64) -
     if field(CODE_TYPE)? != interp.code_type {
         return None;
     }
-    let first_line = i32::from_ne_bytes(raw.get(72..76)?.try_into().ok()?);
-    debug_assert_eq!(CODE_FIRSTLINENO, 72);
-    let file = string(mem, field(CODE_FILENAME)?).unwrap_or_else(|| "?".into());
-    let function = string(mem, field(CODE_QUALNAME)?).unwrap_or_else(|| "?".into());
-    let table = bytes_object(mem, field(CODE_LINETABLE)?).unwrap_or_default();
-    let index = (instr.cast_signed() - (code + CODE_BYTECODE).cast_signed()) / 2;
-    let line = line_of(&table, first_line, index);
-    Some(Frame {
-        origin: Origin::of_python_file(&file),
-        file,
-        line: line.and_then(|l| u32::try_from(l).ok()),
-        function,
+    let at = usize::try_from(CODE_FIRSTLINENO).ok()?;
+    let first_line = i32::from_ne_bytes(raw.get(at..at + 4)?.try_into().ok()?);
+    Some(Code {
+        file: string(mem, field(CODE_FILENAME)?).unwrap_or_else(|| "?".into()),
+        function: string(mem, field(CODE_QUALNAME)?).unwrap_or_else(|| "?".into()),
+        first_line,
+        table: bytes_object(mem, field(CODE_LINETABLE)?).unwrap_or_default(),
     })
+}
+
+impl Code {
+    /// The frame of this code object, at `code` in memory, stopped at instruction
+    /// `instr`.
+    pub(crate) fn frame(&self, code: u64, instr: u64) -> Frame {
+        let index = (instr.cast_signed() - (code + CODE_BYTECODE).cast_signed()) / 2;
+        let line = line_of(&self.table, self.first_line, index);
+        Frame {
+            origin: Origin::of_python_file(&self.file),
+            file: self.file.clone(),
+            line: line.and_then(|l| u32::try_from(l).ok()),
+            function: self.function.clone(),
+        }
+    }
 }
 
 /// A `str` object's text: compact ASCII, compact of any kind, or legacy (pointer to
