@@ -118,6 +118,8 @@ enum Kernel {
 
 /// A process a capture is armed in, and how its frames are read.
 struct Armed {
+    /// PID and start time: a PID reused within the window is not the process armed.
+    id: ProcId,
     pid: i32,
     threads: Option<Vec<(u64, u64)>>,
     interp: Option<python::Interpreter>,
@@ -208,6 +210,16 @@ impl Captures {
         at: Option<f64>,
     ) {
         let Some(at) = at else { return };
+        if let (Some(run), Kernel::Ready(probe)) = (self.running.get_mut(vassal), &mut self.kernel)
+        {
+            // A worker respawned since the capture was armed is armed too.
+            for q in procs {
+                if !run.procs.iter().any(|a| a.id == q.id) {
+                    run.arm(probe, q.id, self.settings.samples);
+                }
+            }
+            return;
+        }
         if self.running.contains_key(vassal)
             || self.finished.contains_key(vassal)
             || self
@@ -237,36 +249,26 @@ impl Captures {
             info!(vassal = %name, pid = p.id.pid, "growth is spread over many targets: no capture");
             return;
         }
+        self.start(vassal, name, procs, wanted, target);
+    }
+
+    /// Arms a capture of `wanted` in the processes of `vassal`.
+    fn start(&mut self, vassal: &Path, name: &str, procs: &[Proc], wanted: Wanted, target: String) {
+        let Kernel::Ready(probe) = &mut self.kernel else {
+            return;
+        };
         let Some(slot) = self.free.pop() else {
             warn!(vassal = %name, "{} captures already running: none for this one", bpf::MAX_SLOTS);
             return;
         };
-        let mut run = Running {
-            slot,
-            wanted,
-            target,
-            started: Instant::now(),
-            procs: Vec::new(),
-            last: HashMap::new(),
-            stacks: Vec::new(),
-            opened: Vec::new(),
-            index: HashMap::new(),
-            reports: 0,
-            notes: Vec::new(),
-        };
-        let Kernel::Ready(probe) = &mut self.kernel else {
-            return;
-        };
+        let mut run = Running::new(slot, wanted, target);
         if let Err(e) = probe.want(slot, wanted) {
             warn!(vassal = %name, "capture not armed: {e}");
             self.free.push(slot);
             return;
         }
         for q in procs {
-            match arm_one(probe, q.id.pid, slot, self.settings.samples) {
-                Ok(a) => run.procs.push(a),
-                Err(note) => run.notes.push(note),
-            }
+            run.arm(probe, q.id, self.settings.samples);
         }
         if run.procs.is_empty() {
             probe.unwant(slot, wanted);
@@ -375,7 +377,13 @@ impl Captures {
 
 /// Arms one process: its C library, its interpreter if it is a CPython this version
 /// reads. A process that cannot be armed is a note, in one line.
-fn arm_one(probe: &mut Probe, pid: i32, slot: u32, samples: u32) -> Result<Armed, String> {
+fn arm_one(
+    probe: &mut Probe,
+    id: ProcId,
+    slot: u32,
+    samples: u32,
+) -> Result<(Armed, Option<String>), String> {
+    let pid = id.pid;
     let maps = python::mappings(pid).map_err(|e| format!("PID {pid}: {e}"))?;
     let libc = python::libc(&maps)
         .ok_or_else(|| format!("PID {pid}: no C library mapped (statically linked?)"))?;
@@ -402,20 +410,46 @@ fn arm_one(probe: &mut Probe, pid: i32, slot: u32, samples: u32) -> Result<Armed
     probe
         .arm(pid.cast_unsigned(), slot, samples, &libc, python)
         .map_err(|e| format!("PID {pid}: {e}"))?;
-    if let Some(n) = note {
-        info!("{n}");
-    }
-    Ok(Armed {
+    let armed = Armed {
+        id,
         pid,
         threads,
         interp,
         mem,
         codes: HashMap::new(),
         symbols: native::Symbolizer::new(pid, maps),
-    })
+    };
+    Ok((armed, note))
 }
 
 impl Running {
+    fn new(slot: u32, wanted: Wanted, target: String) -> Running {
+        Running {
+            slot,
+            wanted,
+            target,
+            started: Instant::now(),
+            procs: Vec::new(),
+            last: HashMap::new(),
+            stacks: Vec::new(),
+            opened: Vec::new(),
+            index: HashMap::new(),
+            reports: 0,
+            notes: Vec::new(),
+        }
+    }
+
+    /// Arms process `id`; what it cannot read or attach to is a note of the capture.
+    fn arm(&mut self, probe: &mut Probe, id: ProcId, samples: u32) {
+        match arm_one(probe, id, self.slot, samples) {
+            Ok((a, note)) => {
+                self.procs.push(a);
+                self.notes.extend(note);
+            }
+            Err(note) => self.notes.push(note),
+        }
+    }
+
     fn add(&mut self, e: &Event) {
         self.reports += 1;
         let Some(a) = self
@@ -453,9 +487,15 @@ impl Running {
 
     /// The sites, by fds still open on the inode they opened.
     fn result(&self) -> Capture {
+        let alive: HashSet<u32> = self
+            .procs
+            .iter()
+            .filter(|a| crate::procs::is_same_process(a.id))
+            .map(|a| a.pid.cast_unsigned())
+            .collect();
         let mut open: BTreeMap<usize, u64> = BTreeMap::new();
         for ((pid, fd), (i, dev, ino)) in &self.last {
-            if still_open(*pid, *fd, *dev, *ino) {
+            if alive.contains(pid) && still_open(*pid, *fd, *dev, *ino) {
                 *open.entry(*i).or_default() += 1;
             }
         }
@@ -561,21 +601,13 @@ impl Session {
         };
         let mut probe = Box::new(Probe::load()?);
         probe.want(0, wanted)?;
-        let mut run = Running {
-            slot: 0,
-            wanted,
-            target: target.display().to_string(),
-            started: Instant::now(),
-            procs: Vec::new(),
-            last: HashMap::new(),
-            stacks: Vec::new(),
-            opened: Vec::new(),
-            index: HashMap::new(),
-            reports: 0,
-            notes: Vec::new(),
-        };
+        let mut run = Running::new(0, wanted, target.display().to_string());
         for pid in pids {
-            run.procs.push(arm_one(&mut probe, *pid, 0, samples)?);
+            let id =
+                crate::procs::proc_id(*pid).ok_or_else(|| format!("PID {pid}: not running"))?;
+            let (armed, note) = arm_one(&mut probe, id, 0, samples)?;
+            run.procs.push(armed);
+            run.notes.extend(note);
         }
         Ok(Session { probe, run })
     }

@@ -249,3 +249,57 @@ fn without_the_capabilities_the_incident_says_why_and_the_remedy_is_unchanged() 
     assert_eq!(outcome["result"], "recovered", "{outcome}");
     assert_eq!(events(&warden.records()), ["detected", "action", "outcome"]);
 }
+
+/// A native program (no Python in it): the site is named by its own symbols.
+#[test]
+fn a_native_program_is_named_by_its_symbols() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::{Command, Stdio};
+    use vassal_warden::capture::Session;
+
+    let dir = tempfile::tempdir().unwrap();
+    let exe = dir.path().join("leaker");
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/helpers/leaker.c");
+    let cc = Command::new("cc")
+        .args(["-O1", "-g", "-fno-omit-frame-pointer", "-o"])
+        .arg(&exe)
+        .arg(&src)
+        .status()
+        .unwrap();
+    assert!(cc.success());
+    let target = dir.path().join("kept.dat");
+    fs::write(&target, b"data").unwrap();
+    let mut child = crate::harness::Group::spawn(
+        Command::new(&exe)
+            .arg(&target)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped()),
+    );
+    let (mut stdin, stdout) = child.pipes();
+    let mut lines = BufReader::new(stdout).lines();
+    assert_eq!(lines.next().unwrap().unwrap(), "ready");
+
+    let mut session = Session::start(&[child.pid()], &target, 512).unwrap();
+    for i in 1..=20 {
+        writeln!(stdin, "go").unwrap();
+        assert_eq!(lines.next().unwrap().unwrap(), i.to_string());
+    }
+    session.poll();
+    let capture = session.finish();
+    assert_eq!(capture.reports, 40, "two opens per line: {capture:#?}");
+    assert_eq!(
+        capture.sites.len(),
+        1,
+        "peek_one closes its own: {capture:#?}"
+    );
+    let site = &capture.sites[0];
+    assert_eq!((site.open, site.opened), (20, 20), "{site:#?}");
+    let first = &site.frames[0];
+    assert_eq!(first.origin.as_str(), "native");
+    assert!(first.function.starts_with("keep_one+"), "{site:#?}");
+    assert_eq!(first.file, exe.to_str().unwrap());
+    assert!(
+        site.frames.iter().any(|f| f.function.starts_with("main+")),
+        "{site:#?}"
+    );
+}

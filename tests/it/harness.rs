@@ -52,6 +52,13 @@ impl Group {
         self.child.id().cast_signed()
     }
 
+    /// The leader's stdin and stdout, when they were piped.
+    pub fn pipes(&mut self) -> (std::process::ChildStdin, std::process::ChildStdout) {
+        let stdin = self.child.stdin.take().expect("stdin piped");
+        let stdout = self.child.stdout.take().expect("stdout piped");
+        (stdin, stdout)
+    }
+
     /// The exit status, if the leader has exited.
     pub fn try_wait(&mut self) -> Option<std::process::ExitStatus> {
         self.child.try_wait().ok().flatten()
