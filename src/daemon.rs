@@ -170,6 +170,9 @@ pub(crate) fn run(cfg: Config, opts: Options, lock: Option<OwnerLock>) -> anyhow
     let mut lock = Owner(lock);
     let mut w = Warden::new(cfg, opts.dry_run);
     w.start_hooks();
+    // Loaded now, so that a host that cannot capture says so at start, and the first
+    // incident does not wait for the load.
+    w.prepare_captures();
     info!(
         audit_log = %w.audit_log().display(),
         interval = %humantime::format_duration(interval),

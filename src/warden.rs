@@ -240,6 +240,15 @@ impl Warden {
 
     /// Starts the alert hook, when one is configured (the daemon's, not a command's: a
     /// command ends before a hook would run).
+    /// Loads the kernel side of captures, when they are on: a host that cannot says why
+    /// in the journal, once.
+    pub(crate) fn prepare_captures(&mut self) {
+        match self.captures.availability() {
+            Ok(()) => info!("captures of the code that leaks are available"),
+            Err(why) => debug!("captures of the code that leaks: {why}"),
+        }
+    }
+
     pub(crate) fn start_hooks(&mut self) {
         *self.hooks.get_mut() = self
             .cfg
