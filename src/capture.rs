@@ -63,6 +63,12 @@ const RETRY: Duration = Duration::from_secs(30);
 const KEEP: Duration = Duration::from_secs(3600);
 /// Reports read per pass, at most (the ring buffer holds the rest).
 const DRAIN: usize = 4096;
+/// Captures running at once on the host: each holds four perf events per process.
+const MAX_RUNNING: u32 = 4;
+/// Processes one capture is armed in, at most (the one that grew first).
+const MAX_PROCS: usize = 16;
+/// Notes one capture keeps.
+const MAX_NOTES: usize = 16;
 
 /// One place where the target was opened, with its fds still open at the end.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -123,7 +129,6 @@ struct Armed {
     pid: i32,
     threads: Option<Vec<(u64, u64)>>,
     interp: Option<python::Interpreter>,
-    mem: Option<python::Memory>,
     /// Code objects read so far, by address (`None`: not a code object), at most
     /// `MAX_CODES`.
     codes: HashMap<u64, Option<python::Code>>,
@@ -141,8 +146,8 @@ struct Running {
     target: String,
     started: Instant,
     procs: Vec<Armed>,
-    /// The last report of each (PID, fd): its stack, resolved, and the inode it opened.
-    last: HashMap<(u32, u32), (usize, u32, u64)>,
+    /// The last report of each (PID, fd): its stack, resolved, and what it opened.
+    last: HashMap<(u32, u32), (usize, Identity)>,
     /// Resolved stacks, by index; `opened` counts per stack.
     stacks: Vec<Vec<Frame>>,
     opened: Vec<u64>,
@@ -169,7 +174,7 @@ impl Captures {
             running: HashMap::new(),
             finished: HashMap::new(),
             not_before: HashMap::new(),
-            free: (0..bpf::MAX_SLOTS).rev().collect(),
+            free: (0..MAX_RUNNING.min(bpf::MAX_SLOTS)).rev().collect(),
         }
     }
 
@@ -212,7 +217,9 @@ impl Captures {
         let Some(at) = at else { return };
         if let (Some(run), Kernel::Ready(probe)) = (self.running.get_mut(vassal), &mut self.kernel)
         {
-            // A worker respawned since the capture was armed is armed too.
+            // A worker respawned since the capture was armed is armed too, and one gone
+            // is disarmed.
+            run.drop_gone(probe);
             for q in procs {
                 if !run.procs.iter().any(|a| a.id == q.id) {
                     run.arm(probe, q.id, self.settings.samples);
@@ -241,11 +248,11 @@ impl Captures {
         }
         self.not_before
             .insert(vassal.to_owned(), Instant::now() + RETRY);
-        let base = baselines.get(&p.id).map_or(0, |b| b.fds);
-        let Some((wanted, target, count)) = dominant(p.id.pid) else {
+        let base = baselines.get(&p.id);
+        let Some((wanted, target, count)) = dominant(p.id.pid, base) else {
             return;
         };
-        if count < p.fds.saturating_sub(base) / 2 {
+        if count < p.fds.saturating_sub(base.map_or(0, |b| b.fds)) / 2 {
             info!(vassal = %name, pid = p.id.pid, "growth is spread over many targets: no capture");
             return;
         }
@@ -294,15 +301,7 @@ impl Captures {
         if self.running.is_empty() {
             return;
         }
-        for e in probe.drain(DRAIN) {
-            if let Some(run) = self
-                .running
-                .values_mut()
-                .find(|r| r.procs.iter().any(|a| a.pid.cast_unsigned() == e.tgid))
-            {
-                run.add(&e);
-            }
-        }
+        route(probe, &mut self.running);
         let window = self.settings.window;
         let over: Vec<PathBuf> = self
             .running
@@ -317,17 +316,14 @@ impl Captures {
     }
 
     fn finish(&mut self, vassal: &Path) {
-        let Some(mut run) = self.running.remove(vassal) else {
+        if let Kernel::Ready(probe) = &mut self.kernel {
+            // What is still waiting belongs to the captures as much as what was read.
+            route(probe, &mut self.running);
+        }
+        let Some(run) = self.running.remove(vassal) else {
             return;
         };
         if let Kernel::Ready(probe) = &mut self.kernel {
-            // What is still waiting belongs to this capture as much as what was read.
-            for e in probe.drain(DRAIN) {
-                if run.procs.iter().any(|a| a.pid.cast_unsigned() == e.tgid) {
-                    run.add(&e);
-                }
-            }
-            run.reports = run.reports.max(u64::from(probe.used(run.slot)));
             for a in &run.procs {
                 probe.disarm(a.pid.cast_unsigned(), a.threads.as_deref());
             }
@@ -375,6 +371,19 @@ impl Captures {
     }
 }
 
+/// Reads the reports waiting and gives each to the capture armed in its process (a
+/// process is armed for one capture at most).
+fn route(probe: &mut Probe, running: &mut HashMap<PathBuf, Running>) {
+    for e in probe.drain(DRAIN) {
+        if let Some(run) = running
+            .values_mut()
+            .find(|r| r.procs.iter().any(|a| a.pid.cast_unsigned() == e.tgid))
+        {
+            run.add(&e);
+        }
+    }
+}
+
 /// Arms one process: its C library, its interpreter if it is a CPython this version
 /// reads. A process that cannot be armed is a note, in one line.
 fn arm_one(
@@ -385,37 +394,51 @@ fn arm_one(
 ) -> Result<(Armed, Option<String>), String> {
     let pid = id.pid;
     let maps = python::mappings(pid).map_err(|e| format!("PID {pid}: {e}"))?;
-    let libc = python::libc(&maps)
-        .ok_or_else(|| format!("PID {pid}: no C library mapped (statically linked?)"))?;
+    let libc =
+        python::libc(&maps).ok_or_else(|| format!("PID {pid}: no glibc (libc.so.6) mapped"))?;
+    let name = &libc.path;
     let libc = libc
         .file(pid)
-        .ok_or_else(|| format!("PID {pid}: {} was replaced since it was mapped", libc.path))?;
-    let (interp, mem, threads, note) = match python::find(pid, &maps) {
+        .ok_or_else(|| format!("PID {pid}: {name} was replaced since it was mapped"))?;
+    python::readable(&libc, true).map_err(|why| format!("PID {pid}: {name}: {why}"))?;
+    let names: Vec<&str> = bpf::PROBES.iter().map(|p| p.0).collect();
+    let found = python::symbols(&libc, &names).map_err(|e| format!("PID {pid}: {name}: {e}"))?;
+    let offsets: Vec<(&'static str, u64)> = bpf::PROBES
+        .iter()
+        .zip(&found.addrs)
+        .filter_map(|((_, prog), at)| at.map(|(_, offset)| (*prog, offset)))
+        .collect();
+    if offsets.iter().filter(|(p, _)| *p == "on_open").count() < 2
+        || !offsets.iter().any(|(p, _)| *p == "on_connect")
+    {
+        return Err(format!("PID {pid}: {name}: no open64, openat64 or connect"));
+    }
+    let (interp, threads, note) = match python::find(pid, &maps) {
         python::Found::Python(interp) => match python::Memory::open(pid) {
             Ok(mem) => {
                 let threads = python::threads(&mem, &interp);
-                (Some(interp), Some(mem), Some(threads), None)
+                (Some(interp), Some(threads), None)
             }
-            Err(e) => (
-                None,
-                None,
-                None,
-                Some(format!("PID {pid}: /proc/{pid}/mem: {e}")),
-            ),
+            Err(e) => (None, None, Some(format!("PID {pid}: /proc/{pid}/mem: {e}"))),
         },
-        python::Found::Unreadable(why) => (None, None, None, Some(format!("PID {pid}: {why}"))),
-        python::Found::NotPython => (None, None, None, None),
+        python::Found::Unreadable(why) => (None, None, Some(format!("PID {pid}: {why}"))),
+        python::Found::NotPython => (None, None, None),
     };
     let python = threads.as_deref().map(|t| (&python::PY311, t));
     probe
-        .arm(pid.cast_unsigned(), slot, samples, &libc, python)
+        .arm(pid.cast_unsigned(), slot, samples, &libc, &offsets, python)
         .map_err(|e| format!("PID {pid}: {e}"))?;
+    // The PID could have been reused between the sample and the attach: then the probes
+    // are on another process, and come off at once.
+    if !crate::procs::is_same_process(id) {
+        probe.disarm(pid.cast_unsigned(), threads.as_deref());
+        return Err(format!("PID {pid}: exited before it was armed"));
+    }
     let armed = Armed {
         id,
         pid,
         threads,
         interp,
-        mem,
         codes: HashMap::new(),
         symbols: native::Symbolizer::new(pid, maps),
     };
@@ -441,13 +464,40 @@ impl Running {
 
     /// Arms process `id`; what it cannot read or attach to is a note of the capture.
     fn arm(&mut self, probe: &mut Probe, id: ProcId, samples: u32) {
+        if self.procs.len() >= MAX_PROCS {
+            self.note(format!(
+                "armed in {MAX_PROCS} processes, the most one capture is: PID {} and others not",
+                id.pid
+            ));
+            return;
+        }
         match arm_one(probe, id, self.slot, samples) {
             Ok((a, note)) => {
                 self.procs.push(a);
-                self.notes.extend(note);
+                if let Some(n) = note {
+                    self.note(n);
+                }
             }
-            Err(note) => self.notes.push(note),
+            Err(note) => self.note(note),
         }
+    }
+
+    /// Keeps `note`, unless it was said already or `MAX_NOTES` are kept.
+    fn note(&mut self, note: String) {
+        if self.notes.len() < MAX_NOTES && !self.notes.contains(&note) {
+            self.notes.push(note);
+        }
+    }
+
+    /// Disarms the processes that are gone (or whose PID was reused).
+    fn drop_gone(&mut self, probe: &mut Probe) {
+        self.procs.retain(|a| {
+            let alive = crate::procs::is_same_process(a.id);
+            if !alive {
+                probe.disarm(a.pid.cast_unsigned(), a.threads.as_deref());
+            }
+            alive
+        });
     }
 
     fn add(&mut self, e: &Event) {
@@ -460,7 +510,12 @@ impl Running {
             return;
         };
         let mut frames = Vec::new();
-        if let (Some(mem), Some(interp)) = (&a.mem, &a.interp) {
+        // The frames are read now: a process that exited, or whose PID was reused, has
+        // only its native addresses left.
+        let mem = (a.interp.is_some() && crate::procs::is_same_process(a.id))
+            .then(|| python::Memory::open(a.pid).ok())
+            .flatten();
+        if let (Some(mem), Some(interp)) = (&mem, &a.interp) {
             for (addr, instr) in &e.py {
                 if !a.codes.contains_key(addr) && a.codes.len() < MAX_CODES {
                     a.codes.insert(*addr, python::code(mem, interp, *addr));
@@ -473,7 +528,12 @@ impl Running {
             }
         }
         if frames.is_empty() {
-            frames = e.native.iter().map(|ip| a.symbols.frame(*ip)).collect();
+            frames = e
+                .native
+                .iter()
+                .enumerate()
+                .map(|(i, ip)| a.symbols.frame(*ip, e.connect && i == 0))
+                .collect();
         }
         let n = self.stacks.len();
         let i = *self.index.entry(frames.clone()).or_insert(n);
@@ -482,7 +542,15 @@ impl Running {
             self.opened.push(0);
         }
         self.opened[i] += 1;
-        self.last.insert((e.tgid, e.fd), (i, e.dev, e.ino));
+        let what = if e.connect {
+            Identity::Socket(e.ino)
+        } else {
+            Identity::File {
+                dev: e.dev,
+                ino: e.ino,
+            }
+        };
+        self.last.insert((e.tgid, e.fd), (i, what));
     }
 
     /// The sites, by fds still open on the inode they opened.
@@ -494,8 +562,13 @@ impl Running {
             .map(|a| a.pid.cast_unsigned())
             .collect();
         let mut open: BTreeMap<usize, u64> = BTreeMap::new();
-        for ((pid, fd), (i, dev, ino)) in &self.last {
-            if alive.contains(pid) && still_open(*pid, *fd, *dev, *ino) {
+        let mut mounts: HashMap<u32, Mounts> = HashMap::new();
+        for ((pid, fd), (i, what)) in &self.last {
+            if !alive.contains(pid) {
+                continue;
+            }
+            let m = mounts.entry(*pid).or_insert_with(|| mounts_of(*pid));
+            if fd_identity(*pid, *fd, m) == Some(*what) {
                 *open.entry(*i).or_default() += 1;
             }
         }
@@ -524,57 +597,78 @@ impl Running {
     }
 }
 
-/// The kernel's number for a device, from `stat`'s.
-fn kernel_dev(st_dev: u64) -> u32 {
-    let major = rustix::fs::major(st_dev);
-    let minor = rustix::fs::minor(st_dev);
-    (major << 20) | (minor & 0xf_ffff)
+/// What an fd is, as the kernel side reports it: a file by its superblock's device and
+/// its inode number, a socket by its inode number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Identity {
+    File { dev: u32, ino: u64 },
+    Socket(u64),
 }
 
-fn fd_identity(pid: u32, fd: u32) -> Option<(u32, u64)> {
-    let st = rustix::fs::stat(format!("/proc/{pid}/fd/{fd}").as_str()).ok()?;
-    Some((kernel_dev(st.st_dev), st.st_ino))
+/// A mount namespace's mounts: mount ID → the kernel's device number of its superblock
+/// (what `i_sb->s_dev` is, which `stat` does not say on btrfs).
+type Mounts = HashMap<u64, u32>;
+
+/// The mounts of `pid`'s namespace, from `/proc/PID/mountinfo` (bounded).
+fn mounts_of(pid: u32) -> Mounts {
+    let path = format!("/proc/{pid}/mountinfo");
+    let Ok(raw) = crate::bounded::read(Path::new(&path), 8 << 20) else {
+        return Mounts::new();
+    };
+    String::from_utf8_lossy(&raw)
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split(' ');
+            let id = f.next()?.parse().ok()?;
+            let (major, minor) = f.nth(1)?.split_once(':')?;
+            let (major, minor): (u32, u32) = (major.parse().ok()?, minor.parse().ok()?);
+            Some((id, (major << 20) | (minor & 0xf_ffff)))
+        })
+        .collect()
 }
 
-fn still_open(pid: u32, fd: u32, dev: u32, ino: u64) -> bool {
-    fd_identity(pid, fd) == Some((dev, ino))
+/// What fd `fd` of `pid` is, without touching the file itself (a FUSE or network file
+/// could hang a `stat`): the link says whether it is a socket, `fdinfo` gives the inode
+/// and the mount.
+fn fd_identity(pid: u32, fd: u32, mounts: &Mounts) -> Option<Identity> {
+    let link = rustix::fs::readlink(format!("/proc/{pid}/fd/{fd}").as_str(), Vec::new()).ok()?;
+    if let Some(ino) = crate::sockets::inode_of(&link.to_string_lossy()) {
+        return Some(Identity::Socket(ino));
+    }
+    let path = format!("/proc/{pid}/fdinfo/{fd}");
+    let raw = crate::bounded::read(Path::new(&path), 64 << 10).ok()?;
+    let text = String::from_utf8_lossy(&raw);
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+    };
+    let dev = *mounts.get(&field("mnt_id:")?)?;
+    Some(Identity::File {
+        dev,
+        ino: field("ino:")?,
+    })
 }
 
-/// The one target most of `pid`'s fds are: a file (by inode) or connections to one peer;
-/// with what to call it and how many fds it is.
-fn dominant(pid: i32) -> Option<(Wanted, String, u64)> {
-    let open = crate::forensics::read_fds(pid).ok()?;
-    let mut counts: HashMap<Wanted, (u64, String)> = HashMap::new();
-    let mut sockets: HashMap<u64, u64> = HashMap::new();
-    for f in &open {
-        if f.target.starts_with('/') {
-            if let Some((dev, ino)) = fd_identity(pid.cast_unsigned(), f.fd) {
-                counts
-                    .entry(Wanted::File { dev, ino })
-                    .or_insert_with(|| (0, f.target.clone()))
-                    .0 += 1;
-            }
-        } else if let Some(inode) = crate::sockets::inode_of(&f.target) {
-            *sockets.entry(inode).or_default() += 1;
+/// The target whose fds grew most in `pid` since `baseline`: a file (by inode) or
+/// connections to one peer; with what to call it and how many fds it grew by.
+fn dominant(pid: i32, baseline: Option<&Baseline>) -> Option<(Wanted, String, u64)> {
+    let (growth, fds) = crate::forensics::most_grown(pid, baseline).ok()??;
+    let &fd = fds.first()?;
+    let me = pid.cast_unsigned();
+    match fd_identity(me, fd, &mounts_of(me))? {
+        Identity::File { dev, ino } => {
+            let link =
+                rustix::fs::readlink(format!("/proc/{pid}/fd/{fd}").as_str(), Vec::new()).ok()?;
+            let name = crate::forensics::bounded_target(link.as_bytes());
+            Some((Wanted::File { dev, ino }, name, growth))
+        }
+        Identity::Socket(ino) => {
+            let table = crate::sockets::SocketTable::read_for(pid, &HashSet::from([ino]));
+            let peer = table.iter().find(|(i, _)| *i == ino)?.1.peer()?;
+            Some((Wanted::Peer(peer), format!("connections to {peer}"), growth))
         }
     }
-    if !sockets.is_empty() {
-        let wanted: HashSet<u64> = sockets.keys().copied().collect();
-        let table = crate::sockets::SocketTable::read_for(pid, &wanted);
-        for (inode, s) in table.iter() {
-            if let Some(peer) = s.peer() {
-                let n = sockets.get(&inode).copied().unwrap_or(0);
-                counts
-                    .entry(Wanted::Peer(peer))
-                    .or_insert_with(|| (0, format!("connections to {peer}")))
-                    .0 += n;
-            }
-        }
-    }
-    counts
-        .into_iter()
-        .max_by_key(|(_, (n, _))| *n)
-        .map(|(w, (n, what))| (w, what, n))
 }
 
 /// A capture started by hand, for the benchmarks: armed on `pids` for the file at
@@ -594,11 +688,14 @@ pub struct ProgramStats {
 
 impl Session {
     pub fn start(pids: &[i32], target: &Path, samples: u32) -> Result<Session, String> {
-        let st = rustix::fs::stat(target).map_err(|e| format!("{}: {e}", target.display()))?;
-        let wanted = Wanted::File {
-            dev: kernel_dev(st.st_dev),
-            ino: st.st_ino,
+        let file = std::fs::File::open(target).map_err(|e| format!("{}: {e}", target.display()))?;
+        let me = std::process::id();
+        let fd =
+            u32::try_from(std::os::fd::AsRawFd::as_raw_fd(&file)).map_err(|e| e.to_string())?;
+        let Some(Identity::File { dev, ino }) = fd_identity(me, fd, &mounts_of(me)) else {
+            return Err(format!("{}: not a file", target.display()));
         };
+        let wanted = Wanted::File { dev, ino };
         let mut probe = Box::new(Probe::load()?);
         probe.want(0, wanted)?;
         let mut run = Running::new(0, wanted, target.display().to_string());

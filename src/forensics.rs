@@ -174,7 +174,7 @@ pub fn read_fds(pid: i32) -> io::Result<Vec<OpenFd>> {
 /// `MAX_TARGET` bytes and end in `…`.
 pub const MAX_TARGET: usize = 512;
 
-fn bounded_target(raw: &[u8]) -> String {
+pub(crate) fn bounded_target(raw: &[u8]) -> String {
     if raw.len() <= MAX_TARGET {
         return String::from_utf8_lossy(raw).into_owned();
     }
@@ -381,6 +381,37 @@ impl Baseline {
             counts: Some(counts),
         }
     }
+}
+
+/// The fds of `pid` in the group that grew most since `baseline` (with that growth),
+/// when it grew; without per-target counts in the baseline, the largest group (its
+/// whole count). What a capture looks for is one of these fds.
+pub(crate) fn most_grown(
+    pid: i32,
+    baseline: Option<&Baseline>,
+) -> io::Result<Option<(u64, Vec<u32>)>> {
+    let open = read_fds(pid)?;
+    let sockets = read_sockets(pid, &open);
+    let counts = baseline.and_then(|b| b.counts.as_ref());
+    let mut members: HashMap<&str, Vec<u32>> = HashMap::new();
+    for f in &open {
+        let kind = classify(&f.target);
+        members
+            .entry(label(f, kind, sockets.as_ref()))
+            .or_default()
+            .push(f.fd);
+    }
+    let growth = |label: &str, fds: &[u32]| {
+        let before = counts.map_or(0, |c| c.get(label).copied().unwrap_or(0));
+        (fds.len() as u64).saturating_sub(before)
+    };
+    Ok(members
+        .iter()
+        .map(|(l, fds)| (growth(l, fds), l, fds))
+        .filter(|(g, _, _)| *g > 0)
+        // Ties by label, for a stable choice.
+        .max_by(|a, b| a.0.cmp(&b.0).then_with(|| b.1.cmp(a.1)))
+        .map(|(g, _, fds)| (g, fds.clone())))
 }
 
 /// One group of open fds that share a target, as a report ranks it.

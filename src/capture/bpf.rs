@@ -5,11 +5,11 @@
 
 use std::collections::HashMap as StdMap;
 use std::num::NonZeroU32;
-use std::path::PathBuf;
+use std::path::Path;
 
 use aya::maps::{Array, HashMap, MapData, RingBuf};
 use aya::programs::UProbe;
-use aya::programs::uprobe::{UProbeLinkId, UProbeScope};
+use aya::programs::uprobe::{UProbeAttachLocation, UProbeLinkId, UProbeScope};
 use aya::{Ebpf, EbpfLoader, VerifierLogLevel};
 
 use super::python::Layout;
@@ -23,10 +23,15 @@ pub(crate) const MAX_SLOTS: u32 = 64;
 
 const OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/capture.bpf.o"));
 
-/// The C library's functions that open files (aliases share an address: one each) and
-/// the one that connects.
-const OPENS: [&str; 3] = ["open64", "openat64", "__open64_nocancel"];
-const CONNECT: &str = "connect";
+/// The C library's functions that open files (aliases share an address: one each; the
+/// last is private to glibc, and may be missing) and the one that connects, with the
+/// program each runs.
+pub(crate) const PROBES: [(&str, &str); 4] = [
+    ("open64", "on_open"),
+    ("openat64", "on_open"),
+    ("__open64_nocancel", "on_open"),
+    ("connect", "on_connect"),
+];
 
 /// What a capture looks for in its processes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -43,15 +48,19 @@ pub(crate) struct Event {
     pub tgid: u32,
     pub tid: u32,
     pub fd: u32,
+    /// A connect (else an open).
+    pub connect: bool,
     pub dev: u32,
     pub ino: u64,
     /// Innermost first: (code object, last instruction) of each Python frame.
     pub py: Vec<(u64, u64)>,
-    /// Innermost first: native return addresses, as far as frame pointers reach.
+    /// Innermost first: native return addresses, as far as frame pointers reach. For a
+    /// connect (an entry probe) the first is the function's own address, and the
+    /// second its caller's return address (read from the stack: no frame yet).
     pub native: Vec<u64>,
 }
 
-const EVENT_LEN: usize = 40 + MAX_PY * 16 + MAX_NATIVE * 8;
+const EVENT_LEN: usize = 48 + MAX_PY * 16 + MAX_NATIVE * 8;
 
 fn u32_at(b: &[u8], at: usize) -> u32 {
     let mut a = [0u8; 4];
@@ -78,14 +87,23 @@ impl Event {
             tgid: u32_at(b, 0),
             tid: u32_at(b, 4),
             fd: u32_at(b, 8),
+            connect: u32_at(b, 12) == 2,
             dev: u32_at(b, 16),
             ino: u64_at(b, 24),
             py: (0..npy)
                 .map(|i| (u64_at(b, 40 + i * 16), u64_at(b, 48 + i * 16)))
                 .collect(),
-            native: (0..nnative)
-                .map(|i| u64_at(b, 40 + MAX_PY * 16 + i * 8))
-                .collect(),
+            native: {
+                let mut ips: Vec<u64> = (0..nnative)
+                    .map(|i| u64_at(b, 40 + MAX_PY * 16 + i * 8))
+                    .collect();
+                let caller = u64_at(b, 40 + MAX_PY * 16 + MAX_NATIVE * 8);
+                if u32_at(b, 12) == 2 && !ips.is_empty() && caller != 0 {
+                    ips.insert(1, caller);
+                    ips.truncate(MAX_NATIVE);
+                }
+                ips
+            },
         })
     }
 }
@@ -237,18 +255,41 @@ impl Probe {
         };
     }
 
-    /// Arms process `pid` for slot `slot`: its Python threads (`pthread_self` → thread state)
-    /// are told to the kernel side, then the uprobes are attached to its C library,
-    /// `libc` (a path that opens the very file the process mapped).
+    /// Arms process `pid` for slot `slot`: its Python threads (`pthread_self` → thread
+    /// state) are told to the kernel side, then the uprobes are attached to its C
+    /// library `libc` at the file offsets of `OPENS` and `CONNECT` (found by `offsets`,
+    /// read by the caller: the loader never opens the file for symbols). On any failure
+    /// what was done is undone.
     pub(crate) fn arm(
         &mut self,
         pid: u32,
         slot: u32,
         limit: u32,
-        libc: &PathBuf,
+        libc: &Path,
+        offsets: &[(&'static str, u64)],
         python: Option<(&Layout, &[(u64, u64)])>,
     ) -> Result<(), String> {
-        let value = target_value(slot, limit, python.map(|p| p.0));
+        if self.links.contains_key(&pid) {
+            return Err(format!("PID {pid} is armed already"));
+        }
+        self.links.insert(pid, Vec::new());
+        let threads = python.map(|p| p.1);
+        let result = self.arm_inner(pid, slot, limit, libc, offsets, python);
+        if result.is_err() {
+            self.disarm(pid, threads);
+        }
+        result
+    }
+
+    fn arm_inner(
+        &mut self,
+        pid: u32,
+        slot: u32,
+        limit: u32,
+        libc: &Path,
+        offsets: &[(&'static str, u64)],
+        python: Option<(&Layout, &[(u64, u64)])>,
+    ) -> Result<(), String> {
         if let Some((_, threads)) = python {
             for (me, tstate) in threads {
                 self.pythreads
@@ -256,14 +297,14 @@ impl Probe {
                     .map_err(|e| say("pythreads", &e))?;
             }
         }
+        let value = target_value(slot, limit, python.map(|p| p.0));
         self.targets
             .insert(pid, value, 0)
             .map_err(|e| say("targets", &e))?;
-        let Some(scope) = NonZeroU32::new(pid).map(UProbeScope::OneProcess) else {
-            return Err("PID 0".into());
-        };
-        let mut links = Vec::new();
-        let mut attach = |prog: &'static str, symbol: &str| -> Result<(), String> {
+        let scope = NonZeroU32::new(pid)
+            .map(UProbeScope::OneProcess)
+            .ok_or("PID 0")?;
+        for (prog, offset) in offsets {
             let p: &mut UProbe = self
                 .ebpf
                 .program_mut(prog)
@@ -271,28 +312,11 @@ impl Probe {
                 .try_into()
                 .map_err(|e| say(prog, &e))?;
             let link = p
-                .attach(symbol, libc, scope)
-                .map_err(|e| say(&format!("cannot attach to {symbol} of PID {pid}"), &e))?;
-            links.push((prog, link));
-            Ok(())
-        };
-        let mut result = Ok(());
-        for symbol in OPENS {
-            if let Err(e) = attach("on_open", symbol) {
-                // __open64_nocancel is private to glibc; another C library may lack it.
-                if symbol != "__open64_nocancel" {
-                    result = Err(e);
-                }
-            }
+                .attach(UProbeAttachLocation::AbsoluteOffset(*offset), libc, scope)
+                .map_err(|e| say(&format!("cannot attach {prog} in PID {pid}"), &e))?;
+            self.links.entry(pid).or_default().push((prog, link));
         }
-        if let Err(e) = attach("on_connect", CONNECT) {
-            result = Err(e);
-        }
-        self.links.insert(pid, links);
-        if result.is_err() {
-            self.disarm(pid, python.map(|p| p.1));
-        }
-        result
+        Ok(())
     }
 
     /// Detaches `pid`'s uprobes and forgets it and its threads.
@@ -318,11 +342,6 @@ impl Probe {
             runs: i.run_count(),
             nanos: u64::try_from(i.run_time().as_nanos()).unwrap_or(u64::MAX),
         })
-    }
-
-    /// How many reports slot `slot` made or was refused past its limit.
-    pub(crate) fn used(&self, slot: u32) -> u32 {
-        self.budget.get(&slot, 0).unwrap_or(0)
     }
 
     /// The reports waiting, at most `max` of them.

@@ -105,6 +105,9 @@ struct event {
 	__s64 native_bytes;
 	struct pyframe py[MAX_PY];
 	__u64 ips[MAX_NATIVE];
+	// For a connect (an entry probe): the caller's return address, still on top of the
+	// stack, which the frame-pointer walk does not see yet.
+	__u64 caller;
 };
 
 struct {
@@ -174,8 +177,8 @@ static __always_inline int fd_inode(__u32 fd, __u32 *dev, __u64 *ino)
 	return 0;
 }
 
-static __always_inline int report(void *ctx, struct target *t, __u32 tgid, __u32 fd,
-				  __u32 kind, __u32 dev, __u64 ino)
+static __always_inline int report(struct pt_regs *ctx, struct target *t, __u32 tgid,
+				  __u32 fd, __u32 kind, __u32 dev, __u64 ino)
 {
 	__u32 slot = t->slot;
 	__u32 *used = bpf_map_lookup_elem(&budget, &slot);
@@ -220,6 +223,9 @@ static __always_inline int report(void *ctx, struct target *t, __u32 tgid, __u32
 		}
 	}
 	e->native_bytes = bpf_get_stack(ctx, e->ips, sizeof(e->ips), BPF_F_USER_STACK);
+	e->caller = 0;
+	if (kind == KIND_CONNECT)
+		bpf_probe_read_user(&e->caller, sizeof(e->caller), (void *)PT_REGS_SP(ctx));
 	bpf_ringbuf_submit(e, 0);
 	return 0;
 }
@@ -227,7 +233,8 @@ static __always_inline int report(void *ctx, struct target *t, __u32 tgid, __u32
 SEC("uretprobe")
 int on_open(struct pt_regs *ctx)
 {
-	long ret = PT_REGS_RC(ctx);
+	// The C library returns an int: -1 on failure.
+	int ret = (int)PT_REGS_RC(ctx);
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	struct target *t = bpf_map_lookup_elem(&targets, &tgid);
 	if (!t || ret < 0)
@@ -258,7 +265,7 @@ int on_connect(struct pt_regs *ctx)
 		return 0;
 	k.family = raw[0] | (raw[1] << 8);
 	k.port = raw[2] | (raw[3] << 8);
-	if (k.family == AF_INET) {
+	if (k.family == AF_INET && addrlen >= 16) {
 		__builtin_memcpy(k.addr, &raw[4], 4);
 	} else if (k.family == AF_INET6 && addrlen >= 24) {
 		__builtin_memcpy(k.addr, &raw[8], 16);

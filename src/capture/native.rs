@@ -3,9 +3,25 @@
 //! `.dynsym`).
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::Path;
 
 use super::python::{Frame, MAX_ELF, Mapping, Origin};
+
+/// Files whose symbols one process's frames are named from, at most.
+const MAX_FILES: usize = 16;
+/// Symbols kept per file, at most.
+const MAX_SYMBOLS: usize = 1 << 20;
+/// The longest symbol name kept, in bytes.
+const MAX_SYMBOL: usize = 256;
+
+/// `name`, cut to `MAX_SYMBOL` bytes (on a character boundary).
+fn cut(name: &str) -> String {
+    let mut end = name.len().min(MAX_SYMBOL);
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    name[..end].to_owned()
+}
 
 /// The symbols of one mapped file, sorted by address, with what turns a file offset into
 /// an address of the file (its loadable segments).
@@ -15,9 +31,9 @@ struct Symbols {
 }
 
 impl Symbols {
-    fn read(path: Option<PathBuf>) -> Option<Symbols> {
+    fn read(path: &Path) -> Option<Symbols> {
         use object::{Object, ObjectSegment, ObjectSymbol};
-        let data = crate::bounded::read(&path?, MAX_ELF).ok()?;
+        let data = crate::bounded::read(path, MAX_ELF).ok()?;
         let obj = object::File::parse(&*data).ok()?;
         let segments = obj
             .segments()
@@ -30,7 +46,8 @@ impl Symbols {
             .symbols()
             .chain(obj.dynamic_symbols())
             .filter(|s| s.is_definition() && s.kind() == object::SymbolKind::Text)
-            .filter_map(|s| Some((s.address(), s.name().ok()?.to_owned())))
+            .filter_map(|s| Some((s.address(), cut(s.name().ok()?))))
+            .take(MAX_SYMBOLS)
             .collect();
         names.sort();
         names.dedup_by_key(|n| n.0);
@@ -41,8 +58,8 @@ impl Symbols {
         let (off, _, vaddr) = self
             .segments
             .iter()
-            .find(|(off, len, _)| (*off..off + len).contains(&file_offset))?;
-        let addr = file_offset - off + vaddr;
+            .find(|(off, len, _)| file_offset >= *off && file_offset - off < *len)?;
+        let addr = (file_offset - off).wrapping_add(*vaddr);
         let i = self.names.partition_point(|(a, _)| *a <= addr);
         let (start, name) = self.names.get(i.checked_sub(1)?)?;
         Some((name.as_str(), addr - start))
@@ -65,9 +82,10 @@ impl Symbolizer {
         }
     }
 
-    /// The frame of `ip`: `function+0xOFF` in the file's basename, or the file offset
-    /// where the file has no symbol there.
-    pub(crate) fn frame(&mut self, ip: u64) -> Frame {
+    /// The frame of `ip`: `function+0xOFF` in the file, or the file offset where the
+    /// file has no symbol there. A return address (not `exact`) points after its call,
+    /// so the symbol is looked up one byte before it.
+    pub(crate) fn frame(&mut self, ip: u64, exact: bool) -> Frame {
         let Some(m) = self.maps.iter().find(|m| (m.start..m.end).contains(&ip)) else {
             return Frame {
                 file: "?".into(),
@@ -78,16 +96,21 @@ impl Symbolizer {
         };
         let file_offset = ip - m.start + m.offset;
         let pid = self.pid;
-        let syms = self
+        if !self.files.contains_key(&m.path) && self.files.len() < MAX_FILES {
+            let read = m
+                .file(pid)
+                .filter(|p| super::python::readable(p, false).is_ok())
+                .and_then(|p| Symbols::read(&p));
+            self.files.insert(m.path.clone(), read);
+        }
+        let back = u64::from(!exact);
+        let found = self
             .files
-            .entry(m.path.clone())
-            .or_insert_with(|| Symbols::read(m.file(pid)));
-        // A return address points after the call: the call itself is one byte before.
-        let function = match syms
-            .as_ref()
-            .and_then(|s| s.name_at(file_offset.saturating_sub(1)))
-        {
-            Some((name, off)) => format!("{name}+{:#x}", off + 1),
+            .get(&m.path)
+            .and_then(Option::as_ref)
+            .and_then(|s| s.name_at(file_offset.saturating_sub(back)));
+        let function = match found {
+            Some((name, off)) => format!("{name}+{:#x}", off + back),
             None => format!("{file_offset:#x}"),
         };
         Frame {

@@ -46,10 +46,10 @@ const CODE_BYTECODE: u64 = 184;
 const CODE_LEN: usize = 192;
 
 /// Threads of one interpreter read at most (uWSGI runs one per core and thread).
-const MAX_THREADS: usize = 4096;
+const MAX_THREADS: usize = 256;
 /// The longest line table and name read.
 const MAX_LINETABLE: u64 = 64 * 1024;
-const MAX_NAME: u64 = 4096;
+const MAX_NAME: u64 = 512;
 /// The largest library or executable whose symbols are read.
 pub(crate) const MAX_ELF: u64 = 64 << 20;
 
@@ -166,16 +166,49 @@ fn parse_mapping(line: &str) -> Option<Mapping> {
     })
 }
 
-/// The C library a process maps (glibc's `libc.so.6`).
+/// The C library a process maps: glibc's `libc.so.6`, by that exact name.
 pub(crate) fn libc(maps: &[Mapping]) -> Option<&Mapping> {
-    maps.iter().find(|m| {
-        let name = m.path.rsplit('/').next().unwrap_or("");
-        m.offset == 0 && (name.starts_with("libc.so") || name.starts_with("libc-"))
-    })
+    maps.iter()
+        .find(|m| m.offset == 0 && m.path.rsplit('/').next() == Some("libc.so.6"))
 }
 
-/// Finds the CPython of `pid` among its mappings: a `libpython3.X` library, or an
-/// executable that has `_PyRuntime`.
+/// Filesystems whose files are not read: a server elsewhere (or a user's FUSE daemon)
+/// could leave a read hanging. `statfs(2)` magic numbers.
+const REMOTE_FS: [i64; 7] = [
+    0x6573_5546, // fuse
+    0x6969,      // nfs
+    0xff53_4d42, // cifs
+    0xfe53_4d42, // smb2
+    0x0102_1997, // 9p
+    0x00c3_6400, // ceph
+    0x7461_636f, // ocfs2
+];
+
+/// Whether the file at `path` may be read by root: a regular file of at most `MAX_ELF`
+/// bytes on a local filesystem; with `system`, also root's and writable by root only
+/// (a library every process trusts, not one a tenant could change under the read).
+pub(crate) fn readable(path: &Path, system: bool) -> Result<(), String> {
+    let fs = rustix::fs::statfs(path).map_err(|e| e.to_string())?;
+    #[allow(clippy::useless_conversion)]
+    let kind = i64::from(fs.f_type);
+    if REMOTE_FS.contains(&kind) {
+        return Err("on a network or FUSE filesystem: not read".into());
+    }
+    let st = rustix::fs::stat(path).map_err(|e| e.to_string())?;
+    if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::RegularFile {
+        return Err("not a regular file".into());
+    }
+    if u64::try_from(st.st_size).unwrap_or(u64::MAX) > MAX_ELF {
+        return Err("larger than 64 MiB, not read".into());
+    }
+    if system && (st.st_uid != 0 || st.st_mode & 0o022 != 0) {
+        return Err("not root's, or writable by others: not trusted".into());
+    }
+    Ok(())
+}
+
+/// Finds the CPython of `pid` among its mappings: a `libpython3.X` library, as uWSGI's
+/// python plugin loads it (an interpreter linked statically reads as not Python).
 pub(crate) fn find(pid: i32, maps: &[Mapping]) -> Found {
     let lib = maps.iter().find(|m| {
         m.offset == 0
@@ -196,13 +229,16 @@ pub(crate) fn find(pid: i32, maps: &[Mapping]) -> Found {
     let Some(file) = lib.file(pid) else {
         return Found::Unreadable(format!("{}: replaced since it was mapped", lib.path));
     };
+    if let Err(why) = readable(&file, true) {
+        return Found::Unreadable(format!("{}: {why}", lib.path));
+    }
     match symbols(&file, &["_PyRuntime", "PyCode_Type"]) {
-        Ok((base_vaddr, found)) => {
-            let bias = lib.start.wrapping_sub(base_vaddr);
-            match (found[0], found[1]) {
+        Ok(found) => {
+            let bias = lib.start.wrapping_sub(found.base);
+            match (found.addrs[0], found.addrs[1]) {
                 (Some(rt), Some(ct)) => Found::Python(Interpreter {
-                    runtime: bias.wrapping_add(rt),
-                    code_type: bias.wrapping_add(ct),
+                    runtime: bias.wrapping_add(rt.0),
+                    code_type: bias.wrapping_add(ct.0),
                 }),
                 _ => Found::Unreadable(format!("{}: no _PyRuntime symbol", lib.path)),
             }
@@ -213,10 +249,18 @@ pub(crate) fn find(pid: i32, maps: &[Mapping]) -> Found {
 
 /// The addresses of `names` in the dynamic symbols of the ELF file at `path`, and the
 /// lowest address it loads at (subtracted from where it is mapped, that is its bias).
-/// The lowest address a file loads at, and the addresses of the names asked for.
-type Symbols = (u64, Vec<Option<u64>>);
+/// What an ELF file says of some of its dynamic symbols.
+#[derive(Debug, Clone)]
+pub(crate) struct Symbols {
+    /// The lowest address it loads at (page aligned): its bias is where it is mapped
+    /// less this.
+    pub base: u64,
+    /// Per name asked for: its address in the file's terms, and its offset in the file
+    /// (what a uprobe is placed by).
+    pub addrs: Vec<Option<(u64, u64)>>,
+}
 
-fn symbols(path: &Path, names: &[&str]) -> Result<Symbols, String> {
+pub(crate) fn symbols(path: &Path, names: &[&str]) -> Result<Symbols, String> {
     use std::collections::HashMap;
     use std::sync::{Mutex, OnceLock};
     type Key = (u64, u64, i64, Vec<String>);
@@ -247,16 +291,25 @@ fn read_symbols(path: &Path, names: &[&str]) -> Result<Symbols, String> {
     use object::{Object, ObjectSegment, ObjectSymbol};
     let data = crate::bounded::read(path, MAX_ELF).map_err(|e| e.to_string())?;
     let obj = object::File::parse(&*data).map_err(|e| e.to_string())?;
-    let base = obj.segments().map(|s| s.address()).min().unwrap_or(0) & !0xfff;
-    let mut out = vec![None; names.len()];
+    let segments: Vec<(u64, u64, u64)> = obj
+        .segments()
+        .map(|s| (s.address(), s.size(), s.file_range().0))
+        .collect();
+    let base = segments.iter().map(|s| s.0).min().unwrap_or(0) & !0xfff;
+    let mut addrs = vec![None; names.len()];
     for sym in obj.dynamic_symbols() {
         if let Ok(n) = sym.name()
             && let Some(i) = names.iter().position(|x| *x == n)
         {
-            out[i] = Some(sym.address());
+            let vaddr = sym.address();
+            let offset = segments
+                .iter()
+                .find(|(a, size, _)| vaddr >= *a && vaddr - a < *size)
+                .map(|(a, _, off)| vaddr - a + off);
+            addrs[i] = offset.map(|o| (vaddr, o));
         }
     }
-    Ok((base, out))
+    Ok(Symbols { base, addrs })
 }
 
 /// Reads the memory of one process, bounded.
@@ -283,19 +336,19 @@ impl Memory {
 /// address). Not the native thread id: a forked worker's states keep its parent's.
 pub(crate) fn threads(mem: &Memory, interp: &Interpreter) -> Vec<(u64, u64)> {
     let mut out = Vec::new();
-    let Some(head) = mem.u64(interp.runtime + RUNTIME_INTERP_HEAD) else {
+    let Some(head) = mem.u64(interp.runtime.wrapping_add(RUNTIME_INTERP_HEAD)) else {
         return out;
     };
     if head == 0 {
         return out;
     }
-    let mut ts = mem.u64(head + INTERP_THREADS_HEAD).unwrap_or(0);
+    let mut ts = mem.u64(head.wrapping_add(INTERP_THREADS_HEAD)).unwrap_or(0);
     while ts != 0 && out.len() < MAX_THREADS {
-        let Some(me) = mem.u64(ts + TSTATE_THREAD_ID) else {
+        let Some(me) = mem.u64(ts.wrapping_add(TSTATE_THREAD_ID)) else {
             break;
         };
         out.push((me, ts));
-        ts = mem.u64(ts + TSTATE_NEXT).unwrap_or(0);
+        ts = mem.u64(ts.wrapping_add(TSTATE_NEXT)).unwrap_or(0);
     }
     out
 }
@@ -345,7 +398,10 @@ impl Code {
     /// The frame of this code object, at `code` in memory, stopped at instruction
     /// `instr`.
     pub(crate) fn frame(&self, code: u64, instr: u64) -> Frame {
-        let index = (instr.cast_signed() - (code + CODE_BYTECODE).cast_signed()) / 2;
+        let index = instr
+            .cast_signed()
+            .wrapping_sub(code.wrapping_add(CODE_BYTECODE).cast_signed())
+            / 2;
         let line = line_of(&self.table, self.first_line, index);
         Frame {
             origin: Origin::of_python_file(&self.file),
@@ -367,9 +423,9 @@ fn string(mem: &Memory, addr: u64) -> Option<String> {
     let ascii = state & (1 << 6) != 0;
     let len = len.min(MAX_NAME);
     let data = match (compact, ascii) {
-        (true, true) => addr + 48,
-        (true, false) => addr + 72,
-        (false, _) => mem.u64(addr + 72)?,
+        (true, true) => addr.wrapping_add(48),
+        (true, false) => addr.wrapping_add(72),
+        (false, _) => mem.u64(addr.wrapping_add(72))?,
     };
     let width = match kind {
         1 => 1,
@@ -398,11 +454,11 @@ fn string(mem: &Memory, addr: u64) -> Option<String> {
 
 /// A `bytes` object's content, at most `MAX_LINETABLE` bytes.
 fn bytes_object(mem: &Memory, addr: u64) -> Option<Vec<u8>> {
-    let size = mem.u64(addr + 16)?;
+    let size = mem.u64(addr.wrapping_add(16))?;
     if size > MAX_LINETABLE {
         return None;
     }
-    mem.bytes(addr + 32, usize::try_from(size).ok()?)
+    mem.bytes(addr.wrapping_add(32), usize::try_from(size).ok()?)
 }
 
 fn varint(t: &[u8], i: &mut usize) -> Option<i64> {
@@ -443,14 +499,14 @@ pub(crate) fn line_of(table: &[u8], first_line: i32, index: i64) -> Option<i64> 
         let here = match code {
             15 => None,
             14 => {
-                line += svarint(table, &mut i)?;
+                line = line.checked_add(svarint(table, &mut i)?)?;
                 for _ in 0..3 {
                     varint(table, &mut i)?;
                 }
                 Some(line)
             }
             13 => {
-                line += svarint(table, &mut i)?;
+                line = line.checked_add(svarint(table, &mut i)?)?;
                 Some(line)
             }
             10..=12 => {
@@ -463,10 +519,10 @@ pub(crate) fn line_of(table: &[u8], first_line: i32, index: i64) -> Option<i64> 
                 Some(line)
             }
         };
-        if (unit..unit + length).contains(&index) {
+        if (unit..unit.saturating_add(length)).contains(&index) {
             return here;
         }
-        unit += length;
+        unit = unit.saturating_add(length);
     }
     None
 }

@@ -17,7 +17,7 @@ pub(super) fn write(w: &mut dyn Write, capture: &Capture, indent: &str) -> io::R
     writeln!(
         w,
         "{indent}code that leaks: {} ({} opens seen in {:.0}s)",
-        super::for_terminal(&capture.target),
+        super::one_line(&capture.target),
         capture.reports,
         capture.seconds
     )?;
@@ -44,8 +44,9 @@ pub(super) fn write(w: &mut dyn Write, capture: &Capture, indent: &str) -> io::R
 /// `File "/srv/app.py", line 12, in open_receipt` (the app's own, marked `>` by the
 /// caller), with `[framework]` or `[stdlib]` after the others; a native frame's symbol.
 fn frame(f: &Frame) -> String {
-    let file = super::for_terminal(&f.file);
-    let function = super::for_terminal(&f.function);
+    // Names come from the app's memory and files: one line each, escaped.
+    let file = super::one_line(&f.file);
+    let function = super::one_line(&f.function);
     match f.origin {
         Origin::Native => format!("{function} in {file}  [native]"),
         origin => {
