@@ -9,7 +9,7 @@ use std::path::Path;
 
 use aya::maps::{Array, HashMap, MapData, RingBuf};
 use aya::programs::UProbe;
-use aya::programs::uprobe::{UProbeAttachLocation, UProbeLinkId, UProbeScope};
+use aya::programs::uprobe::{UProbeAttachLocation, UProbeLink, UProbeLinkId, UProbeScope};
 use aya::{Ebpf, EbpfLoader, VerifierLogLevel};
 
 use super::python::Layout;
@@ -171,6 +171,10 @@ pub(crate) struct Probe {
     events: RingBuf<MapData>,
     /// Per armed process: its links (program name, link).
     links: StdMap<u32, Vec<(&'static str, UProbeLinkId)>>,
+    /// Links taken off are dropped (detached) on a thread of their own: the kernel
+    /// waits for a grace period per uprobe removed, tens of milliseconds, which the
+    /// warden's loop does not.
+    reaper: std::sync::mpsc::Sender<Vec<UProbeLink>>,
 }
 
 /// Why the kernel side could not be loaded or attached, in a sentence.
@@ -220,7 +224,17 @@ impl Probe {
         let peers = HashMap::try_from(take("peers")?).map_err(|e| say("peers", &e))?;
         let budget = Array::try_from(take("budget")?).map_err(|e| say("budget", &e))?;
         let events = RingBuf::try_from(take("events")?).map_err(|e| say("events", &e))?;
+        let (reaper, dead) = std::sync::mpsc::channel::<Vec<UProbeLink>>();
+        std::thread::Builder::new()
+            .name("capture-detach".into())
+            .spawn(move || {
+                for links in dead {
+                    drop(links);
+                }
+            })
+            .map_err(|e| format!("cannot start the capture thread: {e}"))?;
         Ok(Probe {
+            reaper,
             ebpf,
             targets,
             pythreads,
@@ -325,13 +339,18 @@ impl Probe {
         for (me, _) in threads.unwrap_or_default() {
             let _ = self.pythreads.remove(&thread_key(pid, *me));
         }
+        let mut taken = Vec::new();
         for (prog, link) in self.links.remove(&pid).unwrap_or_default() {
             if let Some(p) = self.ebpf.program_mut(prog) {
                 let p: Result<&mut UProbe, _> = p.try_into();
-                if let Ok(p) = p {
-                    let _ = p.detach(link);
+                if let Ok(link) = p.and_then(|p| p.take_link(link).map_err(Into::into)) {
+                    taken.push(link);
                 }
             }
+        }
+        // The reaper ends only with the probe; if it is gone, they are dropped here.
+        if let Err(back) = self.reaper.send(taken) {
+            drop(back.0);
         }
     }
 

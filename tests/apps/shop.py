@@ -7,6 +7,8 @@
 #   GET /shop/connect   connects to $PEER (HOST:PORT) and keeps the connection
 #   GET /shop/peek      reads static/cat.jpg and closes it (no leak: for the benchmark)
 #   GET /               leaks nothing
+# HOLD_AT_IMPORT=N opens static/config.db N times at import (in the master, inherited by
+# the workers) and holds them: many fds of one target that is not the leak.
 import os
 import socket
 
@@ -15,6 +17,8 @@ import bottle
 HERE = os.path.dirname(os.path.abspath(__file__))
 CAT = os.path.join(HERE, "static", "cat.jpg")
 KEPT = []
+HELD = [open(os.path.join(HERE, "static", "config.db"), "rb")
+        for _ in range(int(os.environ.get("HOLD_AT_IMPORT", "0")))]
 
 
 def open_receipt():

@@ -18,9 +18,14 @@ const POLICY: &str = "reload-at = 40\nfor = 1\ncooldown = 10m\nverify = 30s\n";
 
 /// A vassal running `shop.py`, with `extra` `[uwsgi]` lines.
 fn shop(emp: &Emperor, name: &str, extra: &[&str]) -> i32 {
+    shop_with(emp, name, extra, 64)
+}
+
+fn shop_with(emp: &Emperor, name: &str, extra: &[&str], max_fd: u32) -> i32 {
     fs::write(emp.root().join("shop.py"), SHOP_APP).unwrap();
     let spec = VassalSpec {
         extra: extra.iter().map(|s| (*s).to_owned()).collect(),
+        max_fd,
         ..VassalSpec::default()
     };
     let text = emp.ini_text(&spec).replace("/app.py", "/shop.py");
@@ -172,6 +177,28 @@ fn a_site_whose_files_are_closed_is_not_reported() {
     let open = sites[0]["open"].as_u64().unwrap();
     assert!(
         capture["reports"].as_u64().unwrap() >= 2 * open,
+        "{capture:#}"
+    );
+}
+
+#[test]
+fn the_capture_follows_what_grew_not_what_was_open_before() {
+    let emp = Emperor::start();
+    // 30 fds of config.db from the start: more than the leak has grown by when the
+    // capture is armed, but none of them new.
+    shop_with(&emp, "shop.ini", &["env = HOLD_AT_IMPORT=30"], 128);
+    let policy = "reload-at = 90\nfor = 1\npredict = off\ncooldown = 10m\nverify = 30s\n";
+    let warden = Warden::start(&bin(), &emp, policy, &[]);
+    leak_past_arming(&emp, &warden, "shop.ini", "/shop/receipt", 40);
+
+    let detected = warden.wait_record("detected", 0);
+    let capture = &detected["capture"];
+    let cat = emp.root().join("static/cat.jpg");
+    assert_eq!(capture["target"], cat.to_str().unwrap(), "{capture:#}");
+    let shop_py = emp.root().join("shop.py");
+    assert_eq!(
+        app_frames(&capture["sites"][0], &shop_py)[0],
+        (line_of("# leak site"), "open_receipt".to_owned()),
         "{capture:#}"
     );
 }
