@@ -343,7 +343,7 @@ impl Probe {
         for (prog, link) in self.links.remove(&pid).unwrap_or_default() {
             if let Some(p) = self.ebpf.program_mut(prog) {
                 let p: Result<&mut UProbe, _> = p.try_into();
-                if let Ok(link) = p.and_then(|p| p.take_link(link).map_err(Into::into)) {
+                if let Ok(link) = p.and_then(|p| p.take_link(link)) {
                     taken.push(link);
                 }
             }
