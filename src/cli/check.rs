@@ -147,6 +147,11 @@ fn captures(cfg: &Config, daemon: Option<i32>) -> String {
     if let Err(e) = crate::ability::capture(view.caps) {
         return format!("unavailable: {e}");
     }
+    // The kernel is asked by loading the programs here; without the capabilities this
+    // command cannot, and says so rather than answer for the warden.
+    if crate::ability::capture(crate::ability::Caps::own()).is_err() {
+        return "not known: the warden has the capabilities, but this command cannot load the programs to ask the kernel (run it as root)".into();
+    }
     match crate::capture::Captures::new(cfg.capture).availability() {
         Ok(()) => "available: uprobes on the C library, Python frames of CPython 3.11".into(),
         Err(why) => format!("unavailable: {why}"),
