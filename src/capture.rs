@@ -84,7 +84,7 @@ pub struct Site {
 /// What an incident says of the code that leaks: sites, or why there are none.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Capture {
-    /// What was looked for: a path, or `tcp → ADDRESS`.
+    /// What was looked for: a path, or `connections to ADDRESS`.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub target: String,
     #[serde(default)]
@@ -146,6 +146,8 @@ struct Running {
     target: String,
     started: Instant,
     procs: Vec<Armed>,
+    /// Every process an arming was tried in, armed or not: each is tried once.
+    tried: HashSet<ProcId>,
     /// The last report of each (PID, fd): its stack, resolved, and what it opened.
     last: HashMap<(u32, u32), (usize, Identity)>,
     /// Resolved stacks, by index; `opened` counts per stack.
@@ -221,7 +223,7 @@ impl Captures {
             // is disarmed.
             run.drop_gone(probe);
             for q in procs {
-                if !run.procs.iter().any(|a| a.id == q.id) {
+                if run.tried.insert(q.id) {
                     run.arm(probe, q.id, self.settings.samples);
                 }
             }
@@ -265,7 +267,7 @@ impl Captures {
             return;
         };
         let Some(slot) = self.free.pop() else {
-            warn!(vassal = %name, "{} captures already running: none for this one", bpf::MAX_SLOTS);
+            warn!(vassal = %name, "{MAX_RUNNING} captures already running: none for this one");
             return;
         };
         let mut run = Running::new(slot, wanted, target);
@@ -275,6 +277,7 @@ impl Captures {
             return;
         }
         for q in procs {
+            run.tried.insert(q.id);
             run.arm(probe, q.id, self.settings.samples);
         }
         if run.procs.is_empty() {
@@ -343,7 +346,7 @@ impl Captures {
             return None;
         }
         if self.running.contains_key(vassal) {
-            self.poll_one(vassal);
+            self.finish(vassal);
         }
         if let Some((_, c)) = self.finished.remove(vassal) {
             return Some(c);
@@ -354,10 +357,6 @@ impl Captures {
         // A leak that reached the line before a capture was armed still says, when the
         // host cannot capture, why.
         self.availability().err().map(Capture::unavailable)
-    }
-
-    fn poll_one(&mut self, vassal: &Path) {
-        self.finish(vassal);
     }
 
     /// Forgets a vassal no longer watched.
@@ -403,11 +402,14 @@ fn arm_one(
     python::readable(&libc, true).map_err(|why| format!("PID {pid}: {name}: {why}"))?;
     let names: Vec<&str> = bpf::PROBES.iter().map(|p| p.0).collect();
     let found = python::symbols(&libc, &names).map_err(|e| format!("PID {pid}: {name}: {e}"))?;
-    let offsets: Vec<(&'static str, u64)> = bpf::PROBES
+    let mut offsets: Vec<(&'static str, u64)> = bpf::PROBES
         .iter()
         .zip(&found.addrs)
         .filter_map(|((_, prog), at)| at.map(|(_, offset)| (*prog, offset)))
         .collect();
+    // Two names of one function would report each open twice.
+    offsets.sort_by_key(|o| o.1);
+    offsets.dedup_by_key(|o| o.1);
     if offsets.iter().filter(|(p, _)| *p == "on_open").count() < 2
         || !offsets.iter().any(|(p, _)| *p == "on_connect")
     {
@@ -453,6 +455,7 @@ impl Running {
             target,
             started: Instant::now(),
             procs: Vec::new(),
+            tried: HashSet::new(),
             last: HashMap::new(),
             stacks: Vec::new(),
             opened: Vec::new(),

@@ -5,7 +5,8 @@
 //! (the decision core, with `policy`'s rules, asking `forensics` what leaks; `sockets`
 //! says what each socket is) → `audit` (record first) → `act` (touch, recycle) → verify
 //! (`episode` again) → `audit`; `warden` carries out each pass, `daemon` runs the loop;
-//! `metrics` renders each pass for Prometheus and serves it from its own thread.
+//! `metrics` renders each pass for Prometheus and serves it from its own thread;
+//! `capture` finds the code that leaks, before the line.
 //! `trust` says what a vassal file's word may make root do.
 //! See docs/ARCHITECTURE.md.
 //!
