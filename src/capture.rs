@@ -222,6 +222,7 @@ impl Captures {
             // A worker respawned since the capture was armed is armed too, and one gone
             // is disarmed.
             run.drop_gone(probe);
+            run.refresh_threads(probe);
             for q in procs {
                 if run.tried.insert(q.id) {
                     run.arm(probe, q.id, self.settings.samples);
@@ -489,6 +490,28 @@ impl Running {
     fn note(&mut self, note: String) {
         if self.notes.len() < MAX_NOTES && !self.notes.contains(&note) {
             self.notes.push(note);
+        }
+    }
+
+    /// Reads the Python threads of each armed process again: a thread started since it
+    /// was armed is told to the kernel side (up to the same bound per process).
+    fn refresh_threads(&mut self, probe: &mut Probe) {
+        for a in &mut self.procs {
+            let (Some(interp), Some(known)) = (&a.interp, &mut a.threads) else {
+                continue;
+            };
+            let Ok(mem) = python::Memory::open(a.pid) else {
+                continue;
+            };
+            let new: Vec<(u64, u64)> = python::threads(&mem, interp)
+                .into_iter()
+                .filter(|t| !known.contains(t))
+                .take(python::MAX_THREADS.saturating_sub(known.len()))
+                .collect();
+            if !new.is_empty() {
+                probe.add_threads(a.pid.cast_unsigned(), &new);
+                known.extend(new);
+            }
         }
     }
 

@@ -333,6 +333,13 @@ impl Probe {
         Ok(())
     }
 
+    /// Tells the kernel side of Python threads of `pid` started since it was armed.
+    pub(crate) fn add_threads(&mut self, pid: u32, threads: &[(u64, u64)]) {
+        for (me, tstate) in threads {
+            let _ = self.pythreads.insert(thread_key(pid, *me), *tstate, 0);
+        }
+    }
+
     /// Detaches `pid`'s uprobes and forgets it and its threads.
     pub(crate) fn disarm(&mut self, pid: u32, threads: Option<&[(u64, u64)]>) {
         let _ = self.targets.remove(&pid);

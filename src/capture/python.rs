@@ -46,7 +46,7 @@ const CODE_BYTECODE: u64 = 184;
 const CODE_LEN: usize = 192;
 
 /// Threads of one interpreter read at most (uWSGI runs one per core and thread).
-const MAX_THREADS: usize = 256;
+pub(crate) const MAX_THREADS: usize = 256;
 /// The longest line table and name read.
 const MAX_LINETABLE: u64 = 64 * 1024;
 const MAX_NAME: u64 = 512;

@@ -6,9 +6,12 @@
 #                       /shop/receipt does
 #   GET /shop/connect   connects to $PEER (HOST:PORT) and keeps the connection
 #   GET /shop/peek      reads static/cat.jpg and closes it (no leak: for the benchmark)
+#   GET /shop/pooled    leaks as /shop/receipt does, on a thread of a pool started by the
+#                       first such request (needs `enable-threads`)
 #   GET /               leaks nothing
 # HOLD_AT_IMPORT=N opens static/config.db N times at import (in the master, inherited by
 # the workers) and holds them: many fds of one target that is not the leak.
+import concurrent.futures
 import os
 import socket
 
@@ -62,6 +65,17 @@ def mixed():
 @shop.route("/peek")
 def peek():
     peek_cat()
+    return "%d %d 0\n" % (os.getpid(), len(KEPT))
+
+
+POOL = []
+
+
+@shop.route("/pooled")
+def pooled():
+    if not POOL:
+        POOL.append(concurrent.futures.ThreadPoolExecutor(max_workers=1))
+    POOL[0].submit(open_receipt).result()
     return "%d %d 0\n" % (os.getpid(), len(KEPT))
 
 

@@ -204,6 +204,39 @@ fn the_capture_follows_what_grew_not_what_was_open_before() {
 }
 
 #[test]
+fn a_python_thread_started_after_arming_is_read_too() {
+    let emp = Emperor::start();
+    shop(&emp, "shop.ini", &["enable-threads = true"]);
+    let warden = Warden::start(&bin(), &emp, POLICY, &[]);
+    leak_past_arming(&emp, &warden, "shop.ini", "/shop/receipt", 0);
+    // The pool's thread starts now, after the capture was armed; the warden reads the
+    // interpreter's threads again on its next pass.
+    emp.request("shop.ini", "/shop/pooled");
+    std::thread::sleep(Duration::from_millis(600));
+    for _ in 0..25 {
+        emp.request("shop.ini", "/shop/pooled");
+    }
+    let detected = warden.wait_record("detected", 0);
+    let capture = &detected["capture"];
+    let sites = capture["sites"].as_array().expect("sites");
+    let pooled = sites
+        .iter()
+        .find(|s| {
+            frames(s)
+                .iter()
+                .any(|f| f.1.is_some() && f.0.ends_with("/thread.py"))
+        })
+        .unwrap_or_else(|| panic!("no site on the pool's thread: {capture:#}"));
+    let shop_py = emp.root().join("shop.py");
+    assert_eq!(
+        app_frames(pooled, &shop_py),
+        [(line_of("# leak site"), "open_receipt".to_owned())],
+        "only the helper runs on the pool's thread: {capture:#}"
+    );
+    assert!(pooled["open"].as_u64().unwrap() >= 20, "{capture:#}");
+}
+
+#[test]
 fn a_leak_of_connections_names_the_connect() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let peer = listener.local_addr().unwrap();
