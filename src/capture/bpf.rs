@@ -174,7 +174,19 @@ pub(crate) struct Probe {
     /// Links taken off are dropped (detached) on a thread of their own: the kernel
     /// waits for a grace period per uprobe removed, tens of milliseconds, which the
     /// warden's loop does not.
-    reaper: std::sync::mpsc::Sender<Vec<UProbeLink>>,
+    reaper: Option<std::sync::mpsc::Sender<Vec<UProbeLink>>>,
+    reaper_thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Probe {
+    /// Waits for the links taken off to be detached: once the probe is gone, none is
+    /// left in any process.
+    fn drop(&mut self) {
+        self.reaper.take();
+        if let Some(t) = self.reaper_thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 /// Why the kernel side could not be loaded or attached, in a sentence.
@@ -225,7 +237,7 @@ impl Probe {
         let budget = Array::try_from(take("budget")?).map_err(|e| say("budget", &e))?;
         let events = RingBuf::try_from(take("events")?).map_err(|e| say("events", &e))?;
         let (reaper, dead) = std::sync::mpsc::channel::<Vec<UProbeLink>>();
-        std::thread::Builder::new()
+        let reaper_thread = std::thread::Builder::new()
             .name("capture-detach".into())
             .spawn(move || {
                 for links in dead {
@@ -234,7 +246,8 @@ impl Probe {
             })
             .map_err(|e| format!("cannot start the capture thread: {e}"))?;
         Ok(Probe {
-            reaper,
+            reaper: Some(reaper),
+            reaper_thread: Some(reaper_thread),
             ebpf,
             targets,
             pythreads,
@@ -355,9 +368,14 @@ impl Probe {
                 }
             }
         }
-        // The reaper ends only with the probe; if it is gone, they are dropped here.
-        if let Err(back) = self.reaper.send(taken) {
-            drop(back.0);
+        // The reaper ends only with the probe; without it, they are dropped here.
+        match &self.reaper {
+            Some(r) => {
+                if let Err(back) = r.send(taken) {
+                    drop(back.0);
+                }
+            }
+            None => drop(taken),
         }
     }
 
