@@ -30,6 +30,7 @@ use crate::episode::Proc;
 use crate::forensics::Baseline;
 use crate::procs::ProcId;
 use bpf::{Event, Probe, Wanted};
+use python::Mounts;
 pub use python::{Frame, Origin};
 
 /// The warden.ini side of captures (`[warden]`).
@@ -126,13 +127,19 @@ enum Kernel {
 struct Armed {
     /// PID and start time: a PID reused within the window is not the process armed.
     id: ProcId,
-    pid: i32,
     threads: Option<Vec<(u64, u64)>>,
     interp: Option<python::Interpreter>,
     /// Code objects read so far, by address (`None`: not a code object), at most
     /// `MAX_CODES`.
     codes: HashMap<u64, Option<python::Code>>,
     symbols: native::Symbolizer,
+}
+
+impl Armed {
+    /// The process's PID as the kernel side reports it.
+    fn tgid(&self) -> u32 {
+        self.id.pid.cast_unsigned()
+    }
 }
 
 /// Code objects remembered per process: past this, each is read again when reported
@@ -329,7 +336,7 @@ impl Captures {
         };
         if let Kernel::Ready(probe) = &mut self.kernel {
             for a in &run.procs {
-                probe.disarm(a.pid.cast_unsigned(), a.threads.as_deref());
+                probe.disarm(a.tgid(), a.threads.as_deref());
             }
             probe.unwant(run.slot, run.wanted);
         }
@@ -377,7 +384,7 @@ fn route(probe: &mut Probe, running: &mut HashMap<PathBuf, Running>) {
     for e in probe.drain(DRAIN) {
         if let Some(run) = running
             .values_mut()
-            .find(|r| r.procs.iter().any(|a| a.pid.cast_unsigned() == e.tgid))
+            .find(|r| r.procs.iter().any(|a| a.tgid() == e.tgid))
         {
             run.add(&e);
         }
@@ -397,9 +404,10 @@ fn arm_one(
     let libc =
         python::libc(&maps).ok_or_else(|| format!("PID {pid}: no glibc (libc.so.6) mapped"))?;
     let name = &libc.path;
-    let libc = libc
-        .file(pid)
-        .ok_or_else(|| format!("PID {pid}: {name} was replaced since it was mapped"))?;
+    let mounts = python::Mounts::of(pid);
+    let libc = libc.file(pid, &mounts).ok_or_else(|| {
+        format!("PID {pid}: {name} is on a network or FUSE filesystem, or was replaced since it was mapped")
+    })?;
     python::readable(&libc, true).map_err(|why| format!("PID {pid}: {name}: {why}"))?;
     let names: Vec<&str> = bpf::PROBES.iter().map(|p| p.0).collect();
     let found = python::symbols(&libc, &names).map_err(|e| format!("PID {pid}: {name}: {e}"))?;
@@ -416,7 +424,7 @@ fn arm_one(
     {
         return Err(format!("PID {pid}: {name}: no open64, openat64 or connect"));
     }
-    let (interp, threads, note) = match python::find(pid, &maps) {
+    let (interp, threads, note) = match python::find(pid, &maps, &mounts) {
         python::Found::Python(interp) => match python::Memory::open(pid) {
             Ok(mem) => {
                 let threads = python::threads(&mem, &interp);
@@ -429,7 +437,16 @@ fn arm_one(
     };
     let python = threads.as_deref().map(|t| (&python::PY311, t));
     probe
-        .arm(pid.cast_unsigned(), slot, samples, &libc, &offsets, python)
+        .arm(
+            pid.cast_unsigned(),
+            &bpf::Arming {
+                slot,
+                limit: samples,
+                libc: &libc,
+                offsets: &offsets,
+                python,
+            },
+        )
         .map_err(|e| format!("PID {pid}: {e}"))?;
     // The PID could have been reused between the sample and the attach: then the probes
     // are on another process, and come off at once.
@@ -439,11 +456,10 @@ fn arm_one(
     }
     let armed = Armed {
         id,
-        pid,
         threads,
         interp,
         codes: HashMap::new(),
-        symbols: native::Symbolizer::new(pid, maps),
+        symbols: native::Symbolizer::new(pid, maps, mounts),
     };
     Ok((armed, note))
 }
@@ -497,10 +513,11 @@ impl Running {
     /// was armed is told to the kernel side (up to the same bound per process).
     fn refresh_threads(&mut self, probe: &mut Probe) {
         for a in &mut self.procs {
+            let tgid = a.tgid();
             let (Some(interp), Some(known)) = (&a.interp, &mut a.threads) else {
                 continue;
             };
-            let Ok(mem) = python::Memory::open(a.pid) else {
+            let Ok(mem) = python::Memory::open(a.id.pid) else {
                 continue;
             };
             let new: Vec<(u64, u64)> = python::threads(&mem, interp)
@@ -509,7 +526,7 @@ impl Running {
                 .take(python::MAX_THREADS.saturating_sub(known.len()))
                 .collect();
             if !new.is_empty() {
-                probe.add_threads(a.pid.cast_unsigned(), &new);
+                probe.add_threads(tgid, &new);
                 known.extend(new);
             }
         }
@@ -520,7 +537,7 @@ impl Running {
         self.procs.retain(|a| {
             let alive = crate::procs::is_same_process(a.id);
             if !alive {
-                probe.disarm(a.pid.cast_unsigned(), a.threads.as_deref());
+                probe.disarm(a.tgid(), a.threads.as_deref());
             }
             alive
         });
@@ -528,18 +545,14 @@ impl Running {
 
     fn add(&mut self, e: &Event) {
         self.reports += 1;
-        let Some(a) = self
-            .procs
-            .iter_mut()
-            .find(|a| a.pid.cast_unsigned() == e.tgid)
-        else {
+        let Some(a) = self.procs.iter_mut().find(|a| a.tgid() == e.tgid) else {
             return;
         };
         let mut frames = Vec::new();
         // The frames are read now: a process that exited, or whose PID was reused, has
         // only its native addresses left.
         let mem = (a.interp.is_some() && crate::procs::is_same_process(a.id))
-            .then(|| python::Memory::open(a.pid).ok())
+            .then(|| python::Memory::open(a.id.pid).ok())
             .flatten();
         if let (Some(mem), Some(interp)) = (&mem, &a.interp) {
             for (addr, instr) in &e.py {
@@ -585,7 +598,7 @@ impl Running {
             .procs
             .iter()
             .filter(|a| crate::procs::is_same_process(a.id))
-            .map(|a| a.pid.cast_unsigned())
+            .map(Armed::tgid)
             .collect();
         let mut open: BTreeMap<usize, u64> = BTreeMap::new();
         let mut mounts: HashMap<u32, Mounts> = HashMap::new();
@@ -593,7 +606,9 @@ impl Running {
             if !alive.contains(pid) {
                 continue;
             }
-            let m = mounts.entry(*pid).or_insert_with(|| mounts_of(*pid));
+            let m = mounts
+                .entry(*pid)
+                .or_insert_with(|| Mounts::of(pid.cast_signed()));
             if fd_identity(*pid, *fd, m) == Some(*what) {
                 *open.entry(*i).or_default() += 1;
             }
@@ -631,28 +646,6 @@ enum Identity {
     Socket(u64),
 }
 
-/// A mount namespace's mounts: mount ID → the kernel's device number of its superblock
-/// (what `i_sb->s_dev` is, which `stat` does not say on btrfs).
-type Mounts = HashMap<u64, u32>;
-
-/// The mounts of `pid`'s namespace, from `/proc/PID/mountinfo` (bounded).
-fn mounts_of(pid: u32) -> Mounts {
-    let path = format!("/proc/{pid}/mountinfo");
-    let Ok(raw) = crate::bounded::read(Path::new(&path), 8 << 20) else {
-        return Mounts::new();
-    };
-    String::from_utf8_lossy(&raw)
-        .lines()
-        .filter_map(|l| {
-            let mut f = l.split(' ');
-            let id = f.next()?.parse().ok()?;
-            let (major, minor) = f.nth(1)?.split_once(':')?;
-            let (major, minor): (u32, u32) = (major.parse().ok()?, minor.parse().ok()?);
-            Some((id, (major << 20) | (minor & 0xf_ffff)))
-        })
-        .collect()
-}
-
 /// What fd `fd` of `pid` is, without touching the file itself (a FUSE or network file
 /// could hang a `stat`): the link says whether it is a socket, `fdinfo` gives the inode
 /// and the mount.
@@ -669,7 +662,7 @@ fn fd_identity(pid: u32, fd: u32, mounts: &Mounts) -> Option<Identity> {
             .find_map(|l| l.strip_prefix(name))
             .and_then(|v| v.trim().parse::<u64>().ok())
     };
-    let dev = *mounts.get(&field("mnt_id:")?)?;
+    let dev = mounts.dev(field("mnt_id:")?)?;
     Some(Identity::File {
         dev,
         ino: field("ino:")?,
@@ -682,7 +675,7 @@ fn dominant(pid: i32, baseline: Option<&Baseline>) -> Option<(Wanted, String, u6
     let (growth, fds) = crate::forensics::most_grown(pid, baseline).ok()??;
     let &fd = fds.first()?;
     let me = pid.cast_unsigned();
-    match fd_identity(me, fd, &mounts_of(me))? {
+    match fd_identity(me, fd, &Mounts::of(pid))? {
         Identity::File { dev, ino } => {
             let link =
                 rustix::fs::readlink(format!("/proc/{pid}/fd/{fd}").as_str(), Vec::new()).ok()?;
@@ -718,7 +711,8 @@ impl Session {
         let me = std::process::id();
         let fd =
             u32::try_from(std::os::fd::AsRawFd::as_raw_fd(&file)).map_err(|e| e.to_string())?;
-        let Some(Identity::File { dev, ino }) = fd_identity(me, fd, &mounts_of(me)) else {
+        let Some(Identity::File { dev, ino }) = fd_identity(me, fd, &Mounts::of(me.cast_signed()))
+        else {
             return Err(format!("{}: not a file", target.display()));
         };
         let wanted = Wanted::File { dev, ino };
@@ -750,8 +744,7 @@ impl Session {
     pub fn finish(mut self) -> Capture {
         self.poll();
         for a in &self.run.procs {
-            self.probe
-                .disarm(a.pid.cast_unsigned(), a.threads.as_deref());
+            self.probe.disarm(a.tgid(), a.threads.as_deref());
         }
         self.run.result()
     }

@@ -46,7 +46,6 @@ pub(crate) enum Wanted {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Event {
     pub tgid: u32,
-    pub tid: u32,
     pub fd: u32,
     /// A connect (else an open).
     pub connect: bool,
@@ -85,7 +84,6 @@ impl Event {
         let nnative = usize::try_from(native_bytes).map_or(0, |n| (n / 8).min(MAX_NATIVE));
         Some(Event {
             tgid: u32_at(b, 0),
-            tid: u32_at(b, 4),
             fd: u32_at(b, 8),
             connect: u32_at(b, 12) == 2,
             dev: u32_at(b, 16),
@@ -158,6 +156,20 @@ fn thread_key(tgid: u32, pthread: u64) -> [u8; 16] {
     k[0..4].copy_from_slice(&tgid.to_ne_bytes());
     k[8..16].copy_from_slice(&pthread.to_ne_bytes());
     k
+}
+
+/// How to arm one process.
+#[derive(Clone, Copy)]
+pub(crate) struct Arming<'a> {
+    pub slot: u32,
+    /// Reports for the slot, at most.
+    pub limit: u32,
+    /// A path that opens the process's C library.
+    pub libc: &'a Path,
+    /// Program and file offset of each uprobe.
+    pub offsets: &'a [(&'static str, u64)],
+    /// The interpreter's layout and its threads (`pthread_self`, thread state).
+    pub python: Option<(&'a Layout, &'a [(u64, u64)])>,
 }
 
 /// The kernel side, loaded: programs, maps and the uprobes attached so far.
@@ -282,41 +294,30 @@ impl Probe {
         };
     }
 
-    /// Arms process `pid` for slot `slot`: its Python threads (`pthread_self` → thread
+    /// Arms process `pid` as `how` says: its Python threads (`pthread_self` → thread
     /// state) are told to the kernel side, then the uprobes are attached to its C
-    /// library `libc` at the file offsets of `OPENS` and `CONNECT` (found by `offsets`,
-    /// read by the caller: the loader never opens the file for symbols). On any failure
-    /// what was done is undone.
-    pub(crate) fn arm(
-        &mut self,
-        pid: u32,
-        slot: u32,
-        limit: u32,
-        libc: &Path,
-        offsets: &[(&'static str, u64)],
-        python: Option<(&Layout, &[(u64, u64)])>,
-    ) -> Result<(), String> {
+    /// library at the file offsets the caller read (the loader never opens the file for
+    /// symbols). On any failure what was done is undone.
+    pub(crate) fn arm(&mut self, pid: u32, how: &Arming<'_>) -> Result<(), String> {
         if self.links.contains_key(&pid) {
             return Err(format!("PID {pid} is armed already"));
         }
         self.links.insert(pid, Vec::new());
-        let threads = python.map(|p| p.1);
-        let result = self.arm_inner(pid, slot, limit, libc, offsets, python);
+        let result = self.arm_inner(pid, how);
         if result.is_err() {
-            self.disarm(pid, threads);
+            self.disarm(pid, how.python.map(|p| p.1));
         }
         result
     }
 
-    fn arm_inner(
-        &mut self,
-        pid: u32,
-        slot: u32,
-        limit: u32,
-        libc: &Path,
-        offsets: &[(&'static str, u64)],
-        python: Option<(&Layout, &[(u64, u64)])>,
-    ) -> Result<(), String> {
+    fn arm_inner(&mut self, pid: u32, how: &Arming<'_>) -> Result<(), String> {
+        let Arming {
+            slot,
+            limit,
+            libc,
+            offsets,
+            python,
+        } = *how;
         if let Some((_, threads)) = python {
             for (me, tstate) in threads {
                 self.pythreads

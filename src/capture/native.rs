@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use super::python::{Frame, MAX_ELF, Mapping, Origin};
+use super::python::{Frame, MAX_ELF, Mapping, Mounts, Origin};
 
 /// Files whose symbols one process's frames are named from, at most.
 const MAX_FILES: usize = 16;
@@ -70,14 +70,16 @@ impl Symbols {
 pub(crate) struct Symbolizer {
     pid: i32,
     maps: Vec<Mapping>,
+    mounts: Mounts,
     files: HashMap<String, Option<Symbols>>,
 }
 
 impl Symbolizer {
-    pub(crate) fn new(pid: i32, maps: Vec<Mapping>) -> Symbolizer {
+    pub(crate) fn new(pid: i32, maps: Vec<Mapping>, mounts: Mounts) -> Symbolizer {
         Symbolizer {
             pid,
             maps,
+            mounts,
             files: HashMap::new(),
         }
     }
@@ -98,7 +100,7 @@ impl Symbolizer {
         let pid = self.pid;
         if !self.files.contains_key(&m.path) && self.files.len() < MAX_FILES {
             let read = m
-                .file(pid)
+                .file(pid, &self.mounts)
                 .filter(|p| super::python::readable(p, false).is_ok())
                 .and_then(|p| Symbols::read(&p));
             self.files.insert(m.path.clone(), read);

@@ -6,6 +6,7 @@
 //! goes through `/proc/PID/mem` with a size bound, and every value read is data: a
 //! pointer that leads nowhere ends the walk, a string too long is cut.
 
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -120,18 +121,100 @@ pub(crate) struct Mapping {
     pub start: u64,
     pub end: u64,
     pub offset: u64,
+    /// The kernel's number of the file's device (its superblock's), as in `mountinfo`.
+    pub dev: u32,
     pub inode: u64,
     pub path: String,
 }
 
 impl Mapping {
-    /// The file mapped, as the process sees its path (through its root), if that path
-    /// still leads to the inode mapped: a file renamed or replaced since is not read.
-    /// (`/proc/PID/map_files` would need `CAP_SYS_ADMIN`.)
-    pub(crate) fn file(&self, pid: i32) -> Option<PathBuf> {
+    /// The file mapped, as the process sees its path (through its root), if it is on a
+    /// local filesystem of the process's (`mounts`: nothing on a network or FUSE one is
+    /// touched, not even by `stat`) and that path still leads to the inode mapped: a
+    /// file renamed or replaced since is not read. (`/proc/PID/map_files` would need
+    /// `CAP_SYS_ADMIN`.)
+    pub(crate) fn file(&self, pid: i32, mounts: &Mounts) -> Option<PathBuf> {
+        if !mounts.is_local(self.dev) {
+            return None;
+        }
         let p = PathBuf::from(format!("/proc/{pid}/root{}", self.path));
         let st = rustix::fs::stat(&p).ok()?;
         (st.st_ino == self.inode).then_some(p)
+    }
+}
+
+/// The mounts of a process's namespace, from `/proc/PID/mountinfo` (bounded): each
+/// mount's device (the kernel's number of its superblock: what `i_sb->s_dev` is, which
+/// `stat` does not say on btrfs), and which devices are network or FUSE filesystems.
+#[derive(Debug, Default)]
+pub(crate) struct Mounts {
+    by_id: HashMap<u64, u32>,
+    local: HashSet<u32>,
+}
+
+/// Filesystem types whose files are never touched: a server elsewhere, or a user's FUSE
+/// daemon, could leave even a `stat` hanging.
+fn is_remote(fstype: &str) -> bool {
+    const REMOTE: [&str; 11] = [
+        "nfs",
+        "nfs4",
+        "cifs",
+        "smb3",
+        "9p",
+        "ceph",
+        "ocfs2",
+        "glusterfs",
+        "afs",
+        "lustre",
+        "gfs2",
+    ];
+    fstype.starts_with("fuse") || REMOTE.contains(&fstype)
+}
+
+impl Mounts {
+    pub(crate) fn of(pid: i32) -> Mounts {
+        let path = format!("/proc/{pid}/mountinfo");
+        match crate::bounded::read(Path::new(&path), 8 << 20) {
+            Ok(raw) => Mounts::parse(&String::from_utf8_lossy(&raw)),
+            Err(_) => Mounts::default(),
+        }
+    }
+
+    fn parse(text: &str) -> Mounts {
+        let mut m = Mounts::default();
+        for line in text.lines() {
+            // ID PARENT MAJOR:MINOR ROOT POINT OPTIONS [TAGS...] - FSTYPE SOURCE OPTIONS
+            let mut f = line.split(' ');
+            let (Some(Ok(id)), Some(Some((major, minor)))) = (
+                f.next().map(str::parse::<u64>),
+                f.nth(1).map(|d| d.split_once(':')),
+            ) else {
+                continue;
+            };
+            let (Ok(major), Ok(minor)) = (major.parse::<u32>(), minor.parse::<u32>()) else {
+                continue;
+            };
+            let dev = (major << 20) | (minor & 0xf_ffff);
+            m.by_id.insert(id, dev);
+            let fstype = line
+                .split_once(" - ")
+                .and_then(|(_, t)| t.split(' ').next());
+            if fstype.is_some_and(|t| !is_remote(t)) {
+                m.local.insert(dev);
+            }
+        }
+        m
+    }
+
+    /// The device of mount `id`.
+    pub(crate) fn dev(&self, id: u64) -> Option<u32> {
+        self.by_id.get(&id).copied()
+    }
+
+    /// Whether `dev` is a local filesystem mounted in the namespace (one not found is
+    /// not).
+    pub(crate) fn is_local(&self, dev: u32) -> bool {
+        self.local.contains(&dev)
     }
 }
 
@@ -150,7 +233,9 @@ fn parse_mapping(line: &str) -> Option<Mapping> {
     let range = it.next()?;
     let _perms = it.next()?;
     let offset = u64::from_str_radix(it.next()?, 16).ok()?;
-    let _dev = it.next()?;
+    let (major, minor) = it.next()?.split_once(':')?;
+    let dev = (u32::from_str_radix(major, 16).ok()? << 20)
+        | (u32::from_str_radix(minor, 16).ok()? & 0xf_ffff);
     let inode = it.next()?.parse().ok()?;
     let path = it.next()?.trim_start();
     if !path.starts_with('/') {
@@ -161,6 +246,7 @@ fn parse_mapping(line: &str) -> Option<Mapping> {
         start: u64::from_str_radix(s, 16).ok()?,
         end: u64::from_str_radix(e, 16).ok()?,
         offset,
+        dev,
         inode,
         path: path.to_owned(),
     })
@@ -172,28 +258,11 @@ pub(crate) fn libc(maps: &[Mapping]) -> Option<&Mapping> {
         .find(|m| m.offset == 0 && m.path.rsplit('/').next() == Some("libc.so.6"))
 }
 
-/// Filesystems whose files are not read: a server elsewhere (or a user's FUSE daemon)
-/// could leave a read hanging. `statfs(2)` magic numbers.
-const REMOTE_FS: [i64; 7] = [
-    0x6573_5546, // fuse
-    0x6969,      // nfs
-    0xff53_4d42, // cifs
-    0xfe53_4d42, // smb2
-    0x0102_1997, // 9p
-    0x00c3_6400, // ceph
-    0x7461_636f, // ocfs2
-];
-
-/// Whether the file at `path` may be read by root: a regular file of at most `MAX_ELF`
-/// bytes on a local filesystem; with `system`, also root's and writable by root only
-/// (a library every process trusts, not one a tenant could change under the read).
+/// Whether the file at `path` (one `Mapping::file` found, so on a local filesystem)
+/// may be read by root: a regular file of at most `MAX_ELF` bytes; with `system`, also
+/// root's and writable by root only (a library every process trusts, not one a tenant
+/// could change under the read).
 pub(crate) fn readable(path: &Path, system: bool) -> Result<(), String> {
-    let fs = rustix::fs::statfs(path).map_err(|e| e.to_string())?;
-    #[allow(clippy::useless_conversion)]
-    let kind = i64::from(fs.f_type);
-    if REMOTE_FS.contains(&kind) {
-        return Err("on a network or FUSE filesystem: not read".into());
-    }
     let st = rustix::fs::stat(path).map_err(|e| e.to_string())?;
     if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::RegularFile {
         return Err("not a regular file".into());
@@ -209,7 +278,7 @@ pub(crate) fn readable(path: &Path, system: bool) -> Result<(), String> {
 
 /// Finds the CPython of `pid` among its mappings: a `libpython3.X` library, as uWSGI's
 /// python plugin loads it (an interpreter linked statically reads as not Python).
-pub(crate) fn find(pid: i32, maps: &[Mapping]) -> Found {
+pub(crate) fn find(pid: i32, maps: &[Mapping], mounts: &Mounts) -> Found {
     let lib = maps.iter().find(|m| {
         m.offset == 0
             && m.path
@@ -226,8 +295,11 @@ pub(crate) fn find(pid: i32, maps: &[Mapping]) -> Found {
             "{name}: only CPython 3.11's frames are read by this version"
         ));
     }
-    let Some(file) = lib.file(pid) else {
-        return Found::Unreadable(format!("{}: replaced since it was mapped", lib.path));
+    let Some(file) = lib.file(pid, mounts) else {
+        return Found::Unreadable(format!(
+            "{}: on a network or FUSE filesystem, or replaced since it was mapped",
+            lib.path
+        ));
     };
     if let Err(why) = readable(&file, true) {
         return Found::Unreadable(format!("{}: {why}", lib.path));
@@ -600,11 +672,29 @@ print(json.dumps(out))
     }
 
     #[test]
+    fn mounts_say_which_devices_are_local() {
+        let m = Mounts::parse(
+            "22 1 254:1 / / rw,relatime shared:1 - ext4 /dev/vda1 rw\n\
+             40 22 0:35 / /home/ann/net rw shared:9 - fuse.sshfs ann@far:/ rw\n\
+             41 22 0:36 / /srv/nfs rw - nfs4 far:/srv rw\n\
+             42 22 0:37 / /tmp rw master:3 opt:x - tmpfs tmpfs rw\n",
+        );
+        assert_eq!(m.dev(22), Some((254 << 20) | 1));
+        assert_eq!(m.dev(40), Some(35));
+        assert!(m.is_local((254 << 20) | 1));
+        assert!(m.is_local(37), "tmpfs, after two optional tags");
+        assert!(!m.is_local(35), "FUSE");
+        assert!(!m.is_local(36), "NFS");
+        assert!(!m.is_local(99), "not mounted here");
+    }
+
+    #[test]
     fn maps_lines() {
         let m = parse_mapping(
             "7f00a000-7f00b000 r-xp 00002000 fe:01 123 /usr/lib/x86_64-linux-gnu/libc.so.6",
         )
         .unwrap();
+        assert_eq!(m.dev, (0xfe << 20) | 1);
         assert_eq!(m.start, 0x7f00_a000);
         assert_eq!(m.offset, 0x2000);
         assert_eq!(m.inode, 123);
