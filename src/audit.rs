@@ -20,9 +20,11 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
-pub(crate) use crate::capture::Capture;
+use crate::capture::{self, Origin};
 use crate::forensics::{self, Kind};
-use crate::policy::{ActionKind, Past, Reason, Rule};
+use crate::policy::Past;
+pub(crate) use crate::vocab::OutcomeResult;
+use crate::vocab::{ActionKind, Reason, RecordKind, Rule};
 
 pub(crate) const SCHEMA: u32 = 1;
 
@@ -57,6 +59,21 @@ pub(crate) enum Event {
     Ended(Episode),
 }
 
+impl Event {
+    /// What kind of record it is, as its `event` field names it.
+    #[must_use]
+    pub(crate) fn kind(&self) -> RecordKind {
+        match self {
+            Event::Detected(_) => RecordKind::Detected,
+            Event::Action(_) => RecordKind::Action,
+            Event::Outcome(_) => RecordKind::Outcome,
+            Event::Suppressed(_) => RecordKind::Suppressed,
+            Event::Reminder(_) => RecordKind::Reminder,
+            Event::Ended(_) => RecordKind::Ended,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct Detected {
     pub pid: i32,
@@ -82,6 +99,86 @@ pub(crate) struct Detected {
     /// why there are none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub capture: Option<Capture>,
+}
+
+/// The code that leaks, as a `detected` record carries it: sites, or why there are none.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Capture {
+    /// What was looked for: a path, or `connections to ADDRESS`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub target: String,
+    #[serde(default)]
+    pub seconds: f64,
+    /// Opens of the target seen (a report each, up to `capture-samples`).
+    #[serde(default)]
+    pub reports: u64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sites: Vec<Site>,
+    /// Why this incident has no sites, in one line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unavailable: Option<String>,
+    /// What could not be read in some processes (one line each).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+}
+
+/// One place where the target was opened, with its fds still open at the end.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Site {
+    /// fds opened here and still open on the same file or connection at the end.
+    pub open: u64,
+    /// Opens seen here in the window.
+    pub opened: u64,
+    /// Innermost first.
+    pub frames: Vec<Frame>,
+}
+
+/// One frame of a site: Python (file, line, function) or native (file, symbol).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Frame {
+    pub file: String,
+    /// Absent for a native frame, or an instruction without a line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line: Option<u32>,
+    pub function: String,
+    /// Written as its name (`app`, `framework`, `stdlib`, `native`); a name this version
+    /// does not know reads as `other`.
+    pub origin: Origin,
+}
+
+/// The log's record of a capture's result.
+impl From<capture::Capture> for Capture {
+    fn from(c: capture::Capture) -> Capture {
+        Capture {
+            target: c.target,
+            seconds: c.seconds,
+            reports: c.reports,
+            sites: c.sites.into_iter().map(Site::from).collect(),
+            unavailable: c.unavailable,
+            notes: c.notes,
+        }
+    }
+}
+
+impl From<capture::Site> for Site {
+    fn from(s: capture::Site) -> Site {
+        Site {
+            open: s.open,
+            opened: s.opened,
+            frames: s.frames.into_iter().map(Frame::from).collect(),
+        }
+    }
+}
+
+impl From<capture::Frame> for Frame {
+    fn from(f: capture::Frame) -> Frame {
+        Frame {
+            file: f.file,
+            line: f.line,
+            function: f.function,
+            origin: f.origin,
+        }
+    }
 }
 
 /// A detected record names a master or a worker; the other roles are never acted on.
@@ -148,38 +245,6 @@ impl Action {
         self.reason
             .as_deref()
             .is_some_and(|r| r.starts_with("manual:"))
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub(crate) enum OutcomeResult {
-    Recovered,
-    NotRecovered,
-    Vanished,
-}
-
-impl OutcomeResult {
-    /// Every result, for what lists them all (metrics start each at 0).
-    pub(crate) const ALL: [OutcomeResult; 3] = [
-        OutcomeResult::Recovered,
-        OutcomeResult::NotRecovered,
-        OutcomeResult::Vanished,
-    ];
-
-    #[must_use]
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            OutcomeResult::Recovered => "recovered",
-            OutcomeResult::NotRecovered => "not_recovered",
-            OutcomeResult::Vanished => "vanished",
-        }
-    }
-}
-
-impl std::fmt::Display for OutcomeResult {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 

@@ -23,10 +23,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
-use crate::episode::Proc;
 use crate::forensics::Baseline;
 use crate::procs::ProcId;
 use bpf::{Event, Probe, Wanted};
@@ -71,8 +69,17 @@ const MAX_PROCS: usize = 16;
 /// Notes one capture keeps.
 const MAX_NOTES: usize = 16;
 
+/// A process of the vassal as this pass sampled it: what a capture needs of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Sampled {
+    pub id: ProcId,
+    pub fds: u64,
+    /// The count at or above which it is over its line.
+    pub line: u64,
+}
+
 /// One place where the target was opened, with its fds still open at the end.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Site {
     /// fds opened here and still open on the same file or connection at the end.
     pub open: u64,
@@ -83,23 +90,17 @@ pub struct Site {
 }
 
 /// What an incident says of the code that leaks: sites, or why there are none.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Capture {
     /// What was looked for: a path, or `connections to ADDRESS`.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub target: String,
-    #[serde(default)]
     pub seconds: f64,
     /// Opens of the target seen (a report each, up to `capture-samples`).
-    #[serde(default)]
     pub reports: u64,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sites: Vec<Site>,
     /// Why this incident has no sites, in one line.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unavailable: Option<String>,
     /// What could not be read in some processes (one line each).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
 }
 
@@ -219,7 +220,7 @@ impl Captures {
         &mut self,
         vassal: &Path,
         name: &str,
-        procs: &[Proc],
+        procs: &[Sampled],
         baselines: &HashMap<ProcId, Baseline>,
         at: Option<f64>,
     ) {
@@ -270,7 +271,14 @@ impl Captures {
     }
 
     /// Arms a capture of `wanted` in the processes of `vassal`.
-    fn start(&mut self, vassal: &Path, name: &str, procs: &[Proc], wanted: Wanted, target: String) {
+    fn start(
+        &mut self,
+        vassal: &Path,
+        name: &str,
+        procs: &[Sampled],
+        wanted: Wanted,
+        target: String,
+    ) {
         let Kernel::Ready(probe) = &mut self.kernel else {
             return;
         };

@@ -15,9 +15,9 @@ use std::time::Duration;
 use crate::emperor::Source;
 use crate::error::FileError;
 use crate::uwsgi_ini::{self, Entry};
+use crate::vocab::HookEvent;
 
 pub(crate) const DEFAULT_PATH: &str = "/etc/vassal-warden/warden.ini";
-pub(crate) const DEFAULT_VASSALS: &str = "/etc/uwsgi-emperor/vassals";
 pub(crate) const DEFAULT_AUDIT_LOG: &str = "/var/log/vassal-warden/incidents.jsonl";
 /// Where metrics are served unless `metrics` says otherwise: loopback only, on a port of
 /// the Prometheus exporter range (9100-9999) that no common exporter uses
@@ -232,7 +232,7 @@ pub(crate) struct Config {
     /// The alert hook's program and arguments (`on-event`), if any.
     pub on_event: Option<Vec<String>>,
     /// Which records run it (`on-event-for`).
-    pub on_event_for: Vec<String>,
+    pub on_event_for: Events,
     /// How long a run may take (`on-event-timeout`).
     pub on_event_timeout: Duration,
     /// `capture`, `capture-window`, `capture-samples`.
@@ -255,10 +255,7 @@ impl Default for Config {
             metrics_textfile: None,
             remind: DEFAULT_REMIND,
             on_event: None,
-            on_event_for: crate::hook::DEFAULT_EVENTS
-                .iter()
-                .map(|e| (*e).to_owned())
-                .collect(),
+            on_event_for: Events::Only(HookEvent::defaults()),
             on_event_timeout: Duration::from_secs(30),
             capture: crate::capture::Settings::default(),
             policy: Policy::default(),
@@ -470,13 +467,44 @@ fn parse_textfile(v: &str) -> Result<Option<PathBuf>, String> {
 /// condition nobody fixes is said twenty-four times a day, not at every cooldown.
 pub(crate) const DEFAULT_REMIND: Duration = Duration::from_secs(3600);
 
+/// Which records a hook hears of (`on-event-for`): every one, or those that answer to
+/// one of these names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Events {
+    All,
+    Only(Vec<HookEvent>),
+}
+
+impl Events {
+    /// True when a record that answers to `e` is heard of.
+    #[must_use]
+    pub(crate) fn wants(&self, e: &HookEvent) -> bool {
+        match self {
+            Events::All => true,
+            Events::Only(names) => names.contains(e),
+        }
+    }
+}
+
+impl std::fmt::Display for Events {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Events::All => f.write_str("all"),
+            Events::Only(names) => {
+                let names: Vec<&str> = names.iter().map(HookEvent::as_str).collect();
+                f.write_str(&names.join(" "))
+            }
+        }
+    }
+}
+
 /// The alert hook: a command run for the records that need a human.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Hook {
     /// The program (an absolute path) and its arguments, split on whitespace: no shell.
     pub argv: Vec<String>,
-    /// The names a record must match (`hook::HOOK_EVENTS`).
-    pub events: Vec<String>,
+    /// The records it hears of.
+    pub events: Events,
     /// A run that takes longer is killed.
     pub timeout: Duration,
 }
@@ -507,25 +535,30 @@ fn parse_command(v: &str) -> Result<Option<Vec<String>>, String> {
     }
 }
 
-/// `on-event-for = not_recovered flapping …`: names from `hook::HOOK_EVENTS`, or `all`.
-fn parse_events(v: &str) -> Result<Vec<String>, String> {
-    let names: Vec<String> = v
+/// `on-event-for = not_recovered flapping …`: names of the vocabulary, or `all`.
+fn parse_events(v: &str) -> Result<Events, String> {
+    let names: Vec<&str> = v
         .split(|c: char| c == ',' || c.is_whitespace())
         .filter(|n| !n.is_empty())
-        .map(str::to_owned)
         .collect();
     if names.is_empty() {
         return Err("`on-event-for` names no event; to run no hook, set `on-event = off`".into());
     }
-    for n in &names {
-        if n != "all" && !crate::hook::HOOK_EVENTS.contains(&n.as_str()) {
+    if names.contains(&"all") {
+        return Ok(Events::All);
+    }
+    let mut out = Vec::with_capacity(names.len());
+    for n in names {
+        let Some(e) = HookEvent::parse(n) else {
+            let known: Vec<String> = HookEvent::all().iter().map(ToString::to_string).collect();
             return Err(format!(
                 "`on-event-for`: `{n}` is not an event name; the names are: all, {}",
-                crate::hook::HOOK_EVENTS.join(", ")
+                known.join(", ")
             ));
-        }
+        };
+        out.push(e);
     }
-    Ok(names)
+    Ok(Events::Only(out))
 }
 
 /// A `vassals =` value: an absolute directory or glob of vassal files.
@@ -869,7 +902,10 @@ mod tests {
             .join("\n");
         let cfg = parse(&text).unwrap();
         let d = Config::default();
-        assert_eq!(cfg.vassals, [Source::Dir(DEFAULT_VASSALS.into())]);
+        assert_eq!(
+            cfg.vassals,
+            [Source::Dir(crate::emperor::DEFAULT_VASSALS.into())]
+        );
         assert_eq!(cfg.interval, d.interval);
         assert_eq!(cfg.max_concurrent, d.max_concurrent);
         assert_eq!(cfg.audit_log, d.audit_log);
@@ -1029,13 +1065,13 @@ mod tests {
         assert_eq!(cfg.remind, Duration::from_secs(7200));
         let hook = cfg.hook().unwrap();
         assert_eq!(hook.argv, ["/usr/local/bin/page-oncall", "--team", "web"]);
-        assert_eq!(hook.events, ["not_recovered", "flapping"]);
+        assert_eq!(hook.events.to_string(), "not_recovered flapping");
         assert_eq!(hook.timeout, Duration::from_secs(10));
         let hook = parse("[warden]\non-event = /bin/true\n")
             .unwrap()
             .hook()
             .unwrap();
-        assert_eq!(hook.events, crate::hook::DEFAULT_EVENTS);
+        assert_eq!(hook.events, Events::Only(HookEvent::defaults()));
         assert_eq!(hook.timeout, Duration::from_secs(30));
         for (text, says) in [
             ("on-event = mail -s x root", "absolute path of a program"),

@@ -429,11 +429,14 @@ fn pair_debian_layout(
     out
 }
 
+/// Debian's directory of vassal files (`uwsgi-emperor`'s package).
+pub(crate) const DEFAULT_VASSALS: &str = "/etc/uwsgi-emperor/vassals";
+
 /// The default when nothing is configured and no Emperor runs: Debian's directory.
 #[must_use]
 pub(crate) fn default_source() -> Source {
     // Resolved like every directory source, so that it compares equal to an Emperor's.
-    let dir = PathBuf::from(crate::config::DEFAULT_VASSALS);
+    let dir = PathBuf::from(DEFAULT_VASSALS);
     Source::Dir(std::fs::canonicalize(&dir).unwrap_or(dir))
 }
 

@@ -20,11 +20,12 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::audit::{Event, OutcomeResult, Record, Role};
+use crate::audit::{Event, Record, Role};
 use crate::config::{ActionMode, Policy};
 use crate::forensics::{Group, Report};
-use crate::policy::{self, ActionKind, Fire, History, Hold, Past, Plan, Reason, Situation, Step};
+use crate::policy::{self, Fire, History, Hold, Past, Plan, Situation, Step};
 use crate::procs::ProcId;
+use crate::vocab::{ActionKind, OutcomeResult, Reason};
 
 /// One sampled process of the vassal on this pass.
 #[derive(Debug, Clone, Copy, PartialEq)]

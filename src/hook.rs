@@ -22,48 +22,8 @@ use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
 
 use crate::audit::{Event, Record};
-use crate::config::Hook;
-
-/// Every name `on-event-for` accepts: a record matches by its event, its outcome's
-/// result, or its reason; `log_write_failed` is a record that could not be written.
-pub(crate) const HOOK_EVENTS: &[&str] = &[
-    "detected",
-    "action",
-    "outcome",
-    "suppressed",
-    "reminder",
-    "ended",
-    "recovered",
-    "not_recovered",
-    "vanished",
-    "flapping",
-    "cooldown",
-    "busy",
-    "dry_run",
-    "alert_only",
-    "ladder_exhausted",
-    "ini_invalid",
-    "pending_change",
-    "pid_changed",
-    "no_emperor",
-    "action_failed",
-    "log_write_failed",
-];
-
-/// What needs a human: an action that did not work, a vassal the warden gave up on or
-/// that flaps, an action refused or failed, a vassal only alerted on, a record lost.
-/// The reminders and the end of such an episode match too, by its reason.
-pub(crate) const DEFAULT_EVENTS: &[&str] = &[
-    "not_recovered",
-    "flapping",
-    "ladder_exhausted",
-    "action_failed",
-    "ini_invalid",
-    "pending_change",
-    "no_emperor",
-    "alert_only",
-    "log_write_failed",
-];
+use crate::config::{Events, Hook};
+use crate::vocab::HookEvent;
 
 /// Runs waiting at most; beyond, a record's run is dropped (logged and counted).
 pub(crate) const QUEUE: usize = 64;
@@ -74,28 +34,23 @@ const STDERR_KEPT: u64 = 512;
 /// How often a running hook is checked for its end.
 const POLL: Duration = Duration::from_millis(20);
 
-/// The names a record answers to: its event, and its result or reason.
+/// The names a record answers to: its kind, and its result or reason.
 #[must_use]
-pub(crate) fn names(r: &Record) -> [Option<&str>; 2] {
-    let (event, other) = match &r.event {
-        Event::Detected(_) => ("detected", None),
-        Event::Action(_) => ("action", None),
-        Event::Outcome(o) => ("outcome", Some(o.result.as_str())),
-        Event::Suppressed(s) => ("suppressed", Some(s.reason.as_str())),
-        Event::Reminder(e) => ("reminder", Some(e.reason.as_str())),
-        Event::Ended(e) => ("ended", Some(e.reason.as_str())),
+pub(crate) fn names(r: &Record) -> (HookEvent, Option<HookEvent>) {
+    let other = match &r.event {
+        Event::Detected(_) | Event::Action(_) => None,
+        Event::Outcome(o) => Some(HookEvent::Result(o.result)),
+        Event::Suppressed(s) => Some(HookEvent::Reason(s.reason.clone())),
+        Event::Reminder(e) | Event::Ended(e) => Some(HookEvent::Reason(e.reason.clone())),
     };
-    [Some(event), other]
+    (HookEvent::Record(r.event.kind()), other)
 }
 
 /// True when `events` (from `on-event-for`) asks for the record `r`.
 #[must_use]
-pub(crate) fn matches(events: &[String], r: &Record) -> bool {
-    events.iter().any(|e| e == "all")
-        || names(r)
-            .into_iter()
-            .flatten()
-            .any(|n| events.iter().any(|e| e == n))
+pub(crate) fn matches(events: &Events, r: &Record) -> bool {
+    let (kind, other) = names(r);
+    events.wants(&kind) || other.is_some_and(|o| events.wants(&o))
 }
 
 /// One run: what goes on stdin, what goes in the environment, and whose it is.
@@ -111,9 +66,11 @@ impl Job {
     /// The run for record `r`.
     #[must_use]
     pub(crate) fn of(r: &Record) -> Job {
-        let [event, other] = names(r);
+        let (kind, other) = names(r);
+        let event = kind.as_str();
+        let other = other.as_ref().map(HookEvent::as_str);
         let mut env = vec![
-            ("WARDEN_EVENT", event.unwrap_or_default().to_owned()),
+            ("WARDEN_EVENT", event.to_owned()),
             ("WARDEN_VASSAL", r.vassal.clone()),
             ("WARDEN_CONFIG", r.config.display().to_string()),
             ("WARDEN_INCIDENT", r.incident.clone()),
@@ -132,10 +89,10 @@ impl Job {
         if let Event::Suppressed(_) | Event::Reminder(_) | Event::Ended(_) = &r.event {
             env.push(("WARDEN_REASON", other.unwrap_or_default().to_owned()));
         }
-        let what = other.map_or_else(|| event.unwrap_or_default().to_owned(), str::to_owned);
+        let what = other.unwrap_or(event);
         let summary = match &detail {
-            Some(d) => format!("{}: {} {what}: {d}", r.vassal, event.unwrap_or_default()),
-            None => format!("{}: {} {what}", r.vassal, event.unwrap_or_default()),
+            Some(d) => format!("{}: {event} {what}: {d}", r.vassal),
+            None => format!("{}: {event} {what}", r.vassal),
         };
         env.push(("WARDEN_DETAIL", detail.unwrap_or_default()));
         env.push(("WARDEN_SUMMARY", summary));
@@ -227,7 +184,7 @@ impl Hooks {
             });
         match started {
             Ok(thread) => {
-                info!(hook = %hook.argv.join(" "), events = %hook.events.join(" "), "on-event hook ready");
+                info!(hook = %hook.argv.join(" "), events = %hook.events, "on-event hook ready");
                 Some(Hooks {
                     hook,
                     tx: Some(tx),
@@ -312,13 +269,9 @@ impl Hooks {
         error: &str,
         owed: usize,
     ) {
-        if self.wants("log_write_failed") {
+        if self.hook.events.wants(&HookEvent::LogWriteFailed) {
             self.queue(Job::write_failed(vassal, log, error, owed));
         }
-    }
-
-    fn wants(&self, name: &str) -> bool {
-        self.hook.events.iter().any(|e| e == "all" || e == name)
     }
 
     fn queue(&mut self, job: Job) {
@@ -405,7 +358,7 @@ fn run_tracked(hook: &Hook, job: &Job, running: &Running) -> Result<(), String> 
     for (k, v) in &job.env {
         // One line each, control characters escaped: a vassal's name or an error text
         // comes from others, and a hook may put it in a mail header.
-        cmd.env(k, crate::cli::one_line(v));
+        cmd.env(k, crate::text::one_line(v));
     }
     let started = Instant::now();
     let mut child = cmd.spawn().map_err(|e| format!("cannot start it: {e}"))?;
@@ -477,7 +430,7 @@ fn said(f: &std::fs::File) -> String {
     let mut f = f;
     let _ = f.rewind();
     let _ = f.take(STDERR_KEPT).read_to_end(&mut buf);
-    crate::cli::one_line(String::from_utf8_lossy(&buf).trim())
+    crate::text::one_line(String::from_utf8_lossy(&buf).trim())
 }
 
 fn memfd(name: &str) -> Result<std::fs::File, String> {

@@ -36,7 +36,9 @@ mod inventory;
 mod mapping;
 mod policy;
 mod service;
+mod text;
 mod trust;
+mod vocab;
 mod warden;
 
 /// The keys warden.ini accepts, for the packaging's tests (the shipped warden.ini and its

@@ -22,8 +22,8 @@ use std::time::{Duration, SystemTime};
 
 use tracing::{info, warn};
 
-use crate::audit::{Event, OutcomeResult, Record};
-use crate::policy::{ActionKind, Reason};
+use crate::audit::{Event, Record};
+use crate::vocab::{ActionKind, OutcomeResult, Reason};
 
 /// Counts of the records this warden wrote, by vassal (the Emperor's name for the file).
 /// They start at 0 with the process, as Prometheus counters do; a vassal no longer

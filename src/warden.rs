@@ -19,10 +19,9 @@ use tracing::{debug, error, info, warn};
 
 use crate::act;
 use crate::audit::{
-    self, Action, AuditLog, Detected, Event as Rec, Outcome, OutcomeResult, Record, Role,
-    Suppressed,
+    self, Action, AuditLog, Detected, Event as Rec, Outcome, Record, Role, Suppressed,
 };
-use crate::capture::{Capture, Captures};
+use crate::capture::{Capture, Captures, Sampled};
 use crate::config::{Config, Policy};
 use crate::episode::{
     self, Decision, Episode, Facts, Incident, Lookups, Pass, Proc, Taken, Then, Timings,
@@ -32,9 +31,10 @@ use crate::hook::{self, Hooks};
 use crate::inventory::{Inventory, Vassal};
 use crate::mapping::{Mapping, Procs};
 use crate::metrics::{self, Counts, Outlets, Side};
-use crate::policy::{self, ActionKind, Fire, Past, Plan, ProcState, Reason};
+use crate::policy::{self, Fire, Past, Plan, ProcState};
 use crate::procs::{self, ProcId};
 use crate::sample::Sampler;
+use crate::vocab::{ActionKind, OutcomeResult, Reason};
 
 /// An action to carry out and how to record it.
 struct Request<'a> {
@@ -755,8 +755,16 @@ impl Warden {
         let procs = procs.clone();
         let name = v.file.name.clone();
         let sampled = self.sample(&name, &procs, &policy, now_i, seen);
+        let seen: Vec<Sampled> = sampled
+            .iter()
+            .map(|p| Sampled {
+                id: p.id,
+                fds: p.fds,
+                line: p.line,
+            })
+            .collect();
         self.captures
-            .consider(path, &name, &sampled, &self.baselines, policy.capture_at);
+            .consider(path, &name, &seen, &self.baselines, policy.capture_at);
         match self.sides.get_mut(path) {
             Some(s) => *s = sides(&sampled),
             None => {
@@ -1340,7 +1348,7 @@ fn detected(policy: &Policy, inc: &Incident, capture: Option<Capture>) -> Rec {
         eta_seconds: eta,
         top: inc.report.top.iter().map(Into::into).collect(),
         by_kind: inc.report.by_kind.clone(),
-        capture,
+        capture: capture.map(Into::into),
     })
 }
 

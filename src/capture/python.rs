@@ -426,11 +426,10 @@ pub(crate) fn threads(mem: &Memory, interp: &Interpreter) -> Vec<(u64, u64)> {
 }
 
 /// One frame of a site: Python (file, line, function) or native (file, symbol).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Frame {
     pub file: String,
     /// Absent for a native frame, or an instruction without a line.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub line: Option<u32>,
     pub function: String,
     pub origin: Origin,

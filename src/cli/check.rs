@@ -321,7 +321,7 @@ impl Report for CheckReport {
             writeln!(w, "no problems found")?;
         }
         for p in &self.problems {
-            writeln!(w, "problem: {}", super::one_line(p))?;
+            writeln!(w, "problem: {}", crate::text::one_line(p))?;
         }
         Ok(())
     }
@@ -380,7 +380,7 @@ impl VassalCheck {
             s.processes.len(),
             s.method.as_deref().unwrap_or("-"),
         );
-        writeln!(w, "{}", super::one_line(&line))
+        writeln!(w, "{}", crate::text::one_line(&line))
     }
 }
 

@@ -35,7 +35,7 @@ pub(super) struct FdsReport {
 struct LastCapture {
     incident: String,
     ts: String,
-    capture: crate::capture::Capture,
+    capture: crate::audit::Capture,
 }
 
 /// The latest `detected` record of the vassal file `config` that carries a capture with

@@ -69,7 +69,10 @@ impl IncidentsReport {
             }
         };
         for b in &bad {
-            eprintln!("vassal-warden: {}", super::for_terminal(&b.to_string()));
+            eprintln!(
+                "vassal-warden: {}",
+                crate::text::for_terminal(&b.to_string())
+            );
         }
         let cutoff = filter.since.map(|d| SystemTime::now() - d);
         let records = records
@@ -109,7 +112,7 @@ struct Summary<'a> {
     /// How long a lasting episode lasted: to its end, or to its last reminder (`+`).
     lasted: String,
     /// What the `detected` record says of the code that leaks.
-    capture: Option<&'a crate::capture::Capture>,
+    capture: Option<&'a crate::audit::Capture>,
 }
 
 impl<'a> Summary<'a> {

@@ -28,7 +28,10 @@ use crate::episode::{Episode, Level};
 use crate::error::FileError;
 use crate::inventory::Inventory;
 use crate::mapping::Mapping;
+use crate::text::one_line;
 use crate::warden::Warden;
+
+pub use crate::text::for_terminal;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -361,23 +364,9 @@ fn print(report: &impl Report, json: bool) -> Result<(), Failure> {
         } else {
             let mut text = Vec::new();
             report.write_text(&mut text)?;
-            w.write_all(table::escape(&String::from_utf8_lossy(&text), true).as_bytes())
+            w.write_all(crate::text::for_terminal(&String::from_utf8_lossy(&text)).as_bytes())
         }
     })
-}
-
-/// `s` as one line for a terminal: line breaks in it (a file name may hold one) are shown
-/// escaped too, so no name can forge a line of the report.
-#[must_use]
-pub(crate) fn one_line(s: &str) -> String {
-    table::escape(s, false)
-}
-
-/// `s` fit for a terminal: control characters, C1 controls and bidirectional overrides
-/// shown escaped (`\x1b`, `\u{202e}`); line breaks kept.
-#[must_use]
-pub fn for_terminal(s: &str) -> String {
-    table::escape(s, true)
 }
 
 /// Writes to standard output. A closed pipe (`vassal-warden status | head -1`) ends the

@@ -176,7 +176,7 @@ impl ProcStatus {
 impl Report for StatusReport {
     fn write_text(&self, w: &mut dyn Write) -> io::Result<()> {
         if let Some(p) = &self.log_problem {
-            writeln!(w, "{}", super::one_line(p))?;
+            writeln!(w, "{}", crate::text::one_line(p))?;
         }
         if self.emperors.is_empty() {
             writeln!(

@@ -10,6 +10,8 @@
 
 use std::io::{self, Write};
 
+use crate::text::escape;
+
 /// Space between two columns.
 const GAP: &str = "  ";
 
@@ -141,34 +143,6 @@ pub(super) fn tail(s: &str, n: usize) -> String {
     format!("…{keep}")
 }
 
-/// `s` with every character that a terminal would act on written as an escape instead:
-/// C0 controls and DEL (`\x1b`, `\r`, `\t`, and `\n` unless `newlines` are kept), C1
-/// controls, and the bidirectional overrides and isolates (`\u{202e}`), which can make a
-/// name read as another.
-#[must_use]
-pub(crate) fn escape(s: &str, newlines: bool) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '\n' if newlines => out.push(c),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\0'..='\x1f' | '\x7f' => write_pad(&mut out, format_args!("\\x{:02x}", u32::from(c))),
-            '\u{80}'..='\u{9f}'
-            | '\u{200e}'
-            | '\u{200f}'
-            | '\u{061c}'
-            | '\u{202a}'..='\u{202e}'
-            | '\u{2066}'..='\u{2069}' => {
-                write_pad(&mut out, format_args!("\\u{{{:x}}}", u32::from(c)));
-            }
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 /// Appends a padded cell; writing to a `String` cannot fail.
 fn write_pad(line: &mut String, cell: std::fmt::Arguments<'_>) {
     let _ = std::fmt::Write::write_fmt(line, cell);
@@ -221,17 +195,7 @@ mod tests {
     }
 
     #[test]
-    fn control_characters_are_shown_escaped() {
-        assert_eq!(
-            escape("a\x1b[2Jb\rc\td\u{9b}e\u{202e}f\x7f", false),
-            r"a\x1b[2Jb\rc\td\u{9b}e\u{202e}f\x7f"
-        );
-        assert_eq!(escape("one\ntwo", true), "one\ntwo");
-        assert_eq!(escape("one\ntwo", false), r"one\ntwo");
-        assert_eq!(
-            escape("/srv/app/café → ×745", false),
-            "/srv/app/café → ×745"
-        );
+    fn control_characters_in_cells_and_notes_are_shown_escaped() {
         let mut t = Table::new(&[("VASSAL", Align::Left), ("STATE", Align::Left)]);
         t.row(vec!["\x1b]0;owned\x07.ini".into(), "running".into()]);
         t.note("  ! \x1b[31mred");

@@ -3,7 +3,8 @@
 
 use std::io::{self, Write};
 
-use crate::capture::{Capture, Frame, Origin};
+use crate::audit::{Capture, Frame};
+use crate::capture::Origin;
 
 /// Writes what `capture` says of the code that leaks, each line indented by `indent`.
 pub(super) fn write(w: &mut dyn Write, capture: &Capture, indent: &str) -> io::Result<()> {
@@ -11,13 +12,13 @@ pub(super) fn write(w: &mut dyn Write, capture: &Capture, indent: &str) -> io::R
         return writeln!(
             w,
             "{indent}code that leaks: not captured: {}",
-            super::one_line(why)
+            crate::text::one_line(why)
         );
     }
     writeln!(
         w,
         "{indent}code that leaks: {} ({} opens seen in {:.0}s)",
-        super::one_line(&capture.target),
+        crate::text::one_line(&capture.target),
         capture.reports,
         capture.seconds
     )?;
@@ -36,7 +37,7 @@ pub(super) fn write(w: &mut dyn Write, capture: &Capture, indent: &str) -> io::R
         }
     }
     for n in &capture.notes {
-        writeln!(w, "{indent}  note: {}", super::one_line(n))?;
+        writeln!(w, "{indent}  note: {}", crate::text::one_line(n))?;
     }
     Ok(())
 }
@@ -45,8 +46,8 @@ pub(super) fn write(w: &mut dyn Write, capture: &Capture, indent: &str) -> io::R
 /// caller), with `[framework]` or `[stdlib]` after the others; a native frame's symbol.
 fn frame(f: &Frame) -> String {
     // Names come from the app's memory and files: one line each, escaped.
-    let file = super::one_line(&f.file);
-    let function = super::one_line(&f.function);
+    let file = crate::text::one_line(&f.file);
+    let function = crate::text::one_line(&f.function);
     match f.origin {
         Origin::Native => format!("{function} in {file}  [native]"),
         origin => {
@@ -63,7 +64,7 @@ fn frame(f: &Frame) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::capture::Site;
+    use crate::audit::Site;
 
     fn py(file: &str, line: u32, function: &str, origin: Origin) -> Frame {
         Frame {

@@ -3,8 +3,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 
 use super::*;
-use crate::audit::{Episode, Outcome, OutcomeResult, SCHEMA, Suppressed};
-use crate::policy::Reason;
+use crate::audit::{Episode, Outcome, SCHEMA, Suppressed};
+use crate::vocab::{OutcomeResult, Reason, RecordKind};
 
 fn record(event: Event) -> Record {
     Record {
@@ -44,8 +44,8 @@ fn episode(reason: Reason) -> Episode {
     }
 }
 
-fn defaults() -> Vec<String> {
-    DEFAULT_EVENTS.iter().map(|e| (*e).to_owned()).collect()
+fn defaults() -> Events {
+    Events::Only(HookEvent::defaults())
 }
 
 #[test]
@@ -72,11 +72,9 @@ fn by_default_only_what_needs_a_human_runs_the_hook() {
         &d,
         &record(Event::Ended(episode(Reason::Cooldown)))
     ));
-    // Every default is a name the configuration accepts.
-    assert!(DEFAULT_EVENTS.iter().all(|e| HOOK_EVENTS.contains(e)));
-    let all = vec!["all".to_owned()];
+    let all = Events::All;
     assert!(matches(&all, &outcome(OutcomeResult::Recovered)));
-    let events = vec!["outcome".to_owned()];
+    let events = Events::Only(vec![HookEvent::Record(RecordKind::Outcome)]);
     assert!(matches(&events, &outcome(OutcomeResult::Recovered)));
     assert!(!matches(&events, &suppressed(Reason::Flapping)));
 }

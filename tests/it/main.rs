@@ -18,6 +18,7 @@ mod discovery;
 mod forensics;
 mod hostile;
 mod ini_oracle;
+mod layers;
 mod ledger;
 mod metrics;
 mod packaging;
