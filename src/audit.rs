@@ -21,6 +21,7 @@ use std::time::{Duration, Instant, SystemTime};
 use serde::{Deserialize, Serialize};
 
 use crate::capture::{self, Origin};
+use crate::episode::{self, Entry, Happened};
 use crate::forensics::{self, Kind};
 use crate::policy::Past;
 pub(crate) use crate::vocab::OutcomeResult;
@@ -236,16 +237,31 @@ pub(crate) struct Action {
     /// Why this action rather than another.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// An operator's (`vassal-warden reload`); written only when true.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub manual: bool,
 }
 
 impl Action {
-    /// Taken by an operator (`vassal-warden reload`), whose reason starts `manual:`.
+    /// Taken by an operator (`vassal-warden reload`): said by its `manual` field, or,
+    /// in a record written before that field, by a reason that starts `manual:`.
     #[must_use]
     pub(crate) fn is_manual(&self) -> bool {
-        self.reason
-            .as_deref()
-            .is_some_and(|r| r.starts_with("manual:"))
+        self.manual
+            || self
+                .reason
+                .as_deref()
+                .is_some_and(|r| r.starts_with(MANUAL))
     }
+}
+
+/// How an operator's reason began in records written before the `manual` field.
+const MANUAL: &str = "manual:";
+
+/// False, which a record does not write.
+#[allow(clippy::trivially_copy_pass_by_ref)]
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -267,6 +283,22 @@ pub(crate) struct Suppressed {
     pub action: Option<ActionKind>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// An operator's reload that was refused; written only when true.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub manual: bool,
+}
+
+impl Suppressed {
+    /// An operator's reload that was refused: said by its `manual` field, or, in a
+    /// record written before that field, by a detail that starts `manual:`.
+    #[must_use]
+    pub(crate) fn is_manual(&self) -> bool {
+        self.manual
+            || self
+                .detail
+                .as_deref()
+                .is_some_and(|d| d.starts_with(MANUAL))
+    }
 }
 
 /// A condition that lasts (flapping, given up, alert only, a refused touch…): the
@@ -286,6 +318,67 @@ pub(crate) struct Episode {
     pub fds: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+}
+
+impl Episode {
+    /// The `reminder` or `ended` record of the lasting episode `open`, at `now`.
+    #[must_use]
+    pub(crate) fn of(
+        open: &episode::Open,
+        now: SystemTime,
+        fds: Option<u64>,
+        detail: Option<String>,
+    ) -> Episode {
+        Episode {
+            reason: open.reason.clone(),
+            since: timestamp(open.since),
+            seconds: open.lasted(now).as_secs_f64(),
+            fds,
+            detail,
+        }
+    }
+}
+
+impl Record {
+    /// What the record says, as the decision core reads its history; `None` when its
+    /// time does not read.
+    #[must_use]
+    pub(crate) fn entry(&self) -> Option<Entry> {
+        let what = match &self.event {
+            Event::Detected(_) => Happened::Detected,
+            Event::Action(a) => Happened::Acted {
+                kind: a.action,
+                dry_run: a.dry_run,
+                manual: a.is_manual(),
+            },
+            Event::Suppressed(s) => Happened::Suppressed {
+                reason: s.reason.clone(),
+                action: s.action,
+                manual: s.is_manual(),
+            },
+            Event::Reminder(e) => Happened::Reminded {
+                reason: e.reason.clone(),
+                since: parse_timestamp(&e.since),
+            },
+            Event::Ended(_) => Happened::Ended,
+            Event::Outcome(o) => Happened::Verified {
+                result: o.result,
+                seconds: o.seconds,
+            },
+        };
+        Some(Entry {
+            at: parse_timestamp(&self.ts)?,
+            config: self.config.clone(),
+            incident: self.incident.clone(),
+            what,
+        })
+    }
+}
+
+/// The history the decision core is rebuilt from: each record that reads, in order.
+#[must_use]
+pub(crate) fn history(records: &[Record]) -> Vec<Entry> {
+    records.iter().filter_map(Record::entry).collect()
 }
 
 /// A number that may have been written as `null`: JSON cannot hold NaN or an infinity
@@ -926,6 +1019,7 @@ mod tests {
                 reason: Reason::Cooldown,
                 action: None,
                 detail: None,
+                manual: false,
             }),
         };
         log.append(&r).unwrap();
@@ -957,6 +1051,7 @@ mod tests {
                 pids: Vec::new(),
                 reason: Some("manual: é".into()),
                 note: None,
+                manual: true,
             }),
         }
     }
@@ -1182,6 +1277,7 @@ mod tests {
                 reason: Reason::Cooldown,
                 action: None,
                 detail: None,
+                manual: false,
             }),
         };
         let e = log.append(&r).unwrap_err().to_string();
@@ -1279,6 +1375,7 @@ mod tests {
                     pids,
                     reason: Some(path),
                     note: None,
+                    manual: false,
                 })
             ),
             (any_float(), any_text()).prop_map(|(seconds, detail)| {
@@ -1294,6 +1391,7 @@ mod tests {
                     reason: Reason::Other(reason),
                     action: None,
                     detail: Some(detail),
+                    manual: false,
                 })
             }),
         ]

@@ -359,8 +359,9 @@ impl Warden {
         match audit::read_history(&path, audit::HISTORY_TAIL, audit::HISTORY_FILES) {
             Ok(read) => {
                 report_bad(&self.reported, &read.bad);
-                self.episodes = Episode::replay(&read.records);
-                self.timings.replay(&read.records);
+                let history = audit::history(&read.records);
+                self.episodes = Episode::replay(&history);
+                self.timings.replay(&history);
             }
             Err(e) => {
                 warn!(file = %path.display(), "cannot read the incident log to restore cooldowns: {e}; they start empty; make it readable by the warden");
@@ -440,7 +441,12 @@ impl Warden {
                 incident: open.incident.clone(),
                 vassal: name,
                 config: path,
-                event: Rec::Ended(open.record(now, None, Some("the vassal file is gone".into()))),
+                event: Rec::Ended(audit::Episode::of(
+                    &open,
+                    now,
+                    None,
+                    Some("the vassal file is gone".into()),
+                )),
             });
         }
     }
@@ -755,16 +761,13 @@ impl Warden {
         let procs = procs.clone();
         let name = v.file.name.clone();
         let sampled = self.sample(&name, &procs, &policy, now_i, seen);
-        let seen: Vec<Sampled> = sampled
-            .iter()
-            .map(|p| Sampled {
-                id: p.id,
-                fds: p.fds,
-                line: p.line,
-            })
-            .collect();
-        self.captures
-            .consider(path, &name, &seen, &self.baselines, policy.capture_at);
+        self.captures.consider(
+            path,
+            &name,
+            &for_capture(&sampled),
+            &self.baselines,
+            policy.capture_at,
+        );
         match self.sides.get_mut(path) {
             Some(s) => *s = sides(&sampled),
             None => {
@@ -807,18 +810,7 @@ impl Warden {
                 plan,
                 rest,
             } => self.continue_leak(path, &procs, &incident, &plan, rest),
-            Decision::Remind { open, fds } => {
-                let v = &self.inv.vassals[path];
-                let lasted = open.lasted(now);
-                warn!(vassal = %v.file.name, incident = %open.incident, reason = open.reason.as_str(),
-                      "still {} after {}", open.reason, humantime::format_duration(lasted));
-                self.write(
-                    now,
-                    &open.incident,
-                    v,
-                    Rec::Reminder(open.record(now, fds, None)),
-                );
-            }
+            Decision::Remind { open, fds } => self.write_reminder(path, &open, fds, now),
             Decision::Ended { open, fds, detail } => {
                 let v = &self.inv.vassals[path];
                 self.write_ended(v, &open, fds, detail);
@@ -826,12 +818,22 @@ impl Warden {
         }
     }
 
+    /// Records that a lasting episode is still on.
+    fn write_reminder(&self, path: &Path, open: &episode::Open, fds: Option<u64>, now: SystemTime) {
+        let v = &self.inv.vassals[path];
+        let lasted = open.lasted(now);
+        warn!(vassal = %v.file.name, incident = %open.incident, reason = open.reason.as_str(),
+              "still {} after {}", open.reason, humantime::format_duration(lasted));
+        let event = Rec::Reminder(audit::Episode::of(open, now, fds, None));
+        self.write(now, &open.incident, v, event);
+    }
+
     /// Records the end of a lasting episode.
     fn write_ended(&self, v: &Vassal, open: &episode::Open, fds: Option<u64>, detail: String) {
         let now = SystemTime::now();
         info!(vassal = %v.file.name, incident = %open.incident, reason = open.reason.as_str(),
               "{} is over after {}: {detail}", open.reason, humantime::format_duration(open.lasted(now)));
-        let event = Rec::Ended(open.record(now, fds, Some(detail)));
+        let event = Rec::Ended(audit::Episode::of(open, now, fds, Some(detail)));
         self.write(now, &open.incident, v, event);
     }
 
@@ -973,6 +975,7 @@ impl Warden {
             reason: reason.clone(),
             action: None,
             detail: Some(detail),
+            manual: false,
         });
         self.write(now, &incident, v, event);
         let ep = self.episodes.entry(path.to_owned()).or_default();
@@ -1074,6 +1077,7 @@ impl Warden {
                 reason: Reason::ActionFailed,
                 action: Some(kind),
                 detail: Some(detail),
+                manual: false,
             });
             self.write(req.now, req.incident, v, event);
             self.episodes
@@ -1173,6 +1177,7 @@ impl Warden {
                 reason: why,
                 action: None,
                 detail: Some(format!("{reason}: {detail}")),
+                manual: true,
             });
             // Refused either way; a failure to record it is logged.
             let _ = self.write_first(now, &incident, v, event);
@@ -1188,6 +1193,7 @@ impl Warden {
                 pids: Vec::new(),
                 reason: Some(reason),
                 note: None,
+                manual: true,
             });
             self.write_first(now, &incident, v, event)?;
             return Ok(OutcomeResult::Recovered);
@@ -1236,6 +1242,18 @@ impl Warden {
             self.tick_vassal(path, Instant::now(), &mut seen);
         }
     }
+}
+
+/// What a capture needs of a pass's samples.
+fn for_capture(sampled: &[Proc]) -> Vec<Sampled> {
+    sampled
+        .iter()
+        .map(|p| Sampled {
+            id: p.id,
+            fds: p.fds,
+            line: p.line,
+        })
+        .collect()
 }
 
 /// The master and the fullest worker (the one nearest its soft limit) of a pass's
@@ -1287,6 +1305,7 @@ fn planned(
         mtime_after: None,
         dry_run: false,
         pids: Vec::new(),
+        manual: reason.is_some(),
         reason,
         note,
     })

@@ -309,7 +309,7 @@ impl Episodes {
     fn read(cfg: &Config) -> Episodes {
         match audit::read_history(&cfg.audit_log, audit::HISTORY_TAIL, audit::HISTORY_FILES) {
             Ok(read) => Episodes {
-                by_config: Episode::replay(&read.records),
+                by_config: Episode::replay(&audit::history(&read.records)),
                 problem: None,
             },
             Err(e) => Episodes {

@@ -31,6 +31,7 @@ fn suppressed(reason: Reason) -> Record {
         reason,
         action: None,
         detail: Some("why".into()),
+        manual: false,
     }))
 }
 

@@ -40,6 +40,7 @@ fn action(kind: ActionKind) -> Event {
         pids: Vec::new(),
         reason: None,
         note: None,
+        manual: false,
     })
 }
 
@@ -48,6 +49,7 @@ fn suppressed(reason: Reason) -> Event {
         reason,
         action: None,
         detail: None,
+        manual: false,
     })
 }
 

@@ -194,33 +194,35 @@ fn no_module_imports_from_a_layer_above_its_own() {
     );
 }
 
+/// Depth-first search from `m`; a module met again while still on the path closes a
+/// circle, which is returned.
+fn visit<'a>(
+    m: &'a str,
+    graph: &'a BTreeMap<String, BTreeSet<String>>,
+    path: &mut Vec<&'a str>,
+    done: &mut BTreeSet<&'a str>,
+) -> Option<Vec<String>> {
+    if let Some(at) = path.iter().position(|p| *p == m) {
+        let mut circle: Vec<String> = path[at..].iter().map(|s| (*s).to_owned()).collect();
+        circle.push(m.to_owned());
+        return Some(circle);
+    }
+    if !done.insert(m) {
+        return None;
+    }
+    path.push(m);
+    for r in graph.get(m).into_iter().flatten() {
+        if let Some(c) = visit(r, graph, path, done) {
+            return Some(c);
+        }
+    }
+    path.pop();
+    None
+}
+
 #[test]
 fn no_modules_import_each_other_in_a_circle() {
     let graph = imports();
-    // Depth-first search; a module met again while still on the path closes a circle.
-    fn visit<'a>(
-        m: &'a str,
-        graph: &'a BTreeMap<String, BTreeSet<String>>,
-        path: &mut Vec<&'a str>,
-        done: &mut BTreeSet<&'a str>,
-    ) -> Option<Vec<String>> {
-        if let Some(at) = path.iter().position(|p| *p == m) {
-            let mut circle: Vec<String> = path[at..].iter().map(|s| (*s).to_owned()).collect();
-            circle.push(m.to_owned());
-            return Some(circle);
-        }
-        if !done.insert(m) {
-            return None;
-        }
-        path.push(m);
-        for r in graph.get(m).into_iter().flatten() {
-            if let Some(c) = visit(r, graph, path, done) {
-                return Some(c);
-            }
-        }
-        path.pop();
-        None
-    }
     let mut done = BTreeSet::new();
     for m in graph.keys() {
         let circle = visit(m, &graph, &mut Vec::new(), &mut done);
