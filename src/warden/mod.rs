@@ -10,31 +10,31 @@
 //! one vassal is logged with what to do and the rest go on. No action is taken before its
 //! `detected` record is on disk.
 
-use std::cell::{Cell, RefCell};
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
 use tracing::{debug, error, info, warn};
 
 use crate::act;
-use crate::audit::{
-    self, Action, AuditLog, Detected, Event as Rec, Outcome, Record, Role, Suppressed,
-};
+use crate::audit::{self, Action, Detected, Event as Rec, Outcome, Record, Role, Suppressed};
 use crate::capture::{Capture, Captures, Sampled};
 use crate::config::{Config, Policy};
-use crate::episode::{
-    self, Decision, Episode, Facts, Incident, Lookups, Pass, Proc, Taken, Then, Timings,
-};
-use crate::forensics::{self, Baseline, Report};
-use crate::hook::{self, Hooks};
+use crate::episode::{self, Decision, Episode, Incident, Pass, Proc, Taken, Then, Timings};
+use crate::forensics::Baseline;
 use crate::inventory::{Inventory, Vassal};
 use crate::mapping::{Mapping, Procs};
-use crate::metrics::{self, Counts, Outlets, Side};
-use crate::policy::{self, Fire, Past, Plan, ProcState};
+use crate::metrics::{self, Outlets, Side};
+use crate::policy::{self, Fire, Plan, ProcState};
 use crate::procs::{self, ProcId};
 use crate::sample::Sampler;
+
+mod ledger;
+mod reads;
+
 use crate::vocab::{ActionKind, OutcomeResult, Reason};
+use ledger::{Ledger, Topic};
+use reads::Reads;
 
 /// An action to carry out and how to record it.
 struct Request<'a> {
@@ -54,7 +54,8 @@ pub(crate) struct Warden {
     dry_run: bool,
     /// `--dry-run` was given: a re-read config cannot turn it off.
     forced_dry_run: bool,
-    audit: AuditLog,
+    /// The incident log and what hears of each record.
+    ledger: Ledger,
     inv: Inventory,
     sampler: Sampler,
     states: HashMap<ProcId, ProcState>,
@@ -64,23 +65,10 @@ pub(crate) struct Warden {
     episodes: HashMap<PathBuf, Episode>,
     /// How long actions take on this host, learned from outcomes.
     timings: Timings,
-    /// The source problem last said for each Emperor (by PID).
-    said: HashMap<i32, String>,
     /// The vassal, kind and time of the last action taken, for the service status.
     last_action: Option<(String, ActionKind, SystemTime)>,
     origin: Instant,
     seq: u64,
-    /// Records that could not be written when they were due (after the first record of
-    /// their incident), oldest first: written before anything else, and no action is
-    /// taken while any is owed.
-    owed: RefCell<VecDeque<Record>>,
-    /// Until when a failure to write the log is logged at debug level only (it would
-    /// otherwise be logged on every pass while the disk is full).
-    quiet_until: Cell<Option<Instant>>,
-    /// Unreadable lines of the log already reported (file, offset).
-    reported: RefCell<HashSet<(PathBuf, u64)>>,
-    /// The records written, counted as they reach the log.
-    counts: RefCell<Counts>,
     /// How long passes take.
     passes: metrics::Histogram,
     /// Each running vassal's master and fullest worker on the last pass.
@@ -89,121 +77,18 @@ pub(crate) struct Warden {
     outlets: Outlets,
     /// The last exposition rendered: its buffer is reused.
     exposition: String,
-    /// The alert hook, once the daemon starts it.
-    hooks: RefCell<Option<Hooks>>,
-    /// Hooks a re-read configuration replaced, running what they had queued.
-    retired_hooks: Vec<Hooks>,
-    /// When the hook was last told that a record could not be written.
-    hook_told_write: Cell<Option<Instant>>,
-    /// Why each vassal's chain-reload file is not used, as last logged.
-    chain_said: RefCell<HashMap<PathBuf, String>>,
-}
-
-/// How long a stopping daemon lets the hook's queued runs go on.
-const HOOK_STOP_WAIT: Duration = Duration::from_secs(5);
-
-/// At most this many owed records are kept; older ones are dropped, with an error.
-const MAX_OWED: usize = 1000;
-
-/// How often a failure to write the log is logged as an error while it lasts.
-const WRITE_ERROR_EVERY: Duration = Duration::from_secs(60);
-
-/// Room kept beyond a record's own length when space is reserved for it (a torn line
-/// to end first).
-const RESERVE_SLACK: u64 = 64;
-
-/// The reads the decision core may ask for, for one vassal on one pass.
-struct Reads<'a> {
-    audit: &'a Path,
-    reported: &'a RefCell<HashSet<(PathBuf, u64)>>,
-    /// Why each vassal's chain-reload file is not used, as last said.
-    chain_said: &'a RefCell<HashMap<PathBuf, String>>,
-    vassal: &'a Vassal,
-    inv: &'a Inventory,
-    baselines: &'a HashMap<ProcId, Baseline>,
-    master: ProcId,
-    top: usize,
-}
-
-impl Lookups for Reads<'_> {
-    fn recorded_actions(&mut self) -> Vec<Past> {
-        let (past, bad) = audit::recent_actions(self.audit, &self.vassal.file.path, 256 * 1024);
-        report_bad(self.reported, &bad);
-        past
-    }
-
-    fn facts(&mut self) -> Facts {
-        let v = self.vassal;
-        // Read the file again now: it may have changed since the last rescan.
-        // With its includes: one deleted by a deploy makes it unloadable too.
-        let fresh = crate::emperor::read_vassal(&v.file.path, &v.cwd);
-        // The chain-reload file from this same read, judged with the owner as it is now.
-        let chain_file = match fresh.as_ref().map(|ini| chain_file(v, ini)) {
-            Ok(Ok(path)) => {
-                self.chain_said.borrow_mut().remove(&v.file.path);
-                path
-            }
-            Ok(Err(why)) => {
-                // Said once, and again only when the reason changes: this is read on
-                // every pass while the vassal is over its line.
-                let mut said = self.chain_said.borrow_mut();
-                if said.get(&v.file.path) != Some(&why) {
-                    warn!(vassal = %v.file.name, "touch-chain-reload not used: {why}");
-                    said.insert(v.file.path.clone(), why);
-                }
-                None
-            }
-            Err(_) => None,
-        };
-        let ini_error = fresh.err().map(|e| e.to_string());
-        Facts {
-            ini_error,
-            pending_change: v.pending_change,
-            emperor_up: v
-                .emperor
-                .and_then(|p| self.inv.emperor(p))
-                .is_some_and(crate::emperor::Emperor::is_running),
-            chain_file,
-        }
-    }
-
-    fn attribute(&mut self, p: &Proc) -> Option<Report> {
-        let master = (p.role == Role::Worker).then_some(self.master.pid);
-        let pid = p.id.pid;
-        match forensics::report(pid, self.top, self.baselines.get(&p.id), master) {
-            Ok(r) => Some(r),
-            Err(e) => {
-                debug!(vassal = %self.vassal.file.name, pid, "process gone before it could be read: {e}");
-                None
-            }
-        }
-    }
-}
-
-/// The vassal's `touch-chain-reload` file, when it declares one that is a regular file
-/// its owner could touch (`Err`: why the one it declares is not used). uWSGI reads a
-/// relative path from the vassal's working directory.
-fn chain_file(v: &Vassal, ini: &crate::uwsgi_ini::VassalIni) -> Result<Option<PathBuf>, String> {
-    let Some(value) = ini.get("touch-chain-reload") else {
-        return Ok(None);
-    };
-    let path = v.cwd.join(value);
-    let Some(owner) = crate::trust::authority(&v.file.path) else {
-        return Ok(None);
-    };
-    crate::trust::named_file(owner, &path).map(|_| Some(path))
 }
 
 impl Warden {
     #[must_use]
     pub(crate) fn new(cfg: Config, dry_run: bool) -> Warden {
-        let audit = AuditLog::new(cfg.audit_log.clone());
+        let ledger = Ledger::new(cfg.audit_log.clone(), cfg.remind);
         let captures = Captures::new(cfg.capture);
         let mut w = Warden {
             dry_run: dry_run || cfg.dry_run,
             forced_dry_run: dry_run,
             cfg,
-            audit,
+            ledger,
             inv: Inventory::default(),
             sampler: Sampler::default(),
             states: HashMap::new(),
@@ -212,21 +97,12 @@ impl Warden {
             episodes: HashMap::new(),
             timings: Timings::default(),
             last_action: None,
-            said: HashMap::new(),
             origin: Instant::now(),
             seq: 0,
-            owed: RefCell::new(VecDeque::new()),
-            quiet_until: Cell::new(None),
-            reported: RefCell::new(HashSet::new()),
-            counts: RefCell::new(Counts::default()),
             passes: metrics::Histogram::default(),
             sides: HashMap::new(),
             outlets: Outlets::default(),
             exposition: String::new(),
-            hooks: RefCell::new(None),
-            retired_hooks: Vec::new(),
-            hook_told_write: Cell::new(None),
-            chain_said: RefCell::new(HashMap::new()),
         };
         w.restore_from_log();
         w
@@ -250,25 +126,12 @@ impl Warden {
     }
 
     pub(crate) fn start_hooks(&mut self) {
-        *self.hooks.get_mut() = self
-            .cfg
-            .hook()
-            .and_then(|h| Hooks::start_counting(h, hook::Failures::default()));
+        self.ledger.set_hook(self.cfg.hook());
     }
 
-    /// Lets the hook's queued runs finish as the daemon stops, for a few seconds at most
-    /// (a stop must not wait out a hanging hook); the run still going is then killed.
+    /// Lets the hook's queued runs finish as the daemon stops, for a few seconds at most.
     pub(crate) fn stop_hooks(&mut self) {
-        let until = Instant::now() + HOOK_STOP_WAIT;
-        let all = self
-            .retired_hooks
-            .drain(..)
-            .chain(self.hooks.get_mut().take());
-        for h in all {
-            let left = until.saturating_duration_since(Instant::now());
-            let wait = h.hook().timeout.min(left);
-            h.stop(wait);
-        }
+        self.ledger.stop_hooks();
     }
 
     #[must_use]
@@ -318,20 +181,8 @@ impl Warden {
                     new.metrics_textfile.clone_from(&self.cfg.metrics_textfile);
                 }
                 self.dry_run = self.forced_dry_run || new.dry_run;
-                let hooks = self.hooks.get_mut();
-                let hook = new.hook();
-                if hooks.as_ref().map(Hooks::hook) != hook.as_ref() {
-                    let failures = hooks
-                        .as_ref()
-                        .map_or_else(hook::Failures::default, Hooks::failure_counts);
-                    // The old hook runs what it has queued, then its thread ends.
-                    if let Some(mut old) = hooks.take() {
-                        old.retire();
-                        self.retired_hooks.push(old);
-                    }
-                    self.retired_hooks.retain(|h| !h.is_done());
-                    *self.hooks.get_mut() = hook.and_then(|h| Hooks::start_counting(h, failures));
-                }
+                self.ledger.set_hook(new.hook());
+                self.ledger.set_remind(new.remind);
                 self.captures.configure(new.capture);
                 self.cfg = new;
                 self.inv.repolicy(&self.cfg);
@@ -344,7 +195,7 @@ impl Warden {
 
     #[must_use]
     pub(crate) fn audit_log(&self) -> &Path {
-        self.audit.path()
+        self.ledger.path()
     }
 
     #[must_use]
@@ -355,16 +206,13 @@ impl Warden {
     /// Rebuilds each vassal's episode from the incident log and its rotated
     /// predecessor (the last few MiB of each).
     fn restore_from_log(&mut self) {
-        let path = self.audit.path().to_owned();
-        match audit::read_history(&path, audit::HISTORY_TAIL, audit::HISTORY_FILES) {
-            Ok(read) => {
-                report_bad(&self.reported, &read.bad);
-                let history = audit::history(&read.records);
+        match self.ledger.history() {
+            Ok(history) => {
                 self.episodes = Episode::replay(&history);
                 self.timings.replay(&history);
             }
             Err(e) => {
-                warn!(file = %path.display(), "cannot read the incident log to restore cooldowns: {e}; they start empty; make it readable by the warden");
+                warn!(file = %self.ledger.path().display(), "cannot read the incident log to restore cooldowns: {e}; they start empty; make it readable by the warden");
             }
         }
     }
@@ -373,48 +221,6 @@ impl Warden {
         self.seq += 1;
         let ts = audit::timestamp(now).replace(['-', ':'], "");
         format!("{ts}-{}-{}", std::process::id(), self.seq)
-    }
-
-    /// Writes the first record of an incident, after every record still owed. On
-    /// failure nothing of it is kept: the caller takes no step it was to precede, and
-    /// the incident is decided again on the next pass.
-    fn write_first(
-        &self,
-        now: SystemTime,
-        incident: &str,
-        v: &Vassal,
-        event: Rec,
-    ) -> Result<(), audit::WriteError> {
-        let r = record(now, incident, v, event);
-        let res = self.pay_owed().and_then(|()| self.append(&r));
-        if let Err(e) = &res {
-            self.write_failed(&v.file.name, e);
-        }
-        res
-    }
-
-    /// Writes a later record of an incident (after its first is on disk). One that
-    /// cannot be written now is owed: written on a later pass before anything else.
-    fn write(&self, now: SystemTime, incident: &str, v: &Vassal, event: Rec) {
-        self.write_record(record(now, incident, v, event));
-    }
-
-    /// `write`, of a record made already.
-    fn write_record(&self, r: Record) {
-        let name = r.vassal.clone();
-        {
-            let mut owed = self.owed.borrow_mut();
-            owed.push_back(r);
-            if owed.len() > MAX_OWED
-                && let Some(lost) = owed.pop_front()
-            {
-                error!(vassal = %lost.vassal, incident = %lost.incident, file = %self.audit.path().display(),
-                       "a record owed to the incident log is dropped: {MAX_OWED} are owed; free space on its filesystem");
-            }
-        }
-        if let Err(e) = self.pay_owed() {
-            self.write_failed(&name, &e);
-        }
     }
 
     /// Ends the episodes the log left open for vassal files that are gone (removed
@@ -435,7 +241,7 @@ impl Warden {
                 .file_name()
                 .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
             info!(vassal = %name, incident = %open.incident, "{} ended: its vassal file is gone", open.reason);
-            self.write_record(Record {
+            self.ledger.write(Record {
                 schema: audit::SCHEMA,
                 ts: audit::timestamp(now),
                 incident: open.incident.clone(),
@@ -449,65 +255,6 @@ impl Warden {
                 )),
             });
         }
-    }
-
-    /// Writes the records still owed, oldest first.
-    fn pay_owed(&self) -> Result<(), audit::WriteError> {
-        let mut owed = self.owed.borrow_mut();
-        while let Some(r) = owed.front() {
-            self.append(r)?;
-            owed.pop_front();
-        }
-        Ok(())
-    }
-
-    /// Appends one record to the log: the one place records are written. It is counted
-    /// for the metrics once it is on disk, so they never disagree with the log.
-    fn append(&self, r: &Record) -> Result<(), audit::WriteError> {
-        self.audit.append(r)?;
-        // Writing works: the next failure is told to the hook at once.
-        self.hook_told_write.set(None);
-        self.counts.borrow_mut().count(r);
-        if let Some(h) = self.hooks.borrow_mut().as_mut() {
-            h.offer(r);
-        }
-        Ok(())
-    }
-
-    /// Makes sure the records of an action can be written before it is taken: every
-    /// owed record is written, and `bytes` are reserved in the log.
-    fn room_to_act(&self, name: &str, bytes: u64) -> Result<(), audit::WriteError> {
-        let res = self
-            .pay_owed()
-            .and_then(|()| self.audit.reserve(bytes + RESERVE_SLACK));
-        if let Err(e) = &res {
-            self.write_failed(name, e);
-        }
-        res
-    }
-
-    /// Logs a failure to write the log: as an error once a minute while it lasts.
-    fn write_failed(&self, vassal: &str, e: &audit::WriteError) {
-        let now = Instant::now();
-        let owed = self.owed.borrow().len();
-        if self.quiet_until.get().is_some_and(|t| now < t) {
-            debug!(vassal, owed, "{e}");
-            return;
-        }
-        self.quiet_until.set(Some(now + WRITE_ERROR_EVERY));
-        if self
-            .hook_told_write
-            .get()
-            .is_none_or(|t| now.duration_since(t) >= self.cfg.remind)
-            && let Some(h) = self.hooks.borrow_mut().as_mut()
-        {
-            self.hook_told_write.set(Some(now));
-            h.offer_write_failed(vassal, self.audit.path(), &e.to_string(), owed);
-        }
-        error!(
-            vassal,
-            owed, "{e}; no action is taken until its records are written; retrying on every pass"
-        );
     }
 
     /// Re-lists Emperors and vassals; logs what changed.
@@ -541,9 +288,10 @@ impl Warden {
             if let Some(ep) = self.episodes.get_mut(&v.file.path) {
                 let d = ep.removed(Instant::now());
                 let open = ep.close();
-                self.write_outcome(&v, d);
+                write_outcome(&mut self.ledger, &v, d);
                 if let Some(open) = open {
-                    self.write_ended(&v, &open, None, "the vassal file was removed".into());
+                    let why = "the vassal file was removed".into();
+                    write_ended(&mut self.ledger, &v, &open, None, why);
                 }
             }
         }
@@ -586,9 +334,7 @@ impl Warden {
         }
         self.inv.map_all();
         self.say_source_problems();
-        if let Err(e) = self.pay_owed() {
-            self.write_failed("-", &e);
-        }
+        self.ledger.retry_owed("-");
         let paths: Vec<PathBuf> = self.inv.vassals.keys().cloned().collect();
         let mut seen: HashSet<ProcId> = HashSet::new();
         for path in paths {
@@ -620,17 +366,12 @@ impl Warden {
         }
         let inv = &self.inv;
         self.sides.retain(|p, _| inv.vassals.contains_key(p));
-        self.counts
-            .borrow_mut()
-            .retain(|name| inv.vassals.values().any(|v| v.file.name == name));
+        let hook_failures = self.ledger.hook_failures();
+        let owed = self.ledger.owed();
+        let counts = self
+            .ledger
+            .counts(|name| inv.vassals.values().any(|v| v.file.name == name));
         let now = SystemTime::now();
-        let counts = self.counts.borrow();
-        let hook_failures = self
-            .hooks
-            .borrow()
-            .as_ref()
-            .map(Hooks::failures)
-            .unwrap_or_default();
         let mut names = HashSet::new();
         let mut views = Vec::with_capacity(inv.vassals.len());
         // Two vassals with one name (under two Emperors) share its series: the first by
@@ -667,7 +408,7 @@ impl Warden {
             vassals: inv.vassals.len(),
             emperors: inv.emperors.len(),
             processes,
-            owed: self.owed.borrow().len(),
+            owed,
             last_pass: now,
             passes: &self.passes,
         };
@@ -679,15 +420,14 @@ impl Warden {
     /// log, not one per pass; it is said again only once it changed.
     fn say_source_problems(&mut self) {
         for (pid, view) in &self.inv.views {
+            let topic = Topic::Source(*pid);
             match &view.stats_error {
-                Some(e) if self.said.get(pid) != Some(e) => {
-                    warn!(emperor = pid, "{e}");
-                    self.said.insert(*pid, e.clone());
+                Some(e) => {
+                    if self.ledger.said.is_news(topic, e) {
+                        warn!(emperor = pid, "{e}");
+                    }
                 }
-                Some(_) => {}
-                None => {
-                    self.said.remove(pid);
-                }
+                None => self.ledger.said.forget(&topic),
             }
         }
     }
@@ -786,9 +526,7 @@ impl Warden {
             remind: self.cfg.remind,
         };
         let mut reads = Reads {
-            audit: self.audit.path(),
-            reported: &self.reported,
-            chain_said: &self.chain_said,
+            ledger: &mut self.ledger,
             vassal: &self.inv.vassals[path],
             inv: &self.inv,
             baselines: &self.baselines,
@@ -810,31 +548,15 @@ impl Warden {
                 plan,
                 rest,
             } => self.continue_leak(path, &procs, &incident, &plan, rest),
-            Decision::Remind { open, fds } => self.write_reminder(path, &open, fds, now),
+            Decision::Remind { open, fds } => {
+                let v = &self.inv.vassals[path];
+                write_reminder(&mut self.ledger, v, &open, fds, now);
+            }
             Decision::Ended { open, fds, detail } => {
                 let v = &self.inv.vassals[path];
-                self.write_ended(v, &open, fds, detail);
+                write_ended(&mut self.ledger, v, &open, fds, detail);
             }
         }
-    }
-
-    /// Records that a lasting episode is still on.
-    fn write_reminder(&self, path: &Path, open: &episode::Open, fds: Option<u64>, now: SystemTime) {
-        let v = &self.inv.vassals[path];
-        let lasted = open.lasted(now);
-        warn!(vassal = %v.file.name, incident = %open.incident, reason = open.reason.as_str(),
-              "still {} after {}", open.reason, humantime::format_duration(lasted));
-        let event = Rec::Reminder(audit::Episode::of(open, now, fds, None));
-        self.write(now, &open.incident, v, event);
-    }
-
-    /// Records the end of a lasting episode.
-    fn write_ended(&self, v: &Vassal, open: &episode::Open, fds: Option<u64>, detail: String) {
-        let now = SystemTime::now();
-        info!(vassal = %v.file.name, incident = %open.incident, reason = open.reason.as_str(),
-              "{} is over after {}: {detail}", open.reason, humantime::format_duration(open.lasted(now)));
-        let event = Rec::Ended(audit::Episode::of(open, now, fds, Some(detail)));
-        self.write(now, &open.incident, v, event);
     }
 
     /// Records the outcome of an action under verification, if `d` is one, and learns
@@ -846,30 +568,8 @@ impl Warden {
             self.timings.observe(o.kind, o.seconds);
         }
         if let Some(v) = self.inv.vassals.get(path) {
-            self.write_outcome(v, d);
+            write_outcome(&mut self.ledger, v, d);
         }
-    }
-
-    fn write_outcome(&self, v: &Vassal, d: Decision) {
-        let Decision::Outcome(o) = d else { return };
-        if o.result == OutcomeResult::Recovered {
-            info!(vassal = %v.file.name, fds = o.fds_after, seconds = o.seconds, "recovered");
-        } else {
-            // A remediation that did not work: an error, for whoever watches the journal.
-            error!(vassal = %v.file.name, incident = %o.incident, fds = o.fds_after, seconds = o.seconds,
-                   result = ?o.result, "not recovered: {}", o.detail.as_deref().unwrap_or(""));
-        }
-        self.write(
-            SystemTime::now(),
-            &o.incident,
-            v,
-            Rec::Outcome(Outcome {
-                result: o.result,
-                fds_after: o.fds_after,
-                seconds: o.seconds,
-                detail: o.detail,
-            }),
-        );
     }
 
     /// Records an incident the core decided on, then holds, alerts, or checks and acts.
@@ -886,7 +586,13 @@ impl Warden {
         let incident = self.next_incident(now);
         let v = &self.inv.vassals[path];
         if let Some((open, why)) = &inc.closes {
-            self.write_ended(v, open, Some(inc.offender.fds), why.clone());
+            write_ended(
+                &mut self.ledger,
+                v,
+                open,
+                Some(inc.offender.fds),
+                why.clone(),
+            );
         }
         let f = &inc.offender;
         let plan_name = match &inc.then {
@@ -910,12 +616,12 @@ impl Warden {
             _ => 0,
         };
         let ready = if room > 0 {
-            self.room_to_act(&v.file.name, room)
+            self.ledger.room_to_act(&v.file.name, room)
         } else {
             Ok(())
         };
         if ready
-            .and_then(|()| self.write_first(now, &incident, v, first))
+            .and_then(|()| self.ledger.write_first(&record(now, &incident, v, first)))
             .is_err()
         {
             self.episodes
@@ -977,7 +683,7 @@ impl Warden {
             detail: Some(detail),
             manual: false,
         });
-        self.write(now, &incident, v, event);
+        self.ledger.write(record(now, &incident, v, event));
         let ep = self.episodes.entry(path.to_owned()).or_default();
         if refused {
             ep.refused(incident, reason, now);
@@ -1043,7 +749,7 @@ impl Warden {
             req.note.clone(),
             req.reason.clone(),
         );
-        self.room_to_act(&v.file.name, room)?;
+        self.ledger.room_to_act(&v.file.name, room)?;
         let mut replace = procs.workers.clone();
         let result = match req.plan {
             Plan::Touch | Plan::ChainReload(_) => {
@@ -1079,7 +785,7 @@ impl Warden {
                 detail: Some(detail),
                 manual: false,
             });
-            self.write(req.now, req.incident, v, event);
+            self.ledger.write(record(req.now, req.incident, v, event));
             self.episodes
                 .entry(path.to_owned())
                 .or_default()
@@ -1088,7 +794,8 @@ impl Warden {
         }
         info!(vassal = %v.file.name, action = %action.action, pids = ?action.pids, "acted");
         self.last_action = Some((v.file.name.clone(), kind, SystemTime::now()));
-        self.write(req.now, req.incident, v, Rec::Action(action));
+        self.ledger
+            .write(record(req.now, req.incident, v, Rec::Action(action)));
         for id in procs.all() {
             if let Some(s) = self.states.get_mut(&id) {
                 s.reset();
@@ -1180,7 +887,7 @@ impl Warden {
                 manual: true,
             });
             // Refused either way; a failure to record it is logged.
-            let _ = self.write_first(now, &incident, v, event);
+            let _ = self.ledger.write_first(&record(now, &incident, v, event));
             anyhow::bail!("not reloading {}: {detail}", v.file.name);
         }
         if dry_run {
@@ -1195,7 +902,7 @@ impl Warden {
                 note: None,
                 manual: true,
             });
-            self.write_first(now, &incident, v, event)?;
+            self.ledger.write_first(&record(now, &incident, v, event))?;
             return Ok(OutcomeResult::Recovered);
         }
         let req = Request {
@@ -1210,15 +917,15 @@ impl Warden {
             Ok(true) => {}
             Ok(false) => anyhow::bail!(
                 "the touch failed; see the incident log {}",
-                self.audit.path().display()
+                self.ledger.path().display()
             ),
             Err(e) => anyhow::bail!("{e}; not touched, since its record could not be written"),
         }
         self.await_outcome(&path);
-        if let Err(e) = self.pay_owed() {
+        if let Err(e) = self.ledger.pay_owed() {
             anyhow::bail!("{e}; the vassal was touched, but not all of its records are written");
         }
-        let read = audit::read_tail(self.audit.path(), audit::HISTORY_TAIL)?;
+        let read = audit::read_tail(self.ledger.path(), audit::HISTORY_TAIL)?;
         Ok(read
             .records
             .iter()
@@ -1276,6 +983,55 @@ fn sides(sampled: &[Proc]) -> (Option<Side>, Option<Side>) {
     (master, worker)
 }
 
+/// Records that a lasting episode is still on.
+fn write_reminder(
+    ledger: &mut Ledger,
+    v: &Vassal,
+    open: &episode::Open,
+    fds: Option<u64>,
+    now: SystemTime,
+) {
+    let lasted = open.lasted(now);
+    warn!(vassal = %v.file.name, incident = %open.incident, reason = open.reason.as_str(),
+          "still {} after {}", open.reason, humantime::format_duration(lasted));
+    let event = Rec::Reminder(audit::Episode::of(open, now, fds, None));
+    ledger.write(record(now, &open.incident, v, event));
+}
+
+/// Records the end of a lasting episode.
+fn write_ended(
+    ledger: &mut Ledger,
+    v: &Vassal,
+    open: &episode::Open,
+    fds: Option<u64>,
+    detail: String,
+) {
+    let now = SystemTime::now();
+    info!(vassal = %v.file.name, incident = %open.incident, reason = open.reason.as_str(),
+          "{} is over after {}: {detail}", open.reason, humantime::format_duration(open.lasted(now)));
+    let event = Rec::Ended(audit::Episode::of(open, now, fds, Some(detail)));
+    ledger.write(record(now, &open.incident, v, event));
+}
+
+/// Records the outcome of an action under verification, if `d` is one.
+fn write_outcome(ledger: &mut Ledger, v: &Vassal, d: Decision) {
+    let Decision::Outcome(o) = d else { return };
+    if o.result == OutcomeResult::Recovered {
+        info!(vassal = %v.file.name, fds = o.fds_after, seconds = o.seconds, "recovered");
+    } else {
+        // A remediation that did not work: an error, for whoever watches the journal.
+        error!(vassal = %v.file.name, incident = %o.incident, fds = o.fds_after, seconds = o.seconds,
+               result = ?o.result, "not recovered: {}", o.detail.as_deref().unwrap_or(""));
+    }
+    let event = Rec::Outcome(Outcome {
+        result: o.result,
+        fds_after: o.fds_after,
+        seconds: o.seconds,
+        detail: o.detail,
+    });
+    ledger.write(record(SystemTime::now(), &o.incident, v, event));
+}
+
 /// A record of the log about vassal `v`.
 fn record(now: SystemTime, incident: &str, v: &Vassal, event: Rec) -> Record {
     Record {
@@ -1331,16 +1087,6 @@ fn planned_len(
         a.pids = ids.iter().map(|i| i.pid).collect();
     }
     audit::line_len(&record(now, incident, v, Rec::Action(a)))
-}
-
-/// Logs the unreadable lines of the log not reported yet.
-fn report_bad(reported: &RefCell<HashSet<(PathBuf, u64)>>, bad: &[audit::BadLine]) {
-    let mut seen = reported.borrow_mut();
-    for b in bad {
-        if seen.insert((b.file.clone(), b.offset)) {
-            warn!("{b}");
-        }
-    }
 }
 
 /// The `detected` record of an incident.

@@ -1,0 +1,287 @@
+//! The ledger: everything the warden does with the incident log and what hears of it.
+//!
+//! This module owns the appending of records (the one place they are written), the
+//! records owed when the log cannot be written (kept oldest first, bounded, written before
+//! anything else), the room reserved before an action, the counts the metrics show (a
+//! record is counted once it is on disk, so they never disagree with the log), the hand-off
+//! of each record to the alert hook, and what has been said once already in the journal
+//! (`SaidOnce`). It decides nothing: the warden says what to write and when.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use tracing::{debug, error, warn};
+
+use crate::audit::{self, AuditLog, Record, WriteError};
+use crate::config::Hook;
+use crate::episode::Entry;
+use crate::hook::{self, Hooks};
+use crate::metrics::Counts;
+use crate::policy::Past;
+
+/// At most this many owed records are kept; older ones are dropped, with an error.
+pub(super) const MAX_OWED: usize = 1000;
+
+/// How often a failure to write the log is logged as an error while it lasts.
+const WRITE_ERROR_EVERY: Duration = Duration::from_secs(60);
+
+/// Room kept beyond a record's own length when space is reserved for it (a torn line
+/// to end first).
+const RESERVE_SLACK: u64 = 64;
+
+/// How long a stopping daemon lets the hook's queued runs go on.
+const HOOK_STOP_WAIT: Duration = Duration::from_secs(5);
+
+/// What something said once in the journal is about: it is said again only when what
+/// there is to say changes.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(super) enum Topic {
+    /// The problem of an Emperor's source of vassals (its stats server), by PID.
+    Source(i32),
+    /// Why a vassal's `touch-chain-reload` file is not used.
+    ChainFile(PathBuf),
+    /// An unreadable line of the log, at this offset of this file.
+    BadLine(PathBuf, u64),
+}
+
+/// What was said last about each topic: the one mechanism for "said once, and again only
+/// when it changes".
+#[derive(Debug, Default)]
+pub(super) struct SaidOnce {
+    said: HashMap<Topic, String>,
+}
+
+impl SaidOnce {
+    /// True when `text` is news about `topic` (never said, or said otherwise): the caller
+    /// says it now, and it is remembered.
+    pub(super) fn is_news(&mut self, topic: Topic, text: &str) -> bool {
+        if self.said.get(&topic).is_some_and(|t| t == text) {
+            return false;
+        }
+        self.said.insert(topic, text.to_owned());
+        true
+    }
+
+    /// The topic is over: the next thing said about it is news.
+    pub(super) fn forget(&mut self, topic: &Topic) {
+        self.said.remove(topic);
+    }
+}
+
+/// The incident log as the warden writes it, and what hears of each record.
+pub(super) struct Ledger {
+    log: AuditLog,
+    /// Records that could not be written when they were due (after the first record of
+    /// their incident), oldest first: written before anything else, and no action is
+    /// taken while any is owed.
+    owed: VecDeque<Record>,
+    /// Until when a failure to write the log is logged at debug level only (it would
+    /// otherwise be logged on every pass while the disk is full).
+    quiet_until: Option<Instant>,
+    /// The records written, counted as they reach the log.
+    counts: Counts,
+    /// The alert hook, once the daemon starts it.
+    hooks: Option<Hooks>,
+    /// Hooks a re-read configuration replaced, running what they had queued.
+    retired: Vec<Hooks>,
+    /// When the hook was last told that a record could not be written.
+    hook_told_write: Option<Instant>,
+    /// How often the hook is told again that the log cannot be written (`remind`).
+    remind: Duration,
+    pub(super) said: SaidOnce,
+}
+
+impl Ledger {
+    pub(super) fn new(path: PathBuf, remind: Duration) -> Ledger {
+        Ledger {
+            log: AuditLog::new(path),
+            owed: VecDeque::new(),
+            quiet_until: None,
+            counts: Counts::default(),
+            hooks: None,
+            retired: Vec::new(),
+            hook_told_write: None,
+            remind,
+            said: SaidOnce::default(),
+        }
+    }
+
+    pub(super) fn path(&self) -> &Path {
+        self.log.path()
+    }
+
+    /// Records owed to the log now.
+    pub(super) fn owed(&self) -> usize {
+        self.owed.len()
+    }
+
+    pub(super) fn set_remind(&mut self, remind: Duration) {
+        self.remind = remind;
+    }
+
+    /// Writes the first record of an incident, after every record still owed. On
+    /// failure nothing of it is kept: the caller takes no step it was to precede, and
+    /// the incident is decided again on the next pass.
+    pub(super) fn write_first(&mut self, r: &Record) -> Result<(), WriteError> {
+        let res = self.pay_owed().and_then(|()| self.append(r));
+        if let Err(e) = &res {
+            self.write_failed(&r.vassal, e);
+        }
+        res
+    }
+
+    /// Writes a later record of an incident (after its first is on disk). One that
+    /// cannot be written now is owed: written on a later pass before anything else.
+    pub(super) fn write(&mut self, r: Record) {
+        let name = r.vassal.clone();
+        self.owed.push_back(r);
+        if self.owed.len() > MAX_OWED
+            && let Some(lost) = self.owed.pop_front()
+        {
+            error!(vassal = %lost.vassal, incident = %lost.incident, file = %self.log.path().display(),
+                   "a record owed to the incident log is dropped: {MAX_OWED} are owed; free space on its filesystem");
+        }
+        if let Err(e) = self.pay_owed() {
+            self.write_failed(&name, &e);
+        }
+    }
+
+    /// Writes the records still owed, oldest first.
+    pub(super) fn pay_owed(&mut self) -> Result<(), WriteError> {
+        while let Some(r) = self.owed.pop_front() {
+            if let Err(e) = self.append(&r) {
+                self.owed.push_front(r);
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the records still owed, and logs a failure (`vassal`: whose pass it is).
+    pub(super) fn retry_owed(&mut self, vassal: &str) {
+        if let Err(e) = self.pay_owed() {
+            self.write_failed(vassal, &e);
+        }
+    }
+
+    /// Appends one record to the log: the one place records are written. It is counted
+    /// for the metrics once it is on disk, and offered to the hook.
+    fn append(&mut self, r: &Record) -> Result<(), WriteError> {
+        self.log.append(r)?;
+        // Writing works: the next failure is told to the hook at once.
+        self.hook_told_write = None;
+        self.counts.count(r);
+        if let Some(h) = &mut self.hooks {
+            h.offer(r);
+        }
+        Ok(())
+    }
+
+    /// Makes sure the records of an action can be written before it is taken: every
+    /// owed record is written, and `bytes` are reserved in the log.
+    pub(super) fn room_to_act(&mut self, vassal: &str, bytes: u64) -> Result<(), WriteError> {
+        let res = self
+            .pay_owed()
+            .and_then(|()| self.log.reserve(bytes + RESERVE_SLACK));
+        if let Err(e) = &res {
+            self.write_failed(vassal, e);
+        }
+        res
+    }
+
+    /// Logs a failure to write the log: as an error once a minute while it lasts, and to
+    /// the hook once every `remind`.
+    fn write_failed(&mut self, vassal: &str, e: &WriteError) {
+        let now = Instant::now();
+        let owed = self.owed.len();
+        if self.quiet_until.is_some_and(|t| now < t) {
+            debug!(vassal, owed, "{e}");
+            return;
+        }
+        self.quiet_until = Some(now + WRITE_ERROR_EVERY);
+        if self
+            .hook_told_write
+            .is_none_or(|t| now.duration_since(t) >= self.remind)
+            && let Some(h) = &mut self.hooks
+        {
+            self.hook_told_write = Some(now);
+            h.offer_write_failed(vassal, self.log.path(), &e.to_string(), owed);
+        }
+        error!(
+            vassal,
+            owed, "{e}; no action is taken until its records are written; retrying on every pass"
+        );
+    }
+
+    /// The history the episodes are rebuilt from: the log's last few MiB and its
+    /// rotations', unreadable lines reported.
+    pub(super) fn history(&mut self) -> std::io::Result<Vec<Entry>> {
+        let read = audit::read_history(self.path(), audit::HISTORY_TAIL, audit::HISTORY_FILES)?;
+        self.report_bad(&read.bad);
+        Ok(audit::history(&read.records))
+    }
+
+    /// The actions on the vassal file `config` that anyone recorded, from the log's tail.
+    pub(super) fn recorded_actions(&mut self, config: &Path) -> Vec<Past> {
+        let (past, bad) = audit::recent_actions(self.path(), config, 256 * 1024);
+        self.report_bad(&bad);
+        past
+    }
+
+    /// Logs the unreadable lines of the log not reported yet.
+    fn report_bad(&mut self, bad: &[audit::BadLine]) {
+        for b in bad {
+            if self
+                .said
+                .is_news(Topic::BadLine(b.file.clone(), b.offset), &b.message)
+            {
+                warn!("{b}");
+            }
+        }
+    }
+
+    /// The counts of records written, keeping only the vassals `keep` names.
+    pub(super) fn counts(&mut self, keep: impl Fn(&str) -> bool) -> &Counts {
+        self.counts.retain(keep);
+        &self.counts
+    }
+
+    /// Each vassal's failed hook runs.
+    pub(super) fn hook_failures(&self) -> std::collections::BTreeMap<String, u64> {
+        self.hooks.as_ref().map(Hooks::failures).unwrap_or_default()
+    }
+
+    /// Runs `hook` for the records from now on (none: no hook). A hook that is already
+    /// the one running goes on; one replaced runs what it has queued, then its thread
+    /// ends, and its failure counts carry over.
+    pub(super) fn set_hook(&mut self, hook: Option<Hook>) {
+        if self.hooks.as_ref().map(Hooks::hook) == hook.as_ref() {
+            return;
+        }
+        let failures = self
+            .hooks
+            .as_ref()
+            .map_or_else(hook::Failures::default, Hooks::failure_counts);
+        if let Some(mut old) = self.hooks.take() {
+            old.retire();
+            self.retired.push(old);
+        }
+        self.retired.retain(|h| !h.is_done());
+        self.hooks = hook.and_then(|h| Hooks::start_counting(h, failures));
+    }
+
+    /// Lets the hook's queued runs finish as the daemon stops, for a few seconds at most
+    /// (a stop must not wait out a hanging hook); the run still going is then killed.
+    pub(super) fn stop_hooks(&mut self) {
+        let until = Instant::now() + HOOK_STOP_WAIT;
+        for h in self.retired.drain(..).chain(self.hooks.take()) {
+            let left = until.saturating_duration_since(Instant::now());
+            let wait = h.hook().timeout.min(left);
+            h.stop(wait);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
