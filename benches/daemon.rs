@@ -176,7 +176,7 @@ fn report_rendering(exposition: &str) {
         .iter()
         .map(|name| VassalView {
             name,
-            state: "running",
+            state: metrics::State::Running,
             master: Some(side),
             worker: Some(side),
             flapping: false,

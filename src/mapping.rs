@@ -91,21 +91,57 @@ pub(crate) enum Mapping {
 }
 
 impl Mapping {
-    /// The state's name, as `status` and the metrics show it.
+    /// What the mapping says of the vassal, as `status` and the metrics show it.
     #[must_use]
-    pub(crate) fn state(&self) -> &'static str {
+    pub(crate) fn state(&self) -> State {
         match self {
-            Mapping::Running(_) => "running",
-            Mapping::Idle => "idle",
-            Mapping::NotRunning => "not_running",
-            Mapping::NoEmperor => "no_emperor",
-            Mapping::Disputed { .. } => "disputed",
+            Mapping::Running(_) => State::Running,
+            Mapping::Idle => State::Idle,
+            Mapping::NotRunning => State::NotRunning,
+            Mapping::NoEmperor => State::NoEmperor,
+            Mapping::Disputed { .. } => State::Disputed,
         }
     }
+}
 
-    /// Every state's name, in the order of the enum.
-    pub(crate) const STATES: [&'static str; 5] =
-        ["running", "idle", "not_running", "no_emperor", "disputed"];
+/// A vassal's state: the kind of its `Mapping`, without what it found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    Running,
+    Idle,
+    NotRunning,
+    NoEmperor,
+    Disputed,
+}
+
+impl State {
+    /// Every state, in the order of `Mapping`.
+    pub const ALL: [State; 5] = [
+        State::Running,
+        State::Idle,
+        State::NotRunning,
+        State::NoEmperor,
+        State::Disputed,
+    ];
+
+    /// Its name, as `status` and the metrics show it.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Running => "running",
+            State::Idle => "idle",
+            State::NotRunning => "not_running",
+            State::NoEmperor => "no_emperor",
+            State::Disputed => "disputed",
+        }
+    }
+}
+
+impl std::fmt::Display for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// One look at an Emperor: its children and, when it has one, its stats.

@@ -23,6 +23,7 @@ use std::time::{Duration, SystemTime};
 use tracing::{info, warn};
 
 use crate::audit::{Event, Record};
+pub use crate::mapping::State;
 use crate::vocab::{ActionKind, OutcomeResult, Reason};
 
 /// Counts of the records this warden wrote, by vassal (the Emperor's name for the file).
@@ -146,8 +147,7 @@ impl Side {
 #[derive(Debug, Clone, PartialEq)]
 pub struct VassalView<'a> {
     pub name: &'a str,
-    /// `Mapping::state`.
-    pub state: &'static str,
+    pub state: State,
     /// Sampled on the last pass (a running vassal only).
     pub master: Option<Side>,
     /// The worker nearest its soft limit.
@@ -381,10 +381,10 @@ fn render_gauges(o: &mut Out<'_>, vassals: &[VassalView<'_>]) {
         "1 for the vassal's state (running, idle, not_running, no_emperor, disputed), 0 for the others.",
     );
     for v in vassals {
-        for state in crate::mapping::Mapping::STATES {
+        for state in State::ALL {
             o.sample(
                 "vassal_state",
-                &[("vassal", v.name), ("state", state)],
+                &[("vassal", v.name), ("state", state.as_str())],
                 flag(v.state == state),
             );
         }

@@ -107,7 +107,7 @@ impl CheckReport {
                     status
                         .concerns
                         .iter()
-                        .filter(|c| !c.text.starts_with(episode::CANNOT_ACT))
+                        .filter(|c| c.kind != episode::ConcernKind::CannotAct)
                         .map(|c| format!("{}: {}", v.file.name, c.text)),
                 );
                 VassalCheck {

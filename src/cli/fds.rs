@@ -11,7 +11,7 @@ use anyhow::Context;
 use serde::Serialize;
 
 use super::table::{self, Align, Table};
-use super::{Failure, Report, state_name, usage};
+use super::{Failure, Report, usage};
 use crate::audit::Role;
 use crate::forensics::{self, Group};
 use crate::inventory::Inventory;
@@ -110,7 +110,7 @@ impl FdsReport {
             return Err(anyhow::anyhow!(
                 "vassal `{}` has no running processes ({})",
                 v.file.name,
-                state_name(&v.mapping)
+                v.mapping.state()
             )
             .into());
         };

@@ -27,7 +27,6 @@ use crate::daemon;
 use crate::episode::{Episode, Level};
 use crate::error::FileError;
 use crate::inventory::Inventory;
-use crate::mapping::Mapping;
 use crate::text::one_line;
 use crate::warden::Warden;
 
@@ -388,10 +387,6 @@ fn inventory(cfg: &Config) -> Inventory {
     inv.refresh(cfg);
     inv.map_all();
     inv
-}
-
-fn state_name(m: &Mapping) -> &'static str {
-    m.state()
 }
 
 /// Open fds as a fraction of the soft limit.

@@ -11,11 +11,12 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 use super::table::{self, Align, Table};
-use super::{Episodes, Report, state_name, usage};
+use super::{Episodes, Report, usage};
 use crate::audit::Role;
 use crate::episode::{self, Concern, Episode, Level};
 use crate::inventory::{Inventory, Vassal};
 use crate::mapping::Mapping;
+use crate::mapping::State;
 use crate::procs::ProcId;
 use crate::{policy, sample};
 
@@ -37,7 +38,7 @@ pub(super) struct StatusReport {
 pub(super) struct VassalStatus {
     pub vassal: String,
     pub config: PathBuf,
-    pub state: &'static str,
+    pub state: State,
     pub emperor: Option<i32>,
     pub method: Option<String>,
     /// Master first, then workers.
@@ -131,7 +132,7 @@ impl VassalStatus {
         VassalStatus {
             vassal: v.file.name.clone(),
             config: v.file.path.clone(),
-            state: state_name(&v.mapping),
+            state: v.mapping.state(),
             emperor: v.emperor,
             method,
             processes,
@@ -197,14 +198,14 @@ impl Report for StatusReport {
         ]);
         for v in &self.vassals {
             if v.processes.is_empty() {
-                t.row(vec![v.vassal.clone(), v.state.to_owned()]);
+                t.row(vec![v.vassal.clone(), v.state.to_string()]);
             }
             for (i, p) in v.processes.iter().enumerate() {
                 // The vassal's own cells only on its first row.
                 let first = |s: &str| if i == 0 { s.to_owned() } else { String::new() };
                 t.row(vec![
                     first(&v.vassal),
-                    first(v.state),
+                    first(v.state.as_str()),
                     p.pid.to_string(),
                     p.role.to_string(),
                     table::count(p.fds),

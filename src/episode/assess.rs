@@ -31,11 +31,30 @@ impl Level {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub(crate) struct Concern {
     pub level: Level,
+    pub kind: ConcernKind,
     pub text: String,
 }
 
+/// What a concern is about, for whoever sorts or filters them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum ConcernKind {
+    /// A process is over its line, or at its limit.
+    OverTheLine,
+    /// Something keeps the warden from acting on the vassal (no Emperor, a broken file).
+    CannotAct,
+    /// The ladder's top: alerting only until a person acts.
+    GivenUp,
+    /// A recycle did not work: a touch is next.
+    Climbing,
+    /// Reloads are held by `max-reloads`.
+    Flapping,
+    /// A reload is held by the cooldown.
+    Cooldown,
+}
+
 /// How a concern about what keeps the warden from acting begins.
-pub(crate) const CANNOT_ACT: &str = "the warden cannot act on it";
+const CANNOT_ACT: &str = "the warden cannot act on it";
 
 /// A process counts as at its limit within this fraction of it: the next requests fail.
 const AT_LIMIT: f64 = 0.98;
@@ -55,10 +74,11 @@ pub(crate) fn assess(
 ) -> Vec<Concern> {
     let mut out = Vec::new();
     let over: Vec<&Proc> = procs.iter().filter(|p| p.over()).collect();
-    let mut say = |level, text: String| out.push(Concern { level, text });
+    let mut say = |kind, level, text: String| out.push(Concern { level, kind, text });
     for p in &over {
         let at_limit = p.fds as f64 >= p.limit as f64 * AT_LIMIT;
         say(
+            ConcernKind::OverTheLine,
             if at_limit {
                 Level::Critical
             } else {
@@ -85,14 +105,20 @@ pub(crate) fn assess(
         Level::Critical
     };
     if let Some(why) = cannot_act {
-        say(stuck, format!("{CANNOT_ACT}: {why}"));
+        say(
+            ConcernKind::CannotAct,
+            stuck,
+            format!("{CANNOT_ACT}: {why}"),
+        );
     }
     match ep.step {
         Step::Exhausted if !over.is_empty() => say(
+            ConcernKind::GivenUp,
             Level::Critical,
             "given up: a reload did not bring the fds down; alerting only until a person acts (`vassal-warden reload` lifts it)".into(),
         ),
         Step::Touch if !over.is_empty() => say(
+            ConcernKind::Climbing,
             Level::Warning,
             "a recycle did not work or was refused; a touch is next".into(),
         ),
@@ -100,6 +126,7 @@ pub(crate) fn assess(
     }
     match policy::gate(policy, now, &ep.hist, &Plan::Touch, false, false) {
         Err(Hold::Flapping { recent, next }) => say(
+            ConcernKind::Flapping,
             stuck,
             format!(
                 "flapping: {recent} reloads within {}, the leak comes back; next reload allowed in {} — the code needs a fix",
@@ -108,6 +135,7 @@ pub(crate) fn assess(
             ),
         ),
         Err(Hold::Cooldown { remaining }) if !over.is_empty() => say(
+            ConcernKind::Cooldown,
             Level::Warning,
             format!(
                 "in cooldown: reloaded less than {} ago; next reload allowed in {}",

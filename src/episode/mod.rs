@@ -30,7 +30,7 @@ use crate::policy::{self, Fire, History, Hold, Past, Plan, Step};
 use crate::procs::{ProcId, Role};
 use crate::vocab::{ActionKind, OutcomeResult, Reason};
 
-pub(crate) use assess::{CANNOT_ACT, Concern, Level, assess, hold_detail};
+pub(crate) use assess::{Concern, ConcernKind, Level, assess, hold_detail};
 pub(crate) use replay::{Entry, Happened};
 pub(crate) use timings::Timings;
 

@@ -1240,6 +1240,12 @@ fn assess_says_what_is_wrong_and_how_badly() {
         levels(&calm, 0, &over, Some("no Emperor")),
         [Level::Warning, Level::Critical]
     );
+    // Each says what it is about, so that `check` can leave out what it says better.
+    let kinds: Vec<ConcernKind> = assess(&calm, &p, at(0), &over, Some("no Emperor"))
+        .iter()
+        .map(|c| c.kind)
+        .collect();
+    assert_eq!(kinds, [ConcernKind::OverTheLine, ConcernKind::CannotAct]);
     // In cooldown while over the line.
     let mut cooling = Episode::default();
     cooling.hist.learn(Past {

@@ -102,7 +102,7 @@ fn rendered() -> String {
     let vassals = [
         VassalView {
             name: "shop.ini",
-            state: "running",
+            state: State::Running,
             master: Some(side(20, 1024)),
             worker: Some(side(512, 1024)),
             flapping: true,
@@ -117,7 +117,7 @@ fn rendered() -> String {
         },
         VassalView {
             name: NASTY,
-            state: "running",
+            state: State::Running,
             master: Some(side(5, 0)),
             worker: None,
             flapping: false,
@@ -129,7 +129,7 @@ fn rendered() -> String {
         },
         VassalView {
             name: "idle.ini",
-            state: "idle",
+            state: State::Idle,
             master: None,
             worker: None,
             flapping: false,
@@ -315,7 +315,7 @@ fn floats_are_written_as_prometheus_reads_them() {
 
 #[test]
 fn every_state_name_is_listed() {
-    use crate::mapping::Mapping;
+    use crate::mapping::{Mapping, State};
     for m in [
         Mapping::Idle,
         Mapping::NotRunning,
@@ -325,9 +325,16 @@ fn every_state_name_is_listed() {
             with: "b.ini".into(),
         },
     ] {
-        assert!(Mapping::STATES.contains(&m.state()), "{m:?}");
+        assert!(State::ALL.contains(&m.state()), "{m:?}");
     }
-    assert!(Mapping::STATES.contains(&"running"));
+    let names: Vec<&str> = State::ALL.iter().map(|s| s.as_str()).collect();
+    assert_eq!(
+        names,
+        ["running", "idle", "not_running", "no_emperor", "disputed"]
+    );
+    for s in State::ALL {
+        assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
+    }
 }
 
 #[test]
