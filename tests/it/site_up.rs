@@ -43,7 +43,9 @@ fn a_second_worker_leaking_the_same_file_is_recycled_without_waiting_out_the_coo
     );
     // Both workers leak the same file, whichever worker each request lands on, until
     // both are replaced. Back to back, a request can meet a worker the warden has just
-    // recycled; that is not what this test is about.
+    // recycled; that is not what this test is about. Paced so that a fresh replacement
+    // is seen under its line before requests fill it again: one that leaks to its line
+    // between two passes is judged not recovered, and a touch follows.
     let start = std::time::Instant::now();
     while workers.iter().any(|w| children(master).contains(w)) {
         assert!(
@@ -52,7 +54,7 @@ fn a_second_worker_leaking_the_same_file_is_recycled_without_waiting_out_the_coo
             warden.records()
         );
         let _ = emp.try_request("shop.ini", "/leak");
-        std::thread::sleep(Duration::from_millis(5));
+        std::thread::sleep(Duration::from_millis(20));
     }
     // Each was recycled as it came to its line (the second one right after the first, in
     // the same incident, when it was close behind), never held by the cooldown.
