@@ -6,6 +6,8 @@ use super::*;
 use crate::audit::{Action, Event, Outcome, Record, Suppressed};
 use crate::config::{ActionMode, Predict, Threshold};
 use crate::forensics::Group;
+
+mod props;
 use crate::forensics::Kind;
 
 fn id(pid: i32) -> ProcId {
