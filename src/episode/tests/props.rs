@@ -21,7 +21,8 @@ enum Carry {
     Unwritten,
 }
 
-/// One pass of the simulation.
+/// One pass of the simulation: its flags are coin flips, each on its own.
+#[allow(clippy::struct_excessive_bools)]
 #[derive(Debug, Clone)]
 struct Turn {
     advance: u64,
