@@ -246,7 +246,7 @@ impl Action {
     /// Taken by an operator (`vassal-warden reload`): said by its `manual` field, or,
     /// in a record written before that field, by a reason that starts `manual:`.
     #[must_use]
-    pub(crate) fn is_manual(&self) -> bool {
+    fn is_manual(&self) -> bool {
         self.manual
             || self
                 .reason
@@ -292,7 +292,7 @@ impl Suppressed {
     /// An operator's reload that was refused: said by its `manual` field, or, in a
     /// record written before that field, by a detail that starts `manual:`.
     #[must_use]
-    pub(crate) fn is_manual(&self) -> bool {
+    fn is_manual(&self) -> bool {
         self.manual
             || self
                 .detail
@@ -800,7 +800,7 @@ const MAX_ROTATIONS: usize = 1000;
 
 /// The most a compressed rotation is inflated to: a file that inflates further is read
 /// up to here, and the rest is reported as unread.
-pub(crate) const MAX_INFLATED: u64 = 256 * 1024 * 1024;
+const MAX_INFLATED: u64 = 256 * 1024 * 1024;
 
 fn suffixed(log: &Path, suffix: &str) -> PathBuf {
     let mut s = log.as_os_str().to_owned();
@@ -812,7 +812,7 @@ fn suffixed(log: &Path, suffix: &str) -> PathBuf {
 /// `.gz` name) gzipped. A compressed file is inflated as a stream, keeping only its
 /// tail, up to `MAX_INFLATED` bytes; a file cut short (or corrupt) keeps what inflated
 /// before the damage, and the damage is a bad line.
-pub(crate) fn read_file_tail(path: &Path, tail: u64) -> std::io::Result<Read> {
+fn read_file_tail(path: &Path, tail: u64) -> std::io::Result<Read> {
     use std::io::Read as _;
     if path.extension().is_none_or(|e| e != "gz") {
         return read_tail(path, tail);

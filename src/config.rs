@@ -18,12 +18,11 @@ use crate::uwsgi_ini::{self, Entry};
 use crate::vocab::HookEvent;
 
 pub(crate) const DEFAULT_PATH: &str = "/etc/vassal-warden/warden.ini";
-pub(crate) const DEFAULT_AUDIT_LOG: &str = "/var/log/vassal-warden/incidents.jsonl";
+const DEFAULT_AUDIT_LOG: &str = "/var/log/vassal-warden/incidents.jsonl";
 /// Where metrics are served unless `metrics` says otherwise: loopback only, on a port of
 /// the Prometheus exporter range (9100-9999) that no common exporter uses
 /// (docs/operations.md).
-pub(crate) const DEFAULT_METRICS: SocketAddr =
-    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9814));
+const DEFAULT_METRICS: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9814));
 
 /// Every key `[warden]` accepts, in the order the documentation lists them.
 pub const WARDEN_KEYS: &[&str] = &[
@@ -666,7 +665,7 @@ impl Setting {
 }
 
 /// `80%` or `900`.
-pub(crate) fn parse_threshold(v: &str) -> Result<Threshold, String> {
+fn parse_threshold(v: &str) -> Result<Threshold, String> {
     if let Some(pct) = v.strip_suffix('%') {
         let x: f64 = pct
             .trim()
@@ -710,11 +709,11 @@ fn parse_rate(v: &str) -> Result<(u32, Duration), String> {
 
 /// The longest duration any setting takes: far beyond any sensible value, and far from
 /// where adding it to a clock could overflow.
-pub(crate) const MAX_DURATION: Duration = Duration::from_secs(30 * 24 * 3600);
+const MAX_DURATION: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// The longest `verify`. The warden's action slots (`max-concurrent`) are held while an
 /// action is verified, so this also bounds how long one vassal can keep others waiting.
-pub(crate) const MAX_VERIFY: Duration = Duration::from_secs(600);
+const MAX_VERIFY: Duration = Duration::from_secs(600);
 /// The longest `capture-window`.
 const MAX_CAPTURE_WINDOW: Duration = Duration::from_secs(3600);
 /// The most reports a capture keeps (`capture-samples`).

@@ -172,7 +172,7 @@ pub fn read_fds(pid: i32) -> io::Result<Vec<OpenFd>> {
 /// The longest fd target kept, in bytes: a process can hold a million fds on paths of
 /// 4 KiB each, and the report would hold them all. Longer targets keep their first
 /// `MAX_TARGET` bytes and end in `…`.
-pub const MAX_TARGET: usize = 512;
+const MAX_TARGET: usize = 512;
 
 pub(crate) fn bounded_target(raw: &[u8]) -> String {
     if raw.len() <= MAX_TARGET {
@@ -188,7 +188,7 @@ pub(crate) fn bounded_target(raw: &[u8]) -> String {
 /// FNV-1a: grouping hashes one short string per fd, where the default hasher's flooding resistance buys
 /// nothing (the keys come from the kernel) and costs a measurable share of a report.
 #[derive(Default, Clone, Copy)]
-pub(crate) struct Fnv(u64);
+struct Fnv(u64);
 
 impl std::hash::Hasher for Fnv {
     fn finish(&self) -> u64 {

@@ -26,7 +26,7 @@ use crate::config::{Events, Hook};
 use crate::vocab::HookEvent;
 
 /// Runs waiting at most; beyond, a record's run is dropped (logged and counted).
-pub(crate) const QUEUE: usize = 64;
+const QUEUE: usize = 64;
 
 /// The most of a hook's stderr kept for the log.
 const STDERR_KEPT: u64 = 512;

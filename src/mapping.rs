@@ -189,7 +189,7 @@ impl NameCache {
 /// The config a vassal master was started with: `--ini NAME` (or `--xml`, `--yaml`,
 /// `--json`, as the Emperor passes them).
 #[must_use]
-pub(crate) fn vassal_name_from_cmdline(args: &[String]) -> Option<String> {
+fn vassal_name_from_cmdline(args: &[String]) -> Option<String> {
     let mut it = args.iter().skip(1);
     while let Some(a) = it.next() {
         for opt in ["--ini", "--xml", "--yaml", "--yml", "--json", "--js"] {
@@ -248,7 +248,7 @@ pub(crate) fn observe(
 
 /// How long a stats server that failed is left alone: a server that trickles costs one
 /// deadline in this time, not one per pass.
-pub(crate) const STATS_RETRY: Duration = Duration::from_secs(30);
+const STATS_RETRY: Duration = Duration::from_secs(30);
 
 /// The Emperors whose stats server failed, when and how.
 #[derive(Debug, Default)]
@@ -268,7 +268,7 @@ impl StatsBackoff {
 
 /// Ini name → master PID (-1 for an idle on-demand vassal) from `emperor-stats` JSON.
 #[must_use]
-pub(crate) fn parse_emperor_stats(json: &serde_json::Value) -> HashMap<String, i32> {
+fn parse_emperor_stats(json: &serde_json::Value) -> HashMap<String, i32> {
     let mut out = HashMap::new();
     if let Some(vassals) = json.get("vassals").and_then(|v| v.as_array()) {
         for v in vassals {
@@ -292,7 +292,7 @@ const MAX_STATS_REPLY: usize = 4 * 1024 * 1024;
 /// bound (`MAX_STATS_REPLY`), so a server that is stuck, trickles, or never stops cannot
 /// stall a pass or fill memory. A unix path must be a socket itself, not a symlink
 /// (checked on the descriptor the connect goes through; the connect does not block).
-pub(crate) fn query_stats(addr: &str) -> std::io::Result<serde_json::Value> {
+fn query_stats(addr: &str) -> std::io::Result<serde_json::Value> {
     let deadline = Instant::now() + STATS_DEADLINE;
     let buf = if addr.starts_with('/') || addr.starts_with('.') {
         read_reply(connect_unix(Path::new(addr), deadline)?, deadline)?

@@ -156,7 +156,7 @@ impl ProcState {
 /// With `predict = auto`, the slope is fitted over this many recent samples (at least 3
 /// are needed): a leak that just started is seen at its own rate, not diluted by a flat
 /// past.
-pub(crate) const AUTO_WINDOW: usize = 5;
+const AUTO_WINDOW: usize = 5;
 
 /// The prediction horizon of `predict = auto` for a process the warden needs `action`
 /// to act on (the learned time from action to verified recovery, which already counts
@@ -266,7 +266,7 @@ impl Past {
     /// A touch or a chain reload: the whole vassal is reloaded. A worker recycle is not:
     /// it replaces one process, and a recycled process is never seen again.
     #[must_use]
-    pub(crate) fn is_reload(&self) -> bool {
+    fn is_reload(&self) -> bool {
         self.kind != ActionKind::RecycleWorker
     }
 }

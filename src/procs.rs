@@ -225,7 +225,7 @@ pub(crate) fn uid(pid: i32) -> Option<u32> {
 
 /// The executable a process runs, as (device, inode): the same file for a child that
 /// uWSGI forked, another one for a program it ran.
-pub(crate) fn exe_id(pid: i32) -> Option<(u64, u64)> {
+fn exe_id(pid: i32) -> Option<(u64, u64)> {
     use std::os::unix::fs::MetadataExt;
     let m = fs::metadata(proc_path(pid, "exe")).ok()?;
     Some((m.dev(), m.ino()))

@@ -16,17 +16,17 @@ use super::python::Layout;
 
 /// Python frames and native frames a report carries at most (the C side's `MAX_PY` and
 /// `MAX_NATIVE`).
-pub(crate) const MAX_PY: usize = 32;
-pub(crate) const MAX_NATIVE: usize = 24;
+pub(super) const MAX_PY: usize = 32;
+pub(super) const MAX_NATIVE: usize = 24;
 /// Captures that can be armed at once (the C side's `MAX_SLOTS`).
-pub(crate) const MAX_SLOTS: u32 = 64;
+pub(super) const MAX_SLOTS: u32 = 64;
 
 const OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/capture.bpf.o"));
 
 /// The C library's functions that open files (aliases share an address: one each; the
 /// last is private to glibc, and may be missing) and the one that connects, with the
 /// program each runs.
-pub(crate) const PROBES: [(&str, &str); 4] = [
+pub(super) const PROBES: [(&str, &str); 4] = [
     ("open64", "on_open"),
     ("openat64", "on_open"),
     ("__open64_nocancel", "on_open"),
@@ -35,7 +35,7 @@ pub(crate) const PROBES: [(&str, &str); 4] = [
 
 /// What a capture looks for in its processes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(crate) enum Wanted {
+pub(super) enum Wanted {
     /// A file, by the kernel's device number and inode.
     File { dev: u32, ino: u64 },
     /// Connections to this peer.
@@ -160,7 +160,7 @@ fn thread_key(tgid: u32, pthread: u64) -> [u8; 16] {
 
 /// How to arm one process.
 #[derive(Clone, Copy)]
-pub(crate) struct Arming<'a> {
+pub(super) struct Arming<'a> {
     pub slot: u32,
     /// Reports for the slot, at most.
     pub limit: u32,
@@ -173,7 +173,7 @@ pub(crate) struct Arming<'a> {
 }
 
 /// The kernel side, loaded: programs, maps and the uprobes attached so far.
-pub(crate) struct Probe {
+pub(super) struct Probe {
     ebpf: Ebpf,
     targets: HashMap<MapData, u32, [u8; 56]>,
     pythreads: HashMap<MapData, [u8; 16], u64>,
@@ -287,7 +287,7 @@ impl Probe {
     }
 
     /// Stops slot `slot` looking for `wanted`.
-    pub(crate) fn unwant(&mut self, slot: u32, wanted: Wanted) {
+    pub(super) fn unwant(&mut self, slot: u32, wanted: Wanted) {
         let _ = match wanted {
             Wanted::File { dev, ino } => self.files.remove(&file_key(slot, dev, ino)),
             Wanted::Peer(peer) => self.peers.remove(&peer_key(slot, peer)),
@@ -298,7 +298,7 @@ impl Probe {
     /// state) are told to the kernel side, then the uprobes are attached to its C
     /// library at the file offsets the caller read (the loader never opens the file for
     /// symbols). On any failure what was done is undone.
-    pub(crate) fn arm(&mut self, pid: u32, how: &Arming<'_>) -> Result<(), String> {
+    pub(super) fn arm(&mut self, pid: u32, how: &Arming<'_>) -> Result<(), String> {
         if self.links.contains_key(&pid) {
             return Err(format!("PID {pid} is armed already"));
         }
@@ -348,14 +348,14 @@ impl Probe {
     }
 
     /// Tells the kernel side of Python threads of `pid` started since it was armed.
-    pub(crate) fn add_threads(&mut self, pid: u32, threads: &[(u64, u64)]) {
+    pub(super) fn add_threads(&mut self, pid: u32, threads: &[(u64, u64)]) {
         for (me, tstate) in threads {
             let _ = self.pythreads.insert(thread_key(pid, *me), *tstate, 0);
         }
     }
 
     /// Detaches `pid`'s uprobes and forgets it and its threads.
-    pub(crate) fn disarm(&mut self, pid: u32, threads: Option<&[(u64, u64)]>) {
+    pub(super) fn disarm(&mut self, pid: u32, threads: Option<&[(u64, u64)]>) {
         let _ = self.targets.remove(&pid);
         for (me, _) in threads.unwrap_or_default() {
             let _ = self.pythreads.remove(&thread_key(pid, *me));

@@ -67,7 +67,7 @@ impl Symbols {
 }
 
 /// Names native return addresses of one process; files are read once each.
-pub(crate) struct Symbolizer {
+pub(super) struct Symbolizer {
     pid: i32,
     maps: Vec<Mapping>,
     mounts: Mounts,

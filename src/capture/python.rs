@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 /// The offsets the kernel side needs to walk a thread's frames, and those this module
 /// reads code objects with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Layout {
+pub(super) struct Layout {
     pub tstate_cframe: u64,
     pub cframe_current: u64,
     pub frame_code: u64,
@@ -25,7 +25,7 @@ pub(crate) struct Layout {
 }
 
 /// CPython 3.11 on `x86_64`.
-pub(crate) const PY311: Layout = Layout {
+pub(super) const PY311: Layout = Layout {
     tstate_cframe: 56,
     cframe_current: 8,
     frame_code: 32,
@@ -47,12 +47,12 @@ const CODE_BYTECODE: u64 = 184;
 const CODE_LEN: usize = 192;
 
 /// Threads of one interpreter read at most (uWSGI runs one per core and thread).
-pub(crate) const MAX_THREADS: usize = 256;
+pub(super) const MAX_THREADS: usize = 256;
 /// The longest line table and name read.
 const MAX_LINETABLE: u64 = 64 * 1024;
 const MAX_NAME: u64 = 512;
 /// The largest library or executable whose symbols are read.
-pub(crate) const MAX_ELF: u64 = 64 << 20;
+pub(super) const MAX_ELF: u64 = 64 << 20;
 
 /// Where a frame's code comes from, for a reader who wants their own code first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -84,7 +84,7 @@ impl Origin {
 
     /// Judged by the path of the file, as the interpreter imported it.
     #[must_use]
-    pub fn of_python_file(file: &str) -> Origin {
+    pub(super) fn of_python_file(file: &str) -> Origin {
         if file.contains("/site-packages/") || file.contains("/dist-packages/") {
             Origin::Framework
         } else if file.starts_with('<')
@@ -213,13 +213,13 @@ impl Mounts {
 
     /// Whether `dev` is a local filesystem mounted in the namespace (one not found is
     /// not).
-    pub(crate) fn is_local(&self, dev: u32) -> bool {
+    pub(super) fn is_local(&self, dev: u32) -> bool {
         self.local.contains(&dev)
     }
 }
 
 /// The file-backed mappings of `pid`, bounded.
-pub(crate) fn mappings(pid: i32) -> std::io::Result<Vec<Mapping>> {
+pub(super) fn mappings(pid: i32) -> std::io::Result<Vec<Mapping>> {
     let raw = crate::bounded::read(Path::new(&format!("/proc/{pid}/maps")), 8 << 20)
         .map_err(|e| std::io::Error::other(e.to_string()))?;
     Ok(String::from_utf8_lossy(&raw)
@@ -253,7 +253,7 @@ fn parse_mapping(line: &str) -> Option<Mapping> {
 }
 
 /// The C library a process maps: glibc's `libc.so.6`, by that exact name.
-pub(crate) fn libc(maps: &[Mapping]) -> Option<&Mapping> {
+pub(super) fn libc(maps: &[Mapping]) -> Option<&Mapping> {
     maps.iter()
         .find(|m| m.offset == 0 && m.path.rsplit('/').next() == Some("libc.so.6"))
 }

@@ -149,7 +149,7 @@ pub(crate) struct Open {
 
 /// The verdict on an action under verification.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Verdict {
+pub(super) struct Verdict {
     pub incident: String,
     pub result: OutcomeResult,
     /// The action that was verified.
@@ -237,7 +237,7 @@ struct Queue {
 
 /// Where a vassal stands (`Episode::standing`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Standing {
+pub(super) struct Standing {
     pub flapping: bool,
     pub given_up: bool,
     pub last_action: Option<SystemTime>,
