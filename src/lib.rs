@@ -7,7 +7,9 @@
 //! (`episode` again) → `audit`; `warden` carries out each pass, `daemon` runs the loop;
 //! `metrics` renders each pass for Prometheus and serves it from its own thread;
 //! `capture` finds the code that leaks, before the line.
-//! `trust` says what a vassal file's word may make root do.
+//! `trust` says what a vassal file's word may make root do; `text` and `vocab` are the
+//! leaves every layer shares. The modules form layers (docs/ARCHITECTURE.md, "Layers",
+//! held to the code by `tests/it/layers.rs`): none imports from a layer above its own.
 //! See docs/ARCHITECTURE.md.
 //!
 //! Public modules are the binary's entry (`cli`) and what the benchmarks and tests
