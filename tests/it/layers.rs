@@ -49,10 +49,12 @@ fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-/// The code of a file that is not a test: a file named `tests.rs` has none, and a
-/// file's `#[cfg(test)] mod` (at its end, by the house's habit) is cut off.
+/// The code of a file that is not a test: a file named `tests.rs` or in a `tests`
+/// folder has none, and a file's `#[cfg(test)] mod` (at its end, by the house's habit)
+/// is cut off.
 fn production(path: &Path) -> String {
-    if path.file_name().is_some_and(|n| n == "tests.rs") {
+    let in_tests = path.parent().is_some_and(|d| d.ends_with("tests"));
+    if in_tests || path.file_name().is_some_and(|n| n == "tests.rs") {
         return String::new();
     }
     let text = std::fs::read_to_string(path).unwrap();
