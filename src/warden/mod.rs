@@ -8,7 +8,8 @@
 //! would have suppressed). It makes no decision of its own beyond the last checks right
 //! before acting (same process, Emperor running, file still a vassal config). A failure on
 //! one vassal is logged with what to do and the rest go on. No action is taken before its
-//! `detected` record is on disk.
+//! `detected` record is on disk. What is written to the log, owed to it and said once in
+//! the journal is the `ledger`'s; the reads the core asks for are in `reads`.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -114,8 +115,6 @@ impl Warden {
         self.outlets = outlets;
     }
 
-    /// Starts the alert hook, when one is configured (the daemon's, not a command's: a
-    /// command ends before a hook would run).
     /// Loads the kernel side of captures, when they are on: a host that cannot says why
     /// in the journal, once.
     pub(crate) fn prepare_captures(&mut self) {
@@ -125,6 +124,8 @@ impl Warden {
         }
     }
 
+    /// Starts the alert hook, when one is configured (the daemon's, not a command's: a
+    /// command ends before a hook would run).
     pub(crate) fn start_hooks(&mut self) {
         self.ledger.set_hook(self.cfg.hook());
     }
