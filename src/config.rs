@@ -543,11 +543,10 @@ fn parse_events(v: &str) -> Result<Events, String> {
     if names.is_empty() {
         return Err("`on-event-for` names no event; to run no hook, set `on-event = off`".into());
     }
-    if names.contains(&"all") {
-        return Ok(Events::All);
-    }
     let mut out = Vec::with_capacity(names.len());
-    for n in names {
+    for n in names.iter().copied().filter(|n| *n != "all") {
+        // Every name is checked, beside `all` too: a misspelt one is an error, not
+        // silently covered.
         let Some(e) = HookEvent::parse(n) else {
             let known: Vec<String> = HookEvent::all().iter().map(ToString::to_string).collect();
             return Err(format!(
@@ -556,6 +555,9 @@ fn parse_events(v: &str) -> Result<Events, String> {
             ));
         };
         out.push(e);
+    }
+    if names.contains(&"all") {
+        return Ok(Events::All);
     }
     Ok(Events::Only(out))
 }
@@ -1079,6 +1081,10 @@ mod tests {
                 "`flaping` is not an event name",
             ),
             ("on-event = /bin/true\non-event-for = ,", "names no event"),
+            (
+                "on-event = /bin/true\non-event-for = all flaping",
+                "`flaping` is not an event name",
+            ),
             (
                 "on-event = /bin/true\non-event-timeout = 1h",
                 "between 1s and 10m",
