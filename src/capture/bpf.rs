@@ -94,6 +94,7 @@ impl Event {
             native: {
                 let mut ips: Vec<u64> = (0..nnative)
                     .map(|i| u64_at(b, 40 + MAX_PY * 16 + i * 8))
+                    .take_while(|ip| *ip != 0)
                     .collect();
                 let caller = u64_at(b, 40 + MAX_PY * 16 + MAX_NATIVE * 8);
                 if u32_at(b, 12) == 2 && !ips.is_empty() && caller != 0 {
