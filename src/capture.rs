@@ -443,7 +443,10 @@ fn arm_one(
         python::Found::Unreadable(why) => (None, None, Some(format!("PID {pid}: {why}"))),
         python::Found::NotPython => (None, None, None),
     };
-    let python = threads.as_deref().map(|t| (&python::PY311, t));
+    let python = interp
+        .as_ref()
+        .zip(threads.as_deref())
+        .map(|(i, t)| (&i.layout, t));
     probe
         .arm(
             pid.cast_unsigned(),
@@ -568,8 +571,11 @@ impl Running {
                     a.codes.insert(*addr, python::code(mem, interp, *addr));
                 }
                 let frame = match a.codes.get(addr) {
-                    Some(known) => known.as_ref().map(|c| c.frame(*addr, *instr)),
-                    None => python::code(mem, interp, *addr).map(|c| c.frame(*addr, *instr)),
+                    Some(known) => known
+                        .as_ref()
+                        .map(|c| c.frame(&interp.layout, *addr, *instr)),
+                    None => python::code(mem, interp, *addr)
+                        .map(|c| c.frame(&interp.layout, *addr, *instr)),
                 };
                 frames.extend(frame);
             }
@@ -696,6 +702,32 @@ fn dominant(pid: i32, baseline: Option<&Baseline>) -> Option<(Wanted, String, u6
             Some((Wanted::Peer(peer), format!("connections to {peer}"), growth))
         }
     }
+}
+
+/// The Python frames of every thread of `pid` now, innermost first, read as a capture
+/// reads them (the interpreter's own frame list, through `/proc/PID/mem`): to see what
+/// a process runs, and to check a version's layout against a live interpreter. Frames
+/// of a thread that runs while they are read may be torn; one that waits is exact.
+pub fn python_stacks(pid: i32) -> Result<Vec<Vec<Frame>>, String> {
+    let maps = python::mappings(pid).map_err(|e| format!("PID {pid}: {e}"))?;
+    let mounts = Mounts::of(pid);
+    let interp = match python::find(pid, &maps, &mounts) {
+        python::Found::Python(i) => i,
+        python::Found::NotPython => return Err(format!("PID {pid}: no CPython mapped")),
+        python::Found::Unreadable(why) => return Err(format!("PID {pid}: {why}")),
+    };
+    let mem = python::Memory::open(pid).map_err(|e| format!("/proc/{pid}/mem: {e}"))?;
+    Ok(python::threads(&mem, &interp)
+        .into_iter()
+        .map(|(_, tstate)| {
+            python::raw_frames(&mem, &interp.layout, tstate, bpf::MAX_PY)
+                .into_iter()
+                .filter_map(|(code, instr)| {
+                    python::code(&mem, &interp, code).map(|c| c.frame(&interp.layout, code, instr))
+                })
+                .collect()
+        })
+        .collect())
 }
 
 /// A capture started by hand, for the benchmarks: armed on `pids` for the file at

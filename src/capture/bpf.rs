@@ -21,6 +21,9 @@ pub(super) const MAX_NATIVE: usize = 24;
 /// Captures that can be armed at once (the C side's `MAX_SLOTS`).
 pub(super) const MAX_SLOTS: u32 = 64;
 
+/// The size of `struct target` in `capture.bpf.c`.
+const TARGET_LEN: usize = 64;
+
 const OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/capture.bpf.o"));
 
 /// The C library's functions that open files (aliases share an address: one each; the
@@ -107,18 +110,22 @@ impl Event {
     }
 }
 
-fn target_value(slot: u32, limit: u32, python: Option<&Layout>) -> [u8; 56] {
-    let mut v = [0u8; 56];
+fn target_value(slot: u32, limit: u32, python: Option<&Layout>) -> [u8; TARGET_LEN] {
+    let mut v = [0u8; TARGET_LEN];
     v[0..4].copy_from_slice(&slot.to_ne_bytes());
     v[4..8].copy_from_slice(&limit.to_ne_bytes());
     if let Some(l) = python {
-        v[8..12].copy_from_slice(&1u32.to_ne_bytes());
+        // 1: the thread state points to the frame; 2: to a cframe that does.
+        let hops: u32 = if l.cframe_current.is_some() { 2 } else { 1 };
+        v[8..12].copy_from_slice(&hops.to_ne_bytes());
         for (i, off) in [
-            l.tstate_cframe,
-            l.cframe_current,
+            l.tstate_frame,
+            l.cframe_current.unwrap_or(0),
             l.frame_code,
             l.frame_previous,
             l.frame_instr,
+            // 0: no owner byte to read.
+            l.frame_owner.unwrap_or(0),
         ]
         .into_iter()
         .enumerate()
@@ -176,7 +183,7 @@ pub(super) struct Arming<'a> {
 /// The kernel side, loaded: programs, maps and the uprobes attached so far.
 pub(super) struct Probe {
     ebpf: Ebpf,
-    targets: HashMap<MapData, u32, [u8; 56]>,
+    targets: HashMap<MapData, u32, [u8; TARGET_LEN]>,
     pythreads: HashMap<MapData, [u8; 16], u64>,
     files: HashMap<MapData, [u8; 16], u8>,
     peers: HashMap<MapData, [u8; 24], u8>,

@@ -63,14 +63,16 @@ struct task_struct {
 struct target {
 	__u32 slot;
 	__u32 limit;
-	// 0: not Python. Otherwise the offsets of CPython's frame list.
+	// 0: not Python. 1: the thread state points to the current frame (3.9, 3.10,
+	// 3.13 and later); 2: to a cframe that does (3.11, 3.12).
 	__u32 python;
 	__u32 pad;
-	__u64 off_cframe;	// PyThreadState.cframe
+	__u64 off_frame;	// PyThreadState.frame, .cframe or .current_frame
 	__u64 off_current;	// _PyCFrame.current_frame
-	__u64 off_code;		// _PyInterpreterFrame.f_code
-	__u64 off_previous;	// _PyInterpreterFrame.previous
-	__u64 off_instr;	// _PyInterpreterFrame.prev_instr
+	__u64 off_code;		// the frame's code object (f_code, f_executable)
+	__u64 off_previous;	// the calling frame (f_back, previous)
+	__u64 off_instr;	// where it stopped (f_lasti, prev_instr, instr_ptr)
+	__u64 off_owner;	// its owner byte (3.12 and later), else 0
 };
 
 struct file_key {
@@ -204,23 +206,33 @@ static __always_inline int report(struct pt_regs *ctx, struct target *t, __u32 t
 		tstate = bpf_map_lookup_elem(&pythreads, &tk);
 	}
 	if (tstate) {
-		__u64 cframe = 0, frame = 0;
-		bpf_probe_read_user(&cframe, sizeof(cframe), (void *)(*tstate + t->off_cframe));
-		if (cframe)
-			bpf_probe_read_user(&frame, sizeof(frame), (void *)(cframe + t->off_current));
-		for (int i = 0; i < MAX_PY; i++) {
-			if (!frame)
+		__u64 frame = 0;
+		bpf_probe_read_user(&frame, sizeof(frame), (void *)(*tstate + t->off_frame));
+		if (t->python == 2 && frame)
+			bpf_probe_read_user(&frame, sizeof(frame), (void *)(frame + t->off_current));
+		__u32 n = 0;
+		// Entry shims (owned by the C stack or the interpreter) are passed over, so a
+		// few more frames than are kept may be walked.
+		for (int i = 0; i < MAX_PY + 8; i++) {
+			if (!frame || n >= MAX_PY)
 				break;
 			__u64 code = 0, instr = 0, prev = 0;
 			if (bpf_probe_read_user(&code, sizeof(code), (void *)(frame + t->off_code)) ||
 			    bpf_probe_read_user(&instr, sizeof(instr), (void *)(frame + t->off_instr)) ||
 			    bpf_probe_read_user(&prev, sizeof(prev), (void *)(frame + t->off_previous)))
 				break;
-			e->py[i].code = code;
-			e->py[i].instr = instr;
-			e->npy = i + 1;
+			__u8 owner = 0;
+			if (t->off_owner)
+				bpf_probe_read_user(&owner, sizeof(owner), (void *)(frame + t->off_owner));
+			// Written in any case, kept (n moves on) only below 3: no branch, so the
+			// verifier does not follow two paths a frame.
+			__u32 keep = ((__u32)owner - 3) >> 31;
+			e->py[n & (MAX_PY - 1)].code = code;
+			e->py[n & (MAX_PY - 1)].instr = instr;
+			n += keep;
 			frame = prev;
 		}
+		e->npy = n;
 	}
 	e->native_bytes = bpf_get_stack(ctx, e->ips, sizeof(e->ips), BPF_F_USER_STACK);
 	e->caller = 0;

@@ -1,10 +1,14 @@
 //! Reading a running CPython from outside: where its thread states are, and what a code
 //! object and an instruction pointer say (file, function, line).
 //!
-//! Only CPython 3.11 is read: its layout below was checked field by field against
-//! Debian's `libpython3.11.so.1.0` (the one `uwsgi-plugin-python3` links). Every read
-//! goes through `/proc/PID/mem` with a size bound, and every value read is data: a
-//! pointer that leads nowhere ends the walk, a string too long is cut.
+//! CPython 3.9 to 3.14 are read (`layout`: tables for 3.9 to 3.12, the process's own
+//! debug offsets from 3.13 on), as a `libpython3.X` library (uWSGI's python plugin) or
+//! linked into the executable (a `uwsgi` built with its Python inside, `python3`
+//! itself). Every read goes through `/proc/PID/mem` with a size bound, and every value
+//! read is data: a pointer that leads nowhere ends the walk, a string too long is cut.
+
+mod layout;
+mod lines;
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
@@ -13,38 +17,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-/// The offsets the kernel side needs to walk a thread's frames, and those this module
-/// reads code objects with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Layout {
-    pub tstate_cframe: u64,
-    pub cframe_current: u64,
-    pub frame_code: u64,
-    pub frame_previous: u64,
-    pub frame_instr: u64,
-}
-
-/// CPython 3.11 on `x86_64`.
-pub(super) const PY311: Layout = Layout {
-    tstate_cframe: 56,
-    cframe_current: 8,
-    frame_code: 32,
-    frame_previous: 48,
-    frame_instr: 56,
-};
-
-const RUNTIME_INTERP_HEAD: u64 = 40;
-const INTERP_THREADS_HEAD: u64 = 16;
-const TSTATE_NEXT: u64 = 8;
-/// `thread_id`: the `pthread_self()` of the thread the state belongs to.
-const TSTATE_THREAD_ID: u64 = 152;
-const CODE_TYPE: u64 = 8;
-const CODE_FIRSTLINENO: u64 = 72;
-const CODE_FILENAME: u64 = 112;
-const CODE_QUALNAME: u64 = 128;
-const CODE_LINETABLE: u64 = 136;
-const CODE_BYTECODE: u64 = 184;
-const CODE_LEN: usize = 192;
+use layout::Instr;
+pub(crate) use layout::Layout;
 
 /// Threads of one interpreter read at most (uWSGI runs one per core and thread).
 pub(super) const MAX_THREADS: usize = 256;
@@ -97,12 +71,13 @@ impl Origin {
     }
 }
 
-/// A CPython found in a process: the address of its runtime state.
+/// A CPython found in a process: the address of its runtime state, and its layout.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Interpreter {
     pub runtime: u64,
     /// `PyCode_Type`, to tell a code object from anything else a stale pointer finds.
     pub code_type: u64,
+    pub layout: Layout,
 }
 
 /// What the maps of a process say about Python in it.
@@ -277,8 +252,13 @@ pub(crate) fn readable(path: &Path, system: bool) -> Result<(), String> {
 }
 
 /// Finds the CPython of `pid` among its mappings: a `libpython3.X` library, as uWSGI's
-/// python plugin loads it (an interpreter linked statically reads as not Python).
+/// python plugin loads it, else the executable when it exports `_PyRuntime` (Python
+/// linked in). Its version comes from `Py_Version` (3.11 and later), else from the
+/// library's name or, in an executable, from the functions each version added.
 pub(crate) fn find(pid: i32, maps: &[Mapping], mounts: &Mounts) -> Found {
+    let exe = rustix::fs::readlink(format!("/proc/{pid}/exe").as_str(), Vec::new())
+        .ok()
+        .map(|p| p.to_string_lossy().into_owned());
     let lib = maps.iter().find(|m| {
         m.offset == 0
             && m.path
@@ -286,37 +266,86 @@ pub(crate) fn find(pid: i32, maps: &[Mapping], mounts: &Mounts) -> Found {
                 .next()
                 .is_some_and(|n| n.starts_with("libpython3."))
     });
-    let Some(lib) = lib else {
-        return Found::NotPython;
+    let (object, named) = match lib {
+        Some(lib) => (lib, minor_of_library(&lib.path)),
+        None => match maps
+            .iter()
+            .find(|m| m.offset == 0 && exe.as_deref() == Some(m.path.as_str()))
+        {
+            Some(exe) => (exe, None),
+            None => return Found::NotPython,
+        },
     };
-    let name = lib.path.rsplit('/').next().unwrap_or("");
-    if !name.starts_with("libpython3.11.") {
-        return Found::Unreadable(format!(
-            "{name}: only CPython 3.11's frames are read by this version"
-        ));
-    }
-    let Some(file) = lib.file(pid, mounts) else {
+    let Some(file) = object.file(pid, mounts) else {
         return Found::Unreadable(format!(
             "{}: on a network or FUSE filesystem, or replaced since it was mapped",
-            lib.path
+            object.path
         ));
     };
     if let Err(why) = readable(&file, true) {
-        return Found::Unreadable(format!("{}: {why}", lib.path));
+        return Found::Unreadable(format!("{}: {why}", object.path));
     }
-    match symbols(&file, &["_PyRuntime", "PyCode_Type"]) {
-        Ok(found) => {
-            let bias = lib.start.wrapping_sub(found.base);
-            match (found.addrs[0], found.addrs[1]) {
-                (Some(rt), Some(ct)) => Found::Python(Interpreter {
-                    runtime: bias.wrapping_add(rt.0),
-                    code_type: bias.wrapping_add(ct.0),
-                }),
-                _ => Found::Unreadable(format!("{}: no _PyRuntime symbol", lib.path)),
-            }
+    let names = [
+        "_PyRuntime",
+        "PyCode_Type",
+        "Py_Version",
+        "PyAIter_Check",
+        "PyFrame_GetCode",
+    ];
+    let found = match symbols(&file, &names) {
+        Ok(found) => found,
+        Err(e) => return Found::Unreadable(format!("{}: {e}", object.path)),
+    };
+    let bias = object.start.wrapping_sub(found.base);
+    let at = |i: usize| found.addrs[i].map(|(vaddr, _)| bias.wrapping_add(vaddr));
+    let (Some(runtime), Some(code_type)) = (at(0), at(1)) else {
+        if lib.is_none() {
+            // An executable without Python in it.
+            return Found::NotPython;
         }
-        Err(e) => Found::Unreadable(format!("{}: {e}", lib.path)),
+        return Found::Unreadable(format!("{}: no _PyRuntime symbol", object.path));
+    };
+    let mem = match Memory::open(pid) {
+        Ok(m) => m,
+        Err(e) => return Found::Unreadable(format!("/proc/{pid}/mem: {e}")),
+    };
+    let minor = match at(2).and_then(|a| mem.u64(a)) {
+        Some(version) => u32::try_from((version >> 16) & 0xff).ok(),
+        None if named.is_some() => named,
+        None if at(3).is_some() => Some(10),
+        None if at(4).is_some() => Some(9),
+        None => None,
+    };
+    match layout_of(&mem, runtime, minor) {
+        Ok(layout) => Found::Python(Interpreter {
+            runtime,
+            code_type,
+            layout,
+        }),
+        Err(why) => Found::Unreadable(format!("{}: {why}", object.path)),
     }
+}
+
+/// The layout of CPython 3.`minor`: a table, or the debug offsets at `runtime`.
+fn layout_of(mem: &Memory, runtime: u64, minor: Option<u32>) -> Result<Layout, String> {
+    let Some(minor) = minor.filter(|m| *m >= 9) else {
+        return Err("a CPython older than 3.9, whose frames are not read".into());
+    };
+    if let Some(l) = layout::table(minor) {
+        return Ok(l);
+    }
+    let raw = mem
+        .bytes(runtime, layout::DEBUG_LEN)
+        .ok_or_else(|| format!("CPython 3.{minor}: _PyRuntime cannot be read"))?;
+    layout::from_debug_offsets(&raw).map_err(|why| format!("CPython 3.{minor}: {why}"))
+}
+
+/// The minor version a `libpython3.X.so…` file name says.
+fn minor_of_library(path: &str) -> Option<u32> {
+    let name = path.rsplit('/').next()?;
+    let rest = name.strip_prefix("libpython3.")?;
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
 }
 
 /// The addresses of `names` in the dynamic symbols of the ELF file at `path`, and the
@@ -407,20 +436,60 @@ impl Memory {
 /// The thread states of the interpreter: (`pthread_self()` of its thread, `PyThreadState`
 /// address). Not the native thread id: a forked worker's states keep its parent's.
 pub(crate) fn threads(mem: &Memory, interp: &Interpreter) -> Vec<(u64, u64)> {
+    let l = &interp.layout;
     let mut out = Vec::new();
-    let Some(head) = mem.u64(interp.runtime.wrapping_add(RUNTIME_INTERP_HEAD)) else {
+    let Some(head) = mem.u64(interp.runtime.wrapping_add(l.runtime_interp_head)) else {
         return out;
     };
     if head == 0 {
         return out;
     }
-    let mut ts = mem.u64(head.wrapping_add(INTERP_THREADS_HEAD)).unwrap_or(0);
+    let mut ts = mem
+        .u64(head.wrapping_add(l.interp_threads_head))
+        .unwrap_or(0);
     while ts != 0 && out.len() < MAX_THREADS {
-        let Some(me) = mem.u64(ts.wrapping_add(TSTATE_THREAD_ID)) else {
+        let Some(me) = mem.u64(ts.wrapping_add(l.tstate_thread_id)) else {
             break;
         };
         out.push((me, ts));
-        ts = mem.u64(ts.wrapping_add(TSTATE_NEXT)).unwrap_or(0);
+        ts = mem.u64(ts.wrapping_add(l.tstate_next)).unwrap_or(0);
+    }
+    out
+}
+
+/// The frames of thread state `tstate` as the kernel side reads them, innermost first:
+/// (code object, instruction), at most `max`, entry shims left out. For a reader of a
+/// process that is stopped, or does not run Python at the time (tests, and a check that
+/// a layout fits).
+pub(crate) fn raw_frames(mem: &Memory, l: &Layout, tstate: u64, max: usize) -> Vec<(u64, u64)> {
+    let mut out = Vec::new();
+    let mut frame = mem.u64(tstate.wrapping_add(l.tstate_frame)).unwrap_or(0);
+    if let Some(current) = l.cframe_current {
+        frame = if frame == 0 {
+            0
+        } else {
+            mem.u64(frame.wrapping_add(current)).unwrap_or(0)
+        };
+    }
+    for _ in 0..max * 2 {
+        if frame == 0 || out.len() >= max {
+            break;
+        }
+        let (Some(code), Some(instr), Some(prev)) = (
+            mem.u64(frame.wrapping_add(l.frame_code)),
+            mem.u64(frame.wrapping_add(l.frame_instr)),
+            mem.u64(frame.wrapping_add(l.frame_previous)),
+        ) else {
+            break;
+        };
+        let shim = l
+            .frame_owner
+            .and_then(|o| mem.bytes(frame.wrapping_add(o), 1))
+            .is_some_and(|b| b[0] >= 3);
+        if !shim {
+            out.push((code, instr));
+        }
+        frame = prev;
     }
     out
 }
@@ -444,36 +513,45 @@ pub(crate) struct Code {
     table: Vec<u8>,
 }
 
-/// Reads code object `code`; `None` when it is not one (the frame changed under the
-/// read, or the memory lies).
+/// Reads the code object a frame points to (`code`, as the frame holds it: 3.14 tags
+/// the pointer); `None` when it is not one (the frame changed under the read, an entry
+/// frame, or the memory lies).
 pub(crate) fn code(mem: &Memory, interp: &Interpreter, code: u64) -> Option<Code> {
-    let raw = mem.bytes(code, CODE_LEN)?;
+    let l = &interp.layout;
+    let code = code & !l.code_tag_bits;
+    let raw = mem.bytes(code, usize::try_from(l.code_len()).ok()?)?;
     let field = |off: u64| {
         let at = usize::try_from(off).ok()?;
         Some(u64::from_ne_bytes(raw.get(at..at + 8)?.try_into().ok()?))
     };
-    if field(CODE_TYPE)? != interp.code_type {
+    if field(8)? != interp.code_type {
         return None;
     }
-    let at = usize::try_from(CODE_FIRSTLINENO).ok()?;
+    let at = usize::try_from(l.code.firstlineno).ok()?;
     let first_line = i32::from_ne_bytes(raw.get(at..at + 4)?.try_into().ok()?);
     Some(Code {
-        file: string(mem, field(CODE_FILENAME)?).unwrap_or_else(|| "?".into()),
-        function: string(mem, field(CODE_QUALNAME)?).unwrap_or_else(|| "?".into()),
+        file: string(mem, l, field(l.code.filename)?).unwrap_or_else(|| "?".into()),
+        function: string(mem, l, field(l.code.name)?).unwrap_or_else(|| "?".into()),
         first_line,
-        table: bytes_object(mem, field(CODE_LINETABLE)?).unwrap_or_default(),
+        table: bytes_object(mem, field(l.code.linetable)?).unwrap_or_default(),
     })
 }
 
 impl Code {
-    /// The frame of this code object, at `code` in memory, stopped at instruction
-    /// `instr`.
-    pub(crate) fn frame(&self, code: u64, instr: u64) -> Frame {
-        let index = instr
-            .cast_signed()
-            .wrapping_sub(code.wrapping_add(CODE_BYTECODE).cast_signed())
-            / 2;
-        let line = line_of(&self.table, self.first_line, index);
+    /// The frame of this code object, at `code` in memory (as the frame holds it),
+    /// stopped at `instr` (as the frame holds it: a pointer, or `f_lasti`).
+    pub(crate) fn frame(&self, l: &Layout, code: u64, instr: u64) -> Frame {
+        let offset = match l.instr {
+            Instr::Pointer { bytecode } => instr.cast_signed().wrapping_sub(
+                (code & !l.code_tag_bits)
+                    .wrapping_add(bytecode)
+                    .cast_signed(),
+            ),
+            // An `int`: the low half of the word read (little-endian).
+            #[allow(clippy::cast_possible_truncation)]
+            Instr::Lasti { unit } => i64::from((instr as u32).cast_signed()).saturating_mul(unit),
+        };
+        let line = l.lines.line(&self.table, self.first_line, offset);
         Frame {
             origin: Origin::of_python_file(&self.file),
             file: self.file.clone(),
@@ -485,8 +563,8 @@ impl Code {
 
 /// A `str` object's text: compact ASCII, compact of any kind, or legacy (pointer to
 /// its data); at most `MAX_NAME` characters.
-fn string(mem: &Memory, addr: u64) -> Option<String> {
-    let head = mem.bytes(addr, 48)?;
+fn string(mem: &Memory, l: &Layout, addr: u64) -> Option<String> {
+    let head = mem.bytes(addr, 40)?;
     let len = u64::from_ne_bytes(head[16..24].try_into().ok()?);
     let state = u32::from_ne_bytes(head[32..36].try_into().ok()?);
     let kind = (state >> 2) & 7;
@@ -494,9 +572,9 @@ fn string(mem: &Memory, addr: u64) -> Option<String> {
     let ascii = state & (1 << 6) != 0;
     let len = len.min(MAX_NAME);
     let data = match (compact, ascii) {
-        (true, true) => addr.wrapping_add(48),
-        (true, false) => addr.wrapping_add(72),
-        (false, _) => mem.u64(addr.wrapping_add(72))?,
+        (true, true) => addr.wrapping_add(l.str_ascii),
+        (true, false) => addr.wrapping_add(l.str_compact),
+        (false, _) => mem.u64(addr.wrapping_add(l.str_compact))?,
     };
     let width = match kind {
         1 => 1,
@@ -532,124 +610,94 @@ fn bytes_object(mem: &Memory, addr: u64) -> Option<Vec<u8>> {
     mem.bytes(addr.wrapping_add(32), usize::try_from(size).ok()?)
 }
 
-fn varint(t: &[u8], i: &mut usize) -> Option<i64> {
-    let mut b = *t.get(*i)?;
-    *i += 1;
-    let mut val = i64::from(b & 63);
-    let mut shift = 0;
-    while b & 64 != 0 {
-        b = *t.get(*i)?;
-        *i += 1;
-        shift += 6;
-        if shift > 56 {
-            return None;
-        }
-        val |= i64::from(b & 63) << shift;
-    }
-    Some(val)
-}
-
-fn svarint(t: &[u8], i: &mut usize) -> Option<i64> {
-    let v = varint(t, i)?;
-    Some(if v & 1 == 0 { v >> 1 } else { -(v >> 1) })
-}
-
-/// The line of instruction `index` (in code units) by CPython 3.11's location table
-/// (`Objects/locations.md`); an index before the first instruction is the first line.
-pub(crate) fn line_of(table: &[u8], first_line: i32, index: i64) -> Option<i64> {
-    if index < 0 {
-        return Some(i64::from(first_line));
-    }
-    let mut line = i64::from(first_line);
-    let (mut i, mut unit) = (0usize, 0i64);
-    while i < table.len() {
-        let first = table[i];
-        i += 1;
-        let code = (first >> 3) & 15;
-        let length = i64::from(first & 7) + 1;
-        let here = match code {
-            15 => None,
-            14 => {
-                line = line.checked_add(svarint(table, &mut i)?)?;
-                for _ in 0..3 {
-                    varint(table, &mut i)?;
-                }
-                Some(line)
-            }
-            13 => {
-                line = line.checked_add(svarint(table, &mut i)?)?;
-                Some(line)
-            }
-            10..=12 => {
-                line += i64::from(code - 10);
-                i += 2;
-                Some(line)
-            }
-            _ => {
-                i += 1;
-                Some(line)
-            }
-        };
-        if (unit..unit.saturating_add(length)).contains(&index) {
-            return here;
-        }
-        unit = unit.saturating_add(length);
-    }
-    None
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn py_positions(src: &str) -> Vec<(Vec<u8>, i32, Vec<Option<i64>>)> {
-        // CPython itself says, for every instruction of every code object in `src`, its
-        // line: the oracle the parser is checked against.
-        let script = format!(
-            r"
-import sys, json
-src = {src:?}
-out = []
-def walk(co):
-    out.append([list(co.co_linetable), co.co_firstlineno, [p[0] for p in co.co_positions()]])
-    for c in co.co_consts:
-        if hasattr(c, 'co_linetable'):
-            walk(c)
-walk(compile(src, 'x.py', 'exec'))
-print(json.dumps(out))
-"
-        );
-        let out = std::process::Command::new("/usr/bin/python3")
-            .args(["-c", &script])
-            .output()
-            .expect("python3 runs");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let v: Vec<(Vec<u8>, i32, Vec<Option<i64>>)> =
-            serde_json::from_slice(&out.stdout).expect("json");
-        v
+    /// A script whose main thread waits three calls deep: `inner` (in `time.sleep`),
+    /// called by `outer`, called by the module.
+    const NESTED: &str = "import sys, time\n\
+        def inner():\n\
+        \x20   sys.stdout.write('ready\\n'); sys.stdout.flush()\n\
+        \x20   time.sleep(60)  # inner waits\n\
+        def outer():\n\
+        \x20   inner()  # outer calls\n\
+        outer()  # module calls\n";
+
+    fn line(marker: &str) -> u32 {
+        let i = NESTED.lines().position(|l| l.ends_with(marker)).unwrap();
+        u32::try_from(i).unwrap() + 1
     }
 
+    /// Runs `python` on `NESTED` and reads its frames from outside.
+    fn walk(python: &Path) -> (String, Vec<(String, Option<u32>)>) {
+        use std::io::{BufRead, BufReader};
+        let dir = tempfile::tempdir().unwrap();
+        let script = dir.path().join("nested.py");
+        std::fs::write(&script, NESTED).unwrap();
+        let mut child = std::process::Command::new(python)
+            .arg(&script)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut ready = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut ready)
+            .unwrap();
+        assert_eq!(ready, "ready\n");
+        // Past the write, into the sleep.
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let pid = i32::try_from(child.id()).unwrap();
+        let maps = mappings(pid).unwrap();
+        let version = match find(pid, &maps, &Mounts::of(pid)) {
+            Found::Python(i) => format!("3.{}", i.layout.minor),
+            other => panic!("{}: {other:?}", python.display()),
+        };
+        let stacks = crate::capture::python_stacks(pid);
+        let _ = child.kill();
+        let _ = child.wait();
+        let stacks = stacks.unwrap();
+        let main = stacks.last().expect("a thread state").clone();
+        let frames = main
+            .into_iter()
+            .filter(|f| f.file == script.to_str().unwrap())
+            .map(|f| (f.function, f.line))
+            .collect();
+        (version, frames)
+    }
+
+    /// Every CPython on this machine, from 3.9 on: Debian's (its interpreter linked into
+    /// the executable) and pyenv's (a `libpython3.X.so` each). The Debian releases'
+    /// own interpreters are walked in the tests of each release (tests/it/stacks.rs).
     #[test]
-    fn line_table_matches_cpython_for_every_instruction() {
-        let src = "def f(a,\n      b):\n    x = [i\n         for i in range(a)\n         if i]\n    try:\n        y = 1/0\n    except ZeroDivisionError:\n        y = (a +\n             b)\n    with open('/dev/null') as g:\n        pass\n\n\n\n    return lambda q: q + \\\n        y\n"
-            .repeat(3)
-            .replace("def f", "def f1")
-            .replacen("def f1", "def f2", 1);
-        let all = py_positions(&src);
-        assert!(all.len() >= 6, "functions, lambdas and comprehensions");
-        for (table, first, lines) in all {
-            for (i, want) in lines.iter().enumerate() {
-                let got = line_of(&table, first, i64::try_from(i).unwrap());
-                assert_eq!(
-                    got, *want,
-                    "instruction {i} of a code object at line {first}"
-                );
-            }
+    fn the_frames_of_a_live_interpreter_are_walked_on_every_version_here() {
+        let mut pythons = vec![PathBuf::from("/usr/bin/python3")];
+        let pyenv = std::env::var_os("PYENV_ROOT").map_or_else(
+            || PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".pyenv"),
+            PathBuf::from,
+        );
+        for minor in 9..=14 {
+            let found = glob::glob(&format!(
+                "{}/versions/3.{minor}.*/bin/python3.{minor}",
+                pyenv.display()
+            ))
+            .unwrap()
+            .flatten()
+            .next();
+            pythons.extend(found);
         }
+        let want = vec![
+            ("inner".to_owned(), Some(line("# inner waits"))),
+            ("outer".to_owned(), Some(line("# outer calls"))),
+            ("<module>".to_owned(), Some(line("# module calls"))),
+        ];
+        let mut walked = Vec::new();
+        for python in &pythons {
+            let (version, frames) = walk(python);
+            assert_eq!(frames, want, "{} (CPython {version})", python.display());
+            walked.push(version);
+        }
+        eprintln!("walked CPython {walked:?}");
     }
 
     #[test]
