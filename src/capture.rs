@@ -173,6 +173,8 @@ pub(crate) struct Captures {
     running: HashMap<PathBuf, Running>,
     finished: HashMap<PathBuf, (Instant, Capture)>,
     not_before: HashMap<PathBuf, Instant>,
+    /// Why the last look at a vassal armed nothing, for its incident to say.
+    why_not: HashMap<PathBuf, String>,
     free: Vec<u32>,
 }
 
@@ -184,6 +186,7 @@ impl Captures {
             running: HashMap::new(),
             finished: HashMap::new(),
             not_before: HashMap::new(),
+            why_not: HashMap::new(),
             free: (0..MAX_RUNNING.min(bpf::MAX_SLOTS)).rev().collect(),
         }
     }
@@ -261,12 +264,25 @@ impl Captures {
             .insert(vassal.to_owned(), Instant::now() + RETRY);
         let base = baselines.get(&p.id);
         let Some((wanted, target, count)) = dominant(p.id.pid, base) else {
+            let why = format!(
+                "not armed: what PID {} opened is not identified (a file on a filesystem \
+                 its mountinfo does not show, or a socket with no peer)",
+                p.id.pid
+            );
+            info!(vassal = %name, "{why}");
+            self.why_not.insert(vassal.to_owned(), why);
             return;
         };
         if count < p.fds.saturating_sub(base.map_or(0, |b| b.fds)) / 2 {
-            info!(vassal = %name, pid = p.id.pid, "growth is spread over many targets: no capture");
+            let why = format!(
+                "not armed: the growth of PID {} is spread over many targets",
+                p.id.pid
+            );
+            info!(vassal = %name, "{why}");
+            self.why_not.insert(vassal.to_owned(), why);
             return;
         }
+        self.why_not.remove(vassal);
         self.start(vassal, name, procs, wanted, target);
     }
 
@@ -283,12 +299,16 @@ impl Captures {
             return;
         };
         let Some(slot) = self.free.pop() else {
-            warn!(vassal = %name, "{MAX_RUNNING} captures already running: none for this one");
+            let why = format!("not armed: {MAX_RUNNING} captures were already running");
+            warn!(vassal = %name, "{why}");
+            self.why_not.insert(vassal.to_owned(), why);
             return;
         };
         let mut run = Running::new(slot, wanted, target);
         if let Err(e) = probe.want(slot, wanted) {
             warn!(vassal = %name, "capture not armed: {e}");
+            self.why_not
+                .insert(vassal.to_owned(), format!("not armed: {e}"));
             self.free.push(slot);
             return;
         }
@@ -370,9 +390,17 @@ impl Captures {
         if !self.settings.enabled {
             return None;
         }
-        // A leak that reached the line before a capture was armed still says, when the
-        // host cannot capture, why.
-        self.availability().err().map(Capture::unavailable)
+        // Nothing was armed: the incident says why, in one line (the host cannot, or
+        // the last look said why not, or the leak outran the passes).
+        let why = match self.availability() {
+            Err(why) => why,
+            Ok(()) => self.why_not.remove(vassal).unwrap_or_else(|| {
+                "not armed: the process reached its line before a pass saw it grow \
+                 halfway there (a leak faster than the passes)"
+                    .into()
+            }),
+        };
+        Some(Capture::unavailable(why))
     }
 
     /// Forgets a vassal no longer watched.
@@ -383,6 +411,7 @@ impl Captures {
         }
         self.finished.retain(|p, _| keep(p));
         self.not_before.retain(|p, _| keep(p));
+        self.why_not.retain(|p, _| keep(p));
     }
 }
 
@@ -417,20 +446,23 @@ fn arm_one(
         format!("PID {pid}: {name} is on a network or FUSE filesystem, or was replaced since it was mapped")
     })?;
     python::readable(&libc, true).map_err(|why| format!("PID {pid}: {name}: {why}"))?;
-    let names: Vec<&str> = bpf::PROBES.iter().map(|p| p.0).collect();
-    let found = python::symbols(&libc, &names).map_err(|e| format!("PID {pid}: {name}: {e}"))?;
-    let mut offsets: Vec<(&'static str, u64)> = bpf::PROBES
-        .iter()
-        .zip(&found.addrs)
-        .filter_map(|((_, prog), at)| at.map(|(_, offset)| (*prog, offset)))
-        .collect();
-    // Two names of one function would report each open twice.
-    offsets.sort_by_key(|o| o.1);
-    offsets.dedup_by_key(|o| o.1);
-    if offsets.iter().filter(|(p, _)| *p == "on_open").count() < 2
-        || !offsets.iter().any(|(p, _)| *p == "on_connect")
-    {
+    let mut libs = vec![(
+        libc.clone(),
+        probe_offsets(&libc).map_err(|e| format!("PID {pid}: {name}: {e}"))?,
+    )];
+    let (open, connect) = counts(&libs[0].1);
+    if open < 2 || connect == 0 {
         return Err(format!("PID {pid}: {name}: no open64, openat64 or connect"));
+    }
+    // Before glibc 2.34, a program linked with libpthread calls its `open64` and
+    // `connect` (cancellation points), not the C library's.
+    if let Some(pthread) = python::libpthread(&maps)
+        && let Some(file) = pthread.file(pid, &mounts)
+        && python::readable(&file, true).is_ok()
+        && let Ok(offsets) = probe_offsets(&file)
+        && !offsets.is_empty()
+    {
+        libs.push((file, offsets));
     }
     let (interp, threads, note) = match python::find(pid, &maps, &mounts) {
         python::Found::Python(interp) => match python::Memory::open(pid) {
@@ -453,8 +485,7 @@ fn arm_one(
             &bpf::Arming {
                 slot,
                 limit: samples,
-                libc: &libc,
-                offsets: &offsets,
+                libs: &libs,
                 python,
             },
         )
@@ -473,6 +504,27 @@ fn arm_one(
         symbols: native::Symbolizer::new(pid, maps, mounts),
     };
     Ok((armed, note))
+}
+
+/// The offsets in the library at `path` of the functions probed there (one per
+/// address: two names of one function would report each open twice).
+fn probe_offsets(path: &Path) -> Result<Vec<(&'static str, u64)>, String> {
+    let names: Vec<&str> = bpf::PROBES.iter().map(|p| p.0).collect();
+    let found = python::symbols(path, &names)?;
+    let mut offsets: Vec<(&'static str, u64)> = bpf::PROBES
+        .iter()
+        .zip(&found.addrs)
+        .filter_map(|((_, prog), at)| at.map(|(_, offset)| (*prog, offset)))
+        .collect();
+    offsets.sort_by_key(|o| o.1);
+    offsets.dedup_by_key(|o| o.1);
+    Ok(offsets)
+}
+
+/// How many of `offsets` are opens, and how many connects.
+fn counts(offsets: &[(&'static str, u64)]) -> (usize, usize) {
+    let open = offsets.iter().filter(|(p, _)| *p == "on_open").count();
+    (open, offsets.len() - open)
 }
 
 impl Running {

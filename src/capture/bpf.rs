@@ -5,7 +5,7 @@
 
 use std::collections::HashMap as StdMap;
 use std::num::NonZeroU32;
-use std::path::Path;
+use std::path::PathBuf;
 
 use aya::maps::{Array, HashMap, MapData, RingBuf};
 use aya::programs::UProbe;
@@ -172,10 +172,10 @@ pub(super) struct Arming<'a> {
     pub slot: u32,
     /// Reports for the slot, at most.
     pub limit: u32,
-    /// A path that opens the process's C library.
-    pub libc: &'a Path,
-    /// Program and file offset of each uprobe.
-    pub offsets: &'a [(&'static str, u64)],
+    /// A path that opens the process's C library, and before glibc 2.34 one to its
+    /// `libpthread` (whose own `open64` and `connect` a program linked with it calls):
+    /// each with the program and file offset of each uprobe in it.
+    pub libs: &'a [(PathBuf, Vec<(&'static str, u64)>)],
     /// The interpreter's layout and its threads (`pthread_self`, thread state).
     pub python: Option<(&'a Layout, &'a [(u64, u64)])>,
 }
@@ -322,8 +322,7 @@ impl Probe {
         let Arming {
             slot,
             limit,
-            libc,
-            offsets,
+            libs,
             python,
         } = *how;
         if let Some((_, threads)) = python {
@@ -340,17 +339,19 @@ impl Probe {
         let scope = NonZeroU32::new(pid)
             .map(UProbeScope::OneProcess)
             .ok_or("PID 0")?;
-        for (prog, offset) in offsets {
-            let p: &mut UProbe = self
-                .ebpf
-                .program_mut(prog)
-                .ok_or_else(|| format!("no program {prog}"))?
-                .try_into()
-                .map_err(|e| say(prog, &e))?;
-            let link = p
-                .attach(UProbeAttachLocation::AbsoluteOffset(*offset), libc, scope)
-                .map_err(|e| say(&format!("cannot attach {prog} in PID {pid}"), &e))?;
-            self.links.entry(pid).or_default().push((prog, link));
+        for (lib, offsets) in libs {
+            for (prog, offset) in offsets {
+                let p: &mut UProbe = self
+                    .ebpf
+                    .program_mut(prog)
+                    .ok_or_else(|| format!("no program {prog}"))?
+                    .try_into()
+                    .map_err(|e| say(prog, &e))?;
+                let link = p
+                    .attach(UProbeAttachLocation::AbsoluteOffset(*offset), lib, scope)
+                    .map_err(|e| say(&format!("cannot attach {prog} in PID {pid}"), &e))?;
+                self.links.entry(pid).or_default().push((prog, link));
+            }
         }
         Ok(())
     }

@@ -103,18 +103,36 @@ pub(crate) struct Mapping {
 }
 
 impl Mapping {
-    /// The file mapped, as the process sees its path (through its root), if it is on a
-    /// local filesystem of the process's (`mounts`: nothing on a network or FUSE one is
-    /// touched, not even by `stat`) and that path still leads to the inode mapped: a
-    /// file renamed or replaced since is not read. (`/proc/PID/map_files` would need
-    /// `CAP_SYS_ADMIN`.)
+    /// The file mapped, if it is on a local filesystem of the process's (`mounts`:
+    /// nothing on a network or FUSE one is touched, not even by `stat`) and a path to it
+    /// still leads to the inode mapped: a file renamed or replaced since is not read.
+    /// The kernel writes the path as the reader sees it: through the process's root
+    /// when both share it, from the reader's root when that holds the file (a process
+    /// in a chroot seen from the host), from the root of the mount namespace the file is
+    /// mounted in otherwise: each is tried. (`/proc/PID/map_files`
+    /// would need `CAP_SYS_ADMIN`.)
     pub(crate) fn file(&self, pid: i32, mounts: &Mounts) -> Option<PathBuf> {
         if !mounts.is_local(self.dev) {
             return None;
         }
-        let p = PathBuf::from(format!("/proc/{pid}/root{}", self.path));
-        let st = rustix::fs::stat(&p).ok()?;
-        (st.st_ino == self.inode).then_some(p)
+        let root = format!("/proc/{pid}/root");
+        let through_root = PathBuf::from(format!("{root}{}", self.path));
+        // In another mount namespace, a chroot's files are named from that namespace's
+        // root: the part that is the process's own root comes off.
+        let its_root = rustix::fs::readlink(root.as_str(), Vec::new()).ok();
+        let under_root = its_root.and_then(|r| {
+            let rest = self.path.strip_prefix(r.to_str().ok()?)?;
+            (r.as_bytes() != b"/" && rest.starts_with('/'))
+                .then(|| PathBuf::from(format!("{root}{rest}")))
+        });
+        [
+            Some(through_root),
+            Some(PathBuf::from(&self.path)),
+            under_root,
+        ]
+        .into_iter()
+        .flatten()
+        .find(|p| rustix::fs::stat(p).is_ok_and(|st| st.st_ino == self.inode))
     }
 }
 
@@ -227,10 +245,32 @@ fn parse_mapping(line: &str) -> Option<Mapping> {
     })
 }
 
-/// The C library a process maps: glibc's `libc.so.6`, by that exact name.
+/// The C library a process maps: glibc's `libc.so.6` (2.34 and later), or the
+/// `libc-2.NN.so` that name links to in older releases (Debian 11's 2.31).
 pub(super) fn libc(maps: &[Mapping]) -> Option<&Mapping> {
-    maps.iter()
-        .find(|m| m.offset == 0 && m.path.rsplit('/').next() == Some("libc.so.6"))
+    maps.iter().find(|m| {
+        m.offset == 0
+            && m.path.rsplit('/').next().is_some_and(|n| {
+                n == "libc.so.6"
+                    || n.strip_prefix("libc-2.")
+                        .and_then(|v| v.strip_suffix(".so"))
+                        .is_some_and(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+            })
+    })
+}
+
+/// glibc's `libpthread` as a process maps it before 2.34 (`libpthread.so.0`, or the
+/// `libpthread-2.NN.so` it names); from 2.34 on it is part of the C library.
+pub(super) fn libpthread(maps: &[Mapping]) -> Option<&Mapping> {
+    maps.iter().find(|m| {
+        m.offset == 0
+            && m.path.rsplit('/').next().is_some_and(|n| {
+                n == "libpthread.so.0"
+                    || n.strip_prefix("libpthread-2.")
+                        .and_then(|v| v.strip_suffix(".so"))
+                        .is_some_and(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+            })
+    })
 }
 
 /// Whether the file at `path` (one `Mapping::file` found, so on a local filesystem)
@@ -733,6 +773,31 @@ mod tests {
         assert!(!m.is_local(35), "FUSE");
         assert!(!m.is_local(36), "NFS");
         assert!(!m.is_local(99), "not mounted here");
+    }
+
+    #[test]
+    fn glibc_is_found_by_its_name_old_and_new() {
+        let m = |path: &str| Mapping {
+            start: 0,
+            end: 1,
+            offset: 0,
+            dev: 0,
+            inode: 1,
+            path: path.into(),
+        };
+        for name in [
+            "/usr/lib/x86_64-linux-gnu/libc.so.6",
+            "/lib/x86_64-linux-gnu/libc-2.31.so",
+        ] {
+            assert!(libc(&[m(name)]).is_some(), "{name}");
+        }
+        for name in [
+            "/srv/app/libc.so.6.evil",
+            "/lib/libc-2.x.so",
+            "/lib/libcrypt.so.1",
+        ] {
+            assert!(libc(&[m(name)]).is_none(), "{name}");
+        }
     }
 
     #[test]

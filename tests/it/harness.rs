@@ -118,6 +118,7 @@ impl Default for VassalSpec {
 /// A running Emperor in a temporary directory.
 pub struct Emperor {
     pub dir: tempfile::TempDir,
+    builtin_python: bool,
     pub vassals: PathBuf,
     pub log: PathBuf,
     pub stats: Option<PathBuf>,
@@ -137,6 +138,12 @@ pub struct EmperorOptions {
     /// `--emperor-tyrant`: vassals run as the owners of their files (the tree is opened
     /// up so that `nobody` can read the app and bind its socket).
     pub tyrant: bool,
+    /// Run through this command (e.g. into another Debian's root: tests/it/stacks.rs),
+    /// with this `uwsgi`: `None` for the one on `PATH`.
+    pub within: Vec<String>,
+    pub uwsgi: Option<String>,
+    /// uWSGI has Python built in (a `pip install uwsgi`): vassals load no plugin.
+    pub builtin_python: bool,
 }
 
 impl Emperor {
@@ -183,7 +190,15 @@ impl Emperor {
                 fs::set_permissions(d, std::os::unix::fs::PermissionsExt::from_mode(mode)).unwrap();
             }
         }
-        let mut cmd = Command::new("uwsgi");
+        let uwsgi = opts.uwsgi.clone().unwrap_or_else(|| "uwsgi".into());
+        let mut cmd = match opts.within.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(uwsgi);
+                c
+            }
+            None => Command::new(uwsgi),
+        };
         if opts.debian {
             let mut ini = String::from("[uwsgi]\nmaster = true\n");
             for (k, v) in &settings {
@@ -207,6 +222,7 @@ impl Emperor {
         let group = Group::spawn(&mut cmd);
         Emperor {
             dir,
+            builtin_python: opts.builtin_python,
             vassals,
             log,
             stats,
@@ -238,13 +254,25 @@ impl Emperor {
         self.vassals.join(name)
     }
 
+    /// The line that loads uWSGI's Python plugin, unless Python is built in.
+    pub fn python_plugin(&self) -> &'static str {
+        if self.builtin_python {
+            ""
+        } else {
+            "plugins = python3\n"
+        }
+    }
+
     /// The text of a vassal ini for `spec`.
     pub fn ini_text(&self, spec: &VassalSpec) -> String {
         let root = self.root().display();
         let mut s = format!(
-            "[uwsgi]\nplugins = python3\nmaster = true\nprocesses = {}\nhttp-socket = {root}/run/%n.sock\n\
+            "[uwsgi]\n{}master = true\nprocesses = {}\nhttp-socket = {root}/run/%n.sock\n\
              wsgi-file = {root}/app.py\nmax-fd = {}\nenv = OPEN_AT_IMPORT={}\nvacuum = true\n",
-            spec.processes, spec.max_fd, spec.open_at_import
+            self.python_plugin(),
+            spec.processes,
+            spec.max_fd,
+            spec.open_at_import
         );
         for l in &spec.extra {
             s.push_str(l);

@@ -27,7 +27,11 @@ fn status_json(cfg: &str) -> Value {
 
 /// Role → PIDs of the vassal named `name`, as `status --json` shows them.
 fn roles(cfg: &str, name: &str) -> BTreeMap<String, Vec<i64>> {
-    let status = status_json(cfg);
+    roles_in(&status_json(cfg), name)
+}
+
+/// Role → PIDs of the vassal named `name` in a report of `status --json`.
+pub(crate) fn roles_in(status: &Value, name: &str) -> BTreeMap<String, Vec<i64>> {
     let mut out: BTreeMap<String, Vec<i64>> = BTreeMap::new();
     let vassal = status["vassals"]
         .as_array()
@@ -44,13 +48,13 @@ fn roles(cfg: &str, name: &str) -> BTreeMap<String, Vec<i64>> {
     out
 }
 
-fn start_time(pid: i64) -> Option<String> {
+pub(crate) fn start_time(pid: i64) -> Option<String> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let after = stat.rsplit_once(')')?.1;
     after.split_whitespace().nth(19).map(str::to_owned)
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -132,16 +136,17 @@ fn only_workers_are_recycled_never_the_other_children_of_a_master() {
 
 /// `busy.ini`: two workers (worker 1 leaks on `/leak`), a mule, a spooler, an `http`
 /// gateway, an attached daemon holding 50 files, and a sub-Emperor with one vassal.
-fn add_busy_vassal(emp: &Emperor) {
+pub(crate) fn add_busy_vassal(emp: &Emperor) {
     let root = emp.root().to_owned();
     fs::create_dir_all(root.join("spool")).unwrap();
     fs::create_dir_all(root.join("sub")).unwrap();
     fs::write(
         root.join("sub/inner.ini"),
         format!(
-            "[uwsgi]\nplugins = python3\nmaster = true\nprocesses = 1\n\
+            "[uwsgi]\n{plugin}master = true\nprocesses = 1\n\
              socket = {r}/run/inner.sock\nwsgi-file = {r}/app.py\n",
-            r = root.display()
+            r = root.display(),
+            plugin = emp.python_plugin()
         ),
     )
     .unwrap();

@@ -24,6 +24,7 @@ mod metrics;
 mod packaging;
 mod remediation;
 mod site_up;
+mod stacks;
 mod systemd;
 
 /// The generator of the package's manual pages and completions, as `scripts/build-deb`

@@ -1,5 +1,6 @@
-//! The Debian package under a real systemd: the `.deb` is installed into a minimal Debian
-//! bookworm root with Debian's own `uwsgi-emperor`, the root is booted with
+//! The Debian package under a real systemd, on Debian 12 bookworm and on Debian 13
+//! trixie (the current stable release): the `.deb` is installed into a minimal Debian
+//! root with Debian's own `uwsgi-emperor`, the root is booted with
 //! `systemd-nspawn` (its own PID 1, journald and unmodified `uwsgi-emperor.service`), and
 //! one walk checks, against a `www-data` vassal symlinked from the vassal directory, that
 //! the unit becomes active after the first pass, that a leaking worker is recycled and a
@@ -26,7 +27,6 @@ use crate::harness::{LEAKY_APP, read_records, wait_for};
 
 /// What `mmdebstrap` puts into the root, besides `minbase`.
 const PACKAGES: &str = "systemd,systemd-sysv,dbus,uwsgi-emperor,uwsgi-plugin-python3,python3";
-const SUITE: &str = "bookworm";
 /// The `www-data` user of Debian's base-passwd (a fixed id).
 const WWW_DATA: u32 = 33;
 const LOG: &str = "var/log/vassal-warden/incidents.jsonl";
@@ -54,10 +54,20 @@ print(ok)
 "#;
 
 #[test]
-fn the_debian_package_works_under_a_real_systemd() {
+fn the_debian_package_works_under_a_real_systemd_on_bookworm() {
+    walk("bookworm");
+}
+
+/// Debian 13, the current stable release: its systemd, its `uwsgi-emperor` (2.0.28).
+#[test]
+fn the_debian_package_works_under_a_real_systemd_on_trixie() {
+    walk("trixie");
+}
+
+fn walk(suite: &str) {
     let started = Instant::now();
     let deb = deb_package();
-    let base = base_root();
+    let base = base_root(suite);
     let mut c = Container::prepare(&base, &deb);
     c.boot();
     becomes_active_after_the_first_pass(&c);
@@ -68,7 +78,7 @@ fn the_debian_package_works_under_a_real_systemd() {
     a_broken_config_on_reload_keeps_the_old_one(&c);
     the_watchdog_restarts_a_stopped_loop(&c);
     check_passes_under_the_units_capabilities(&c);
-    eprintln!("walked through in {:?}", started.elapsed());
+    eprintln!("walked through {suite} in {:?}", started.elapsed());
 }
 
 /// Step 1: `Type=notify`: active once the first pass is done, with the warden's summary
@@ -359,7 +369,7 @@ fn deb_package() -> PathBuf {
 }
 
 /// The cached tarball of the base root, built by `mmdebstrap` under a lock when missing.
-fn base_root() -> PathBuf {
+fn base_root(suite: &str) -> PathBuf {
     assert!(
         rustix::process::geteuid().is_root(),
         "this test boots a Debian root with systemd-nspawn, which needs root: run \
@@ -379,7 +389,7 @@ fn base_root() -> PathBuf {
     }
     let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("systemd");
     fs::create_dir_all(&cache).unwrap();
-    let tar = cache.join(format!("{SUITE}-{:016x}.tar", fnv1a(PACKAGES)));
+    let tar = cache.join(format!("{suite}-{:016x}.tar", fnv1a(PACKAGES)));
     let lock = fs::File::create(cache.join("root.lock")).unwrap();
     rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive).unwrap();
     if !tar.exists() {
@@ -389,7 +399,7 @@ fn base_root() -> PathBuf {
             Command::new("mmdebstrap")
                 .args(["--quiet", "--variant=minbase", "--format=tar"])
                 .arg(format!("--include={PACKAGES}"))
-                .arg(SUITE)
+                .arg(suite)
                 .arg(&partial),
         );
         fs::rename(&partial, &tar).unwrap();
