@@ -363,3 +363,29 @@ fn a_native_program_is_named_by_its_symbols() {
         "{site:#?}"
     );
 }
+
+/// A leak that reaches its line before any pass saw it on the way (here: armed only at
+/// 100% of the way, which no process below its line reaches) has no capture, and its
+/// incident says why in one line instead of saying nothing.
+#[test]
+fn an_incident_with_no_capture_armed_says_why() {
+    let emp = Emperor::start();
+    shop(&emp, "shop.ini", &[]);
+    let policy = format!("{POLICY}capture-at = 100%\n");
+    let warden = Warden::start(&bin(), &emp, &policy, &[]);
+    for _ in 0..45 {
+        emp.request("shop.ini", "/shop/receipt");
+    }
+    let detected = warden.wait_record("detected", 0);
+    let capture = &detected["capture"];
+    let why = capture["unavailable"]
+        .as_str()
+        .unwrap_or_else(|| panic!("the incident says nothing of its capture: {detected:#}"));
+    assert!(
+        why.starts_with("not armed: the process reached its line before a pass saw it"),
+        "{capture:#}"
+    );
+    assert!(!why.contains('\n'));
+    assert!(capture.get("sites").is_none(), "{capture:#}");
+    assert!(!warden.log().contains("capture armed"), "{}", warden.log());
+}
