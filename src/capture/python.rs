@@ -248,28 +248,33 @@ fn parse_mapping(line: &str) -> Option<Mapping> {
 /// The C library a process maps: glibc's `libc.so.6` (2.34 and later), or the
 /// `libc-2.NN.so` that name links to in older releases (Debian 11's 2.31).
 pub(super) fn libc(maps: &[Mapping]) -> Option<&Mapping> {
-    maps.iter().find(|m| {
-        m.offset == 0
-            && m.path.rsplit('/').next().is_some_and(|n| {
-                n == "libc.so.6"
-                    || n.strip_prefix("libc-2.")
-                        .and_then(|v| v.strip_suffix(".so"))
-                        .is_some_and(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
-            })
-    })
+    glibc_part(maps, "libc")
 }
 
 /// glibc's `libpthread` as a process maps it before 2.34 (`libpthread.so.0`, or the
 /// `libpthread-2.NN.so` it names); from 2.34 on it is part of the C library.
 pub(super) fn libpthread(maps: &[Mapping]) -> Option<&Mapping> {
+    glibc_part(maps, "libpthread")
+}
+
+/// The start of the mapping of glibc's library `stem`, by its soname (`STEM.so.N`) or its
+/// file name before 2.34 (`STEM-2.NN.so`).
+fn glibc_part<'m>(maps: &'m [Mapping], stem: &str) -> Option<&'m Mapping> {
     maps.iter().find(|m| {
         m.offset == 0
-            && m.path.rsplit('/').next().is_some_and(|n| {
-                n == "libpthread.so.0"
-                    || n.strip_prefix("libpthread-2.")
+            && m.path
+                .rsplit('/')
+                .next()
+                .and_then(|n| n.strip_prefix(stem))
+                .is_some_and(|rest| {
+                    let versioned = rest
+                        .strip_prefix("-2.")
                         .and_then(|v| v.strip_suffix(".so"))
-                        .is_some_and(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
-            })
+                        .is_some_and(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()));
+                    versioned
+                        || rest == ".so.6" && stem == "libc"
+                        || rest == ".so.0" && stem == "libpthread"
+                })
     })
 }
 

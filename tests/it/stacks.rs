@@ -28,6 +28,7 @@ use serde_json::Value;
 
 use crate::harness::{Emperor, EmperorOptions, Warden, wait_for};
 use crate::hostile::{add_busy_vassal, roles_in, start_time};
+use crate::systemd::run_ok;
 
 /// What every stack's root holds besides `minbase`.
 const PACKAGES: &str = "uwsgi-core,uwsgi-plugin-python3,python3-bottle";
@@ -547,15 +548,4 @@ fn target_dir() -> PathBuf {
         .parent()
         .unwrap()
         .to_owned()
-}
-
-fn run_ok(cmd: &mut Command) -> Output {
-    let out = cmd.stdin(Stdio::null()).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
 }

@@ -415,7 +415,7 @@ fn fnv1a(s: &str) -> u64 {
     })
 }
 
-fn run_ok(cmd: &mut Command) -> Output {
+pub(crate) fn run_ok(cmd: &mut Command) -> Output {
     let out = cmd.output().unwrap();
     assert!(
         out.status.success(),
