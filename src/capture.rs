@@ -173,8 +173,9 @@ pub(crate) struct Captures {
     running: HashMap<PathBuf, Running>,
     finished: HashMap<PathBuf, (Instant, Capture)>,
     not_before: HashMap<PathBuf, Instant>,
-    /// Why the last look at a vassal armed nothing, for its incident to say.
-    why_not: HashMap<PathBuf, String>,
+    /// Why the last look at a vassal armed nothing, and when, for its incident to say
+    /// (kept as long as a finished capture).
+    why_not: HashMap<PathBuf, (Instant, String)>,
     free: Vec<u32>,
 }
 
@@ -270,7 +271,8 @@ impl Captures {
                 p.id.pid
             );
             info!(vassal = %name, "{why}");
-            self.why_not.insert(vassal.to_owned(), why);
+            self.why_not
+                .insert(vassal.to_owned(), (Instant::now(), why));
             return;
         };
         if count < p.fds.saturating_sub(base.map_or(0, |b| b.fds)) / 2 {
@@ -279,7 +281,8 @@ impl Captures {
                 p.id.pid
             );
             info!(vassal = %name, "{why}");
-            self.why_not.insert(vassal.to_owned(), why);
+            self.why_not
+                .insert(vassal.to_owned(), (Instant::now(), why));
             return;
         }
         self.why_not.remove(vassal);
@@ -301,14 +304,17 @@ impl Captures {
         let Some(slot) = self.free.pop() else {
             let why = format!("not armed: {MAX_RUNNING} captures were already running");
             warn!(vassal = %name, "{why}");
-            self.why_not.insert(vassal.to_owned(), why);
+            self.why_not
+                .insert(vassal.to_owned(), (Instant::now(), why));
             return;
         };
         let mut run = Running::new(slot, wanted, target);
         if let Err(e) = probe.want(slot, wanted) {
             warn!(vassal = %name, "capture not armed: {e}");
-            self.why_not
-                .insert(vassal.to_owned(), format!("not armed: {e}"));
+            self.why_not.insert(
+                vassal.to_owned(),
+                (Instant::now(), format!("not armed: {e}")),
+            );
             self.free.push(slot);
             return;
         }
@@ -394,11 +400,18 @@ impl Captures {
         // the last look said why not, or the leak outran the passes).
         let why = match self.availability() {
             Err(why) => why,
-            Ok(()) => self.why_not.remove(vassal).unwrap_or_else(|| {
-                "not armed: the process reached its line before a pass saw it grow \
-                 halfway there (a leak faster than the passes)"
-                    .into()
-            }),
+            Ok(()) => self
+                .why_not
+                .remove(vassal)
+                .filter(|(t, _)| t.elapsed() < KEEP)
+                .map_or_else(
+                    || {
+                        "not armed: the process reached its line before a pass saw it \
+                         grow halfway there (a leak faster than the passes)"
+                            .into()
+                    },
+                    |(_, why)| why,
+                ),
         };
         Some(Capture::unavailable(why))
     }

@@ -76,15 +76,8 @@ fn only_workers_are_recycled_never_the_other_children_of_a_master() {
     let cfg = cfg.as_str();
     let before = wait_for(Duration::from_secs(60), "every role of busy.ini", || {
         let r = roles(cfg, "busy.ini");
-        let want = [
-            ("worker", 2),
-            ("mule", 1),
-            ("spooler", 1),
-            ("gateway", 1),
-            ("emperor", 1),
-            ("attached", 1),
-        ];
-        want.iter()
+        BUSY_ROLES
+            .iter()
             .all(|(role, n)| r.get(*role).map(Vec::len) == Some(*n))
             .then_some(r)
     });
@@ -133,6 +126,16 @@ fn only_workers_are_recycled_never_the_other_children_of_a_master() {
         warden.records()
     );
 }
+
+/// Each role `busy.ini` runs beside its master, and how many of it.
+pub(crate) const BUSY_ROLES: [(&str, usize); 6] = [
+    ("worker", 2),
+    ("mule", 1),
+    ("spooler", 1),
+    ("gateway", 1),
+    ("emperor", 1),
+    ("attached", 1),
+];
 
 /// `busy.ini`: two workers (worker 1 leaks on `/leak`), a mule, a spooler, an `http`
 /// gateway, an attached daemon holding 50 files, and a sub-Emperor with one vassal.

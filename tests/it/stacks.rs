@@ -27,7 +27,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::harness::{Emperor, EmperorOptions, Warden, wait_for};
-use crate::hostile::{add_busy_vassal, roles_in, start_time};
+use crate::hostile::{BUSY_ROLES, add_busy_vassal, roles_in, start_time};
 use crate::systemd::run_ok;
 
 /// What every stack's root holds besides `minbase`.
@@ -183,15 +183,7 @@ impl Stack {
         emp: &Emperor,
     ) -> std::collections::BTreeMap<String, Vec<i64>> {
         let cfg = crate::harness::write_config(emp.root(), "empty.ini", &[], "");
-        let want = [
-            ("master", 1),
-            ("worker", 2),
-            ("mule", 1),
-            ("spooler", 1),
-            ("gateway", 1),
-            ("emperor", 1),
-            ("attached", 1),
-        ];
+        let want: Vec<(&str, usize)> = std::iter::once(("master", 1)).chain(BUSY_ROLES).collect();
         let mut last = Value::Null;
         let roles = wait_for(Duration::from_secs(60), "every role of busy.ini", || {
             let out = self.warden(&["status", "--json", "-c", cfg.to_str().unwrap()]);
