@@ -1,6 +1,7 @@
 //! A self-contained demo: a throwaway uWSGI Emperor with a leaking vassal and a healthy
 //! one, the warden watching them, requests until the leak crosses the line, then the
-//! incident and the reload. Everything it starts is stopped when it ends.
+//! incident, the reload, and the code that leaks (found in the new worker, which leaks
+//! too). Everything it starts is stopped when it ends.
 //!
 //! Run it with `scripts/demo` (which installs uWSGI when missing), or `cargo run --example demo`.
 #![allow(clippy::unwrap_used)]
@@ -120,8 +121,44 @@ fn main() {
         println!("   emperor log: {line}");
     }
 
+    the_code_that_leaks(&emp, &warden);
+
     show(&bin, &["incidents", "-c", &cfg]);
     show(&bin, &["incidents", "-c", &cfg, "--json"]);
     show(&bin, &["status", "-c", &cfg]);
     println!("\n== done; stopping the Emperor and the warden");
+}
+
+/// A leak this fast reaches the line before the capture sees the file opened: the
+/// capture goes on in the new worker, and the code comes under the same incident.
+fn the_code_that_leaks(emp: &Emperor, warden: &Warden) {
+    println!("\n== the bug is still there: 20 more requests to the new worker");
+    for _ in 0..20 {
+        let _ = emp.try_request("shop.ini", "/leak");
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    let incident = warden.wait_record("detected", 0)["incident"].clone();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let named = loop {
+        let records = warden.records();
+        let found = records.iter().any(|r| {
+            r["incident"] == incident
+                && ["detected", "capture"].contains(&r["event"].as_str().unwrap_or(""))
+                && r["capture"]["sites"]
+                    .as_array()
+                    .is_some_and(|s| !s.is_empty())
+        });
+        if found || Instant::now() > deadline {
+            break found;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    if named {
+        println!("   the code that leaks is recorded under incident {incident}");
+    } else {
+        println!(
+            "   no code site recorded within 60 s; see {}",
+            warden.stderr.display()
+        );
+    }
 }

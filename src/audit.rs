@@ -58,6 +58,9 @@ pub(crate) enum Event {
     Reminder(Episode),
     /// An episode recorded as held, alert only or refused is over.
     Ended(Episode),
+    /// The code that leaks, from a capture that went on after the incident's `detected`
+    /// record (which said it would, `capture.pending`).
+    Capture(Captured),
 }
 
 impl Event {
@@ -71,6 +74,7 @@ impl Event {
             Event::Suppressed(_) => RecordKind::Suppressed,
             Event::Reminder(_) => RecordKind::Reminder,
             Event::Ended(_) => RecordKind::Ended,
+            Event::Capture(_) => RecordKind::Capture,
         }
     }
 }
@@ -102,6 +106,12 @@ pub(crate) struct Detected {
     pub capture: Option<Capture>,
 }
 
+/// A `capture` record: what a capture still armed at its incident found afterwards.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Captured {
+    pub capture: Capture,
+}
+
 /// The code that leaks, as a `detected` record carries it: sites, or why there are none.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct Capture {
@@ -121,6 +131,10 @@ pub(crate) struct Capture {
     /// What could not be read in some processes (one line each).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
+    /// Still armed when the incident came (it had seen no open yet): its sites follow in
+    /// a `capture` record of the same incident.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pending: bool,
 }
 
 /// One place where the target was opened, with its fds still open at the end.
@@ -157,6 +171,7 @@ impl From<capture::Capture> for Capture {
             sites: c.sites.into_iter().map(Site::from).collect(),
             unavailable: c.unavailable,
             notes: c.notes,
+            pending: c.pending,
         }
     }
 }
@@ -365,6 +380,8 @@ impl Record {
                 result: o.result,
                 seconds: o.seconds,
             },
+            // What the code is, not what happened to the vassal.
+            Event::Capture(_) => return None,
         };
         Some(Entry {
             at: parse_timestamp(&self.ts)?,

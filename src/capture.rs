@@ -68,6 +68,11 @@ const MAX_RUNNING: u32 = 4;
 const MAX_PROCS: usize = 16;
 /// Notes one capture keeps.
 const MAX_NOTES: usize = 16;
+/// Reports a capture that went on past its incident waits for before it finishes (its
+/// window ends it sooner when the leak is slower).
+const FOLLOW_REPORTS: u64 = 8;
+/// Incidents one capture is owed to, at most (a leak that comes back while it waits).
+const MAX_OWED: usize = 8;
 
 /// A process of the vassal as this pass sampled it: what a capture needs of it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,6 +107,8 @@ pub struct Capture {
     pub unavailable: Option<String>,
     /// What could not be read in some processes (one line each).
     pub notes: Vec<String>,
+    /// Still armed: its sites will come with the incident's `capture` record.
+    pub pending: bool,
 }
 
 impl Capture {
@@ -113,6 +120,7 @@ impl Capture {
             sites: Vec::new(),
             unavailable: Some(why),
             notes: Vec::new(),
+            pending: false,
         }
     }
 }
@@ -164,6 +172,18 @@ struct Running {
     index: HashMap<Vec<Frame>, usize>,
     reports: u64,
     notes: Vec<String>,
+    /// The incidents that came before it saw an open, oldest first: it goes on past them
+    /// (on the processes that replace those recycled or reloaded), and its result is a
+    /// `capture` record of each.
+    owed: Vec<String>,
+}
+
+/// A capture that went on past its incidents, finished: what their `capture` records
+/// say.
+pub(crate) struct Followed {
+    pub vassal: PathBuf,
+    pub incidents: Vec<String>,
+    pub capture: Capture,
 }
 
 /// Every vassal's capture: armed, finished, or not yet.
@@ -176,6 +196,8 @@ pub(crate) struct Captures {
     /// Why the last look at a vassal armed nothing, and when, for its incident to say
     /// (kept as long as a finished capture).
     why_not: HashMap<PathBuf, (Instant, String)>,
+    /// Captures finished for incidents that came before them, not yet recorded.
+    followed: Vec<Followed>,
     free: Vec<u32>,
 }
 
@@ -188,6 +210,7 @@ impl Captures {
             finished: HashMap::new(),
             not_before: HashMap::new(),
             why_not: HashMap::new(),
+            followed: Vec::new(),
             free: (0..MAX_RUNNING.min(bpf::MAX_SLOTS)).rev().collect(),
         }
     }
@@ -263,30 +286,17 @@ impl Captures {
         }
         self.not_before
             .insert(vassal.to_owned(), Instant::now() + RETRY);
-        let base = baselines.get(&p.id);
-        let Some((wanted, target, count)) = dominant(p.id.pid, base) else {
-            let why = format!(
-                "not armed: what PID {} opened is not identified (a file on a filesystem \
-                 its mountinfo does not show, or a socket with no peer)",
-                p.id.pid
-            );
-            info!(vassal = %name, "{why}");
-            self.why_not
-                .insert(vassal.to_owned(), (Instant::now(), why));
-            return;
-        };
-        if count < p.fds.saturating_sub(base.map_or(0, |b| b.fds)) / 2 {
-            let why = format!(
-                "not armed: the growth of PID {} is spread over many targets",
-                p.id.pid
-            );
-            info!(vassal = %name, "{why}");
-            self.why_not
-                .insert(vassal.to_owned(), (Instant::now(), why));
-            return;
+        match target_of(p.id, p.fds, baselines) {
+            Ok((wanted, target)) => {
+                self.why_not.remove(vassal);
+                self.start(vassal, name, procs, wanted, target);
+            }
+            Err(why) => {
+                info!(vassal = %name, "{why}");
+                self.why_not
+                    .insert(vassal.to_owned(), (Instant::now(), why));
+            }
         }
-        self.why_not.remove(vassal);
-        self.start(vassal, name, procs, wanted, target);
     }
 
     /// Arms a capture of `wanted` in the processes of `vassal`.
@@ -338,7 +348,8 @@ impl Captures {
         self.running.insert(vassal.to_owned(), run);
     }
 
-    /// Reads the reports waiting and finishes the captures whose window is over.
+    /// Reads the reports waiting and finishes the captures whose window is over, and
+    /// those that went on past their incident once they have their reports.
     pub(crate) fn poll(&mut self) {
         let Kernel::Ready(probe) = &mut self.kernel else {
             return;
@@ -351,23 +362,27 @@ impl Captures {
         let over: Vec<PathBuf> = self
             .running
             .iter()
-            .filter(|(_, r)| r.started.elapsed() >= window)
+            .filter(|(_, r)| {
+                r.started.elapsed() >= window || (!r.owed.is_empty() && r.reports >= FOLLOW_REPORTS)
+            })
             .map(|(p, _)| p.clone())
             .collect();
         for path in over {
-            self.finish(&path);
+            if let Some(c) = self.finish(&path) {
+                self.finished.insert(path, (Instant::now(), c));
+            }
         }
         self.finished.retain(|_, (t, _)| t.elapsed() < KEEP);
     }
 
-    fn finish(&mut self, vassal: &Path) {
+    /// Ends the capture of `vassal` and gives its result; a capture owed to earlier
+    /// incidents gives it to them (`followed`) instead.
+    fn finish(&mut self, vassal: &Path) -> Option<Capture> {
         if let Kernel::Ready(probe) = &mut self.kernel {
             // What is still waiting belongs to the captures as much as what was read.
             route(probe, &mut self.running);
         }
-        let Some(run) = self.running.remove(vassal) else {
-            return;
-        };
+        let run = self.running.remove(vassal)?;
         if let Kernel::Ready(probe) = &mut self.kernel {
             for a in &run.procs {
                 probe.disarm(a.tgid(), a.threads.as_deref());
@@ -377,18 +392,58 @@ impl Captures {
         self.free.push(run.slot);
         let capture = run.result();
         info!(vassal = %vassal.display(), sites = capture.sites.len(), reports = capture.reports, "capture finished");
-        self.finished
-            .insert(vassal.to_owned(), (Instant::now(), capture));
+        if run.owed.is_empty() {
+            return Some(capture);
+        }
+        self.followed.push(Followed {
+            vassal: vassal.to_owned(),
+            incidents: run.owed,
+            capture,
+        });
+        None
     }
 
-    /// What the incident of `vassal` says of the code that leaks: the capture running
-    /// (finished now) or finished; else why there is none, when the host cannot.
-    pub(crate) fn take(&mut self, vassal: &Path, wanted: bool) -> Option<Capture> {
+    /// The captures that went on past their incidents and are finished, to be recorded.
+    pub(crate) fn followed(&mut self) -> Vec<Followed> {
+        std::mem::take(&mut self.followed)
+    }
+
+    /// What `incident` of `vassal` says of the code that leaks: the capture running
+    /// (finished now, when it saw the target opened) or finished. A capture that has
+    /// seen no open yet (the leak outran it), or none at all, goes on, on the processes
+    /// that replace `offender` and its kin, and the incident says its sites will follow
+    /// (`pending`); otherwise it says why there is none.
+    pub(crate) fn take(
+        &mut self,
+        vassal: &Path,
+        wanted: bool,
+        incident: &str,
+        offender: (ProcId, u64),
+        baselines: &HashMap<ProcId, Baseline>,
+    ) -> Option<Capture> {
         if !wanted {
             return None;
         }
-        if self.running.contains_key(vassal) {
-            self.finish(vassal);
+        if let Kernel::Ready(probe) = &mut self.kernel {
+            route(probe, &mut self.running);
+        }
+        if let Some(run) = self.running.get_mut(vassal) {
+            if run.reports == 0 && run.owed.len() < MAX_OWED {
+                return Some(run.go_on(incident, None));
+            }
+            // It has the sites: this incident has them now (and earlier ones it was
+            // owed to, in their own records).
+            if !run.owed.is_empty() {
+                let owed = std::mem::take(&mut run.owed);
+                let capture = self.finish(vassal)?;
+                self.followed.push(Followed {
+                    vassal: vassal.to_owned(),
+                    incidents: owed,
+                    capture: capture.clone(),
+                });
+                return Some(capture);
+            }
+            return self.finish(vassal);
         }
         if let Some((_, c)) = self.finished.remove(vassal) {
             return Some(c);
@@ -396,30 +451,53 @@ impl Captures {
         if !self.settings.enabled {
             return None;
         }
-        // Nothing was armed: the incident says why, in one line (the host cannot, or
-        // the last look said why not, or the leak outran the passes).
         let why = match self.availability() {
-            Err(why) => why,
+            Err(why) => return Some(Capture::unavailable(why)),
             Ok(()) => self
                 .why_not
                 .remove(vassal)
                 .filter(|(t, _)| t.elapsed() < KEEP)
                 .map_or_else(
                     || {
-                        "not armed: the process reached its line before a pass saw it \
-                         grow halfway there (a leak faster than the passes)"
+                        "not armed before the incident: the process reached its line \
+                         before a pass saw it grow halfway there (a leak faster than the \
+                         passes)"
                             .into()
                     },
                     |(_, why)| why,
                 ),
         };
-        Some(Capture::unavailable(why))
+        // Armed now, for what the offender grew: the processes that replace it open
+        // the same target, and the next passes arm them.
+        let (id, fds) = offender;
+        match target_of(id, fds, baselines) {
+            Ok((w, target)) => {
+                let name = vassal.display().to_string();
+                let procs = [Sampled { id, fds, line: fds }];
+                self.start(vassal, &name, &procs, w, target);
+            }
+            Err(not) => return Some(Capture::unavailable(format!("{why}; {not}"))),
+        }
+        if let Some(run) = self.running.get_mut(vassal) {
+            return Some(run.go_on(incident, Some(why)));
+        }
+        // Not armed after all: what arming said, else why nothing was before.
+        let not = self.why_not.remove(vassal).map_or(why, |(_, not)| not);
+        Some(
+            self.finished
+                .remove(vassal)
+                .map_or_else(|| Capture::unavailable(not), |(_, c)| c),
+        )
     }
 
     /// Forgets a vassal no longer watched.
     pub(crate) fn retain(&mut self, keep: impl Fn(&Path) -> bool) {
         let gone: Vec<PathBuf> = self.running.keys().filter(|p| !keep(p)).cloned().collect();
         for p in gone {
+            // A vassal no longer watched has nowhere to record it.
+            if let Some(run) = self.running.get_mut(&p) {
+                run.owed.clear();
+            }
             self.finish(&p);
         }
         self.finished.retain(|p, _| keep(p));
@@ -555,6 +633,25 @@ impl Running {
             index: HashMap::new(),
             reports: 0,
             notes: Vec::new(),
+            owed: Vec::new(),
+        }
+    }
+
+    /// Goes on past `incident` (its window starts again), and what the incident says
+    /// of it now: armed, its sites to follow; `why` it saw nothing before, as a note.
+    fn go_on(&mut self, incident: &str, why: Option<String>) -> Capture {
+        self.owed.push(incident.to_owned());
+        self.started = Instant::now();
+        let mut notes = self.notes.clone();
+        notes.extend(why);
+        Capture {
+            target: self.target.clone(),
+            seconds: 0.0,
+            reports: 0,
+            sites: Vec::new(),
+            unavailable: None,
+            notes,
+            pending: true,
         }
     }
 
@@ -713,6 +810,7 @@ impl Running {
             sites,
             unavailable: None,
             notes,
+            pending: false,
         }
     }
 }
@@ -746,6 +844,30 @@ fn fd_identity(pid: u32, fd: u32, mounts: &Mounts) -> Option<Identity> {
         dev,
         ino: field("ino:")?,
     })
+}
+
+/// What a capture of process `id` (at `fds` now) would look for: the one target most of
+/// its growth is; why none, in one line.
+fn target_of(
+    id: ProcId,
+    fds: u64,
+    baselines: &HashMap<ProcId, Baseline>,
+) -> Result<(Wanted, String), String> {
+    let base = baselines.get(&id);
+    let Some((wanted, target, count)) = dominant(id.pid, base) else {
+        return Err(format!(
+            "not armed: what PID {} opened is not identified (a file on a filesystem its \
+             mountinfo does not show, or a socket with no peer)",
+            id.pid
+        ));
+    };
+    if count < fds.saturating_sub(base.map_or(0, |b| b.fds)) / 2 {
+        return Err(format!(
+            "not armed: the growth of PID {} is spread over many targets",
+            id.pid
+        ));
+    }
+    Ok((wanted, target))
 }
 
 /// The target whose fds grew most in `pid` since `baseline`: a file (by inode) or

@@ -38,7 +38,7 @@ const POLL: Duration = Duration::from_millis(20);
 #[must_use]
 pub(crate) fn names(r: &Record) -> (HookEvent, Option<HookEvent>) {
     let other = match &r.event {
-        Event::Detected(_) | Event::Action(_) => None,
+        Event::Detected(_) | Event::Action(_) | Event::Capture(_) => None,
         Event::Outcome(o) => Some(HookEvent::Result(o.result)),
         Event::Suppressed(s) => Some(HookEvent::Reason(s.reason.clone())),
         Event::Reminder(e) | Event::Ended(e) => Some(HookEvent::Reason(e.reason.clone())),
@@ -85,6 +85,11 @@ impl Job {
             Event::Reminder(e) | Event::Ended(e) => e.detail.clone(),
             Event::Detected(d) => Some(d.rule.clone()),
             Event::Action(a) => a.note.clone(),
+            Event::Capture(c) => Some(format!(
+                "{} site(s) of {}",
+                c.capture.sites.len(),
+                c.capture.target
+            )),
         };
         if let Event::Suppressed(_) | Event::Reminder(_) | Event::Ended(_) = &r.event {
             env.push(("WARDEN_REASON", other.unwrap_or_default().to_owned()));

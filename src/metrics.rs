@@ -79,7 +79,7 @@ impl Counts {
                 None => c.suppressions.push((s.reason.clone(), 1)),
             },
             // The rest of an episode already counted when it started.
-            Event::Reminder(_) | Event::Ended(_) => {}
+            Event::Reminder(_) | Event::Ended(_) | Event::Capture(_) => {}
         }
     }
 

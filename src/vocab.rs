@@ -182,16 +182,19 @@ pub(crate) enum RecordKind {
     Suppressed,
     Reminder,
     Ended,
+    /// The code that leaks, found after the incident's `detected` record was written.
+    Capture,
 }
 
 impl RecordKind {
-    pub(crate) const ALL: [RecordKind; 6] = [
+    pub(crate) const ALL: [RecordKind; 7] = [
         RecordKind::Detected,
         RecordKind::Action,
         RecordKind::Outcome,
         RecordKind::Suppressed,
         RecordKind::Reminder,
         RecordKind::Ended,
+        RecordKind::Capture,
     ];
 
     #[must_use]
@@ -203,6 +206,7 @@ impl RecordKind {
             RecordKind::Suppressed => "suppressed",
             RecordKind::Reminder => "reminder",
             RecordKind::Ended => "ended",
+            RecordKind::Capture => "capture",
         }
     }
 }

@@ -38,20 +38,23 @@ struct LastCapture {
     capture: crate::audit::Capture,
 }
 
-/// The latest `detected` record of the vassal file `config` that carries a capture with
-/// sites, in the log and its newest rotation.
+/// The latest `detected` or `capture` record of the vassal file `config` that carries a
+/// capture with sites, in the log and its newest rotation.
 fn last_capture(audit_log: &std::path::Path, config: &std::path::Path) -> Option<LastCapture> {
     let read = crate::audit::read_history(audit_log, 16 << 20, 1).ok()?;
-    read.records.into_iter().rev().find_map(|r| match r.event {
-        crate::audit::Event::Detected(d) if r.config == config => d
-            .capture
-            .filter(|c| !c.sites.is_empty())
+    read.records.into_iter().rev().find_map(|r| {
+        let capture = match r.event {
+            crate::audit::Event::Detected(d) => d.capture,
+            crate::audit::Event::Capture(c) => Some(c.capture),
+            _ => None,
+        };
+        capture
+            .filter(|c| r.config == config && !c.sites.is_empty())
             .map(|capture| LastCapture {
                 incident: r.incident,
                 ts: r.ts,
                 capture,
-            }),
-        _ => None,
+            })
     })
 }
 

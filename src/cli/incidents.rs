@@ -111,7 +111,8 @@ struct Summary<'a> {
     outcome: String,
     /// How long a lasting episode lasted: to its end, or to its last reminder (`+`).
     lasted: String,
-    /// What the `detected` record says of the code that leaks.
+    /// What the `detected` record says of the code that leaks, or a later `capture`
+    /// record of the incident.
     capture: Option<&'a crate::audit::Capture>,
 }
 
@@ -151,6 +152,8 @@ impl<'a> Summary<'a> {
                     fds_after.unwrap_or_default()
                 );
             }
+            // Found after the incident began: it stands for what `detected` promised.
+            Event::Capture(c) => self.capture = Some(&c.capture),
             Event::Reminder(e) => self.lasted = format!("{}+", duration(e.seconds)),
             Event::Ended(e) => self.lasted = duration(e.seconds),
         }

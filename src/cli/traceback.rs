@@ -15,15 +15,25 @@ pub(super) fn write(w: &mut dyn Write, capture: &Capture, indent: &str) -> io::R
             crate::text::one_line(why)
         );
     }
-    writeln!(
-        w,
-        "{indent}code that leaks: {} ({} opens seen in {:.0}s)",
-        crate::text::one_line(&capture.target),
-        capture.reports,
-        capture.seconds
-    )?;
-    if capture.sites.is_empty() {
-        writeln!(w, "{indent}  no site still holds what it opened")?;
+    if capture.pending && capture.sites.is_empty() {
+        writeln!(
+            w,
+            "{indent}code that leaks: {}: no open seen yet; the capture goes on, on the \
+             processes that replace the ones recycled or reloaded, and its sites follow \
+             under this incident",
+            crate::text::one_line(&capture.target),
+        )?;
+    } else {
+        writeln!(
+            w,
+            "{indent}code that leaks: {} ({} opens seen in {:.0}s)",
+            crate::text::one_line(&capture.target),
+            capture.reports,
+            capture.seconds
+        )?;
+        if capture.sites.is_empty() {
+            writeln!(w, "{indent}  no site still holds what it opened")?;
+        }
     }
     for site in &capture.sites {
         writeln!(
@@ -97,6 +107,7 @@ mod tests {
             }],
             unavailable: None,
             notes: vec!["PID 7: libpython3.12.so.1.0: only CPython 3.11's frames are read".into()],
+            pending: false,
         };
         let mut out = Vec::new();
         write(&mut out, &c, "").unwrap();
@@ -121,11 +132,41 @@ mod tests {
             sites: Vec::new(),
             unavailable: Some("the kernel refused\nthe programs".into()),
             notes: Vec::new(),
+            pending: false,
         };
         let mut out = Vec::new();
         write(&mut out, &c, "  ").unwrap();
         let text = String::from_utf8(out).unwrap();
         assert_eq!(text.lines().count(), 1, "{text}");
         assert!(text.starts_with("  code that leaks: not captured: the kernel refused"));
+    }
+
+    #[test]
+    fn a_capture_that_goes_on_says_its_sites_follow() {
+        let c = Capture {
+            target: "/srv/shop/static/cat.jpg".into(),
+            seconds: 0.0,
+            reports: 0,
+            sites: Vec::new(),
+            unavailable: None,
+            notes: vec!["not armed before the incident: a leak faster than the passes".into()],
+            pending: true,
+        };
+        let mut out = Vec::new();
+        write(&mut out, &c, "").unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.starts_with("code that leaks: /srv/shop/static/cat.jpg: no open seen yet;"),
+            "{text}"
+        );
+        assert!(
+            text.contains("its sites follow under this incident"),
+            "{text}"
+        );
+        assert!(
+            text.contains("note: not armed before the incident"),
+            "{text}"
+        );
+        assert!(!text.contains("opens seen"), "{text}");
     }
 }

@@ -346,6 +346,7 @@ impl Warden {
         let inv = &self.inv;
         self.captures.retain(|p| inv.vassals.contains_key(p));
         self.captures.poll();
+        self.record_followed();
         self.sampler
             .retain(|pid| seen.iter().any(|id| id.pid == pid));
         let elapsed = now_i.elapsed();
@@ -560,6 +561,38 @@ impl Warden {
         }
     }
 
+    /// What incident `incident` of `path` says of the code that leaks, its offender `f`.
+    fn capture_for(
+        &mut self,
+        path: &Path,
+        policy: &Policy,
+        incident: &str,
+        f: &episode::Proc,
+    ) -> Option<Capture> {
+        let wanted = policy.capture_at.is_some();
+        self.captures
+            .take(path, wanted, incident, (f.id, f.fds), &self.baselines)
+    }
+
+    /// Records what the captures that went on past their incidents found: a `capture`
+    /// record of each incident.
+    fn record_followed(&mut self) {
+        for f in self.captures.followed() {
+            let Some(v) = self.inv.vassals.get(&f.vassal) else {
+                continue;
+            };
+            info!(vassal = %v.file.name, sites = f.capture.sites.len(), reports = f.capture.reports,
+                  incidents = ?f.incidents, "code that leaks found after the incident");
+            for incident in &f.incidents {
+                let event = Rec::Capture(audit::Captured {
+                    capture: f.capture.clone().into(),
+                });
+                self.ledger
+                    .write(record(SystemTime::now(), incident, v, event));
+            }
+        }
+    }
+
     /// Records the outcome of an action under verification, if `d` is one, and learns
     /// from it how long actions take.
     fn record_outcome(&mut self, path: &Path, d: Decision) {
@@ -585,6 +618,7 @@ impl Warden {
         inc: &Incident,
     ) {
         let incident = self.next_incident(now);
+        let capture = self.capture_for(path, policy, &incident, &inc.offender);
         let v = &self.inv.vassals[path];
         if let Some((open, why)) = &inc.closes {
             write_ended(
@@ -604,7 +638,6 @@ impl Warden {
         warn!(vassal = %v.file.name, incident = %incident, pid = f.id.pid, role = %f.role, fds = f.fds, limit = f.limit,
               rule = inc.fire.rule().as_str(),
               top = inc.report.top.first().map_or("", |t| t.target.as_str()), plan = plan_name, "over threshold");
-        let capture = self.captures.take(path, policy.capture_at.is_some());
         let first = detected(policy, inc, capture);
         // Record first, or not at all: no action without its records on disk. Room for
         // both records is made before the first is written, so that a full disk stops

@@ -364,11 +364,40 @@ fn a_native_program_is_named_by_its_symbols() {
     );
 }
 
-/// A leak that reaches its line before any pass saw it on the way (here: armed only at
-/// 100% of the way, which no process below its line reaches) has no capture, and its
-/// incident says why in one line instead of saying nothing.
+/// The sites of `incident`: in its `detected` record when the capture saw the target
+/// opened before the incident, else in the `capture` record that follows, waited for.
+fn sites_of(warden: &Warden, detected: &Value) -> Vec<Value> {
+    let now = detected["capture"]["sites"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    if !now.is_empty() {
+        return now;
+    }
+    assert_eq!(detected["capture"]["pending"], true, "{detected:#}");
+    let later = wait_for(
+        Duration::from_secs(60),
+        "the incident's capture record",
+        || {
+            warden
+                .records()
+                .into_iter()
+                .find(|r| r["event"] == "capture" && r["incident"] == detected["incident"])
+        },
+    );
+    later["capture"]["sites"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// A leak that reaches its line before any pass saw it on the way (here: captures are
+/// armed only at 100% of the way, which no process below its line reaches). The
+/// incident says why nothing saw it and that the capture goes on; the worker that
+/// replaces the one recycled leaks the same file, and the site comes as a `capture`
+/// record of the same incident, which `incidents` shows under it.
 #[test]
-fn an_incident_with_no_capture_armed_says_why() {
+fn a_leak_that_outruns_the_passes_gets_its_site_in_a_record_of_its_incident() {
     let emp = Emperor::start();
     shop(&emp, "shop.ini", &[]);
     let policy = format!("{POLICY}capture-at = 100%\n");
@@ -378,14 +407,90 @@ fn an_incident_with_no_capture_armed_says_why() {
     }
     let detected = warden.wait_record("detected", 0);
     let capture = &detected["capture"];
-    let why = capture["unavailable"]
-        .as_str()
-        .unwrap_or_else(|| panic!("the incident says nothing of its capture: {detected:#}"));
+    assert_eq!(capture["pending"], true, "{detected:#}");
+    assert!(capture.get("sites").is_none(), "{capture:#}");
+    let cat = emp.root().join("static/cat.jpg");
+    assert_eq!(capture["target"], cat.to_str().unwrap(), "{capture:#}");
+    let why = capture["notes"][0].as_str().unwrap_or_default();
     assert!(
-        why.starts_with("not armed: the process reached its line before a pass saw it"),
+        why.starts_with("not armed before the incident: the process reached its line"),
         "{capture:#}"
     );
-    assert!(!why.contains('\n'));
-    assert!(capture.get("sites").is_none(), "{capture:#}");
-    assert!(!warden.log().contains("capture armed"), "{}", warden.log());
+    // The leak goes on in the worker that replaces the one recycled.
+    assert_eq!(warden.wait_record("outcome", 0)["result"], "recovered");
+    emp.wait_running("shop.ini", 1);
+    for _ in 0..12 {
+        emp.request("shop.ini", "/shop/receipt");
+    }
+    let sites = sites_of(&warden, &detected);
+    let shop_py = emp.root().join("shop.py");
+    assert_eq!(
+        app_frames(&sites[0], &shop_py),
+        [
+            (line_of("# leak site"), "open_receipt".to_owned()),
+            (line_of("return open_receipt()"), "load_receipt".to_owned()),
+            (line_of("    load_receipt()"), "receipt".to_owned()),
+        ],
+        "{sites:#?}"
+    );
+    let out = std::process::Command::new(bin())
+        .args(["incidents", "-c"])
+        .arg(&warden.config)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let helper = format!(
+        "> File \"{}\", line {}, in open_receipt",
+        shop_py.display(),
+        line_of("# leak site")
+    );
+    let block = format!("{} shop.ini:", detected["incident"].as_str().unwrap());
+    let Some((_, under)) = text.split_once(&block) else {
+        panic!("no block for the incident:\n{text}");
+    };
+    assert!(under.contains(&helper), "{text}");
+}
+
+/// The demo's leak: a file a request, a request every 30 ms, reloaded at 75% after two
+/// samples; `predict` may see it before any open was captured. Whichever way, a site is
+/// recorded for its incident once the app leaks again after the reload.
+#[test]
+fn the_demos_fast_leak_gets_a_site_recorded_for_its_incident() {
+    let emp = Emperor::start();
+    emp.add_vassal("shop.ini", &VassalSpec::default());
+    emp.wait_running("shop.ini", 1);
+    let warden = Warden::start(
+        &bin(),
+        &emp,
+        "reload-at = 75%\nfor = 2\ncooldown = 10m\nverify = 30s",
+        &[],
+    );
+    let started = std::time::Instant::now();
+    while warden.records().iter().all(|r| r["event"] != "action") {
+        assert!(started.elapsed() < Duration::from_secs(60), "no action");
+        let _ = emp.try_request("shop.ini", "/leak");
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    let detected = warden.wait_record("detected", 0);
+    warden.wait_record("outcome", 0);
+    emp.wait_running("shop.ini", 1);
+    for _ in 0..20 {
+        let _ = emp.try_request("shop.ini", "/leak");
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    let sites = sites_of(&warden, &detected);
+    let app = emp.root().join("app.py");
+    let leak_line = crate::harness::LEAKY_APP
+        .lines()
+        .position(|l| l.contains("LEAKED.append(open(TARGET"))
+        .unwrap() as u64
+        + 1;
+    assert!(
+        sites
+            .iter()
+            .any(|s| frames(s).iter().any(|f| f.0 == app.to_str().unwrap()
+                && f.1 == Some(leak_line)
+                && f.2 == "application")),
+        "{sites:#?}"
+    );
 }
