@@ -13,6 +13,10 @@
 //! another file, and armed for cat.jpg with a budget large enough that every open is
 //! reported with its Python frames.
 //!
+//! Part 3, one request on each release: the same request and the same capture with its
+//! Python frames, in a Debian 12 root (uWSGI 2.0.21, CPython 3.11) and a Debian 13 root
+//! (uWSGI 2.0.28, CPython 3.13), each against its own reference, in one run.
+//!
 //! Run: `cargo bench --bench capture` (`VW_BENCH_OPENS`, default 20000;
 //! `VW_BENCH_REQUESTS`, default 2000). Needs root with `CAP_BPF` and `CAP_PERFMON`.
 #![allow(clippy::unwrap_used)]
@@ -25,7 +29,7 @@ mod harness;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use harness::{Emperor, VassalSpec};
+use harness::{Emperor, EmperorOptions, Root, VassalSpec, debian_root};
 use vassal_warden::capture::{ProgramStats, Session};
 
 fn env(name: &str, default: usize) -> usize {
@@ -171,8 +175,10 @@ fn summary(name: &str, t: &[f64], reference: &[f64], run: &str) {
     );
 }
 
-fn part_two(n: usize) {
-    let emp = Emperor::start();
+/// An Emperor (started as `opts` say) running `tests/apps/shop.py` with one worker, and
+/// the vassal's master and worker.
+fn shop_emperor(opts: &EmperorOptions) -> (Emperor, [i32; 2]) {
+    let emp = Emperor::start_with(opts);
     std::fs::write(
         emp.root().join("shop.py"),
         include_str!("../tests/apps/shop.py"),
@@ -186,7 +192,11 @@ fn part_two(n: usize) {
         .replace("/app.py", "/shop.py");
     std::fs::write(emp.ini_path("shop.ini"), text).unwrap();
     let (master, workers) = emp.wait_running("shop.ini", 1);
-    let pids = [master, workers[0]];
+    (emp, [master, workers[0]])
+}
+
+fn part_two(n: usize) {
+    let (emp, pids) = shop_emperor(&EmperorOptions::default());
     let cat = emp.root().join("static/cat.jpg");
     let other = emp.root().join("static/config.db");
     let budget = u32::try_from(n * 4).unwrap();
@@ -226,10 +236,59 @@ fn part_two(n: usize) {
     );
 }
 
+/// Part 3: the same request, and the same capture with every open reported with its
+/// Python frames, on two Debian releases' own uWSGI and CPython (each in a root of its
+/// own, `tests/it/stacks.rs`'s way), in one run: what the frame walk costs on 3.11's
+/// layout beside 3.13's (read from the interpreter's debug offsets).
+fn part_three(n: usize) {
+    let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let target = tmp.parent().unwrap();
+    println!("\n## one request, GET /shop/peek, on each release ({n} each, one worker)\n");
+    println!("| release | capture | mean | p50 | p99 | mean vs none | program per run |");
+    println!("|---|---|---:|---:|---:|---:|---:|");
+    for (suite, python) in [
+        ("bookworm", "uWSGI 2.0.21, CPython 3.11"),
+        ("trixie", "uWSGI 2.0.28, CPython 3.13"),
+    ] {
+        let tar = debian_root(
+            suite,
+            "uwsgi-core,uwsgi-plugin-python3,python3-bottle",
+            target,
+        );
+        let root = Root::extract(&tar, tmp);
+        let (emp, pids) = shop_emperor(&EmperorOptions {
+            within: root.within(),
+            ..EmperorOptions::default()
+        });
+        let cat = emp.root().join("static/cat.jpg");
+        requests(&emp, n / 10);
+        let reference = requests(&emp, n);
+        let s = Session::start(&pids, &cat, u32::try_from(n * 4).unwrap()).unwrap();
+        let before = s.stats().0;
+        let armed = requests(&emp, n);
+        let run = mean_run(before, s.stats().0);
+        let c = s.finish();
+        let frames = c.sites.first().map_or(0, |s| s.frames.len());
+        summary(
+            &format!("{suite} ({python}) | none (reference)"),
+            &reference,
+            &reference,
+            "-",
+        );
+        summary(
+            &format!("{suite} ({python}) | cat.jpg, every open reported ({frames} frames)"),
+            &armed,
+            &reference,
+            &run,
+        );
+    }
+}
+
 fn main() {
     let _stats = BpfStats::on();
     let dir = tempfile::tempdir().unwrap();
     part_one(dir.path(), env("VW_BENCH_OPENS", 20_000));
     part_two(env("VW_BENCH_REQUESTS", 2000));
+    part_three(env("VW_BENCH_REQUESTS", 2000));
     std::thread::sleep(Duration::from_millis(10));
 }

@@ -26,9 +26,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::harness::{Emperor, EmperorOptions, Warden, wait_for};
+use crate::harness::{Emperor, EmperorOptions, Root, Warden, debian_root, run_ok, wait_for};
 use crate::hostile::{BUSY_ROLES, add_busy_vassal, roles_in, start_time};
-use crate::systemd::run_ok;
 
 /// What every stack's root holds besides `minbase`.
 const PACKAGES: &str = "uwsgi-core,uwsgi-plugin-python3,python3-bottle";
@@ -42,15 +41,6 @@ const VENV_UWSGI: &str = "/opt/venv/bin/uwsgi";
 const SHOP_APP: &str = include_str!("../apps/shop.py");
 /// Recycle or reload at 40 fds, on one sample over the line.
 const POLICY: &str = "reload-at = 40\nfor = 1\ncooldown = 10m\nverify = 30s\n";
-
-/// Enters the root named by `$1` and runs the rest of the arguments there.
-const ENTER: &str = r#"R=$1; shift
-mount --bind "$R" "$R"
-mount --rbind /proc "$R/proc"
-mount --rbind /dev "$R/dev"
-mount --rbind /sys "$R/sys"
-mount --rbind /tmp "$R/tmp"
-exec chroot "$R" "$@""#;
 
 #[test]
 fn debian_11_bullseye_uwsgi_2_0_19_cpython_3_9() {
@@ -77,10 +67,9 @@ fn pip_installed_uwsgi_in_a_virtualenv_on_trixie() {
     Stack::pip().walk();
 }
 
-/// One root, extracted for this test and removed after it.
+/// One stack: a root of its own, with the portable warden in it.
 struct Stack {
-    _dir: tempfile::TempDir,
-    root: PathBuf,
+    root: Root,
     /// The CPython it runs, `3.X`.
     python: &'static str,
     pip: bool,
@@ -88,7 +77,7 @@ struct Stack {
 
 impl Stack {
     fn debian(suite: &str, python: &'static str) -> Stack {
-        Stack::extract(&debian_root(suite, PACKAGES), python, false)
+        Stack::extract(&debian_root(suite, PACKAGES, &target_dir()), python, false)
     }
 
     fn pip() -> Stack {
@@ -96,38 +85,15 @@ impl Stack {
     }
 
     fn extract(tar: &Path, python: &'static str, pip: bool) -> Stack {
-        let dir = tempfile::Builder::new()
-            .prefix("vw-stack-")
-            .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
-            .unwrap();
-        let root = dir.path().join("root");
-        fs::create_dir(&root).unwrap();
-        run_ok(
-            Command::new("tar")
-                .args(["--numeric-owner", "-xf"])
-                .arg(tar)
-                .arg("-C")
-                .arg(&root),
-        );
-        let bin = root.join(WARDEN.trim_start_matches('/'));
+        let root = Root::extract(tar, Path::new(env!("CARGO_TARGET_TMPDIR")));
+        let bin = root.path.join(WARDEN.trim_start_matches('/'));
         fs::create_dir_all(bin.parent().unwrap()).unwrap();
         fs::copy(portable_bin(), &bin).unwrap();
-        Stack {
-            _dir: dir,
-            root,
-            python,
-            pip,
-        }
+        Stack { root, python, pip }
     }
 
-    /// The command that runs what follows it inside the root.
     fn within(&self) -> Vec<String> {
-        let mut v: Vec<String> = ["unshare", "--mount", "--propagation", "private", "--"]
-            .map(str::to_owned)
-            .to_vec();
-        v.extend(["sh", "-euc", ENTER, "sh"].map(str::to_owned));
-        v.push(self.root.display().to_string());
-        v
+        self.root.within()
     }
 
     /// `vassal-warden ARGS` inside the root.
@@ -429,21 +395,10 @@ fn shop_line(marker: &str) -> u64 {
     n as u64 + 1
 }
 
-/// The cached root of `suite` with `packages` (`scripts/debian-root`).
-fn debian_root(suite: &str, packages: &str) -> PathBuf {
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let out = run_ok(
-        Command::new(manifest.join("scripts/debian-root"))
-            .args([suite, packages])
-            .env("CARGO_TARGET_DIR", target_dir()),
-    );
-    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
-}
-
 /// Trixie with a virtualenv at /opt/venv in which `pip install uwsgi` built uWSGI from
 /// its source (fetched once from the Python package index): cached as a tarball of its own.
 fn pip_root() -> PathBuf {
-    let base = debian_root("trixie", PIP_PACKAGES);
+    let base = debian_root("trixie", PIP_PACKAGES, &target_dir());
     let cache = base.parent().unwrap();
     let sdist_dir = cache.join("pip");
     let lock = fs::File::create(cache.join("pip.lock")).unwrap();
@@ -478,20 +433,10 @@ fn pip_root() -> PathBuf {
         .map(|e| e.path())
         .find(|p| p.to_string_lossy().ends_with(".tar.gz"))
         .expect("uWSGI's source");
-    let work = tempfile::tempdir_in(cache).unwrap();
-    let root = work.path().join("root");
-    fs::create_dir(&root).unwrap();
-    run_ok(
-        Command::new("tar")
-            .args(["--numeric-owner", "-xf"])
-            .arg(&base)
-            .arg("-C")
-            .arg(&root),
-    );
-    fs::copy(&sdist, root.join("root/uwsgi.tar.gz")).unwrap();
+    let root = Root::extract(&base, cache);
+    fs::copy(&sdist, root.path.join("root/uwsgi.tar.gz")).unwrap();
     let stack = Stack {
-        _dir: work,
-        root: root.clone(),
+        root,
         python: "3.13",
         pip: true,
     };
@@ -510,7 +455,7 @@ fn pip_root() -> PathBuf {
     run_ok(
         Command::new("tar")
             .arg("-C")
-            .arg(&root)
+            .arg(&stack.root.path)
             .arg("-cf")
             .arg(&partial)
             .arg("."),

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use rustix::process::{Pid, Signal};
 use serde_json::Value;
 
-use crate::harness::{LEAKY_APP, read_records, wait_for};
+use crate::harness::{LEAKY_APP, read_records, run_ok, wait_for};
 
 /// What `mmdebstrap` puts into the root, besides `minbase`.
 const PACKAGES: &str = "systemd,systemd-sysv,dbus,uwsgi-emperor,uwsgi-plugin-python3,python3";
@@ -413,17 +413,6 @@ fn fnv1a(s: &str) -> u64 {
     s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
     })
-}
-
-pub(crate) fn run_ok(cmd: &mut Command) -> Output {
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
 }
 
 /// A booted copy of the base root, in its own temporary directory. Dropping it powers the
