@@ -366,7 +366,7 @@ fn a_native_program_is_named_by_its_symbols() {
 
 /// The sites of `incident`: in its `detected` record when the capture saw the target
 /// opened before the incident, else in the `capture` record that follows, waited for.
-fn sites_of(warden: &Warden, detected: &Value) -> Vec<Value> {
+pub(crate) fn sites_of(warden: &Warden, detected: &Value) -> Vec<Value> {
     let now = detected["capture"]["sites"]
         .as_array()
         .cloned()

@@ -717,14 +717,20 @@ pub fn count(records: &[Value], event: &str) -> usize {
     records.iter().filter(|r| r["event"] == event).count()
 }
 
-/// Enters the root named by `$1` and runs the rest of the arguments there.
-const ENTER: &str = r#"R=$1; shift
-mount --bind "$R" "$R"
-mount --rbind /proc "$R/proc"
-mount --rbind /dev "$R/dev"
-mount --rbind /sys "$R/sys"
-mount --rbind /tmp "$R/tmp"
-exec chroot "$R" "$@""#;
+/// Enters the root named by `$1` and runs the rest of the arguments there; with
+/// `bind_root`, the root is bound onto itself first (a mount point, as container
+/// runtimes make it), else it is a plain directory (a bare `chroot`).
+fn enter(bind_root: bool) -> String {
+    let bind = if bind_root {
+        "mount --bind \"$R\" \"$R\"\n"
+    } else {
+        ""
+    };
+    format!(
+        "R=$1; shift\n{bind}mount --rbind /proc \"$R/proc\"\nmount --rbind /dev \"$R/dev\"\n\
+         mount --rbind /sys \"$R/sys\"\nmount --rbind /tmp \"$R/tmp\"\nexec chroot \"$R\" \"$@\""
+    )
+}
 
 /// Another Debian's root, extracted into a temporary directory (removed on drop). What
 /// runs in it is entered with chroot, in a mount namespace of its own whose root is a
@@ -757,10 +763,19 @@ impl Root {
 
     /// The command that runs what follows it inside the root.
     pub fn within(&self) -> Vec<String> {
+        self.entered(true)
+    }
+
+    /// The same, with the root left a plain directory (not a mount point).
+    pub fn within_bare_chroot(&self) -> Vec<String> {
+        self.entered(false)
+    }
+
+    fn entered(&self, bind_root: bool) -> Vec<String> {
         let mut v: Vec<String> = ["unshare", "--mount", "--propagation", "private", "--"]
             .map(str::to_owned)
             .to_vec();
-        v.extend(["sh", "-euc", ENTER, "sh"].map(str::to_owned));
+        v.extend(["sh".into(), "-euc".into(), enter(bind_root), "sh".into()]);
         v.push(self.path.display().to_string());
         v
     }

@@ -67,6 +67,46 @@ fn pip_installed_uwsgi_in_a_virtualenv_on_trixie() {
     Stack::pip().walk();
 }
 
+/// In a bare chroot (its root not a mount point, so that no line of `mountinfo` is the
+/// root itself), the warden and the Emperor both inside: the incident still names the
+/// code that leaks, and the leak is healed as anywhere else.
+#[test]
+fn in_a_chroot_whose_root_is_not_a_mount_point_the_code_is_still_named() {
+    let stack = Stack::debian("bookworm", "3.11");
+    let bare = stack.root.within_bare_chroot();
+    let emp = Emperor::start_with(&EmperorOptions {
+        within: bare.clone(),
+        ..EmperorOptions::default()
+    });
+    add_shop(&emp);
+    emp.wait_running("shop.ini", 1);
+    let cfg = emp.config(&format!("interval = 500ms\n\n[policy]\n{POLICY}"));
+    let warden = Warden::start_under(
+        &bare.iter().map(String::as_str).collect::<Vec<_>>(),
+        Path::new(WARDEN),
+        Path::new(&cfg),
+        &emp.root().join("incidents.jsonl"),
+        &[],
+    );
+    for _ in 0..60 {
+        emp.request("shop.ini", "/shop/receipt");
+        std::thread::sleep(Duration::from_millis(100));
+        if !warden.records().is_empty() {
+            break;
+        }
+    }
+    let detected = record(&warden, "shop.ini", "detected");
+    let sites = crate::capture::sites_of(&warden, &detected);
+    let first = sites
+        .first()
+        .and_then(|s| s["frames"][0]["function"].as_str());
+    assert_eq!(first, Some("open_receipt"), "{detected:#}");
+    assert_eq!(
+        record(&warden, "shop.ini", "outcome")["result"],
+        "recovered"
+    );
+}
+
 /// One stack: a root of its own, with the portable warden in it.
 struct Stack {
     root: Root,
