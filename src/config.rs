@@ -397,7 +397,19 @@ impl Config {
         let mut problems = Vec::new();
         let admins = p.verify;
         for e in own {
-            match Setting::parse(&e.key, &e.value) {
+            let setting = Setting::parse(&e.key, &e.value);
+            if let Ok(s) = &setting
+                && let Some(why) = s.loosens(&self.policy)
+            {
+                problems.push(format!(
+                    "line {}: `{} = {}` {why}; warden.ini's is used: a vassal's own file may \
+                     only make the warden more careful (to loosen it, root sets it in \
+                     `[vassal {name}]` in warden.ini)",
+                    e.line, e.key, e.value
+                ));
+                continue;
+            }
+            match setting {
                 // A vassal cannot hold an action slot longer than the admin allows.
                 Ok(Setting::Verify(d)) if d > admins => {
                     p.verify = admins;
@@ -647,6 +659,30 @@ impl Setting {
         })
     }
 
+    /// Why this setting, from a vassal's own file, would make the warden act more often
+    /// than `admin`'s policy lets it: a shorter cooldown, or more reloads (in a burst, or
+    /// over time) than `max-reloads` allows. `None` when it is as careful or more.
+    pub(crate) fn loosens(&self, admin: &Policy) -> Option<String> {
+        match *self {
+            Setting::Cooldown(d) if d < admin.cooldown => Some(format!(
+                "is shorter than warden.ini's cooldown ({})",
+                humantime::format_duration(admin.cooldown)
+            )),
+            Setting::MaxReloads(n, w) => {
+                let (an, aw) = (admin.max_reloads, admin.max_reloads_window);
+                // n per w against an per aw, in whole milliseconds (no float rounding).
+                let rate_above = u128::from(n) * aw.as_millis() > u128::from(an) * w.as_millis();
+                (n > an || rate_above).then(|| {
+                    format!(
+                        "allows more reloads than warden.ini's max-reloads ({an} per {})",
+                        humantime::format_duration(aw)
+                    )
+                })
+            }
+            _ => None,
+        }
+    }
+
     pub(crate) fn apply(&self, p: &mut Policy) {
         match *self {
             Setting::ReloadAt(t) => p.reload_at = t,
@@ -803,10 +839,10 @@ mod tests {
     #[test]
     fn admin_override_wins_over_the_vassals_own_section() {
         let cfg = parse("[vassal a.ini]\nreload-at = 500\n").unwrap();
-        let own = uwsgi_ini::lex("[vassal-warden]\nreload-at = 50%\ncooldown = 1m\n");
+        let own = uwsgi_ini::lex("[vassal-warden]\nreload-at = 50%\ncooldown = 1h\n");
         let (p, _) = cfg.policy_for("a.ini", &own);
         assert_eq!(p.reload_at, Threshold::Count(500));
-        assert_eq!(p.cooldown, Duration::from_secs(60));
+        assert_eq!(p.cooldown, Duration::from_secs(3600));
     }
 
     #[test]
@@ -1004,6 +1040,51 @@ mod tests {
             );
         }
         assert!(parse("[policy]\nverify = 10m\ncooldown = 30d\n").is_ok());
+    }
+
+    #[test]
+    fn a_vassals_own_file_may_only_make_the_warden_more_careful() {
+        let cfg = parse("[policy]\ncooldown = 10m\nmax-reloads = 3 per 1h\n").unwrap();
+        let loose =
+            uwsgi_ini::lex("[vassal-warden]\ncooldown = 1s\nmax-reloads = 1000 per 1h\nfor = 3\n");
+        let (p, problems) = cfg.policy_for("greedy.ini", &loose);
+        assert_eq!(p.cooldown, Duration::from_secs(600));
+        assert_eq!(
+            (p.max_reloads, p.max_reloads_window),
+            (3, Duration::from_secs(3600))
+        );
+        assert_eq!(p.for_samples, 3, "the rest applies");
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(
+            problems[0].starts_with("line 2: `cooldown = 1s` is shorter"),
+            "{problems:?}"
+        );
+        assert!(
+            problems[0].contains("`[vassal greedy.ini]`"),
+            "{problems:?}"
+        );
+        assert!(
+            problems[1].starts_with("line 3: `max-reloads = 1000 per 1h`"),
+            "{problems:?}"
+        );
+        // A faster rate with fewer in a burst is still more reloads over time.
+        let faster = uwsgi_ini::lex("[vassal-warden]\nmax-reloads = 1 per 10m\n");
+        assert_eq!(cfg.policy_for("a.ini", &faster).1.len(), 1);
+        // More careful is the vassal's to choose.
+        let careful = uwsgi_ini::lex("[vassal-warden]\ncooldown = 1h\nmax-reloads = 1 per 2h\n");
+        let (p, problems) = cfg.policy_for("a.ini", &careful);
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(p.cooldown, Duration::from_secs(3600));
+        assert_eq!(
+            (p.max_reloads, p.max_reloads_window),
+            (1, Duration::from_secs(7200))
+        );
+        // Root loosens it for one vassal in warden.ini.
+        let cfg = parse("[policy]\ncooldown = 10m\n[vassal greedy.ini]\ncooldown = 1s\n").unwrap();
+        assert_eq!(
+            cfg.policy_for("greedy.ini", &loose).0.cooldown,
+            Duration::from_secs(1)
+        );
     }
 
     #[test]

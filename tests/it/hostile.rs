@@ -602,3 +602,46 @@ exec chroot "$R" uwsgi --master --emperor /vassals"#;
         assert!(!emperors.contains(&i64::from(pid)), "{pid}: {status}");
     }
 }
+
+/// A tenant's own file cannot loosen root's storm control: its `cooldown = 1s` and
+/// `max-reloads = 1000 per 1h` are refused (and the warden says so, naming the file's
+/// line and what to do), so a master that leaks again right after its reload waits out
+/// warden.ini's cooldown instead of being reloaded every few seconds.
+#[test]
+fn a_vassals_own_file_cannot_loosen_roots_cooldown_or_max_reloads() {
+    let emp = Emperor::start();
+    emp.add_vassal(
+        "loose.ini",
+        &VassalSpec {
+            processes: 2,
+            extra: vec![
+                "enable-threads = true".into(),
+                "env = MASTER_LEAK_PER_SEC=20".into(),
+                "env = MASTER_LEAK_UPTO=40".into(),
+                "[vassal-warden]".into(),
+                "cooldown = 1s".into(),
+                "max-reloads = 1000 per 1h".into(),
+            ],
+            ..VassalSpec::default()
+        },
+    );
+    let warden = Warden::start(
+        &bin(),
+        &emp,
+        "reload-at = 40\nfor = 1\ncooldown = 10m\nverify = 30s\n",
+        &[],
+    );
+    assert_eq!(warden.wait_record("action", 0)["action"], "touch");
+    assert_eq!(warden.wait_record("outcome", 0)["result"], "recovered");
+    // Its new master leaks the same 40 files again.
+    let held = warden.wait_record("suppressed", 0);
+    assert_eq!(held["reason"], "cooldown", "{held}");
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(emp.reloads("loose.ini"), 1, "{:?}", warden.records());
+    let log = warden.log();
+    assert!(
+        log.contains("`cooldown = 1s` is shorter than warden.ini's cooldown (10m)")
+            && log.contains("`[vassal loose.ini]`"),
+        "{log}"
+    );
+}
