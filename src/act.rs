@@ -99,6 +99,18 @@ pub(crate) fn touch(t: &TouchTarget<'_>, now: SystemTime) -> std::io::Result<Tou
     // Through the descriptor: exactly the file (or link) checked above.
     rustix::fs::utimensat(&fd, "", &times, AtFlags::EMPTY_PATH)?;
     let after = rustix::fs::fstat(&fd)?;
+    // The Emperor compares whole seconds: a file at the filesystem's latest time (the
+    // kernel clamps a later one) cannot be made newer, and a touch that did not move
+    // the mtime past what was loaded reloads nothing.
+    if after.st_mtime <= floor {
+        return Err(std::io::Error::other(format!(
+            "the mtime of {} stayed at {} (the latest this filesystem holds?): the Emperor \
+             would see no change, so nothing was reloaded; set it back to now (`touch` \
+             it), then `vassal-warden reload`",
+            t.path.display(),
+            humantime::format_rfc3339_seconds(from_timespec(after.st_mtime, 0u32))
+        )));
+    }
     let path = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
         .unwrap_or_else(|_| t.path.to_owned());
     Ok(Touched {

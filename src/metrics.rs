@@ -397,7 +397,7 @@ fn render_gauges(o: &mut Out<'_>, vassals: &[VassalView<'_>]) {
         ),
         (
             "given_up",
-            "1 while the warden only alerts for the vassal: a touch did not bring its fds down.",
+            "1 while the warden only alerts for the vassal: a touch did not bring its fds down, or could not be made.",
             |v| v.given_up,
         ),
     ];

@@ -29,6 +29,17 @@ pub(crate) enum Step {
     Exhausted,
 }
 
+/// Why the ladder climbed to where it stands.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) enum Climb {
+    /// An action was taken and did not bring the fds down.
+    #[default]
+    DidNotWork,
+    /// An action could not be taken: refused (a signal not permitted, a file its owner
+    /// could not write), or a touch that moved nothing.
+    CouldNotAct,
+}
+
 impl Step {
     /// Where the ladder stands after an action of `kind` did not work.
     #[must_use]
@@ -455,6 +466,8 @@ pub(crate) struct Situation {
     pub ini_invalid: bool,
     /// The vassal's place on the ladder.
     pub escalation: Step,
+    /// Why it climbed there last.
+    pub climb: Climb,
 }
 
 /// How many workers may be recycled at once: half of them (at least one), so that the
@@ -480,10 +493,11 @@ pub(crate) fn choose(mode: ActionMode, s: &Situation) -> (Plan, Option<String>) 
         })
     };
     if s.escalation == Step::Exhausted {
-        return (
-            Plan::Alert(Reason::LadderExhausted),
-            Some("a touch did not bring the fds down".into()),
-        );
+        let why = match s.climb {
+            Climb::CouldNotAct => "the touch could not be made (its action_failed record says why)",
+            Climb::DidNotWork => "a touch did not bring the fds down",
+        };
+        return (Plan::Alert(Reason::LadderExhausted), Some(why.into()));
     }
     let gentle = s.escalation == Step::Gentlest;
     match mode {
@@ -859,7 +873,25 @@ mod tests {
             pending_change: false,
             ini_invalid: false,
             escalation: Step::Gentlest,
+            climb: Climb::DidNotWork,
         }
+    }
+
+    #[test]
+    fn at_the_top_of_the_ladder_the_alert_says_whether_the_touch_failed_or_was_refused() {
+        let top = Situation {
+            escalation: Step::Exhausted,
+            ..situation()
+        };
+        let (plan, note) = choose(ActionMode::Auto, &top);
+        assert_eq!(plan, Plan::Alert(Reason::LadderExhausted));
+        assert_eq!(note.as_deref(), Some("a touch did not bring the fds down"));
+        let refused = Situation {
+            climb: Climb::CouldNotAct,
+            ..top
+        };
+        let (_, note) = choose(ActionMode::Auto, &refused);
+        assert!(note.unwrap().starts_with("the touch could not be made"));
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use super::{Episode, Proc};
 use crate::config::Policy;
-use crate::policy::{self, Hold, Plan, Step};
+use crate::policy::{self, Climb, Hold, Plan, Step};
 
 /// How bad a concern is, in the Nagios tradition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
@@ -115,7 +115,12 @@ pub(crate) fn assess(
         Step::Exhausted if !over.is_empty() => say(
             ConcernKind::GivenUp,
             Level::Critical,
-            "given up: a reload did not bring the fds down; alerting only until a person acts (`vassal-warden reload` lifts it)".into(),
+            if ep.climb == Climb::CouldNotAct {
+                "given up: the touch could not be made (its action_failed record says why); alerting only until a person acts (`vassal-warden reload` lifts it)"
+            } else {
+                "given up: a reload did not bring the fds down; alerting only until a person acts (`vassal-warden reload` lifts it)"
+            }
+            .into(),
         ),
         Step::Touch if !over.is_empty() => say(
             ConcernKind::Climbing,

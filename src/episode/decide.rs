@@ -11,7 +11,7 @@ use super::{
 };
 use crate::config::Policy;
 use crate::forensics::{Group, Report};
-use crate::policy::{self, Hold, Plan, Situation, Step};
+use crate::policy::{self, Climb, Hold, Plan, Situation, Step};
 use crate::procs::{ProcId, Role};
 use crate::vocab::{ActionKind, OutcomeResult, Reason};
 
@@ -39,6 +39,7 @@ impl Episode {
             // The episode is over: the next one is recorded again, from the bottom of
             // the ladder.
             self.step = Step::Gentlest;
+            self.climb = Climb::DidNotWork;
             if let Some(open) = self.noted.take().and_then(|n| n.open) {
                 return Decision::Ended {
                     open,
@@ -166,6 +167,7 @@ impl Episode {
             pending_change: facts.pending_change,
             ini_invalid: facts.ini_error.is_some(),
             escalation: self.step,
+            climb: self.climb,
         }
     }
 
@@ -317,6 +319,9 @@ impl Episode {
             OutcomeResult::NotRecovered => Step::after_failed(p.kind),
             OutcomeResult::Vanished => self.step,
         };
+        if result != OutcomeResult::Vanished {
+            self.climb = Climb::DidNotWork;
+        }
         if result == OutcomeResult::Recovered && !p.rest.is_empty() {
             self.queue = Some(Queue {
                 incident: p.incident.clone(),

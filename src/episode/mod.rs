@@ -26,7 +26,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::config::{ActionMode, Policy};
 use crate::forensics::Report;
-use crate::policy::{self, Fire, History, Hold, Past, Plan, Step};
+use crate::policy::{self, Climb, Fire, History, Hold, Past, Plan, Step};
 use crate::procs::{ProcId, Role};
 use crate::vocab::{ActionKind, OutcomeResult, Reason};
 
@@ -251,6 +251,8 @@ pub(crate) struct Episode {
     pending: Option<Pending>,
     queue: Option<Queue>,
     step: Step,
+    /// Why the ladder last climbed.
+    climb: Climb,
 }
 
 impl Episode {
@@ -298,6 +300,7 @@ impl Episode {
         });
         if taken.manual {
             self.step = Step::Gentlest;
+            self.climb = Climb::DidNotWork;
         }
         self.pending = Some(Pending {
             incident,
@@ -313,6 +316,7 @@ impl Episode {
     /// the ladder climbs, so the next pass tries the next step instead of the same one.
     pub(crate) fn failed(&mut self, kind: ActionKind) {
         self.step = self.step.max(Step::after_failed(kind));
+        self.climb = Climb::CouldNotAct;
         self.noted = None;
         self.queue = None;
     }

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::time::SystemTime;
 
 use super::{Episode, Note, NoteKey, Open};
-use crate::policy::{Past, Plan, Step};
+use crate::policy::{Climb, Past, Plan, Step};
 use crate::vocab::{ActionKind, OutcomeResult, Reason};
 
 /// One record of the log, as the core reads its history.
@@ -77,6 +77,7 @@ impl Episode {
                     });
                     if *manual {
                         ep.step = Step::Gentlest;
+                        ep.climb = Climb::DidNotWork;
                     }
                     last_kind.insert(e.config.clone(), *kind);
                     // An action ends any lasting episode (logs before `ended` records).
@@ -86,7 +87,10 @@ impl Episode {
                     reason: Reason::ActionFailed,
                     action: Some(kind),
                     ..
-                } => ep.step = ep.step.max(Step::after_failed(*kind)),
+                } => {
+                    ep.step = ep.step.max(Step::after_failed(*kind));
+                    ep.climb = Climb::CouldNotAct;
+                }
                 Happened::Suppressed {
                     reason: Reason::ActionFailed,
                     ..
@@ -118,6 +122,9 @@ impl Episode {
                         (OutcomeResult::Vanished, _) => ep.step,
                         _ => Step::Gentlest,
                     };
+                    if *result != OutcomeResult::Vanished {
+                        ep.climb = Climb::DidNotWork;
+                    }
                 }
                 _ => {}
             }

@@ -478,3 +478,64 @@ fn a_manual_reload_counts_for_the_running_wardens_cooldown() {
     assert_eq!(mtime(&ini), touched);
     assert_eq!(emp.reloads("shop.ini"), 1);
 }
+
+/// A vassal file at the filesystem's latest time (a later one is clamped to it) cannot
+/// be made newer: a touch moves nothing and reloads nothing. It is not recorded as an
+/// action whose outcome then blames the touch; it is `action_failed`, saying what to do,
+/// and the ladder climbs to alerting, which the record and `status` name as a touch that
+/// could not be made.
+#[test]
+fn a_touch_that_cannot_move_the_mtime_is_an_action_failed_not_an_action() {
+    let emp = Emperor::start();
+    // Written aside with its mtime set, then moved in: the Emperor first sees it so.
+    let aside = emp.root().join("stuck.ini.new");
+    std::fs::write(&aside, emp.ini_text(&VassalSpec::default())).unwrap();
+    let out = std::process::Command::new("touch")
+        .args(["-d", "9999-01-01"])
+        .arg(&aside)
+        .status()
+        .unwrap();
+    assert!(out.success());
+    let ini = emp.ini_path("stuck.ini");
+    std::fs::rename(&aside, &ini).unwrap();
+    emp.wait_running("stuck.ini", 1);
+    let before = mtime(&ini);
+    let warden = Warden::start(
+        &bin(),
+        &emp,
+        "reload-at = 40\nfor = 1\naction = touch\ncooldown = 10m\nverify = 30s\n",
+        &[],
+    );
+    emp.leak("stuck.ini", 45);
+    let failed = warden.wait_record("suppressed", 0);
+    assert_eq!(failed["reason"], "action_failed", "{failed}");
+    assert_eq!(failed["action"], "touch", "{failed}");
+    let detail = failed["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("stayed at") && detail.contains("vassal-warden reload"),
+        "{detail}"
+    );
+    let given_up = warden.wait_record("suppressed", 1);
+    assert_eq!(given_up["reason"], "ladder_exhausted", "{given_up}");
+    // Named as what it was everywhere: no touch happened, so none "did not work".
+    let said = given_up["detail"].as_str().unwrap_or_default();
+    assert!(said.contains("the touch could not be made"), "{given_up}");
+    let status = std::process::Command::new(bin())
+        .args(["status", "-c"])
+        .arg(&warden.config)
+        .output()
+        .unwrap();
+    let status = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        status.contains("the touch could not be made") && !status.contains("did not bring"),
+        "{status}"
+    );
+    assert_eq!(
+        count(&warden.records(), "action"),
+        0,
+        "{:?}",
+        warden.records()
+    );
+    assert_eq!(mtime(&ini), before);
+    assert_eq!(emp.reloads("stuck.ini"), 0);
+}
