@@ -279,9 +279,27 @@ fn system_service(pid: i32) -> bool {
         })
 }
 
-/// Reads an Emperor's settings from a process's command line (and the ini it names).
-/// `None` when the process is not an Emperor.
-fn emperor_settings(pid: i32, args: &[String]) -> Option<Emperor> {
+/// The vassal file `name` (from a vassal's `--ini`) as Emperor `e` reads it: in one of
+/// its directories, never from wherever the vassal has since changed to.
+fn as_vassal_file(e: &Emperor, name: &str) -> Option<PathBuf> {
+    let name = Path::new(name);
+    if name.is_absolute() {
+        return e
+            .sources
+            .iter()
+            .any(|s| name.starts_with(s.dir()))
+            .then(|| name.to_owned());
+    }
+    e.sources
+        .iter()
+        .map(|s| s.dir().join(name))
+        .find(|p| p.exists())
+}
+
+/// Reads an Emperor's settings from a process's command line (and the ini it names):
+/// for a process an Emperor started (`vassal_of`), the ini is its vassal file as that
+/// Emperor reads it. `None` when the process is not an Emperor.
+fn emperor_settings(pid: i32, args: &[String], vassal_of: Option<&Emperor>) -> Option<Emperor> {
     let mut opts: Vec<(String, String)> = Vec::new();
     let mut config_file = None;
     for (k, v) in cmdline_options(args) {
@@ -291,10 +309,22 @@ fn emperor_settings(pid: i32, args: &[String]) -> Option<Emperor> {
                 Some((f, s)) if !f.is_empty() && !s.contains('/') => (f, s),
                 _ => (v.as_str(), "uwsgi"),
             };
-            let path = resolve_for(pid, file);
+            let (path, base) = match vassal_of {
+                None => (resolve_for(pid, file), base_dir(pid)),
+                Some(e) => match as_vassal_file(e, file) {
+                    Some(p) => {
+                        let dir = p
+                            .parent()
+                            .map_or_else(|| PathBuf::from("/"), Path::to_owned);
+                        (p, dir)
+                    }
+                    // Not one of its Emperor's files: nothing of it is read.
+                    None => continue,
+                },
+            };
             // Bounded and without blocking (a FIFO or a device is an error, not a stall);
             // its includes are taken from where the Emperor runs, as uWSGI takes them.
-            match VassalIni::read_in(&path, &base_dir(pid), section) {
+            match VassalIni::read_in(&path, &base, section) {
                 Ok(ini) => {
                     opts.extend(ini.options);
                     config_file = Some(path);
@@ -368,37 +398,109 @@ pub(crate) struct Discovery {
     verdicts: HashMap<procs::ProcId, Option<Emperor>>,
 }
 
+/// uWSGI ancestors followed up from a process, at most: a vassal's sub-Emperor's vassal
+/// is three levels below the Emperor; this is far beyond any real tree.
+const MAX_DEPTH: u32 = 16;
+
 impl Discovery {
     pub(crate) fn discover(&mut self) -> Vec<Emperor> {
-        let mut found: HashMap<i32, Emperor> = HashMap::new();
-        let mut parents: HashMap<i32, i32> = HashMap::new();
-        let mut seen = std::collections::HashSet::new();
+        let mut stats: HashMap<i32, (procs::ProcId, i32)> = HashMap::new();
         for pid in procs::all_pids() {
-            let Some(st) = procs::stat(pid) else { continue };
-            let id = procs::ProcId {
-                pid,
-                start_time: st.start_time,
-            };
-            seen.insert(id);
-            let verdict = self.verdicts.entry(id).or_insert_with(|| {
-                // Before any file it names is read: only a uWSGI binary that sees this
-                // host's files is an Emperor.
-                if !runs_uwsgi(pid) {
-                    None
-                } else if same_root(pid) {
-                    emperor_settings(pid, &procs::cmdline(pid)?)
-                } else {
-                    tracing::debug!(pid, "a uWSGI process with another root directory (a container): its paths are not this host's, so it is not watched");
-                    None
-                }
-            });
-            if let Some(e) = verdict {
-                parents.insert(pid, st.ppid);
-                found.insert(pid, e.clone());
+            if let Some(st) = procs::stat(pid) {
+                let id = procs::ProcId {
+                    pid,
+                    start_time: st.start_time,
+                };
+                stats.insert(pid, (id, st.ppid));
             }
         }
+        let seen: std::collections::HashSet<procs::ProcId> =
+            stats.values().map(|(id, _)| *id).collect();
         self.verdicts.retain(|id, _| seen.contains(id));
+        let mut pids: Vec<i32> = stats.keys().copied().collect();
+        pids.sort_unstable();
+        let mut found: HashMap<i32, Emperor> = HashMap::new();
+        let mut parents: HashMap<i32, i32> = HashMap::new();
+        for pid in pids {
+            if let Some(e) = self.verdict(pid, &stats, 0) {
+                parents.insert(pid, stats[&pid].1);
+                found.insert(pid, e);
+            }
+        }
         pair_debian_layout(found, &parents)
+    }
+
+    /// Whether `pid` is an Emperor, and its settings; its uWSGI ancestors are judged
+    /// first. Each process is judged once, by its identity.
+    fn verdict(
+        &mut self,
+        pid: i32,
+        stats: &HashMap<i32, (procs::ProcId, i32)>,
+        depth: u32,
+    ) -> Option<Emperor> {
+        let &(id, ppid) = stats.get(&pid)?;
+        if let Some(v) = self.verdicts.get(&id) {
+            return v.clone();
+        }
+        let v = self.judge(id, ppid, stats, depth);
+        self.verdicts.insert(id, v.clone());
+        v
+    }
+
+    /// What `id` is. Before any file it names is read: only a uWSGI binary that sees
+    /// this host's files is an Emperor. A process an Emperor started (a vassal, its
+    /// workers and other children) is one only when its vassal file, as that Emperor
+    /// reads it, makes it a sub-Emperor: what its working directory holds is not asked.
+    fn judge(
+        &mut self,
+        id: procs::ProcId,
+        ppid: i32,
+        stats: &HashMap<i32, (procs::ProcId, i32)>,
+        depth: u32,
+    ) -> Option<Emperor> {
+        let pid = id.pid;
+        if !runs_uwsgi(pid) {
+            return None;
+        }
+        if !same_root(pid) {
+            tracing::debug!(
+                pid,
+                "a uWSGI process with another root directory (a container): its paths are not this host's, so it is not watched"
+            );
+            return None;
+        }
+        let args = procs::cmdline(pid)?;
+        // The nearest uWSGI process above it.
+        let mut above = ppid;
+        let mut steps = 0;
+        let ancestor = loop {
+            if above <= 1 || steps >= MAX_DEPTH {
+                break None;
+            }
+            if runs_uwsgi(above) {
+                break Some(above);
+            }
+            above = stats.get(&above)?.1;
+            steps += 1;
+        };
+        let Some(ancestor) = ancestor else {
+            return emperor_settings(pid, &args, None);
+        };
+        if depth >= MAX_DEPTH {
+            return None;
+        }
+        let parent = self.verdict(ancestor, stats, depth + 1);
+        // A fork of its parent, with its command line: the same program, the same
+        // verdict (Debian's Emperor proper under its master, a vassal's workers).
+        if ancestor == ppid && procs::cmdline(ancestor).as_deref() == Some(&args[..]) {
+            return parent.map(|e| Emperor {
+                pid,
+                start_time: id.start_time,
+                ..e
+            });
+        }
+        // Started by an Emperor: its config is its vassal file, as the Emperor reads it.
+        emperor_settings(pid, &args, Some(&parent?))
     }
 }
 

@@ -645,3 +645,67 @@ fn a_vassals_own_file_cannot_loosen_roots_cooldown_or_max_reloads() {
         "{log}"
     );
 }
+
+/// A file in a vassal's working directory does not make the vassal an Emperor: `cd.ini`
+/// changes into a tenant's directory, where the tenant wrote its own `cd.ini` naming
+/// root's vassal directory. One Emperor is found (root's), no warning is printed about a
+/// vassal's own `--ini`, and a leaking vassal in root's directory is still healed.
+#[test]
+fn a_file_in_a_vassals_working_directory_does_not_make_it_an_emperor() {
+    let emp = Emperor::start();
+    let root = emp.root().to_owned();
+    let tenant = root.join("tenant");
+    fs::create_dir_all(&tenant).unwrap();
+    chown_nobody(&tenant);
+    let decoy = tenant.join("cd.ini");
+    fs::write(
+        &decoy,
+        format!("[uwsgi]\nemperor = {}\n", emp.vassals.display()),
+    )
+    .unwrap();
+    chown_nobody(&decoy);
+    emp.add_vassal(
+        "cd.ini",
+        &VassalSpec {
+            extra: vec![format!("chdir = {}", tenant.display())],
+            ..VassalSpec::default()
+        },
+    );
+    emp.add_vassal("leaky.ini", &VassalSpec::default());
+    let (cd_master, cd_workers) = emp.wait_running("cd.ini", 1);
+    emp.wait_running("leaky.ini", 1);
+
+    let cfg = crate::harness::write_config(&root, "found.ini", &[], "");
+    let out = Command::new(bin())
+        .args(["status", "--json", "-c"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let status: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let emperors: Vec<i64> = status["emperors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_i64)
+        .collect();
+    // Other tests' Emperors may run too: this one is found, and no process of cd.ini.
+    assert!(
+        emperors.contains(&i64::from(emp.emperor_pid())),
+        "{status:#}"
+    );
+    for pid in std::iter::once(cd_master).chain(cd_workers) {
+        assert!(!emperors.contains(&i64::from(pid)), "PID {pid}: {status:#}");
+    }
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("does not exist"), "{stderr}");
+
+    let warden = Warden::start(
+        &bin(),
+        &emp,
+        "reload-at = 40\nfor = 1\ncooldown = 10m\nverify = 30s\n",
+        &[],
+    );
+    emp.leak("leaky.ini", 45);
+    let action = warden.wait_record("action", 0);
+    assert_eq!(action["vassal"], "leaky.ini", "{action}");
+}
