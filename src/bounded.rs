@@ -35,6 +35,8 @@ pub(crate) enum ReadError {
     NotRegular(&'static str),
     /// Larger than `max` bytes.
     TooLarge { max: u64 },
+    /// On a kernel filesystem (procfs, sysfs, …): not configuration.
+    Kernel(&'static str),
 }
 
 impl ReadError {
@@ -54,6 +56,11 @@ impl std::fmt::Display for ReadError {
             ReadError::NotRegular(kind) => write!(
                 f,
                 "it is {kind}, not a regular file, so it was not read; replace it with a regular file or remove it"
+            ),
+            ReadError::Kernel(fs) => write!(
+                f,
+                "it is a file of the kernel's ({fs}), not configuration, so it was not read; \
+                 name a regular file instead"
             ),
             ReadError::TooLarge { max } => write!(
                 f,
@@ -82,9 +89,44 @@ fn kind_of(ft: std::fs::FileType) -> Option<&'static str> {
     }
 }
 
+/// Filesystems whose files are the kernel's, not anyone's configuration: procfs, sysfs,
+/// debugfs, tracefs, securityfs, the cgroup filesystems, bpffs, configfs, devpts,
+/// efivarfs and pstore (by their `statfs` magic numbers). Reading some has effects
+/// (`/proc/kmsg` consumes the kernel's log).
+const PSEUDO: [(i64, &str); 12] = [
+    (0x9fa0, "procfs"),
+    (0x6265_6572, "sysfs"),
+    (0x6462_6720, "debugfs"),
+    (0x7472_6163, "tracefs"),
+    (0x7363_6673, "securityfs"),
+    (0x0027_e0eb, "cgroupfs"),
+    (0x6367_7270, "cgroup2"),
+    (0xcafe_4a11, "bpffs"),
+    (0x6265_6570, "configfs"),
+    (0x1cd1, "devpts"),
+    (0xde5e_81e4, "efivarfs"),
+    (0x6165_676c, "pstore"),
+];
+
 /// Reads `path` (following symlinks, as uWSGI does) if it is a regular file of at most
 /// `max` bytes.
 pub(crate) fn read(path: &Path, max: u64) -> Result<Vec<u8>, ReadError> {
+    read_as(path, max, false)
+}
+
+/// Like `read`, for a file read as configuration (a vassal file, an include, a pidfile,
+/// an Emperor's ini): one on a kernel filesystem (procfs, sysfs, …) is refused.
+pub(crate) fn read_config(path: &Path, max: u64) -> Result<Vec<u8>, ReadError> {
+    read_as(path, max, true)
+}
+
+/// Like `read_config`, as UTF-8 text.
+pub(crate) fn read_config_text(path: &Path, max: u64) -> Result<String, ReadError> {
+    let bytes = read_config(path, max)?;
+    String::from_utf8(bytes).map_err(|_| ReadError::NotRegular("not UTF-8 text"))
+}
+
+fn read_as(path: &Path, max: u64, config: bool) -> Result<Vec<u8>, ReadError> {
     let not_found = |e: rustix::io::Errno| {
         if e == rustix::io::Errno::NOENT {
             ReadError::NotFound
@@ -113,6 +155,14 @@ pub(crate) fn read(path: &Path, max: u64) -> Result<Vec<u8>, ReadError> {
             return Err(ReadError::NotRegular(kind));
         }
     }
+    if config {
+        let fs = rustix::fs::fstatfs(&pinned).map_err(|e| ReadError::Io(e.into()))?;
+        #[allow(clippy::useless_conversion)]
+        let magic = i64::from(fs.f_type);
+        if let Some((_, name)) = PSEUDO.iter().find(|(m, _)| *m == magic) {
+            return Err(ReadError::Kernel(name));
+        }
+    }
     let flags = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
     let through = format!("/proc/self/fd/{}", rustix::fd::AsRawFd::as_raw_fd(&pinned));
     let fd = rustix::fs::open(through.as_str(), flags, Mode::empty()).map_err(not_found)?;
@@ -136,15 +186,34 @@ pub(crate) fn read(path: &Path, max: u64) -> Result<Vec<u8>, ReadError> {
     Ok(buf)
 }
 
-/// Like `read`, as UTF-8 text; other bytes are an error saying so.
-pub(crate) fn read_text(path: &Path, max: u64) -> Result<String, ReadError> {
-    let bytes = read(path, max)?;
-    String::from_utf8(bytes).map_err(|_| ReadError::NotRegular("not UTF-8 text"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_kernel_file_is_not_read_as_configuration() {
+        for p in [
+            "/proc/self/status",
+            "/sys/kernel/mm/transparent_hugepage/enabled",
+        ] {
+            let p = Path::new(p);
+            if !p.exists() {
+                continue;
+            }
+            assert!(
+                read(p, 1 << 20).is_ok(),
+                "{}: still read as data",
+                p.display()
+            );
+            let e = read_config(p, 1 << 20).unwrap_err();
+            assert!(matches!(e, ReadError::Kernel(_)), "{}: {e}", p.display());
+            assert!(e.to_string().contains("not configuration"), "{e}");
+        }
+        let d = tempfile::tempdir().unwrap();
+        let ok = d.path().join("a.ini");
+        std::fs::write(&ok, "[uwsgi]\n").unwrap();
+        assert!(read_config(&ok, 64).is_ok());
+    }
 
     #[test]
     fn regular_file_within_the_bound_is_read() {

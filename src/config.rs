@@ -273,7 +273,7 @@ impl Config {
         };
         // Bounded, without blocking: a FIFO or a device at the path is an error, not a
         // stall.
-        match crate::bounded::read_text(&path, crate::bounded::MAX_CONFIG) {
+        match crate::bounded::read_config_text(&path, crate::bounded::MAX_CONFIG) {
             Ok(text) => Config::parse(&path, &text),
             Err(e) if e.is_not_found() && !explicit => Ok(Config::default()),
             Err(e) => Err(FileError::new(

@@ -551,7 +551,7 @@ pub(crate) fn read_vassal(path: &Path, cwd: &Path) -> Result<VassalIni, crate::e
     if is_ini {
         return VassalIni::read_in(path, cwd, "uwsgi");
     }
-    match crate::bounded::read(path, crate::bounded::MAX_CONFIG) {
+    match crate::bounded::read_config(path, crate::bounded::MAX_CONFIG) {
         Ok(bytes) if !bytes.is_empty() => Ok(VassalIni::default()),
         Ok(_) => Err(crate::error::FileError {
             path: path.to_owned(),

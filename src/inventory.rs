@@ -103,7 +103,7 @@ fn workdir(source: &Source, path: &Path, emperor: Option<i32>) -> PathBuf {
 
 fn digest(path: &Path) -> Option<(i64, u64)> {
     use std::hash::{Hash, Hasher};
-    let bytes = crate::bounded::read(path, crate::bounded::MAX_CONFIG).ok()?;
+    let bytes = crate::bounded::read_config(path, crate::bounded::MAX_CONFIG).ok()?;
     let mtime = std::fs::metadata(path).ok()?.mtime();
     let mut h = std::collections::hash_map::DefaultHasher::new();
     bytes.hash(&mut h);

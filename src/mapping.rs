@@ -425,7 +425,7 @@ fn connect_unix(path: &Path, deadline: Instant) -> std::io::Result<UnixStream> {
 /// A pidfile's PID: a regular file of at most `bounded::MAX_PIDFILE` bytes, read
 /// without blocking; anything else is no PID.
 fn read_pidfile(path: &Path) -> Option<i32> {
-    crate::bounded::read_text(path, crate::bounded::MAX_PIDFILE)
+    crate::bounded::read_config_text(path, crate::bounded::MAX_PIDFILE)
         .ok()?
         .trim()
         .parse()

@@ -208,6 +208,21 @@ pub(super) fn load(
             crate::trust::authority(path)
         },
     };
+    // A tenant's link to a file it could not read is not read as root (nor echoed).
+    if let Some(owner) = l.owner.filter(|o| *o != 0)
+        && let Ok(m) = std::fs::metadata(path)
+        && !crate::trust::may_read(owner, &m)
+    {
+        return Err(FileError::new(
+            path,
+            None,
+            format!(
+                "it is uid {owner}'s, and leads to a file of uid {} that uid {owner} could not \
+                 read: it is not read, and uWSGI running as that user could not load it either",
+                std::os::unix::fs::MetadataExt::uid(&m)
+            ),
+        ));
+    }
     let text = match text {
         Some(t) => t.to_owned(),
         None => read_top(path)?,
@@ -223,8 +238,8 @@ pub(super) fn load(
 }
 
 fn read_top(path: &Path) -> Result<String, FileError> {
-    let bytes =
-        bounded::read(path, MAX_CONFIG).map_err(|e| FileError::new(path, None, e.to_string()))?;
+    let bytes = bounded::read_config(path, MAX_CONFIG)
+        .map_err(|e| FileError::new(path, None, e.to_string()))?;
     String::from_utf8(bytes).map_err(|e| {
         FileError::new(
             path,
@@ -327,7 +342,7 @@ impl Loader<'_> {
                 ),
             ));
         }
-        let text = bounded::read_text(&path, MAX_CONFIG).map_err(|e| {
+        let text = bounded::read_config_text(&path, MAX_CONFIG).map_err(|e| {
             self.error(
                 Some(at),
                 format!(
@@ -358,7 +373,7 @@ impl Loader<'_> {
         }
         // Read to check that uWSGI can open it; its options are not parsed here.
         let path = self.admit(at, "include", name)?;
-        bounded::read(&path, MAX_CONFIG).map_err(|e| {
+        bounded::read_config(&path, MAX_CONFIG).map_err(|e| {
             self.error(
                 Some(at),
                 format!("cannot load `{name}` ({}): {e}", path.display()),
@@ -626,7 +641,7 @@ impl Loader<'_> {
     fn at_file(&mut self, i: usize, name: &str) -> Result<String, FileError> {
         let at = self.opts[i].at;
         let path = self.admit(at, "@()", name)?;
-        let bytes = bounded::read(&path, MAX_VALUE as u64).map_err(|e| {
+        let bytes = bounded::read_config(&path, MAX_VALUE as u64).map_err(|e| {
             self.error(
                 Some(at),
                 format!(

@@ -709,3 +709,48 @@ fn a_file_in_a_vassals_working_directory_does_not_make_it_an_emperor() {
     let action = warden.wait_record("action", 0);
     assert_eq!(action["vassal"], "leaky.ini", "{action}");
 }
+
+/// A tenant's vassal file is read only as far as the tenant could read it: the tenant's
+/// link to a root-only (0600) file is not read, so nothing of it reaches `check`; and a
+/// link to a kernel file (procfs: `/proc/kmsg` would consume the kernel's log) is not
+/// read as configuration. `check` names each, and says why.
+#[test]
+fn a_tenants_link_to_a_file_it_could_not_read_or_to_procfs_is_not_read() {
+    use std::os::unix::fs::PermissionsExt;
+    let emp = Emperor::start();
+    let root = emp.root().to_owned();
+    let secret = root.join("secret.conf");
+    fs::write(
+        &secret,
+        "[uwsgi]\nsocket = /run/SECRET-MARKER.sock\npidfile = /run/SECRET-MARKER.pid\n",
+    )
+    .unwrap();
+    fs::set_permissions(&secret, fs::Permissions::from_mode(0o600)).unwrap();
+    let peek = emp.ini_path("peek.ini");
+    std::os::unix::fs::symlink(&secret, &peek).unwrap();
+    chown_nobody(&peek);
+    let kernel = emp.ini_path("kernel.ini");
+    std::os::unix::fs::symlink("/proc/version", &kernel).unwrap();
+    chown_nobody(&kernel);
+    emp.add_vassal("shop.ini", &VassalSpec::default());
+    emp.wait_running("shop.ini", 1);
+    let cfg = emp.config("");
+    let out = Command::new(bin())
+        .args(["check", "-c", &cfg])
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!text.contains("SECRET-MARKER"), "{text}");
+    assert!(
+        text.contains("peek.ini") && text.contains("could not read"),
+        "{text}"
+    );
+    assert!(
+        text.contains("kernel.ini") && text.contains("not configuration"),
+        "{text}"
+    );
+}
