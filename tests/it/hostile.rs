@@ -720,9 +720,14 @@ fn a_tenants_link_to_a_file_it_could_not_read_or_to_procfs_is_not_read() {
     let emp = Emperor::start();
     let root = emp.root().to_owned();
     let secret = root.join("secret.conf");
+    // Root's Emperor reads it (as root, it may) and runs it: its files stay in the test's
+    // directory.
     fs::write(
         &secret,
-        "[uwsgi]\nsocket = /run/SECRET-MARKER.sock\npidfile = /run/SECRET-MARKER.pid\n",
+        format!(
+            "[uwsgi]\nsocket = {r}/run/SECRET-MARKER.sock\npidfile = {r}/run/SECRET-MARKER.pid\n",
+            r = root.display()
+        ),
     )
     .unwrap();
     fs::set_permissions(&secret, fs::Permissions::from_mode(0o600)).unwrap();
