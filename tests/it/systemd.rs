@@ -265,8 +265,11 @@ fn the_watchdog_restarts_a_stopped_loop(c: &Container) {
     c.ok(&["sh", "-c", &format!("kill -STOP {}", before["MainPID"])]);
     wait_for(Duration::from_secs(60), "the watchdog's restart", || {
         let now = c.show("ActiveState,MainPID,NRestarts");
+        // At least one restart: trixie's systemd sometimes fails its first spawn after a
+        // watchdog kill ("Failed to spawn executor") and counts a second.
+        let restarts: u32 = now["NRestarts"].parse().unwrap_or(0);
         (now["ActiveState"] == "active"
-            && now["NRestarts"] == "1"
+            && restarts >= 1
             && now["MainPID"] != before["MainPID"]
             && now["MainPID"] != "0")
             .then_some(())
