@@ -159,6 +159,9 @@ pub(crate) struct Emperor {
     /// The config file its command line names, if any.
     pub config_file: Option<PathBuf>,
     pub sources: Vec<Source>,
+    /// Directories it watches that it does not speak for here, each with why and what
+    /// to do (`check` says them).
+    pub unwatched: Vec<(Source, String)>,
     pub nofollow: bool,
     pub stats: Option<String>,
     pub freq: Option<u32>,
@@ -264,6 +267,37 @@ fn same_root(pid: i32) -> bool {
     }
 }
 
+/// The most ancestors followed up to PID 1.
+const MAX_ANCESTORS: usize = 64;
+
+/// True when root started `pid`, whatever uid it runs as now: no user's login session is
+/// behind it (its `loginuid`, which the kernel sets once, at login, and which every
+/// process of that session inherits, is unset or root's), and every process above it up
+/// to PID 1 runs as root. A user's process has either that user's login behind it, or a
+/// process of that user above it (a shell, a user's service manager).
+fn started_by_root(pid: i32) -> bool {
+    let loginuid = std::fs::read_to_string(procs::proc_path(pid, "loginuid"))
+        .ok()
+        .and_then(|s| s.trim().parse::<u32>().ok());
+    if !matches!(loginuid, Some(0 | u32::MAX)) {
+        return false;
+    }
+    let mut p = pid;
+    for _ in 0..MAX_ANCESTORS {
+        let Some(ppid) = procs::stat(p).map(|s| s.ppid) else {
+            return false;
+        };
+        if ppid <= 1 {
+            return ppid == 1;
+        }
+        if procs::uid(ppid) != Some(0) {
+            return false;
+        }
+        p = ppid;
+    }
+    false
+}
+
 /// True when systemd runs `pid` in a system service's cgroup (`/system.slice/….service`),
 /// where no user can move a process of theirs.
 fn system_service(pid: i32) -> bool {
@@ -294,6 +328,47 @@ fn as_vassal_file(e: &Emperor, name: &str) -> Option<PathBuf> {
         .iter()
         .map(|s| s.dir().join(name))
         .find(|p| p.exists())
+}
+
+/// The directories an Emperor running as `uid` (root's when `system`) speaks for, and
+/// those it does not, each with why. An Emperor run by a user speaks only for
+/// directories that user owns: a user who starts uWSGI's own binary with `--emperor
+/// /etc/uwsgi-emperor/vassals` does not take over the vassals of root's Emperor. Root's
+/// Emperor may have dropped to another uid (Debian's runs as www-data): it is root's when
+/// systemd started it as a system service, or when root started it however else
+/// (`started_by_root`).
+fn spoken_for(
+    opts: &[(String, String)],
+    base: &Path,
+    uid: u32,
+    system: bool,
+) -> (Vec<Source>, Vec<(Source, String)>) {
+    let mut sources = Vec::new();
+    let mut unwatched = Vec::new();
+    // uWSGI opens a relative `emperor` directory from its working directory, not from
+    // the config file's.
+    for s in opts
+        .iter()
+        .filter(|(k, _)| k == "emperor")
+        .filter_map(|(_, v)| Source::parse(v, base))
+    {
+        use std::os::unix::fs::MetadataExt;
+        let owner = std::fs::metadata(s.dir()).map(|m| m.uid()).ok();
+        if system || owner == Some(uid) {
+            sources.push(s);
+        } else {
+            let why = format!(
+                "it runs as uid {uid}, which does not own {}, and neither root nor systemd \
+                 started it (a process of a user's login or of a user's process): it speaks \
+                 only for that user's directories; if root runs it, vouch for the directory \
+                 with `vassals = {}` in warden.ini",
+                s.dir().display(),
+                s
+            );
+            unwatched.push((s, why));
+        }
+    }
+    (sources, unwatched)
 }
 
 /// Reads an Emperor's settings from a process's command line (and the ini it names):
@@ -351,23 +426,9 @@ fn emperor_settings(pid: i32, args: &[String], vassal_of: Option<&Emperor>) -> O
             .is_some_and(|(_, v)| !matches!(v.as_str(), "0" | "false" | "no" | "off"))
     };
     let base = base_dir(pid);
-    // An Emperor run by a user speaks only for directories that user owns: a user who
-    // starts uWSGI's own binary with `--emperor /etc/uwsgi-emperor/vassals` does not
-    // take over the vassals of root's Emperor. Root's Emperor may have dropped to
-    // another uid (Debian's runs as www-data): started as a system service, it is root's.
     let uid = procs::uid(pid)?;
-    let system = uid == 0 || system_service(pid);
-    let sources: Vec<Source> = opts
-        .iter()
-        .filter(|(k, _)| k == "emperor")
-        // uWSGI opens a relative `emperor` directory from its working directory, not from
-        // the config file's.
-        .filter_map(|(_, v)| Source::parse(v, &base))
-        .filter(|s| {
-            use std::os::unix::fs::MetadataExt;
-            system || std::fs::metadata(s.dir()).is_ok_and(|m| m.uid() == uid)
-        })
-        .collect();
+    let system = uid == 0 || system_service(pid) || started_by_root(pid);
+    let (sources, unwatched) = spoken_for(&opts, &base, uid, system);
     if !opts.iter().any(|(k, _)| k == "emperor") {
         return None;
     }
@@ -380,6 +441,7 @@ fn emperor_settings(pid: i32, args: &[String], vassal_of: Option<&Emperor>) -> O
         cmdline: args.to_vec(),
         config_file,
         sources,
+        unwatched,
         nofollow: flag("emperor-nofollow"),
         stats: get("emperor-stats").or_else(|| get("emperor-stats-server")),
         freq: get("emperor-freq").and_then(|v| v.parse().ok()),

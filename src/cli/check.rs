@@ -46,6 +46,9 @@ struct EmperorCheck {
     master_pid: Option<i32>,
     config_file: Option<PathBuf>,
     sources: Vec<String>,
+    /// Directories it watches that the warden does not watch for it, and why.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    unwatched: Vec<String>,
     nofollow: bool,
     stats: Option<String>,
     /// `emperor-freq` in seconds, when set.
@@ -266,6 +269,7 @@ impl EmperorCheck {
             master_pid: e.master_pid,
             config_file: e.config_file.clone(),
             sources: e.sources.iter().map(ToString::to_string).collect(),
+            unwatched: e.unwatched.iter().map(|(_, why)| why.clone()).collect(),
             nofollow: e.nofollow,
             stats: e.stats.clone(),
             freq: e.freq,
@@ -360,6 +364,9 @@ impl EmperorCheck {
         for (label, value) in fields {
             writeln!(w, "  {:<label_width$} {value}", format!("{label}:"))?;
         }
+        for why in &self.unwatched {
+            writeln!(w, "  not watched: {}", crate::text::one_line(why))?;
+        }
         Ok(())
     }
 }
@@ -395,6 +402,7 @@ mod tests {
             master_pid: Some(1233),
             config_file: Some("/etc/uwsgi-emperor/emperor.ini".into()),
             sources: vec!["/etc/uwsgi-emperor/vassals".into()],
+            unwatched: Vec::new(),
             nofollow: true,
             stats: None,
             freq: None,

@@ -489,3 +489,43 @@ fn tyrant_vassals_run_as_their_owners_and_are_mapped_and_reloaded() {
         65534
     );
 }
+
+/// An Emperor root starts outside systemd (as a container's entrypoint, supervisord or
+/// an init script would) that drops to `www-data` once started, as Debian's
+/// `emperor.ini` has it: it is still root's, so its directory (root's) is watched and
+/// its vassals mapped.
+#[test]
+fn a_root_started_emperor_that_dropped_privileges_is_watched_however_it_was_started() {
+    let emp = Emperor::start_with(&EmperorOptions {
+        debian: true,
+        drop_to: Some("www-data".into()),
+        ..EmperorOptions::default()
+    });
+    emp.add_vassal("shop.ini", &VassalSpec::default());
+    let (master, _) = emp.wait_running("shop.ini", 1);
+    let cfg = crate::harness::write_config(emp.root(), "found.ini", &[], "");
+    let check = json(&["check", "--json", "-c", cfg.to_str().unwrap()]);
+    let ours = check["emperors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["pid"] == emp.emperor_pid())
+        .cloned()
+        .unwrap_or_else(|| panic!("the Emperor was not found: {check:#}"));
+    let dir = std::fs::canonicalize(&emp.vassals).unwrap();
+    assert_eq!(
+        ours["sources"],
+        serde_json::json!([dir.to_str().unwrap()]),
+        "{check:#}"
+    );
+    let status = json(&["status", "--json", "-c", cfg.to_str().unwrap()]);
+    // Other tests' Emperors may run vassals of the same name: this one's, by its path.
+    let shop = status["vassals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["config"] == emp.ini_path("shop.ini").to_str().unwrap())
+        .unwrap_or_else(|| panic!("shop.ini is not watched: {status:#}"));
+    assert_eq!(shop["state"], "running", "{status:#}");
+    assert_eq!(pids(shop).0, i64::from(master), "{status:#}");
+}

@@ -138,6 +138,9 @@ pub struct EmperorOptions {
     /// `--emperor-tyrant`: vassals run as the owners of their files (the tree is opened
     /// up so that `nobody` can read the app and bind its socket).
     pub tyrant: bool,
+    /// `uid` and `gid`: the Emperor drops to this user once started (Debian's
+    /// `emperor.ini` drops to `www-data`); the tree is opened up for it.
+    pub drop_to: Option<String>,
     /// Run through this command (e.g. into another Debian's root: tests/it/stacks.rs),
     /// with this `uwsgi`: `None` for the one on `PATH`.
     pub within: Vec<String>,
@@ -179,8 +182,14 @@ impl Emperor {
         if opts.nofollow {
             settings.push(("emperor-nofollow", "true".to_owned()));
         }
-        if opts.tyrant {
-            settings.push(("emperor-tyrant", "true".to_owned()));
+        if let Some(user) = &opts.drop_to {
+            settings.push(("uid", user.clone()));
+            settings.push(("gid", user.clone()));
+        }
+        if opts.tyrant || opts.drop_to.is_some() {
+            if opts.tyrant {
+                settings.push(("emperor-tyrant", "true".to_owned()));
+            }
             for (d, mode) in [
                 (root.to_owned(), 0o755),
                 (vassals.clone(), 0o755),

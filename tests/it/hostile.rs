@@ -502,16 +502,23 @@ fn a_users_emperor_does_not_take_over_roots_vassal_directory() {
     for d in [emp.root(), emp.vassals.as_path()] {
         fs::set_permissions(d, fs::Permissions::from_mode(0o755)).unwrap();
     }
+    // From the user's own shell, as a user starts it (not exec'd: the shell stays above
+    // it, a process of the user's).
     let theirs = crate::harness::Group::spawn(
         Command::new("setpriv")
             .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups"])
-            .arg("/usr/bin/uwsgi-core")
-            .arg("--emperor")
+            .args([
+                "sh",
+                "-c",
+                "/usr/bin/uwsgi-core --emperor \"$0\" --emperor-freq 1000; :",
+            ])
             .arg(&emp.vassals)
-            .args(["--emperor-freq", "1000"])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null()),
     );
+    let theirs_pid = wait_for(Duration::from_secs(10), "the user's Emperor", || {
+        crate::harness::children(theirs.pid()).first().copied()
+    });
     let cfg = crate::harness::write_config(emp.root(), "warden.ini", &[], "");
     let check = wait_for(Duration::from_secs(60), "both Emperors seen", || {
         let out = Command::new(bin())
@@ -526,17 +533,23 @@ fn a_users_emperor_does_not_take_over_roots_vassal_directory() {
             .iter()
             .filter_map(|e| e["pid"].as_i64())
             .collect();
-        (pids.contains(&i64::from(theirs.pid())) && pids.contains(&i64::from(emp.emperor_pid())))
+        (pids.contains(&i64::from(theirs_pid)) && pids.contains(&i64::from(emp.emperor_pid())))
             .then_some(v)
     });
     let users = check["emperors"]
         .as_array()
         .unwrap()
         .iter()
-        .find(|e| e["pid"] == theirs.pid())
+        .find(|e| e["pid"] == theirs_pid)
         .cloned()
         .unwrap();
     assert_eq!(users["sources"], Value::Array(vec![]), "{check:#}");
+    // `check` says why its directory is not watched, and how root vouches for one.
+    let why = users["unwatched"][0].as_str().unwrap_or_default();
+    assert!(
+        why.contains("runs as uid 65534") && why.contains("`vassals = "),
+        "{check:#}"
+    );
     let status = status_json(cfg.to_str().unwrap());
     let shop = status["vassals"]
         .as_array()
