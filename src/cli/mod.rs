@@ -267,6 +267,10 @@ fn health(config: Option<&std::path::Path>) -> Result<(), Failure> {
             if let Some(p) = &episodes.problem {
                 concerns.push((Level::Warning, p.clone()));
             }
+            // No record, no action: a log that cannot take one stops every remedy.
+            if let Some(why) = cannot_record(&cfg.audit_log) {
+                concerns.push((Level::Critical, why));
+            }
             let level = concerns.iter().map(|c| c.0).max().unwrap_or(Level::Ok);
             let (vassals, procs) = report.counts();
             let what = if level == Level::Ok {
@@ -292,6 +296,38 @@ fn health(config: Option<&std::path::Path>) -> Result<(), Failure> {
     } else {
         Err(Failure::Health(code))
     }
+}
+
+/// Room a record needs, at least, on the log's filesystem: far more than one record.
+const ROOM_TO_RECORD: u64 = 64 << 10;
+
+/// Why the incident log `log` cannot take a record now (so the warden cannot act): its
+/// directory is not one, or its filesystem is full (as root sees it: root may use the
+/// blocks reserved for it).
+fn cannot_record(log: &std::path::Path) -> Option<String> {
+    let dir = log.parent().filter(|d| !d.as_os_str().is_empty())?;
+    let fs = match rustix::fs::statvfs(dir) {
+        Ok(fs) => fs,
+        Err(e) => {
+            return Some(format!(
+                "cannot record, so cannot act: {} ({e}); make the incident log's directory a writable directory",
+                dir.display()
+            ));
+        }
+    };
+    let blocks = if rustix::process::geteuid().is_root() {
+        fs.f_bfree
+    } else {
+        fs.f_bavail
+    };
+    let free = blocks.saturating_mul(fs.f_frsize);
+    (free < ROOM_TO_RECORD).then(|| {
+        format!(
+            "cannot record, so cannot act: {} has {} KiB free; free space on its filesystem",
+            dir.display(),
+            free / 1024
+        )
+    })
 }
 
 /// Each vassal's episode as the incident log tells it: actions, ladder, flapping.

@@ -48,7 +48,8 @@ pub(crate) struct Proc {
 }
 
 impl Proc {
-    fn over(&self) -> bool {
+    /// At or over its line.
+    pub(crate) fn over(&self) -> bool {
         self.fds >= self.line
     }
 

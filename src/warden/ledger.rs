@@ -7,7 +7,7 @@
 //! of each record to the alert hook, and what has been said once already in the journal
 //! (`SaidOnce`). It decides nothing: the warden says what to write and when.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -76,6 +76,10 @@ pub(super) struct Ledger {
     /// their incident), oldest first: written before anything else, and no action is
     /// taken while any is owed.
     owed: VecDeque<Record>,
+    /// Incidents whose first record could not be written, by vassal file: owed too (the
+    /// incident keeps its id until that record is on disk), though not queued, since
+    /// the next pass decides it again with what it sees then.
+    unwritten: BTreeMap<PathBuf, String>,
     /// Until when a failure to write the log is logged at debug level only (it would
     /// otherwise be logged on every pass while the disk is full).
     quiet_until: Option<Instant>,
@@ -97,6 +101,7 @@ impl Ledger {
         Ledger {
             log: AuditLog::new(path),
             owed: VecDeque::new(),
+            unwritten: BTreeMap::new(),
             quiet_until: None,
             counts: Counts::default(),
             hooks: None,
@@ -111,9 +116,25 @@ impl Ledger {
         self.log.path()
     }
 
-    /// Records owed to the log now.
+    /// Records owed to the log now: those queued, and the first record of each
+    /// incident that could not be written.
     pub(super) fn owed(&self) -> usize {
-        self.owed.len()
+        self.owed.len() + self.unwritten.len()
+    }
+
+    /// The incident of vassal file `config` whose first record could not be written:
+    /// deciding it again keeps its id.
+    pub(super) fn unwritten(&self, config: &Path) -> Option<String> {
+        self.unwritten.get(config).cloned()
+    }
+
+    /// The incident of `config` whose first record could not be written is over before
+    /// it could be (every process back under its line): it is said, and no longer owed.
+    pub(super) fn drop_unwritten(&mut self, config: &Path, vassal: &str) {
+        if let Some(incident) = self.unwritten.remove(config) {
+            error!(vassal, incident = %incident, file = %self.log.path().display(),
+                   "an incident that could not be recorded is over before its record could be written; it is not in the log");
+        }
     }
 
     pub(super) fn set_remind(&mut self, remind: Duration) {
@@ -124,9 +145,36 @@ impl Ledger {
     /// failure nothing of it is kept: the caller takes no step it was to precede, and
     /// the incident is decided again on the next pass.
     pub(super) fn write_first(&mut self, r: &Record) -> Result<(), WriteError> {
-        let res = self.pay_owed().and_then(|()| self.append(r));
-        if let Err(e) = &res {
-            self.write_failed(&r.vassal, e);
+        self.write_first_with_room(r, 0)
+    }
+
+    /// Like `write_first`, once `room` bytes more are reserved in the log (for the
+    /// records of the action the incident starts), so that a full disk stops the
+    /// incident before it starts, not between its records. On failure the incident is
+    /// owed: it keeps its id (`unwritten`) until its first record is on disk.
+    pub(super) fn write_first_with_room(
+        &mut self,
+        r: &Record,
+        room: u64,
+    ) -> Result<(), WriteError> {
+        let res = self
+            .pay_owed()
+            .and_then(|()| {
+                if room > 0 {
+                    self.log.reserve(room + RESERVE_SLACK)
+                } else {
+                    Ok(())
+                }
+            })
+            .and_then(|()| self.append(r));
+        match &res {
+            Ok(()) => {
+                self.unwritten.remove(&r.config);
+            }
+            Err(e) => {
+                self.unwritten.insert(r.config.clone(), r.incident.clone());
+                self.write_failed(&r.vassal, e);
+            }
         }
         res
     }
@@ -194,7 +242,7 @@ impl Ledger {
     /// the hook once every `remind`.
     fn write_failed(&mut self, vassal: &str, e: &WriteError) {
         let now = Instant::now();
-        let owed = self.owed.len();
+        let owed = self.owed();
         if self.quiet_until.is_some_and(|t| now < t) {
             debug!(vassal, owed, "{e}");
             return;

@@ -503,6 +503,11 @@ impl Warden {
         let procs = procs.clone();
         let name = v.file.name.clone();
         let sampled = self.sample(&name, &procs, &policy, now_i, seen);
+        // An incident that could not be recorded and is over (every process back under
+        // its line, none firing) is owed no longer.
+        if sampled.iter().all(|p| !p.over() && p.fire.is_none()) && !sampled.is_empty() {
+            self.ledger.drop_unwritten(path, &name);
+        }
         self.captures.consider(
             path,
             &name,
@@ -617,7 +622,11 @@ impl Warden {
         now: SystemTime,
         inc: &Incident,
     ) {
-        let incident = self.next_incident(now);
+        // An incident whose first record could not be written keeps its id, and is said
+        // once, until the record is on disk.
+        let again = self.ledger.unwritten(path);
+        let said = again.is_some();
+        let incident = again.unwrap_or_else(|| self.next_incident(now));
         let capture = self.capture_for(path, policy, &incident, &inc.offender);
         let v = &self.inv.vassals[path];
         if let Some((open, why)) = &inc.closes {
@@ -635,9 +644,13 @@ impl Warden {
             Then::Alert { .. } => "alert",
             Then::Act { plan, .. } => plan.name(),
         };
-        warn!(vassal = %v.file.name, incident = %incident, pid = f.id.pid, role = %f.role, fds = f.fds, limit = f.limit,
-              rule = inc.fire.rule().as_str(),
-              top = inc.report.top.first().map_or("", |t| t.target.as_str()), plan = plan_name, "over threshold");
+        if said {
+            debug!(vassal = %v.file.name, incident = %incident, fds = f.fds, "still over threshold; its record is not written yet");
+        } else {
+            warn!(vassal = %v.file.name, incident = %incident, pid = f.id.pid, role = %f.role, fds = f.fds, limit = f.limit,
+                  rule = inc.fire.rule().as_str(),
+                  top = inc.report.top.first().map_or("", |t| t.target.as_str()), plan = plan_name, "over threshold");
+        }
         let first = detected(policy, inc, capture);
         // Record first, or not at all: no action without its records on disk. Room for
         // both records is made before the first is written, so that a full disk stops
@@ -649,13 +662,9 @@ impl Warden {
             }
             _ => 0,
         };
-        let ready = if room > 0 {
-            self.ledger.room_to_act(&v.file.name, room)
-        } else {
-            Ok(())
-        };
-        if ready
-            .and_then(|()| self.ledger.write_first(&record(now, &incident, v, first)))
+        if self
+            .ledger
+            .write_first_with_room(&record(now, &incident, v, first), room)
             .is_err()
         {
             self.episodes

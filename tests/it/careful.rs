@@ -539,3 +539,118 @@ fn a_touch_that_cannot_move_the_mtime_is_an_action_failed_not_an_action() {
     assert_eq!(mtime(&ini), before);
     assert_eq!(emp.reloads("stuck.ini"), 0);
 }
+
+/// A small filesystem of its own for a test's incident log, unmounted when dropped.
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    fn mount(at: &std::path::Path) -> SmallDisk {
+        std::fs::create_dir_all(at).unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=256k", "tmpfs"])
+            .arg(at)
+            .status()
+            .unwrap();
+        assert!(ok.success(), "cannot mount a tmpfs at {}", at.display());
+        SmallDisk(at.to_owned())
+    }
+
+    /// Fills it: a file grows until the filesystem refuses more.
+    fn fill(&self) -> std::path::PathBuf {
+        use std::io::Write;
+        let filler = self.0.join("filler");
+        let mut f = std::fs::File::create(&filler).unwrap();
+        while f.write_all(&[0u8; 4096]).is_ok() {}
+        filler
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// A full disk: the first record of an incident cannot be written. It is owed (the
+/// metric and the hook count it), the incident keeps its id and is said once, `health`
+/// is CRITICAL ("cannot record, so cannot act"), and nothing is done; once space is
+/// freed, the record is written under that same id and the warden acts.
+#[test]
+fn on_a_full_disk_the_incident_is_owed_keeps_its_id_and_health_says_it_cannot_record() {
+    use std::os::unix::fs::PermissionsExt;
+    let emp = Emperor::start();
+    let ini = emp.add_vassal("shop.ini", &VassalSpec::default());
+    emp.wait_running("shop.ini", 1);
+    let root = emp.root().to_owned();
+    let disk = SmallDisk::mount(&root.join("disk"));
+    let log = disk.0.join("incidents.jsonl");
+    let heard = root.join("heard.jsonl");
+    let hook = root.join("hook.sh");
+    std::fs::write(&hook, format!("#!/bin/sh\ncat >> {}\n", heard.display())).unwrap();
+    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let cfg = crate::harness::write_config(
+        &root,
+        "warden.ini",
+        &[emp.vassals.display().to_string()],
+        &format!(
+            "audit-log = {}\ninterval = 200ms\non-event = {}\non-event-for = all\n\
+             [policy]\nreload-at = 40\nfor = 1\naction = touch\n",
+            log.display(),
+            hook.display()
+        ),
+    );
+    let warden = Warden::start_with_config(&bin(), &cfg, &log, &[]);
+    let filler = disk.fill();
+    let before = mtime(&ini);
+    emp.leak("shop.ini", 45);
+
+    let addr = warden.metrics_addr();
+    wait_for(Duration::from_secs(30), "a record owed", || {
+        let text = crate::harness::scrape(&addr);
+        (crate::harness::metric(&text, "vassal_warden_records_owed") >= 1.0).then_some(())
+    });
+    let health = std::process::Command::new(bin())
+        .args(["health", "-c"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&health.stdout);
+    assert_eq!(health.status.code(), Some(2), "{said}");
+    assert!(
+        said.contains("CRITICAL") && said.contains("cannot record, so cannot act"),
+        "{said}"
+    );
+    let told = wait_for(Duration::from_secs(30), "the hook told", || {
+        std::fs::read_to_string(&heard)
+            .ok()?
+            .lines()
+            .find(|l| l.contains("log_write_failed"))
+            .map(str::to_owned)
+    });
+    let told: serde_json::Value = serde_json::from_str(&told).unwrap();
+    assert!(told["owed"].as_u64() >= Some(1), "{told}");
+    // Several passes later: said once, under one id, and nothing done.
+    std::thread::sleep(Duration::from_secs(2));
+    let over: Vec<String> = warden
+        .log()
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains(" over threshold"))
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(over.len(), 1, "{over:#?}");
+    let id = over[0]
+        .split_once("incident=")
+        .and_then(|(_, r)| r.split_whitespace().next())
+        .unwrap()
+        .to_owned();
+    assert_eq!(mtime(&ini), before, "acted without its record on disk");
+
+    std::fs::remove_file(&filler).unwrap();
+    let detected = warden.wait_record("detected", 0);
+    assert_eq!(detected["incident"], id.as_str(), "{detected}");
+    let action = warden.wait_record("action", 0);
+    assert_eq!(action["incident"], id.as_str(), "{action}");
+}
