@@ -108,7 +108,7 @@ pub(crate) fn touch(t: &TouchTarget<'_>, now: SystemTime) -> std::io::Result<Tou
              would see no change, so nothing was reloaded; set it back to now (`touch` \
              it), then `vassal-warden reload`",
             t.path.display(),
-            humantime::format_rfc3339_seconds(from_timespec(after.st_mtime, 0u32))
+            crate::audit::timestamp(from_timespec(after.st_mtime, 0u32))
         )));
     }
     let path = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
