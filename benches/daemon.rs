@@ -177,8 +177,7 @@ fn report_rendering(exposition: &str) {
         .map(|name| VassalView {
             name,
             state: metrics::State::Running,
-            master: Some(side),
-            worker: Some(side),
+            sides: metrics::Sides::master_and_worker(Some(side), Some(side)),
             flapping: false,
             given_up: false,
             last_action: None,

@@ -51,18 +51,14 @@ pub(crate) struct Procs {
     pub master: ProcId,
     /// The master's children that are workers: the only processes ever signalled.
     pub workers: Vec<ProcId>,
-    /// Its other children (mules, spoolers, gateways, a sub-Emperor, attached programs),
-    /// shown but never sampled for a decision or signalled.
+    /// Its other children (mules, spoolers, gateways, a sub-Emperor, attached programs):
+    /// watched against their limits like the rest, never signalled (a reload replaces
+    /// them).
     pub others: Vec<(ProcId, Role)>,
     pub method: Method,
 }
 
 impl Procs {
-    /// Master first, then workers.
-    pub(crate) fn all(&self) -> impl Iterator<Item = ProcId> + '_ {
-        std::iter::once(self.master).chain(self.workers.iter().copied())
-    }
-
     /// Every process with its role: master, workers, then the other children.
     pub(crate) fn with_roles(&self) -> impl Iterator<Item = (ProcId, Role)> + '_ {
         std::iter::once((self.master, Role::Master))

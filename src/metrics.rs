@@ -24,6 +24,7 @@ use tracing::{info, warn};
 
 use crate::audit::{Event, Record};
 pub use crate::mapping::State;
+use crate::procs::Role;
 use crate::vocab::{ActionKind, OutcomeResult, Reason};
 
 /// Counts of the records this warden wrote, by vassal (the Emperor's name for the file).
@@ -122,7 +123,7 @@ impl Histogram {
     }
 }
 
-/// One sampled process of a vassal: the master, or its fullest worker.
+/// One sampled process of a vassal: the master, or the fullest of a role.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Side {
     pub fds: u64,
@@ -143,15 +144,54 @@ impl Side {
     }
 }
 
+/// The process nearest its soft limit of each role a vassal runs (master, worker, mule,
+/// spooler, gateway, sub-Emperor, attached program), as sampled on the last pass: at most
+/// one series per role and gauge, however many processes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Sides([Option<Side>; Role::ALL.len()]);
+
+impl Sides {
+    /// Keeps, per role, the process nearest its limit (the most fds on a tie).
+    pub(crate) fn add(&mut self, role: Role, side: Side) {
+        let slot = &mut self.0[role.index()];
+        let fuller = |a: &Side, b: &Side| {
+            let usage = |s: &Side| s.fds as f64 / s.limit.max(1) as f64;
+            usage(a)
+                .total_cmp(&usage(b))
+                .then(a.fds.cmp(&b.fds))
+                .is_gt()
+        };
+        if slot.is_none_or(|old| fuller(&side, &old)) {
+            *slot = Some(side);
+        }
+    }
+
+    /// A vassal with only a master and workers (the most common shape): `worker` is the
+    /// fullest of them.
+    #[must_use]
+    pub fn master_and_worker(master: Option<Side>, worker: Option<Side>) -> Sides {
+        let mut out = Sides::default();
+        out.0[Role::Master.index()] = master;
+        out.0[Role::Worker.index()] = worker;
+        out
+    }
+
+    /// The processes sampled, by role name.
+    fn each(&self) -> impl Iterator<Item = (&'static str, Side)> + '_ {
+        Role::ALL
+            .iter()
+            .zip(self.0)
+            .filter_map(|(r, s)| Some((r.as_str(), s?)))
+    }
+}
+
 /// One vassal on the last pass.
 #[derive(Debug, Clone, PartialEq)]
 pub struct VassalView<'a> {
     pub name: &'a str,
     pub state: State,
     /// Sampled on the last pass (a running vassal only).
-    pub master: Option<Side>,
-    /// The worker nearest its soft limit.
-    pub worker: Option<Side>,
+    pub sides: Sides,
     pub flapping: bool,
     pub given_up: bool,
     pub last_action: Option<SystemTime>,
@@ -292,7 +332,7 @@ fn render_warden(o: &mut Out<'_>, w: &WardenView<'_>) {
         ),
         (
             "processes",
-            "Processes (masters and workers) sampled on the last pass.",
+            "Processes sampled on the last pass: every process of every running vassal.",
             count(w.processes),
         ),
         (
@@ -337,13 +377,14 @@ fn render_warden(o: &mut Out<'_>, w: &WardenView<'_>) {
     o.sample("pass_duration_seconds_count", &[], Value::Int(h.count));
 }
 
-/// The per-process gauges, each with `role` = `master` or `worker` (its fullest).
+/// The per-process gauges, each with `role`: the master, and the process nearest its
+/// limit of every other role the vassal runs.
 type SideGauge = (&'static str, &'static str, fn(&Side) -> Value);
 
 const SIDE_GAUGES: [SideGauge; 4] = [
     (
         "open_fds",
-        "Open file descriptors of the vassal's master, and of its worker nearest its limit (role).",
+        "Open file descriptors of the vassal's master, and of its process nearest its limit of each other role (worker, mule, spooler, gateway, emperor, attached, unknown).",
         |s| Value::Int(s.fds),
     ),
     ("max_fds", "Soft RLIMIT_NOFILE of that process.", |s| {
@@ -368,10 +409,8 @@ fn render_gauges(o: &mut Out<'_>, vassals: &[VassalView<'_>]) {
     for (name, help, value) in SIDE_GAUGES {
         o.family(name, "gauge", help);
         for v in vassals {
-            for (role, side) in [("master", v.master), ("worker", v.worker)] {
-                if let Some(side) = side {
-                    o.sample(name, &[("vassal", v.name), ("role", role)], value(&side));
-                }
+            for (role, side) in v.sides.each() {
+                o.sample(name, &[("vassal", v.name), ("role", role)], value(&side));
             }
         }
     }

@@ -13,7 +13,7 @@ use std::collections::VecDeque;
 use std::time::{Duration, SystemTime};
 
 use crate::config::{ActionMode, Policy, Predict};
-use crate::procs::ProcId;
+use crate::procs::{ProcId, Role};
 use crate::vocab::{ActionKind, Reason, Rule};
 
 /// A vassal's place on the ladder of actions: each action that did not work moves it one
@@ -452,6 +452,10 @@ pub(crate) struct Situation {
     /// targets of the worker that fired are mostly inherited from it. Only a reload of the
     /// master clears it.
     pub in_master: bool,
+    /// What the process that fired is. Only a worker can be recycled, and a chain reload
+    /// replaces only workers: a mule, spooler, gateway, sub-Emperor or attached program
+    /// over its line is replaced by a reload of the vassal.
+    pub role: Role,
     /// The workers that leak, most urgent first: the one that fired, and every other
     /// worker whose growth is in the same target, whether over the line yet or not.
     pub leaking: Vec<ProcId>,
@@ -504,7 +508,9 @@ pub(crate) fn choose(mode: ActionMode, s: &Situation) -> (Plan, Option<String>) 
         ActionMode::Alert => (Plan::Alert(Reason::AlertOnly), None),
         ActionMode::RecycleWorker if gentle && !s.leaking.is_empty() => (batch(), pending_note()),
         ActionMode::ChainReload => match (&s.chain_file, gentle) {
-            (Some(f), true) => (Plan::ChainReload(f.clone()), None),
+            (Some(f), true) if matches!(s.role, Role::Master | Role::Worker) => {
+                (Plan::ChainReload(f.clone()), None)
+            }
             _ => touch_or_hold(s),
         },
         ActionMode::Auto if gentle && !in_master && !s.leaking.is_empty() => {
@@ -867,6 +873,7 @@ mod tests {
     fn situation() -> Situation {
         Situation {
             in_master: false,
+            role: Role::Worker,
             leaking: vec![id(11)],
             workers: 4,
             chain_file: None,
@@ -902,6 +909,7 @@ mod tests {
         // Leak in the master, or inherited from it: only a touch clears it.
         let master = Situation {
             in_master: true,
+            role: Role::Master,
             ..s.clone()
         };
         assert_eq!(choose(Auto, &master).0, Plan::Touch);
@@ -949,6 +957,7 @@ mod tests {
         // ...and alert rather than deploy when only a touch would help.
         let pending_master = Situation {
             in_master: true,
+            role: Role::Master,
             pending_change: true,
             ..s.clone()
         };
@@ -971,6 +980,46 @@ mod tests {
             choose(Auto, &broken_worker).0,
             Plan::RecycleWorkers(vec![id(11)])
         );
+    }
+
+    #[test]
+    fn a_process_that_is_not_a_worker_is_cured_by_a_reload_never_a_recycle() {
+        for role in [
+            Role::Mule,
+            Role::Spooler,
+            Role::Gateway,
+            Role::Emperor,
+            Role::Attached,
+            Role::Unknown,
+        ] {
+            let s = Situation {
+                role,
+                leaking: Vec::new(),
+                chain_file: Some("/srv/chain".into()),
+                ..situation()
+            };
+            // A chain reload replaces workers only: a touch, whatever the mode asks.
+            for mode in [
+                ActionMode::Auto,
+                ActionMode::RecycleWorker,
+                ActionMode::ChainReload,
+                ActionMode::Touch,
+            ] {
+                assert_eq!(choose(mode, &s).0, Plan::Touch, "{role} under {mode:?}");
+            }
+            assert_eq!(
+                choose(ActionMode::Alert, &s).0,
+                Plan::Alert(Reason::AlertOnly)
+            );
+            let broken = Situation {
+                ini_invalid: true,
+                ..s
+            };
+            assert_eq!(
+                choose(ActionMode::Auto, &broken).0,
+                Plan::Alert(Reason::IniInvalid)
+            );
+        }
     }
 
     #[test]

@@ -165,9 +165,37 @@ pub(crate) enum Role {
     Unknown,
 }
 
+impl Role {
+    /// Every role, masters first, in the order `status` and the metrics list them.
+    pub(crate) const ALL: [Role; 8] = [
+        Role::Master,
+        Role::Worker,
+        Role::Mule,
+        Role::Spooler,
+        Role::Gateway,
+        Role::Emperor,
+        Role::Attached,
+        Role::Unknown,
+    ];
+
+    /// Its place in `ALL`.
+    #[must_use]
+    pub(crate) fn index(self) -> usize {
+        self as usize
+    }
+}
+
 impl std::fmt::Display for Role {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Role {
+    /// Its name, as records, `status` and the metrics give it.
+    #[must_use]
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
             Role::Master => "master",
             Role::Worker => "worker",
             Role::Mule => "mule",
@@ -176,7 +204,7 @@ impl std::fmt::Display for Role {
             Role::Emperor => "emperor",
             Role::Attached => "attached",
             Role::Unknown => "unknown",
-        })
+        }
     }
 }
 

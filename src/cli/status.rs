@@ -166,10 +166,8 @@ impl ProcStatus {
             fds,
             limit,
             usage: fds.zip(limit).map(|(f, l)| usage(f, l)),
-            // Only the master and workers are watched against the line.
-            line: limit
-                .filter(|_| matches!(role, Role::Master | Role::Worker))
-                .map(|l| policy::line(&v.policy, l)),
+            // Every process is watched against its line, whatever its role.
+            line: limit.map(|l| policy::line(&v.policy, l)),
         }
     }
 }

@@ -161,6 +161,7 @@ impl Episode {
         }
         Situation {
             in_master: offender.role == Role::Master || inherited,
+            role: offender.role,
             leaking,
             workers: pass.workers.len(),
             chain_file: facts.chain_file.clone(),

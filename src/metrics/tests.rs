@@ -63,6 +63,14 @@ fn samples<'a>(text: &'a str, name: &str) -> Vec<&'a str> {
         .collect()
 }
 
+fn sides(each: &[(Role, Side)]) -> Sides {
+    let mut out = Sides::default();
+    for (role, side) in each {
+        out.add(*role, *side);
+    }
+    out
+}
+
 const NASTY: &str = "we\"ird\\na\nme.ini";
 
 fn rendered() -> String {
@@ -103,8 +111,12 @@ fn rendered() -> String {
         VassalView {
             name: "shop.ini",
             state: State::Running,
-            master: Some(side(20, 1024)),
-            worker: Some(side(512, 1024)),
+            sides: sides(&[
+                (Role::Master, side(20, 1024)),
+                (Role::Worker, side(100, 1024)),
+                (Role::Worker, side(512, 1024)),
+                (Role::Mule, side(900, 1024)),
+            ]),
             flapping: true,
             given_up: false,
             last_action: Some(SystemTime::UNIX_EPOCH + Duration::from_secs(1_799_999_000)),
@@ -118,8 +130,7 @@ fn rendered() -> String {
         VassalView {
             name: NASTY,
             state: State::Running,
-            master: Some(side(5, 0)),
-            worker: None,
+            sides: sides(&[(Role::Master, side(5, 0))]),
             flapping: false,
             given_up: true,
             last_action: None,
@@ -130,8 +141,7 @@ fn rendered() -> String {
         VassalView {
             name: "idle.ini",
             state: State::Idle,
-            master: None,
-            worker: None,
+            sides: Sides::default(),
             flapping: false,
             given_up: false,
             last_action: None,
@@ -226,6 +236,16 @@ fn values_and_labels_are_what_was_seen_and_counted() {
     has("vassal_warden_max_fds{vassal=\"shop.ini\",role=\"worker\"} 1024");
     has("vassal_warden_line_fds{vassal=\"shop.ini\",role=\"worker\"} 819");
     has("vassal_warden_fds_usage_ratio{vassal=\"shop.ini\",role=\"worker\"} 0.5");
+    // The fullest worker only, and every other role the vassal runs.
+    assert_eq!(
+        samples(&text, "vassal_warden_open_fds")
+            .iter()
+            .filter(|l| l.contains("\"shop.ini\""))
+            .count(),
+        3
+    );
+    has("vassal_warden_open_fds{vassal=\"shop.ini\",role=\"mule\"} 900");
+    has("vassal_warden_line_fds{vassal=\"shop.ini\",role=\"mule\"} 819");
     has("vassal_warden_vassal_state{vassal=\"shop.ini\",state=\"running\"} 1");
     has("vassal_warden_vassal_state{vassal=\"shop.ini\",state=\"idle\"} 0");
     has("vassal_warden_vassal_state{vassal=\"idle.ini\",state=\"idle\"} 1");

@@ -18,14 +18,14 @@ use std::time::{Duration, Instant, SystemTime};
 use tracing::{debug, error, info, warn};
 
 use crate::act;
-use crate::audit::{self, Action, Detected, Event as Rec, Outcome, Record, Role, Suppressed};
+use crate::audit::{self, Action, Detected, Event as Rec, Outcome, Record, Suppressed};
 use crate::capture::{Capture, Captures, Sampled};
 use crate::config::{Config, Policy};
 use crate::episode::{self, Decision, Episode, Incident, Pass, Proc, Taken, Then, Timings};
 use crate::forensics::Baseline;
 use crate::inventory::{Inventory, Vassal};
 use crate::mapping::{Mapping, Procs};
-use crate::metrics::{self, Outlets, Side};
+use crate::metrics::{self, Outlets, Side, Sides};
 use crate::policy::{self, Fire, Plan, ProcState};
 use crate::procs::{self, ProcId};
 use crate::sample::Sampler;
@@ -73,7 +73,7 @@ pub(crate) struct Warden {
     /// How long passes take.
     passes: metrics::Histogram,
     /// Each running vassal's master and fullest worker on the last pass.
-    sides: HashMap<PathBuf, (Option<Side>, Option<Side>)>,
+    sides: HashMap<PathBuf, Sides>,
     /// Where each pass's metrics go (nowhere but in the daemon).
     outlets: Outlets,
     /// The last exposition rendered: its buffer is reused.
@@ -387,12 +387,10 @@ impl Warden {
                 .episodes
                 .get(path)
                 .map(|ep| ep.standing(&v.policy, now));
-            let (master, worker) = self.sides.get(path).copied().unwrap_or_default();
             views.push(metrics::VassalView {
                 name: &v.file.name,
                 state: v.mapping.state(),
-                master,
-                worker,
+                sides: self.sides.get(path).copied().unwrap_or_default(),
                 flapping: standing.is_some_and(|s| s.flapping),
                 given_up: standing.is_some_and(|s| s.given_up),
                 last_action: standing.and_then(|s| s.last_action),
@@ -452,8 +450,8 @@ impl Warden {
         let t = now_i.duration_since(self.origin).as_secs_f64();
         let interval = self.cfg.interval;
         let mut out = Vec::new();
-        for (i, id) in procs.all().enumerate() {
-            let role = if i == 0 { Role::Master } else { Role::Worker };
+        // Every process of the vassal, whatever its role: only the cure differs.
+        for (id, role) in procs.with_roles() {
             let s = match self.sampler.sample(id, now_i) {
                 Ok(s) => s,
                 Err(e) => {
@@ -839,7 +837,7 @@ impl Warden {
         self.last_action = Some((v.file.name.clone(), kind, SystemTime::now()));
         self.ledger
             .write(record(req.now, req.incident, v, Rec::Action(action)));
-        for id in procs.all() {
+        for (id, _) in procs.with_roles() {
             if let Some(s) = self.states.get_mut(&id) {
                 s.reset();
             }
@@ -1006,24 +1004,19 @@ fn for_capture(sampled: &[Proc]) -> Vec<Sampled> {
         .collect()
 }
 
-/// The master and the fullest worker (the one nearest its soft limit) of a pass's
-/// samples, for the metrics.
-fn sides(sampled: &[Proc]) -> (Option<Side>, Option<Side>) {
-    let side = |p: &Proc| Side {
-        fds: p.fds,
-        limit: p.limit,
-        line: p.line,
-    };
-    let master = sampled.iter().find(|p| p.role == Role::Master).map(side);
-    let worker = sampled
-        .iter()
-        .filter(|p| p.role == Role::Worker)
-        .max_by(|a, b| {
-            let usage = |p: &Proc| p.fds as f64 / p.limit.max(1) as f64;
-            usage(a).total_cmp(&usage(b)).then(a.fds.cmp(&b.fds))
-        })
-        .map(side);
-    (master, worker)
+/// The master and the fullest process of every other role (the one nearest its soft
+/// limit) of a pass's samples, for the metrics.
+fn sides(sampled: &[Proc]) -> Sides {
+    let mut out = Sides::default();
+    for p in sampled {
+        let side = Side {
+            fds: p.fds,
+            limit: p.limit,
+            line: p.line,
+        };
+        out.add(p.role, side);
+    }
+    out
 }
 
 /// Records that a lasting episode is still on.

@@ -654,3 +654,136 @@ fn on_a_full_disk_the_incident_is_owed_keeps_its_id_and_health_says_it_cannot_re
     let action = warden.wait_record("action", 0);
     assert_eq!(action["incident"], id.as_str(), "{action}");
 }
+
+/// A mule that opens a file every 100 ms, in the first life of its master only: an
+/// incident names the mule and what it holds, then its vassal is reloaded by a touch
+/// (a mule dies of SIGHUP, so it is never signalled), and the new mule is under its line.
+/// `status` and the metrics show the mule against its line.
+#[test]
+fn a_leaking_mule_gets_an_incident_and_is_replaced_by_a_touch() {
+    let emp = Emperor::start();
+    let root = emp.root().to_owned();
+    let target = root.join("static/config.db");
+    let mule = root.join("mule.py");
+    std::fs::write(
+        &mule,
+        format!(
+            "import os, time\n\
+             once = {once:?}\n\
+             if not os.path.exists(once):\n    \
+                 open(once, 'w').close()\n    \
+                 held = []\n    \
+                 while len(held) < 45:\n        \
+                     held.append(open({target:?}, 'rb'))\n        \
+                     time.sleep(0.1)\n\
+             while True:\n    \
+                 time.sleep(60)\n",
+            once = root.join("run/mule-leaked").display().to_string(),
+            target = target.display().to_string(),
+        ),
+    )
+    .unwrap();
+    let ini = emp.add_vassal(
+        "mule.ini",
+        &VassalSpec {
+            extra: vec![format!("mule = {}", mule.display())],
+            ..VassalSpec::default()
+        },
+    );
+    // A worker and the mule.
+    let (master, _) = emp.wait_running("mule.ini", 2);
+    let before = mtime(&ini);
+    let warden = Warden::start(
+        &bin(),
+        &emp,
+        "reload-at = 40\nfor = 2\ncooldown = 10m\nverify = 30s\n",
+        &[],
+    );
+    let cfg = root.join("warden.ini").display().to_string();
+    let detected = warden.wait_record("detected", 0);
+    assert_eq!(detected["role"], "mule", "{detected}");
+    let leaker = detected["pid"].as_i64().unwrap();
+    assert_eq!(detected["top"][0]["target"], target.to_str().unwrap());
+    let action = warden.wait_record("action", 0);
+    assert_eq!(action["action"], "touch", "{action}");
+    let outcome = warden.wait_record("outcome", 0);
+    assert_eq!(outcome["result"], "recovered", "{outcome}");
+    assert!(mtime(&ini) > before);
+    assert_eq!(emp.reloads("mule.ini"), 1);
+    assert_eq!(emp.master_of("mule.ini"), Some(master));
+    // A new mule, under its line, shown against it.
+    let status = wait_for(Duration::from_secs(30), "the new mule", || {
+        let status = crate::hostile::status_json(&cfg);
+        let roles = crate::hostile::roles_in(&status, "mule.ini");
+        roles
+            .get("mule")
+            .is_some_and(|m| m.len() == 1 && m[0] != leaker)
+            .then_some(status)
+    });
+    let row = status["vassals"][0]["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["role"] == "mule")
+        .unwrap()
+        .clone();
+    assert_eq!(row["line"], 40, "{row}");
+    assert!(row["fds"].as_u64().unwrap() < 40, "{row}");
+    let text = crate::harness::scrape(&warden.metrics_addr());
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("vassal_warden_line_fds{vassal=\"mule.ini\",role=\"mule\"} 40")),
+        "{text}"
+    );
+    assert_eq!(count(&warden.records(), "detected"), 1);
+}
+
+/// An `http` gateway held near its limit by idle clients is over its line like any
+/// process: an incident names the sockets it holds, and a touch replaces it.
+#[test]
+fn a_gateway_held_by_idle_clients_gets_an_incident_and_is_replaced_by_a_touch() {
+    let emp = Emperor::start();
+    let port = crate::hostile::free_port();
+    emp.add_vassal(
+        "gw.ini",
+        &VassalSpec {
+            extra: vec!["plugins = http".into(), format!("http = 127.0.0.1:{port}")],
+            ..VassalSpec::default()
+        },
+    );
+    // A worker and the gateway.
+    emp.wait_running("gw.ini", 2);
+    let cfg = emp.config("");
+    let gateway = wait_for(Duration::from_secs(30), "the gateway", || {
+        crate::hostile::roles_in(&crate::hostile::status_json(&cfg), "gw.ini")
+            .get("gateway")
+            .and_then(|g| g.first().copied())
+    });
+    let warden = Warden::start(
+        &bin(),
+        &emp,
+        "reload-at = 40\nfor = 2\ncooldown = 10m\nverify = 30s\n",
+        &[],
+    );
+    // Idle clients: connected, never a byte sent.
+    let idle: Vec<std::net::TcpStream> = (0..45)
+        .map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).unwrap())
+        .collect();
+    let detected = warden.wait_record("detected", 0);
+    assert_eq!(detected["role"], "gateway", "{detected}");
+    assert_eq!(detected["pid"], gateway, "{detected}");
+    assert!(
+        detected["by_kind"]["socket"].as_u64().unwrap_or(0) >= 40,
+        "{detected}"
+    );
+    let action = warden.wait_record("action", 0);
+    assert_eq!(action["action"], "touch", "{action}");
+    let outcome = warden.wait_record("outcome", 0);
+    assert_eq!(outcome["result"], "recovered", "{outcome}");
+    drop(idle);
+    let now = crate::hostile::roles_in(&crate::hostile::status_json(&cfg), "gw.ini");
+    assert!(
+        now.get("gateway").is_some_and(|g| !g.contains(&gateway)),
+        "the gateway was not replaced: {now:?}"
+    );
+}
