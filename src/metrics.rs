@@ -5,7 +5,8 @@
 //! This module owns the metric names, the counts of the records written (`Counts`: fed
 //! by the warden where a record reaches the incident log, so the metrics never disagree
 //! with the log), the histogram of pass durations, the rendering of one pass's snapshot
-//! (`render`, pure), and where the snapshot goes (`Outlets`). The loop renders the text
+//! (`render`, pure; past `DETAIL_VASSALS` vassals only those in trouble have their own
+//! series, and the page is bounded), and where the snapshot goes (`Outlets`). The loop renders the text
 //! once at the end of a pass and swaps it into a shared slot; the server thread
 //! (`serve`) and the textfile thread only ever read that text. A scrape never touches
 //! the warden's state and never waits for a pass, and a pass never waits for a scrape or
@@ -302,14 +303,129 @@ fn epoch_seconds(t: SystemTime) -> f64 {
     }
 }
 
+/// Up to this many vassals, every vassal has its own series. Past it, only the vassals in
+/// trouble have them (an open episode, flapping, given up, not running, disputed, a
+/// process at 80% of its line or over it, an incident or a failed hook since the warden
+/// started), the worst first, at most this many; every vassal is still counted in the
+/// totals (`vassals_in_state`, `vassals_over_line`).
+pub const DETAIL_VASSALS: usize = 500;
+
+/// The per-vassal series of one pass take at most this many bytes, by an estimate that
+/// is never under the truth: with long names, fewer vassals have their own series.
+pub const DETAIL_BYTES: usize = 4 << 20;
+
+/// The bytes a sample of a vassal takes at most besides the vassal's escaped name: the
+/// longest family and label names, a label value and a value.
+const SAMPLE_BYTES: usize = 160;
+
 /// Renders the exposition of one pass into `s` (cleared first). Families are written
-/// whole, one after the other, as the format requires.
+/// whole, one after the other, as the format requires. Which vassals have their own
+/// series is `detailed`'s choice.
 pub fn render(s: &mut String, w: &WardenView<'_>, vassals: &[VassalView<'_>]) {
     s.clear();
+    let detailed = detailed(vassals);
     let mut o = Out { s };
     render_warden(&mut o, w);
-    render_gauges(&mut o, vassals);
-    render_counters(&mut o, vassals);
+    render_totals(&mut o, vassals, detailed.len());
+    render_gauges(&mut o, &detailed);
+    render_counters(&mut o, &detailed);
+}
+
+/// How much trouble a vassal is in, for the choice of detail: `None` for none, else
+/// higher is worse, then the fullest process (of its line) first.
+fn trouble(v: &VassalView<'_>) -> Option<(u8, f64)> {
+    let fullest = v
+        .sides
+        .each()
+        .map(|(_, s)| s.fds as f64 / s.line.max(1) as f64)
+        .fold(0.0, f64::max);
+    let counted = v.counts.is_some_and(|c| c.incidents > 0);
+    let level = if v.flapping || v.given_up || v.episode.is_some() {
+        3
+    } else if matches!(v.state, State::NotRunning | State::Disputed) || fullest >= 1.0 {
+        2
+    } else if fullest >= 0.8 || counted || v.hook_failures > 0 {
+        1
+    } else {
+        return None;
+    };
+    Some((level, fullest))
+}
+
+/// An upper bound of the bytes a vassal's own series take.
+fn detail_bytes(v: &VassalView<'_>) -> usize {
+    let sides = v.sides.each().count() * SIDE_GAUGES.len();
+    let suppressions = v
+        .counts
+        .map_or(Reason::KNOWN.len(), |c| c.suppressions.len());
+    // vassal_state, two flags, last action, episode, incidents, actions, outcomes,
+    // hook failures.
+    let series = sides + State::ALL.len() + 2 + 1 + 1 + 1 + 3 + 3 + suppressions + 1;
+    // Escaping at most doubles each byte.
+    series * (2 * v.name.len() + SAMPLE_BYTES)
+}
+
+/// The vassals that have their own series this pass, in their given order: all of them
+/// up to `DETAIL_VASSALS`, else those in trouble, the worst first; within `DETAIL_BYTES`.
+fn detailed<'v, 'a>(vassals: &'v [VassalView<'a>]) -> Vec<&'v VassalView<'a>> {
+    let mut chosen: Vec<(usize, &VassalView<'a>)> = if vassals.len() <= DETAIL_VASSALS {
+        vassals.iter().enumerate().collect()
+    } else {
+        let mut troubled: Vec<(usize, (u8, f64), &VassalView<'a>)> = vassals
+            .iter()
+            .enumerate()
+            .filter_map(|(i, v)| Some((i, trouble(v)?, v)))
+            .collect();
+        troubled.sort_by(|a, b| {
+            (b.1.0, b.1.1)
+                .partial_cmp(&(a.1.0, a.1.1))
+                .unwrap_or(std::cmp::Ordering::Equal)
+                .then(a.0.cmp(&b.0))
+        });
+        troubled.truncate(DETAIL_VASSALS);
+        troubled.into_iter().map(|(i, _, v)| (i, v)).collect()
+    };
+    let mut bytes = 0;
+    chosen.retain(|(_, v)| {
+        bytes += detail_bytes(v);
+        bytes <= DETAIL_BYTES
+    });
+    chosen.sort_by_key(|(i, _)| *i);
+    chosen.into_iter().map(|(_, v)| v).collect()
+}
+
+/// The families about all vassals: how many are in each state, how many have a process
+/// over its line, how many have their own series.
+fn render_totals(o: &mut Out<'_>, vassals: &[VassalView<'_>], detailed: usize) {
+    o.family(
+        "vassals_in_state",
+        "gauge",
+        "Vassals watched, by state (running, idle, not_running, no_emperor, disputed).",
+    );
+    for state in State::ALL {
+        let n = vassals.iter().filter(|v| v.state == state).count();
+        o.sample("vassals_in_state", &[("state", state.as_str())], count(n));
+    }
+    let over = vassals
+        .iter()
+        .filter(|v| v.sides.each().any(|(_, s)| s.fds >= s.line))
+        .count();
+    let gauges = [
+        (
+            "vassals_over_line",
+            "Vassals with a process at or over its line on the last pass.",
+            count(over),
+        ),
+        (
+            "vassals_detailed",
+            "Vassals that have their own series on this page: all of them up to 500, else those in trouble, the worst first.",
+            count(detailed),
+        ),
+    ];
+    for (name, help, v) in gauges {
+        o.family(name, "gauge", help);
+        o.sample(name, &[], v);
+    }
 }
 
 fn render_warden(o: &mut Out<'_>, w: &WardenView<'_>) {
@@ -403,9 +519,9 @@ const SIDE_GAUGES: [SideGauge; 4] = [
 ];
 
 /// A 0/1 gauge of a vassal: its name, help and value.
-type FlagGauge = (&'static str, &'static str, fn(&VassalView<'_>) -> bool);
+type FlagGauge = (&'static str, &'static str, fn(&&VassalView<'_>) -> bool);
 
-fn render_gauges(o: &mut Out<'_>, vassals: &[VassalView<'_>]) {
+fn render_gauges(o: &mut Out<'_>, vassals: &[&VassalView<'_>]) {
     for (name, help, value) in SIDE_GAUGES {
         o.family(name, "gauge", help);
         for v in vassals {
@@ -476,7 +592,7 @@ fn render_gauges(o: &mut Out<'_>, vassals: &[VassalView<'_>]) {
     }
 }
 
-fn render_counters(o: &mut Out<'_>, vassals: &[VassalView<'_>]) {
+fn render_counters(o: &mut Out<'_>, vassals: &[&VassalView<'_>]) {
     let zero = VassalCounts::default();
     o.family(
         "incidents_total",
@@ -547,7 +663,7 @@ fn render_counters(o: &mut Out<'_>, vassals: &[VassalView<'_>]) {
 /// value of that label.
 fn counters_by(
     o: &mut Out<'_>,
-    vassals: &[VassalView<'_>],
+    vassals: &[&VassalView<'_>],
     (name, label): (&str, &str),
     help: &str,
     values: impl Fn(&VassalCounts) -> Vec<(String, u64)>,

@@ -1,34 +1,79 @@
-//! The metrics endpoint: a small HTTP/1.1 server on its own thread, one connection at a
-//! time, that answers `GET /metrics` (and `HEAD`) with the latest exposition and 404
-//! otherwise. It reads only the shared slot, never the warden. A client is given a
-//! bounded time and size to send its request head, and a bounded time to take the
-//! answer: a client that connects and says nothing holds the endpoint (not the warden)
-//! for at most `READ_DEADLINE`.
+//! The metrics endpoint: a small HTTP/1.1 server on its own thread that answers
+//! `GET /metrics` (and `HEAD`) with the latest exposition and 404 otherwise. It reads
+//! only the shared slot, never the warden.
+//!
+//! One thread serves every client at once, driven by `poll(2)` over non-blocking
+//! sockets, so that no client waits on another: a client that connects and says
+//! nothing, sends its request a byte at a time, or reads the answer slowly holds only its
+//! own connection, and only until its deadline (`READ_DEADLINE` for the whole request
+//! head, `WRITE_DEADLINE` for the whole answer). At most `MAX_CONNECTIONS` are held;
+//! past that, the oldest connection still sending its request is closed to make room
+//! (a scrape sends its request at once, so it is the newest and is served).
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsFd;
 use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant};
 
+use rustix::event::{PollFd, PollFlags};
 use tracing::debug;
 
 use super::Slot;
 
 /// The whole request head must arrive within this time.
 const READ_DEADLINE: Duration = Duration::from_secs(2);
-/// Each write of the answer must make progress within this time.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+/// The whole answer must be taken within this time (the page is bounded: a few MiB at
+/// most, which loopback carries in milliseconds).
+const WRITE_DEADLINE: Duration = Duration::from_secs(10);
 /// The largest request head read; Prometheus sends a few hundred bytes.
 const MAX_REQUEST: usize = 8 * 1024;
+/// The most connections held at once (each holds at most `MAX_REQUEST` bytes of request,
+/// and one reference to the shared page).
+pub(super) const MAX_CONNECTIONS: usize = 256;
 
 pub(super) struct Server {
     listener: TcpListener,
+    conns: Vec<Conn>,
+}
+
+/// One client.
+struct Conn {
+    stream: TcpStream,
+    /// When it must be done with its current phase.
+    deadline: Instant,
+    /// When it was accepted: the oldest is closed first when room is needed.
+    since: Instant,
+    phase: Phase,
+}
+
+enum Phase {
+    /// Sending its request head: what came so far.
+    Reading(Vec<u8>),
+    /// Taking the answer: the head, then the body (shared with every other scrape of
+    /// the same pass), and how much of both was sent.
+    Writing {
+        head: Vec<u8>,
+        body: Option<Arc<str>>,
+        sent: usize,
+    },
+}
+
+/// What one step of a connection left to do.
+#[derive(Debug, PartialEq, Eq)]
+enum Next {
+    Read,
+    Write,
+    Close,
 }
 
 impl Server {
     pub(super) fn bind(addr: SocketAddr) -> io::Result<Server> {
+        let listener = TcpListener::bind(addr)?;
+        listener.set_nonblocking(true)?;
         Ok(Server {
-            listener: TcpListener::bind(addr)?,
+            listener,
+            conns: Vec::new(),
         })
     }
 
@@ -39,21 +84,245 @@ impl Server {
             .map_or_else(|_| "?".to_owned(), |a| a.to_string())
     }
 
-    /// Answers connections one at a time, for the life of the process.
-    pub(super) fn run(self, slot: &Slot) {
-        for conn in self.listener.incoming() {
-            match conn {
-                Ok(s) => {
-                    if let Err(e) = answer(s, slot) {
+    /// Serves clients for the life of the process.
+    pub(super) fn run(mut self, slot: &Slot) {
+        loop {
+            if let Err(e) = self.turn(slot) {
+                // poll itself failed (out of memory, say): wait a little rather than spin.
+                debug!("metrics endpoint: poll failed: {e}");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+
+    /// Waits for the next thing to do (a client ready, or the nearest deadline), and
+    /// does it.
+    fn turn(&mut self, slot: &Slot) -> io::Result<()> {
+        let now = Instant::now();
+        self.conns.retain(|c| c.deadline > now);
+        let timeout = self
+            .conns
+            .iter()
+            .map(|c| c.deadline.saturating_duration_since(now))
+            .min()
+            .map(|d| {
+                // Rounded up: a deadline is never polled for 0 ms in a loop.
+                rustix::time::Timespec {
+                    tv_sec: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+                    tv_nsec: i64::from(d.subsec_nanos()) + 1_000_000,
+                }
+            })
+            .map(normalize);
+        let ready: Vec<PollFlags> = {
+            let mut fds: Vec<PollFd<'_>> = Vec::with_capacity(self.conns.len() + 1);
+            fds.push(PollFd::new(&self.listener, PollFlags::IN));
+            for c in &self.conns {
+                let want = match c.phase {
+                    Phase::Reading(_) => PollFlags::IN,
+                    Phase::Writing { .. } => PollFlags::OUT,
+                };
+                fds.push(PollFd::from_borrowed_fd(c.stream.as_fd(), want));
+            }
+            match rustix::event::poll(&mut fds, timeout.as_ref()) {
+                Ok(_) => {}
+                Err(rustix::io::Errno::INTR) => return Ok(()),
+                Err(e) => return Err(e.into()),
+            }
+            fds.iter().map(PollFd::revents).collect()
+        };
+        let mut i = 0;
+        let mut keep = Vec::with_capacity(self.conns.len());
+        for mut c in self.conns.drain(..) {
+            i += 1;
+            let next = if ready[i].is_empty() {
+                c.waiting()
+            } else {
+                c.step(slot)
+            };
+            if next != Next::Close {
+                keep.push(c);
+            }
+        }
+        self.conns = keep;
+        if !ready[0].is_empty() {
+            self.accept_all(slot);
+        }
+        Ok(())
+    }
+
+    /// Takes every connection waiting, making room as needed.
+    fn accept_all(&mut self, slot: &Slot) {
+        loop {
+            match self.listener.accept() {
+                Ok((stream, _)) => {
+                    if self.conns.len() >= MAX_CONNECTIONS && !self.close_oldest_reading() {
+                        // Every one is taking an answer: this one waits for a later try.
+                        debug!(
+                            "metrics endpoint: {MAX_CONNECTIONS} connections held; a new one is refused"
+                        );
+                        drop(stream);
+                        continue;
+                    }
+                    if let Err(e) = stream.set_nonblocking(true) {
                         debug!("metrics endpoint: a client was not answered: {e}");
+                        continue;
+                    }
+                    let now = Instant::now();
+                    let mut c = Conn {
+                        stream,
+                        deadline: now + READ_DEADLINE,
+                        since: now,
+                        phase: Phase::Reading(Vec::new()),
+                    };
+                    // A scrape's request is usually there already.
+                    if c.step(slot) != Next::Close {
+                        self.conns.push(c);
                     }
                 }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    // Out of fds, say: wait a little rather than spin.
+                    // Out of fds, say: the oldest client still sending gives way.
                     debug!("metrics endpoint: accept failed: {e}");
-                    std::thread::sleep(Duration::from_millis(100));
+                    if !self.close_oldest_reading() {
+                        return;
+                    }
                 }
             }
+        }
+    }
+
+    /// Closes the connection that has been sending its request the longest, if any.
+    fn close_oldest_reading(&mut self) -> bool {
+        let oldest = self
+            .conns
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| matches!(c.phase, Phase::Reading(_)))
+            .min_by_key(|(_, c)| c.since)
+            .map(|(i, _)| i);
+        match oldest {
+            Some(i) => {
+                debug!(
+                    "metrics endpoint: too many connections; the oldest one still sending its request is closed"
+                );
+                self.conns.swap_remove(i);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// A `Timespec` whose nanoseconds are under a second.
+fn normalize(mut t: rustix::time::Timespec) -> rustix::time::Timespec {
+    if t.tv_nsec >= 1_000_000_000 {
+        t.tv_sec = t.tv_sec.saturating_add(1);
+        t.tv_nsec -= 1_000_000_000;
+    }
+    t
+}
+
+impl Conn {
+    /// What it waits for, not ready this turn.
+    fn waiting(&self) -> Next {
+        match self.phase {
+            Phase::Reading(_) => Next::Read,
+            Phase::Writing { .. } => Next::Write,
+        }
+    }
+
+    /// Reads what came, answers once the head is whole, writes what fits.
+    fn step(&mut self, slot: &Slot) -> Next {
+        if let Phase::Reading(buf) = &mut self.phase {
+            let answer = match read_more(&mut self.stream, buf) {
+                Ok(Head::Partial) => return Next::Read,
+                Ok(Head::Whole) => answer(&route(buf), slot),
+                Ok(Head::TooLarge) => plain("431 Request Header Fields Too Large", "", b""),
+                Err(e) => {
+                    debug!("metrics endpoint: a client was not answered: {e}");
+                    return Next::Close;
+                }
+            };
+            self.phase = answer;
+            self.deadline = Instant::now() + WRITE_DEADLINE;
+        }
+        match self.write_more() {
+            Ok(true) => {
+                // A client may still be sending (a body nobody asked for): end ours
+                // cleanly.
+                let _ = self.stream.shutdown(Shutdown::Write);
+                Next::Close
+            }
+            Ok(false) => Next::Write,
+            Err(e) => {
+                debug!("metrics endpoint: a client did not take its answer: {e}");
+                Next::Close
+            }
+        }
+    }
+
+    /// Writes what the socket takes now. `Ok(true)`: all of it was sent.
+    fn write_more(&mut self) -> io::Result<bool> {
+        let Phase::Writing { head, body, sent } = &mut self.phase else {
+            return Ok(false);
+        };
+        loop {
+            let body_bytes = body.as_deref().map_or(&[][..], str::as_bytes);
+            let total = head.len() + body_bytes.len();
+            if *sent >= total {
+                return Ok(true);
+            }
+            let chunk = if *sent < head.len() {
+                &head[*sent..]
+            } else {
+                &body_bytes[*sent - head.len()..]
+            };
+            match self.stream.write(chunk) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => *sent += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+/// How far a request head came.
+#[derive(Debug, PartialEq, Eq)]
+enum Head {
+    Partial,
+    Whole,
+    TooLarge,
+}
+
+/// Reads what the socket has into `buf`, up to `MAX_REQUEST` bytes in all.
+fn read_more(s: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<Head> {
+    let mut chunk = [0u8; 1024];
+    loop {
+        let room = (MAX_REQUEST - buf.len()).min(chunk.len());
+        let n = match s.read(&mut chunk[..room]) {
+            Ok(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "closed before a whole request",
+                ));
+            }
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Head::Partial),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        // The blank line may straddle two reads: look a few bytes back.
+        let from = buf.len().saturating_sub(3);
+        buf.extend_from_slice(&chunk[..n]);
+        let seen = &buf[from..];
+        if seen.windows(4).any(|w| w == b"\r\n\r\n") || seen.windows(2).any(|w| w == b"\n\n") {
+            return Ok(Head::Whole);
+        }
+        if buf.len() >= MAX_REQUEST {
+            return Ok(Head::TooLarge);
         }
     }
 }
@@ -92,111 +361,56 @@ fn route(head: &[u8]) -> Route {
     }
 }
 
-/// Reads the request head: up to its blank line, `MAX_REQUEST` bytes and
-/// `READ_DEADLINE`. `Ok(None)`: too large.
-fn read_head(s: &mut TcpStream) -> io::Result<Option<Vec<u8>>> {
-    let deadline = Instant::now() + READ_DEADLINE;
-    let mut buf = vec![0u8; MAX_REQUEST];
-    let mut len = 0;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "no whole request in time",
-            ));
-        }
-        s.set_read_timeout(Some(left))?;
-        let n = s.read(&mut buf[len..])?;
-        if n == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "closed before a whole request",
-            ));
-        }
-        // The blank line may straddle two reads: look a few bytes back.
-        let from = len.saturating_sub(3);
-        len += n;
-        let seen = &buf[from..len];
-        if seen.windows(4).any(|w| w == b"\r\n\r\n") || seen.windows(2).any(|w| w == b"\n\n") {
-            buf.truncate(len);
-            return Ok(Some(buf));
-        }
-        if len == MAX_REQUEST {
-            return Ok(None);
-        }
-    }
-}
-
-fn answer(mut s: TcpStream, slot: &Slot) -> io::Result<()> {
-    s.set_write_timeout(Some(WRITE_TIMEOUT))?;
-    let route = match read_head(&mut s)? {
-        Some(head) => route(&head),
-        None => {
-            return respond(
-                &mut s,
-                "431 Request Header Fields Too Large",
-                "",
-                &[],
-                false,
-            );
-        }
-    };
+/// The answer to a request.
+fn answer(route: &Route, slot: &Slot) -> Phase {
     match route {
         Route::Metrics { head_only } => {
             // Cloned under the lock, written after it: the loop never waits on a client.
             let text: Arc<str> = slot.lock().unwrap_or_else(PoisonError::into_inner).clone();
-            respond(
-                &mut s,
-                "200 OK",
-                "text/plain; version=0.0.4; charset=utf-8",
-                text.as_bytes(),
-                head_only,
-            )
+            Phase::Writing {
+                head: head(
+                    "200 OK",
+                    "text/plain; version=0.0.4; charset=utf-8",
+                    text.len(),
+                ),
+                body: (!head_only).then_some(text),
+                sent: 0,
+            }
         }
-        Route::NotFound => respond(
-            &mut s,
+        Route::NotFound => plain(
             "404 Not Found",
             "text/plain; charset=utf-8",
             b"not found; metrics are at /metrics\n",
-            false,
         ),
-        Route::NotAllowed => respond(
-            &mut s,
+        Route::NotAllowed => plain(
             "405 Method Not Allowed\r\nAllow: GET, HEAD",
             "text/plain; charset=utf-8",
             b"only GET and HEAD\n",
-            false,
         ),
-        Route::Bad => respond(&mut s, "400 Bad Request", "", &[], false),
+        Route::Bad => plain("400 Bad Request", "", b""),
     }
 }
 
-fn respond(
-    s: &mut TcpStream,
-    status: &str,
-    content_type: &str,
-    body: &[u8],
-    head_only: bool,
-) -> io::Result<()> {
-    let mut head = format!(
-        "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n",
-        body.len()
-    );
+/// A short answer, head and body in one buffer.
+fn plain(status: &str, content_type: &str, body: &[u8]) -> Phase {
+    let mut head = head(status, content_type, body.len());
+    head.extend_from_slice(body);
+    Phase::Writing {
+        head,
+        body: None,
+        sent: 0,
+    }
+}
+
+fn head(status: &str, content_type: &str, len: usize) -> Vec<u8> {
+    let mut head = format!("HTTP/1.1 {status}\r\nContent-Length: {len}\r\nConnection: close\r\n");
     if !content_type.is_empty() {
         head.push_str("Content-Type: ");
         head.push_str(content_type);
         head.push_str("\r\n");
     }
     head.push_str("\r\n");
-    s.write_all(head.as_bytes())?;
-    if !head_only {
-        s.write_all(body)?;
-    }
-    s.flush()?;
-    // A client may still be sending (a body nobody asked for): end ours cleanly.
-    let _ = s.shutdown(Shutdown::Write);
-    Ok(())
+    head.into_bytes()
 }
 
 #[cfg(test)]
@@ -221,14 +435,20 @@ mod tests {
         assert_eq!(route(b"\xff\xfe\r\n\r\n"), Route::Bad);
     }
 
-    fn serve_one(request: &[u8]) -> String {
+    /// A server on a port of its own, serving `text` on a thread for the rest of the
+    /// test process.
+    fn serving(text: &str) -> SocketAddr {
         let server = Server::bind("127.0.0.1:0".parse().unwrap()).unwrap();
         let addr = server.listener.local_addr().unwrap();
-        let slot: Slot = Arc::new(std::sync::Mutex::new(Arc::from("# the text\n")));
+        let slot: Slot = Arc::new(std::sync::Mutex::new(Arc::from(text)));
+        std::thread::spawn(move || server.run(&slot));
+        addr
+    }
+
+    fn ask(addr: SocketAddr, request: &[u8]) -> String {
         let mut c = TcpStream::connect(addr).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
         c.write_all(request).unwrap();
-        let (s, _) = server.listener.accept().unwrap();
-        answer(s, &slot).unwrap();
         let mut out = String::new();
         c.read_to_string(&mut out).unwrap();
         out
@@ -236,7 +456,8 @@ mod tests {
 
     #[test]
     fn a_scrape_gets_the_latest_text_and_anything_else_a_plain_error() {
-        let ok = serve_one(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+        let addr = serving("# the text\n");
+        let ok = ask(addr, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
         assert!(ok.starts_with("HTTP/1.1 200 OK\r\n"), "{ok}");
         assert!(
             ok.contains("Content-Type: text/plain; version=0.0.4; charset=utf-8\r\n"),
@@ -244,12 +465,41 @@ mod tests {
         );
         assert!(ok.contains("Content-Length: 11\r\n"), "{ok}");
         assert!(ok.ends_with("\r\n\r\n# the text\n"), "{ok}");
-        let missing = serve_one(b"GET /favicon.ico HTTP/1.1\r\n\r\n");
+        let head_only = ask(addr, b"HEAD /metrics HTTP/1.1\r\n\r\n");
+        assert!(head_only.ends_with("Content-Length: 11\r\nConnection: close\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n\r\n"), "{head_only}");
+        let missing = ask(addr, b"GET /favicon.ico HTTP/1.1\r\n\r\n");
         assert!(
             missing.starts_with("HTTP/1.1 404 Not Found\r\n"),
             "{missing}"
         );
-        let huge = serve_one(&[b'a'; MAX_REQUEST]);
+        let huge = ask(addr, &[b'a'; MAX_REQUEST]);
         assert!(huge.starts_with("HTTP/1.1 431 "), "{huge}");
+        // A request a byte at a time is answered once whole.
+        let mut c = TcpStream::connect(addr).unwrap();
+        for b in b"GET /metrics HTTP/1.0\r\n\r\n" {
+            c.write_all(&[*b]).unwrap();
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let mut out = String::new();
+        c.read_to_string(&mut out).unwrap();
+        assert!(out.ends_with("\r\n\r\n# the text\n"), "{out}");
+    }
+
+    /// More clients than the endpoint holds, each sending nothing: the oldest give way,
+    /// and a scrape is still answered.
+    #[test]
+    fn past_the_most_connections_the_oldest_silent_one_gives_way() {
+        let addr = serving("# the text\n");
+        let mut silent: Vec<TcpStream> = (0..MAX_CONNECTIONS + 20)
+            .map(|_| TcpStream::connect(addr).unwrap())
+            .collect();
+        let ok = ask(addr, b"GET /metrics HTTP/1.0\r\n\r\n");
+        assert!(ok.ends_with("\r\n\r\n# the text\n"), "{ok}");
+        // The first one was closed to make room: it reads the end of its stream.
+        silent[0]
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        let mut buf = [0u8; 16];
+        assert_eq!(silent[0].read(&mut buf).unwrap(), 0);
     }
 }

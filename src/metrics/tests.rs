@@ -387,3 +387,160 @@ fn the_textfile_is_replaced_whole_and_never_through_a_planted_link() {
     let e = write_atomically(&dir.path().join("missing/x.prom"), b"x").unwrap_err();
     assert_eq!(e.kind(), std::io::ErrorKind::NotFound);
 }
+
+/// A running vassal for each name, quiet: master and worker at 10 fds of a line of 800.
+fn quiet_vassals(names: &[String]) -> Vec<VassalView<'_>> {
+    let side = Side {
+        fds: 10,
+        limit: 1024,
+        line: 800,
+    };
+    names
+        .iter()
+        .map(|name| VassalView {
+            name,
+            state: State::Running,
+            sides: sides(&[(Role::Master, side), (Role::Worker, side)]),
+            flapping: false,
+            given_up: false,
+            last_action: None,
+            counts: None,
+            hook_failures: 0,
+            episode: None,
+        })
+        .collect()
+}
+
+fn warden_view(passes: &Histogram, vassals: usize) -> WardenView<'_> {
+    WardenView {
+        vassals,
+        emperors: 1,
+        processes: 2 * vassals,
+        owed: 0,
+        last_pass: SystemTime::UNIX_EPOCH,
+        passes,
+    }
+}
+
+/// The vassal names that have series of their own on a page.
+fn detailed_names(text: &str) -> std::collections::BTreeSet<String> {
+    samples(text, "vassal_warden_vassal_state")
+        .iter()
+        .filter_map(|l| {
+            let rest = l.split_once("{vassal=\"")?.1;
+            Some(rest.split_once("\",state=")?.0.to_owned())
+        })
+        .collect()
+}
+
+#[test]
+fn up_to_the_detail_limit_every_vassal_has_its_own_series() {
+    let names: Vec<String> = (0..DETAIL_VASSALS)
+        .map(|i| format!("app{i:05}.ini"))
+        .collect();
+    let views = quiet_vassals(&names);
+    let passes = Histogram::default();
+    let mut text = String::new();
+    render(&mut text, &warden_view(&passes, names.len()), &views);
+    assert_eq!(detailed_names(&text).len(), DETAIL_VASSALS);
+    assert!(text.contains(&format!(
+        "vassal_warden_vassals_detailed {DETAIL_VASSALS}\n"
+    )));
+    assert!(text.contains(&format!(
+        "vassal_warden_vassals_in_state{{state=\"running\"}} {DETAIL_VASSALS}\n"
+    )));
+}
+
+/// Past the limit, only the vassals in trouble have series of their own; every vassal
+/// is still counted in the totals, and the page stays small.
+#[test]
+fn past_the_detail_limit_only_vassals_in_trouble_have_their_own_series() {
+    let names: Vec<String> = (0..5000).map(|i| format!("app{i:05}.ini")).collect();
+    let mut views = quiet_vassals(&names);
+    let passes = Histogram::default();
+    let mut text = String::new();
+    render(&mut text, &warden_view(&passes, names.len()), &views);
+    assert!(detailed_names(&text).is_empty(), "{text}");
+    assert!(text.contains("vassal_warden_vassals_in_state{state=\"running\"} 5000\n"));
+    assert!(text.contains("vassal_warden_vassals_detailed 0\n"));
+    assert!(text.len() < 8 * 1024, "{} bytes", text.len());
+
+    let over = Side {
+        fds: 900,
+        limit: 1024,
+        line: 800,
+    };
+    views[10].flapping = true;
+    views[20].sides = sides(&[(Role::Mule, over)]);
+    views[30].state = State::NotRunning;
+    views[40].episode = Some(("alert_only", SystemTime::UNIX_EPOCH));
+    views[50].hook_failures = 1;
+    // Idle and without an Emperor: counted, not detailed.
+    views[60].state = State::Idle;
+    views[61].state = State::NoEmperor;
+    render(&mut text, &warden_view(&passes, names.len()), &views);
+    let want: std::collections::BTreeSet<String> = [10, 20, 30, 40, 50]
+        .iter()
+        .map(|i| names[*i].clone())
+        .collect();
+    assert_eq!(detailed_names(&text), want);
+    assert!(text.contains("vassal_warden_vassals_over_line 1\n"));
+    assert!(text.contains("vassal_warden_vassals_in_state{state=\"no_emperor\"} 1\n"));
+    assert!(text.contains("vassal_warden_open_fds{vassal=\"app00020.ini\",role=\"mule\"} 900\n"));
+}
+
+/// Every vassal in trouble, with the longest names a file may have: the worst come
+/// first, at most `DETAIL_VASSALS` of them, and the page stays within its bound.
+#[test]
+fn the_page_is_bounded_whatever_the_vassals_and_their_names() {
+    let names: Vec<String> = (0..5000)
+        .map(|i| format!("{i:05}{}.ini", "\"".repeat(246)))
+        .collect();
+    let mut views = quiet_vassals(&names);
+    for (i, v) in views.iter_mut().enumerate() {
+        v.sides = sides(&[(
+            Role::Worker,
+            Side {
+                fds: 700 + (i as u64 % 300),
+                limit: 1024,
+                line: 800,
+            },
+        )]);
+    }
+    views[4999].given_up = true;
+    let passes = Histogram::default();
+    let mut text = String::new();
+    render(&mut text, &warden_view(&passes, names.len()), &views);
+    let detailed = detailed_names(&text);
+    assert!(!detailed.is_empty());
+    assert!(detailed.len() <= DETAIL_VASSALS, "{}", detailed.len());
+    assert!(
+        text.len() <= DETAIL_BYTES + 16 * 1024,
+        "{} bytes for {} vassals",
+        text.len(),
+        detailed.len()
+    );
+    // The one given up is there first of all.
+    assert!(
+        text.contains("vassal_warden_given_up{vassal=\"04999"),
+        "given up first"
+    );
+    // Then the fullest: none detailed is emptier than one left out.
+    let fds_of = |name: &str| -> u64 {
+        let i: usize = name[..5].parse().unwrap();
+        700 + (i as u64 % 300)
+    };
+    let least_in = detailed
+        .iter()
+        .filter(|n| !n.starts_with("04999"))
+        .map(|n| fds_of(n))
+        .min()
+        .unwrap();
+    let most_out = (0..4999)
+        .map(|i| format!("{i:05}"))
+        .filter(|p| !detailed.iter().any(|n| n.starts_with(p.as_str())))
+        .map(|p| fds_of(&p))
+        .max()
+        .unwrap();
+    assert!(least_in >= most_out, "{least_in} < {most_out}");
+}

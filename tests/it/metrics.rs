@@ -339,3 +339,58 @@ fn a_port_in_use_is_a_warning_and_the_textfile_is_written_anyway() {
     );
     drop(taken);
 }
+
+/// Two hundred clients hold connections to the endpoint: a hundred silent, a hundred
+/// sending their request a byte at a time, and one asking for the page and never reading
+/// it. A scrape is answered while they all hold on (one at a time, each would hold it
+/// for its deadline: minutes in all), and the silent ones are closed at their deadline.
+#[test]
+fn a_scrape_is_answered_while_two_hundred_slow_or_idle_clients_hold_connections() {
+    let emp = Emperor::start();
+    emp.add_vassal("quiet.ini", &VassalSpec::default());
+    emp.wait_running("quiet.ini", 1);
+    let warden = Warden::start(&bin(), &emp, "reload-at = 40\n", &[]);
+    let addr = warden.metrics_addr();
+    let mut silent: Vec<TcpStream> = (0..100)
+        .map(|_| TcpStream::connect(&addr).unwrap())
+        .collect();
+    let mut slow: Vec<TcpStream> = (0..100)
+        .map(|_| TcpStream::connect(&addr).unwrap())
+        .collect();
+    let mut reader = TcpStream::connect(&addr).unwrap();
+    write!(reader, "GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+    for s in &mut slow {
+        s.write_all(b"G").unwrap();
+    }
+    // Within the clients' deadline (2 s), with a read timeout well under what a queue of
+    // two hundred would take.
+    let mut s = TcpStream::connect(&addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(1500)))
+        .unwrap();
+    write!(s, "GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer)
+        .expect("no answer while slow clients hold connections");
+    assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+    assert!(
+        answer.contains("vassal_warden_vassal_state{vassal=\"quiet.ini\",state=\"running\"} 1"),
+        "{answer}"
+    );
+    // The slow ones are still connected: one more byte each is taken.
+    for s in &mut slow {
+        s.write_all(b"E").unwrap();
+    }
+    // A silent one is closed once its deadline passes: it reads the end of its stream.
+    silent[0]
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut buf = [0u8; 64];
+    assert_eq!(silent[0].read(&mut buf).unwrap(), 0);
+    // The reader that never read its answer has it waiting.
+    reader
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut page = String::new();
+    reader.read_to_string(&mut page).unwrap();
+    assert!(page.starts_with("HTTP/1.1 200 OK\r\n"), "{page}");
+}
