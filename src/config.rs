@@ -633,9 +633,13 @@ impl Setting {
             "predict" if v == "auto" => Setting::Predict(Predict::Auto),
             "predict" => Setting::Predict(Predict::Within(parse_duration(v)?)),
             "predict-floor" => Setting::PredictFloor(parse_fraction(v, key)?),
-            "predict-window" => {
-                Setting::PredictWindow(as_usize(count(3, "a number of samples, at least 3")?))
-            }
+            "predict-window" => Setting::PredictWindow(as_usize(
+                Some(count(3, "a number of samples from 3 to 1000")?)
+                    .filter(|n| *n <= MAX_PREDICT_WINDOW)
+                    .ok_or_else(|| {
+                        format!("`{key}` must be a number of samples from 3 to 1000, not `{v}`")
+                    })?,
+            )),
             "max-reloads" => {
                 let (n, window) = parse_rate(v)?;
                 Setting::MaxReloads(n, window)
@@ -668,6 +672,9 @@ impl Setting {
                 "is shorter than warden.ini's cooldown ({})",
                 humantime::format_duration(admin.cooldown)
             )),
+            Setting::Action(a) if admin.action == ActionMode::Alert && a != ActionMode::Alert => {
+                Some("would act where warden.ini's action is alert".to_owned())
+            }
             Setting::MaxReloads(n, w) => {
                 let (an, aw) = (admin.max_reloads, admin.max_reloads_window);
                 // n per w against an per aw, in whole milliseconds (no float rounding).
@@ -751,6 +758,8 @@ const MAX_DURATION: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// The longest `verify`. The warden's action slots (`max-concurrent`) are held while an
 /// action is verified, so this also bounds how long one vassal can keep others waiting.
+/// The most samples a fit keeps per process: each is kept in memory for every process.
+const MAX_PREDICT_WINDOW: u64 = 1000;
 const MAX_VERIFY: Duration = Duration::from_secs(600);
 /// The longest `capture-window`.
 const MAX_CAPTURE_WINDOW: Duration = Duration::from_secs(3600);
@@ -1079,6 +1088,23 @@ mod tests {
             (p.max_reloads, p.max_reloads_window),
             (1, Duration::from_secs(7200))
         );
+        // A fit's window is kept in memory for every process: it is bounded.
+        assert!(Setting::parse("predict-window", "1000").is_ok());
+        let e = Setting::parse("predict-window", "1000000000").unwrap_err();
+        assert!(e.contains("from 3 to 1000"), "{e}");
+        // Where root says alert, a vassal's file cannot make it act; it can say alert.
+        let alert = parse("[policy]\naction = alert\n").unwrap();
+        let acts = uwsgi_ini::lex("[vassal-warden]\naction = touch\n");
+        let (p, problems) = alert.policy_for("a.ini", &acts);
+        assert_eq!(p.action, ActionMode::Alert);
+        assert!(
+            problems[0].contains("would act where warden.ini's action is alert"),
+            "{problems:?}"
+        );
+        let quiet = uwsgi_ini::lex("[vassal-warden]\naction = alert\n");
+        let (p, problems) = cfg.policy_for("a.ini", &quiet);
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(p.action, ActionMode::Alert);
         // Root loosens it for one vassal in warden.ini.
         let cfg = parse("[policy]\ncooldown = 10m\n[vassal greedy.ini]\ncooldown = 1s\n").unwrap();
         assert_eq!(

@@ -152,7 +152,12 @@ pub(crate) struct Emperor {
     /// Root's: it runs as root, or systemd started it as a system service (whatever uid
     /// it dropped to). Only such an Emperor speaks for directories it does not own.
     pub system: bool,
+    /// The real uid it had when its program started (`procs::exec_uid`): 0 when root
+    /// started it, whatever it dropped to since.
+    pub exec_uid: Option<u32>,
     pub start_time: u64,
+    /// When its oldest process started: its own master's start in Debian's layout.
+    pub since: u64,
     /// Debian's layout: the Emperor's own master, with the same command line, above it.
     pub master_pid: Option<i32>,
     pub cmdline: Vec<String>,
@@ -298,6 +303,13 @@ fn started_by_root(pid: i32) -> bool {
     false
 }
 
+/// True when root owns the file and, if it is a symlink, the link too.
+fn owned_by_root(path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(path).is_ok_and(|m| m.uid() == 0)
+        && std::fs::metadata(path).is_ok_and(|m| m.uid() == 0)
+}
+
 /// True when systemd runs `pid` in a system service's cgroup (`/system.slice/….service`),
 /// where no user can move a process of theirs.
 fn system_service(pid: i32) -> bool {
@@ -317,6 +329,13 @@ fn system_service(pid: i32) -> bool {
 /// its directories, never from wherever the vassal has since changed to.
 fn as_vassal_file(e: &Emperor, name: &str) -> Option<PathBuf> {
     let name = Path::new(name);
+    // `..` would climb out of the Emperor's directories.
+    if name
+        .components()
+        .any(|c| matches!(c, std::path::Component::ParentDir))
+    {
+        return None;
+    }
     if name.is_absolute() {
         return e
             .sources
@@ -427,7 +446,14 @@ fn emperor_settings(pid: i32, args: &[String], vassal_of: Option<&Emperor>) -> O
     };
     let base = base_dir(pid);
     let uid = procs::uid(pid)?;
-    let system = uid == 0 || system_service(pid) || started_by_root(pid);
+    let system = uid == 0
+        || match vassal_of {
+            // A sub-Emperor is root's when root's file made it one: the cgroup and the
+            // ancestors it shares with its vassal's other processes say nothing of who
+            // wrote the file.
+            Some(_) => config_file.as_deref().is_some_and(owned_by_root),
+            None => system_service(pid) || started_by_root(pid),
+        };
     let (sources, unwatched) = spoken_for(&opts, &base, uid, system);
     if !opts.iter().any(|(k, _)| k == "emperor") {
         return None;
@@ -435,8 +461,10 @@ fn emperor_settings(pid: i32, args: &[String], vassal_of: Option<&Emperor>) -> O
     let start_time = procs::stat(pid)?.start_time;
     Some(Emperor {
         system,
+        exec_uid: procs::exec_uid(pid),
         pid,
         start_time,
+        since: start_time,
         master_pid: None,
         cmdline: args.to_vec(),
         config_file,
@@ -536,8 +564,13 @@ impl Discovery {
         let mut above = ppid;
         let mut steps = 0;
         let ancestor = loop {
-            if above <= 1 || steps >= MAX_DEPTH {
+            if above <= 1 {
                 break None;
+            }
+            // Deeper than any real tree: not judged as a top-level Emperor, whose
+            // relative names would be taken from its working directory.
+            if steps >= MAX_DEPTH {
+                return None;
             }
             if runs_uwsgi(above) {
                 break Some(above);
@@ -582,9 +615,13 @@ fn pair_debian_layout(
             .zip(found.get(&pid))
             .is_some_and(|(p, c)| p.cmdline == c.cmdline);
         if same {
-            found.remove(&ppid);
-            if let Some(e) = found.get_mut(&pid) {
+            let master = found.remove(&ppid);
+            if let (Some(e), Some(m)) = (found.get_mut(&pid), master) {
                 e.master_pid = Some(ppid);
+                e.since = e.since.min(m.since);
+                // Its master is the program that was started; the Emperor proper is
+                // its fork.
+                e.exec_uid = m.exec_uid;
             }
         }
     }

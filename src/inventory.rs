@@ -282,13 +282,22 @@ impl Inventory {
 }
 
 /// The one Emperor that runs the vassals of `source`. Of several that watch it, root's
-/// wins over users' (a user may point uWSGI at any directory it can read); two of
-/// root's, or two of users', cannot be told apart, and neither is trusted with them.
+/// wins over users' (a user may point uWSGI at any directory it can read). Of several of
+/// root's, the one root itself started (`exec_uid` 0) wins, then the oldest: a process
+/// that one of its vassals left behind (daemonized, under the same service) is younger
+/// than the Emperor that started that vassal. Two that cannot be told apart that way,
+/// or two of users', are not trusted with it.
 pub(crate) fn watcher(emperors: &[Emperor], source: &Source) -> Option<i32> {
     let all: Vec<&Emperor> = emperors.iter().filter(|e| e.watches(source)).collect();
-    let system: Vec<&Emperor> = all.iter().copied().filter(|e| e.system).collect();
-    match (all.as_slice(), system.as_slice()) {
-        ([one], _) | (_, [one]) => Some(one.pid),
+    let mut system: Vec<&Emperor> = all.iter().copied().filter(|e| e.system).collect();
+    if let [one] = all.as_slice() {
+        return Some(one.pid);
+    }
+    let rank = |e: &Emperor| (e.exec_uid != Some(0), e.since);
+    system.sort_by_key(|e| rank(e));
+    match system.as_slice() {
+        [one] => Some(one.pid),
+        [first, second, ..] if rank(first) < rank(second) => Some(first.pid),
         _ => None,
     }
 }
@@ -326,4 +335,53 @@ fn policy_of(
 ) -> (Policy, Vec<String>) {
     let own = ini.as_ref().map_or(&[][..], |i| i.warden.as_slice());
     cfg.policy_for(name, own)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn emperor(pid: i32, system: bool, exec_uid: u32, since: u64) -> Emperor {
+        Emperor {
+            pid,
+            system,
+            exec_uid: Some(exec_uid),
+            start_time: since,
+            since,
+            master_pid: None,
+            cmdline: Vec::new(),
+            config_file: None,
+            sources: vec![Source::Dir("/etc/uwsgi-emperor/vassals".into())],
+            unwatched: Vec::new(),
+            nofollow: false,
+            stats: None,
+            freq: None,
+            tyrant: false,
+            on_demand: false,
+        }
+    }
+
+    #[test]
+    fn of_several_emperors_on_one_directory_the_one_root_started_then_the_oldest_runs_it() {
+        let src = Source::Dir("/etc/uwsgi-emperor/vassals".into());
+        let roots = emperor(10, true, 0, 500);
+        let reloaded = emperor(11, true, 33, 100);
+        let daemon = emperor(12, true, 1000, 900);
+        let user = emperor(13, false, 1000, 50);
+        // Alone, whoever it is.
+        assert_eq!(watcher(std::slice::from_ref(&user), &src), Some(13));
+        // Root's over a user's, however old.
+        assert_eq!(watcher(&[user.clone(), daemon.clone()], &src), Some(12));
+        // The one root started over one a user started, whatever their age...
+        assert_eq!(watcher(&[daemon.clone(), roots.clone()], &src), Some(10));
+        // ...and over one that re-executed itself as www-data.
+        assert_eq!(watcher(&[reloaded.clone(), roots], &src), Some(10));
+        // Neither started by root: the older, which started the other's vassal.
+        assert_eq!(watcher(&[daemon.clone(), reloaded], &src), Some(11));
+        // Two that cannot be told apart, or two of users': none.
+        let twin = emperor(14, true, 1000, 900);
+        assert_eq!(watcher(&[daemon, twin], &src), None);
+        let other_user = emperor(15, false, 1001, 60);
+        assert_eq!(watcher(&[user, other_user], &src), None);
+    }
 }

@@ -251,6 +251,26 @@ pub(crate) fn uid(pid: i32) -> Option<u32> {
         .ok()
 }
 
+/// The real user ID a process had when it ran its program (`AT_UID` of its auxiliary
+/// vector, which the kernel writes at `execve` and nothing changes after): 0 for a
+/// program root started that dropped to another uid since. A process that re-executes
+/// itself after dropping (a uWSGI reload) shows the uid it had then.
+pub(crate) fn exec_uid(pid: i32) -> Option<u32> {
+    const AT_NULL: u64 = 0;
+    const AT_UID: u64 = 11;
+    let raw = read_bounded(pid, "auxv")?;
+    let word = |c: &[u8]| u64::from_ne_bytes(c.try_into().unwrap_or([0; 8]));
+    for pair in raw.chunks_exact(16) {
+        let (key, value) = (word(&pair[..8]), word(&pair[8..]));
+        match key {
+            AT_NULL => return None,
+            AT_UID => return u32::try_from(value).ok(),
+            _ => {}
+        }
+    }
+    None
+}
+
 /// The executable a process runs, as (device, inode): the same file for a child that
 /// uWSGI forked, another one for a program it ran.
 fn exe_id(pid: i32) -> Option<(u64, u64)> {
@@ -343,6 +363,57 @@ mod tests {
         assert_eq!(s.state, 'S');
         assert_eq!(s.ppid, 1);
         assert_eq!(s.start_time, 5119);
+    }
+
+    /// The uid a program was started with stays when it drops to another one, and a
+    /// program started after the drop has the new one.
+    #[test]
+    fn the_uid_a_program_was_started_with_is_kept_across_a_drop() {
+        let me = std::process::id().cast_signed();
+        assert_eq!(exec_uid(me), uid(me));
+        let spawn = |cmd: &mut std::process::Command| {
+            let child = cmd.stdout(std::process::Stdio::piped()).spawn().unwrap();
+            let mut child = Reaped(child);
+            let mut line = String::new();
+            std::io::BufRead::read_line(
+                &mut std::io::BufReader::new(child.0.stdout.as_mut().unwrap()),
+                &mut line,
+            )
+            .unwrap();
+            let pid = child.0.id().cast_signed();
+            let got = (uid(pid), exec_uid(pid));
+            drop(child);
+            got
+        };
+        if uid(me) != Some(0) {
+            return;
+        }
+        // Dropped after it started: nobody now, root then.
+        let dropped = spawn(std::process::Command::new("python3").args([
+            "-c",
+            "import os, sys, time; os.setuid(65534); print(1); sys.stdout.flush(); time.sleep(30)",
+        ]));
+        assert_eq!(dropped, (Some(65534), Some(0)));
+        // Started after the drop: nobody both times.
+        let started = spawn(std::process::Command::new("setpriv").args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "sh",
+            "-c",
+            "echo 1; exec sleep 30",
+        ]));
+        assert_eq!(started, (Some(65534), Some(65534)));
+    }
+
+    /// Kills and reaps a child when dropped.
+    struct Reaped(std::process::Child);
+
+    impl Drop for Reaped {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
     }
 
     #[test]

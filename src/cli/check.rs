@@ -173,11 +173,18 @@ fn emperor_problems(inv: &Inventory) -> Vec<String> {
             .filter(|e| e.watches(src))
             .map(|e| e.pid.to_string())
             .collect();
-        if watchers.len() > 1 && crate::inventory::watcher(&inv.emperors, src).is_none() {
-            problems.push(format!(
+        if watchers.len() < 2 {
+            continue;
+        }
+        match crate::inventory::watcher(&inv.emperors, src) {
+            None => problems.push(format!(
                 "Emperors {} all watch {src}: which one runs its vassals cannot be told, so none of them is acted on; stop the Emperor that should not be there",
                 watchers.join(", ")
-            ));
+            )),
+            Some(chosen) => problems.push(format!(
+                "Emperors {} all watch {src}: {chosen} is taken to run its vassals (root's, the one root started, else the oldest), the others are ignored for it; stop the Emperor that should not be there",
+                watchers.join(", ")
+            )),
         }
     }
     let mut views: Vec<_> = inv.views.iter().collect();

@@ -302,8 +302,8 @@ fn health(config: Option<&std::path::Path>) -> Result<(), Failure> {
 const ROOM_TO_RECORD: u64 = 64 << 10;
 
 /// Why the incident log `log` cannot take a record now (so the warden cannot act): its
-/// directory is not one, or its filesystem is full (as root sees it: root may use the
-/// blocks reserved for it).
+/// directory is not one, its filesystem is read-only or full (as root sees it: root may
+/// use the blocks reserved for it), or has no inode left for a log to be created.
 fn cannot_record(log: &std::path::Path) -> Option<String> {
     let dir = log.parent().filter(|d| !d.as_os_str().is_empty())?;
     let fs = match rustix::fs::statvfs(dir) {
@@ -315,6 +315,20 @@ fn cannot_record(log: &std::path::Path) -> Option<String> {
             ));
         }
     };
+    if fs.f_flag.contains(rustix::fs::StatVfsMountFlags::RDONLY) {
+        return Some(format!(
+            "cannot record, so cannot act: {} is on a read-only filesystem; remount it read-write, or set `audit-log` in [warden] to a writable place",
+            dir.display()
+        ));
+    }
+    // A log to be created (the first record, or after a rotation) needs an inode.
+    if fs.f_files > 0 && fs.f_ffree == 0 && !log.exists() {
+        return Some(format!(
+            "cannot record, so cannot act: {} has no free inode to create {}; free some on its filesystem",
+            dir.display(),
+            log.display()
+        ));
+    }
     let blocks = if rustix::process::geteuid().is_root() {
         fs.f_bfree
     } else {

@@ -137,6 +137,23 @@ impl Ledger {
         }
     }
 
+    /// Forgets the unwritten incidents of the vassal files `keep` refuses (no longer
+    /// watched), saying so for each.
+    pub(super) fn retain_unwritten(&mut self, keep: impl Fn(&Path) -> bool) {
+        let gone: Vec<PathBuf> = self
+            .unwritten
+            .keys()
+            .filter(|p| !keep(p))
+            .cloned()
+            .collect();
+        for config in gone {
+            if let Some(incident) = self.unwritten.remove(&config) {
+                error!(file = %config.display(), incident = %incident,
+                       "a vassal file whose incident could not be recorded is no longer watched; the incident is not in the log");
+            }
+        }
+    }
+
     pub(super) fn set_remind(&mut self, remind: Duration) {
         self.remind = remind;
     }

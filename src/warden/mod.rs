@@ -345,6 +345,9 @@ impl Warden {
         self.baselines.retain(|id, _| seen.contains(id));
         let inv = &self.inv;
         self.captures.retain(|p| inv.vassals.contains_key(p));
+        // A vassal file removed: an incident of it that could not be recorded is over.
+        self.ledger
+            .retain_unwritten(|p| inv.vassals.contains_key(p));
         self.captures.poll();
         self.record_followed();
         self.sampler
@@ -492,6 +495,9 @@ impl Warden {
         let policy = v.policy.clone();
         let Mapping::Running(procs) = &v.mapping else {
             self.sides.remove(path);
+            // Its processes are gone: an incident that could not be recorded is over.
+            let name = v.file.name.clone();
+            self.ledger.drop_unwritten(path, &name);
             if let Some(ep) = self.episodes.get_mut(path) {
                 let d = ep.decide_stopped(&policy, Instant::now());
                 self.record_outcome(path, d);

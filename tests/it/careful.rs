@@ -787,3 +787,39 @@ fn a_gateway_held_by_idle_clients_gets_an_incident_and_is_replaced_by_a_touch() 
         "the gateway was not replaced: {now:?}"
     );
 }
+
+/// The incident log's filesystem is read-only (remounted after an error, say): `health`
+/// is CRITICAL and says what to do, though the log's directory has room.
+#[test]
+fn health_is_critical_when_the_log_is_on_a_read_only_filesystem() {
+    let emp = Emperor::start();
+    emp.add_vassal("shop.ini", &VassalSpec::default());
+    emp.wait_running("shop.ini", 1);
+    let root = emp.root().to_owned();
+    let disk = SmallDisk::mount(&root.join("disk"));
+    let log = disk.0.join("incidents.jsonl");
+    std::fs::write(&log, "").unwrap();
+    let ok = std::process::Command::new("mount")
+        .args(["-o", "remount,ro"])
+        .arg(&disk.0)
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let cfg = crate::harness::write_config(
+        &root,
+        "warden.ini",
+        &[emp.vassals.display().to_string()],
+        &format!("audit-log = {}\n", log.display()),
+    );
+    let health = std::process::Command::new(bin())
+        .args(["health", "-c"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&health.stdout);
+    assert_eq!(health.status.code(), Some(2), "{said}");
+    assert!(
+        said.contains("CRITICAL") && said.contains("read-only filesystem"),
+        "{said}"
+    );
+}

@@ -562,6 +562,80 @@ fn a_users_emperor_does_not_take_over_roots_vassal_directory() {
     assert_eq!(shop["emperor"], emp.emperor_pid(), "{status:#}");
 }
 
+/// A user's uWSGI Emperor left behind as a daemon (its shell gone, so it hangs from PID 1
+/// with no login of the user's behind it, as a process a vassal daemonized does), naming
+/// root's vassal directory: the kernel still knows that the user, not root, started it
+/// (`AT_UID`), so root's own Emperor keeps running those vassals, and `check` says that
+/// the other one is ignored. It does not leave root's directory without an Emperor.
+#[test]
+fn a_users_daemonized_emperor_does_not_take_roots_directory() {
+    let emp = Emperor::start();
+    emp.add_vassal("shop.ini", &VassalSpec::default());
+    emp.wait_running("shop.ini", 1);
+    // Its directory is not the user's to read: the user's Emperor spawns nothing.
+    let script = "/usr/bin/uwsgi-core --emperor \"$0\" --emperor-freq 1000 </dev/null >/dev/null 2>&1 & echo $!";
+    let mut theirs = crate::harness::Group::spawn(
+        Command::new("setpriv")
+            .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups"])
+            .args(["sh", "-c", script])
+            .arg(&emp.vassals)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null()),
+    );
+    let (_, out) = theirs.pipes();
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(out), &mut line).unwrap();
+    let theirs_pid: i64 = line.trim().parse().unwrap();
+    let parent = wait_for(Duration::from_secs(10), "the daemon's new parent", || {
+        let stat = fs::read_to_string(format!("/proc/{theirs_pid}/stat")).ok()?;
+        let ppid: i64 = stat
+            .rsplit_once(')')?
+            .1
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()?;
+        (ppid != i64::from(theirs.pid())).then_some(ppid)
+    });
+    assert_eq!(parent, 1, "not reparented to PID 1");
+    let cfg = crate::harness::write_config(emp.root(), "warden.ini", &[], "");
+    let check = wait_for(Duration::from_secs(60), "both Emperors seen", || {
+        let out = Command::new(bin())
+            .args(["check", "--json", "-c"])
+            .arg(&cfg)
+            .output()
+            .unwrap();
+        let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+        let pids: Vec<i64> = v["emperors"]
+            .as_array()?
+            .iter()
+            .filter_map(|e| e["pid"].as_i64())
+            .collect();
+        (pids.contains(&theirs_pid) && pids.contains(&i64::from(emp.emperor_pid()))).then_some(v)
+    });
+    let status = status_json(cfg.to_str().unwrap());
+    let shop = status["vassals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["config"] == emp.ini_path("shop.ini").to_str().unwrap())
+        .cloned()
+        .unwrap();
+    assert_eq!(shop["state"], "running", "{status:#}");
+    assert_eq!(shop["emperor"], emp.emperor_pid(), "{status:#}");
+    let problems = check["problems"].to_string();
+    assert!(
+        problems.contains(&format!(
+            "{} is taken to run its vassals",
+            emp.emperor_pid()
+        )),
+        "{check:#}"
+    );
+    // The daemon is in the group it was started in: ended with it.
+    drop(theirs);
+}
+
 /// An Emperor in a container (its own root directory): the directories it names are not
 /// this host's, so the warden does not take it for one of the host's Emperors.
 #[test]

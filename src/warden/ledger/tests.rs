@@ -77,6 +77,18 @@ fn records_owed_are_written_oldest_first_before_anything_new() {
 }
 
 #[test]
+fn an_unwritten_incident_of_a_vassal_no_longer_watched_is_owed_no_longer() {
+    let b = Blocked::new();
+    let mut l = Ledger::new(b.log.clone(), Duration::from_secs(3600));
+    assert!(l.write_first(&record("1")).is_err());
+    let config = record("1").config;
+    assert_eq!(l.owed(), 1);
+    l.retain_unwritten(|p| p != config);
+    assert_eq!(l.owed(), 0);
+    assert_eq!(l.unwritten(&config), None);
+}
+
+#[test]
 fn at_most_max_owed_records_are_kept_and_the_oldest_go_first() {
     let b = Blocked::new();
     let mut l = Ledger::new(b.log.clone(), Duration::from_secs(3600));
