@@ -185,6 +185,9 @@ impl Server {
                     // Out of fds, say: the oldest client still sending gives way.
                     debug!("metrics endpoint: accept failed: {e}");
                     if !self.close_oldest_reading() {
+                        // None to close: the connection stays queued and the listener
+                        // ready; wait a little rather than spin on it.
+                        std::thread::sleep(Duration::from_millis(20));
                         return;
                     }
                 }
