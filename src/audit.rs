@@ -969,6 +969,7 @@ mod tests {
             }
         }
         assert!(reasons.contains(&Reason::LadderExhausted));
+        assert!(reasons.contains(&Reason::RunsVassals));
         assert_eq!(
             reasons[11],
             Reason::Other("a_reason_from_a_newer_version".into())

@@ -331,9 +331,12 @@ pub fn render(s: &mut String, w: &WardenView<'_>, vassals: &[VassalView<'_>]) {
     render_counters(&mut o, &detailed);
 }
 
+/// A vassal's trouble: its level, then how full its fullest process is.
+type Trouble = (u8, f64);
+
 /// How much trouble a vassal is in, for the choice of detail: `None` for none, else
 /// higher is worse, then the fullest process (of its line) first.
-fn trouble(v: &VassalView<'_>) -> Option<(u8, f64)> {
+fn trouble(v: &VassalView<'_>) -> Option<Trouble> {
     let fullest = v
         .sides
         .each()
@@ -366,30 +369,34 @@ fn detail_bytes(v: &VassalView<'_>) -> usize {
 }
 
 /// The vassals that have their own series this pass, in their given order: all of them
-/// up to `DETAIL_VASSALS`, else those in trouble, the worst first; within `DETAIL_BYTES`.
+/// up to `DETAIL_VASSALS`, else those in trouble; within `DETAIL_BYTES`, which the worst
+/// take first (a vassal in trouble never gives way to a quiet one with a shorter name).
 fn detailed<'v, 'a>(vassals: &'v [VassalView<'a>]) -> Vec<&'v VassalView<'a>> {
-    let mut chosen: Vec<(usize, &VassalView<'a>)> = if vassals.len() <= DETAIL_VASSALS {
-        vassals.iter().enumerate().collect()
-    } else {
-        let mut troubled: Vec<(usize, (u8, f64), &VassalView<'a>)> = vassals
-            .iter()
-            .enumerate()
-            .filter_map(|(i, v)| Some((i, trouble(v)?, v)))
-            .collect();
-        troubled.sort_by(|a, b| {
-            (b.1.0, b.1.1)
-                .partial_cmp(&(a.1.0, a.1.1))
-                .unwrap_or(std::cmp::Ordering::Equal)
-                .then(a.0.cmp(&b.0))
-        });
-        troubled.truncate(DETAIL_VASSALS);
-        troubled.into_iter().map(|(i, _, v)| (i, v)).collect()
-    };
-    let mut bytes = 0;
-    chosen.retain(|(_, v)| {
-        bytes += detail_bytes(v);
-        bytes <= DETAIL_BYTES
+    let few = vassals.len() <= DETAIL_VASSALS;
+    // Worst first, then the untroubled (only while there are few), in listing order.
+    let mut ranked: Vec<(usize, Option<Trouble>, &VassalView<'a>)> = vassals
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (i, trouble(v), v))
+        .filter(|(_, t, _)| few || t.is_some())
+        .collect();
+    ranked.sort_by(|a, b| {
+        let key = |t: Option<Trouble>| t.map_or((0, -1.0), |(l, f)| (l + 1, f));
+        key(b.1)
+            .partial_cmp(&key(a.1))
+            .unwrap_or(std::cmp::Ordering::Equal)
+            .then(a.0.cmp(&b.0))
     });
+    ranked.truncate(DETAIL_VASSALS);
+    let mut bytes = 0;
+    let mut chosen: Vec<(usize, &VassalView<'a>)> = Vec::with_capacity(ranked.len());
+    for (i, _, v) in ranked {
+        let need = detail_bytes(v);
+        if bytes + need <= DETAIL_BYTES {
+            bytes += need;
+            chosen.push((i, v));
+        }
+    }
     chosen.sort_by_key(|(i, _)| *i);
     chosen.into_iter().map(|(_, v)| v).collect()
 }

@@ -453,8 +453,8 @@ pub(crate) struct Situation {
     /// master clears it.
     pub in_master: bool,
     /// What the process that fired is. Only a worker can be recycled, and a chain reload
-    /// replaces only workers: a mule, spooler, gateway, sub-Emperor or attached program
-    /// over its line is replaced by a reload of the vassal.
+    /// replaces only workers: a mule, spooler, gateway or attached program over its line
+    /// is replaced by a reload of the vassal; a sub-Emperor only alerted on.
     pub role: Role,
     /// The workers that leak, most urgent first: the one that fired, and every other
     /// worker whose growth is in the same target, whether over the line yet or not.
@@ -506,6 +506,12 @@ pub(crate) fn choose(mode: ActionMode, s: &Situation) -> (Plan, Option<String>) 
     let gentle = s.escalation == Step::Gentlest;
     match mode {
         ActionMode::Alert => (Plan::Alert(Reason::AlertOnly), None),
+        // A sub-Emperor holds what its vassals need of it (one fd or more each): a touch
+        // of its vassal file would restart every vassal it runs.
+        _ if s.role == Role::Emperor => (
+            Plan::Alert(Reason::RunsVassals),
+            Some("a reload would restart every vassal this sub-Emperor runs; raise its limit or find what it holds".into()),
+        ),
         ActionMode::RecycleWorker if gentle && !s.leaking.is_empty() => (batch(), pending_note()),
         ActionMode::ChainReload => match (&s.chain_file, gentle) {
             (Some(f), true) if matches!(s.role, Role::Master | Role::Worker) => {
@@ -988,7 +994,6 @@ mod tests {
             Role::Mule,
             Role::Spooler,
             Role::Gateway,
-            Role::Emperor,
             Role::Attached,
             Role::Unknown,
         ] {
@@ -1020,6 +1025,30 @@ mod tests {
                 Plan::Alert(Reason::IniInvalid)
             );
         }
+    }
+
+    #[test]
+    fn a_sub_emperor_over_its_line_is_alerted_on_never_reloaded() {
+        let s = Situation {
+            role: Role::Emperor,
+            leaking: Vec::new(),
+            chain_file: Some("/srv/chain".into()),
+            ..situation()
+        };
+        for mode in [
+            ActionMode::Auto,
+            ActionMode::RecycleWorker,
+            ActionMode::ChainReload,
+            ActionMode::Touch,
+        ] {
+            let (plan, note) = choose(mode, &s);
+            assert_eq!(plan, Plan::Alert(Reason::RunsVassals), "{mode:?}");
+            assert!(note.unwrap().contains("every vassal"));
+        }
+        assert_eq!(
+            choose(ActionMode::Alert, &s).0,
+            Plan::Alert(Reason::AlertOnly)
+        );
     }
 
     #[test]

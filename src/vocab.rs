@@ -93,6 +93,9 @@ pub(crate) enum Reason {
     NoEmperor,
     /// The action was tried and failed.
     ActionFailed,
+    /// The process over its line is a sub-Emperor: a reload of its vassal would restart
+    /// every vassal it runs, which is no gentle cure.
+    RunsVassals,
     #[serde(untagged)]
     Other(String),
 }
@@ -100,7 +103,7 @@ pub(crate) enum Reason {
 impl Reason {
     /// Every reason this version writes, for what lists them all (metrics start each at
     /// 0). A new reason goes here too.
-    pub(crate) const KNOWN: [Reason; 11] = [
+    pub(crate) const KNOWN: [Reason; 12] = [
         Reason::Flapping,
         Reason::Cooldown,
         Reason::Busy,
@@ -112,6 +115,7 @@ impl Reason {
         Reason::PidChanged,
         Reason::NoEmperor,
         Reason::ActionFailed,
+        Reason::RunsVassals,
     ];
 
     #[must_use]
@@ -128,6 +132,7 @@ impl Reason {
             Reason::PidChanged => "pid_changed",
             Reason::NoEmperor => "no_emperor",
             Reason::ActionFailed => "action_failed",
+            Reason::RunsVassals => "runs_vassals",
             Reason::Other(s) => s,
         }
     }
@@ -250,6 +255,7 @@ impl HookEvent {
             HookEvent::Reason(Reason::PendingChange),
             HookEvent::Reason(Reason::NoEmperor),
             HookEvent::Reason(Reason::AlertOnly),
+            HookEvent::Reason(Reason::RunsVassals),
             HookEvent::LogWriteFailed,
         ]
     }

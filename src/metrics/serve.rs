@@ -7,8 +7,9 @@
 //! nothing, sends its request a byte at a time, or reads the answer slowly holds only its
 //! own connection, and only until its deadline (`READ_DEADLINE` for the whole request
 //! head, `WRITE_DEADLINE` for the whole answer). At most `MAX_CONNECTIONS` are held;
-//! past that, the oldest connection still sending its request is closed to make room
-//! (a scrape sends its request at once, so it is the newest and is served).
+//! past that, the oldest connection still sending its request is closed to make room,
+//! or, when every one is taking an answer, the oldest of those (a scrape sends its
+//! request at once and takes its answer in milliseconds, so it is never the oldest).
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -155,13 +156,8 @@ impl Server {
         loop {
             match self.listener.accept() {
                 Ok((stream, _)) => {
-                    if self.conns.len() >= MAX_CONNECTIONS && !self.close_oldest_reading() {
-                        // Every one is taking an answer: this one waits for a later try.
-                        debug!(
-                            "metrics endpoint: {MAX_CONNECTIONS} connections held; a new one is refused"
-                        );
-                        drop(stream);
-                        continue;
+                    if self.conns.len() >= MAX_CONNECTIONS {
+                        self.close_oldest();
                     }
                     if let Err(e) = stream.set_nonblocking(true) {
                         debug!("metrics endpoint: a client was not answered: {e}");
@@ -182,10 +178,11 @@ impl Server {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    // Out of fds, say: the oldest client still sending gives way.
+                    // Out of fds, say: the oldest client gives way, if the endpoint holds
+                    // enough to be the cause.
                     debug!("metrics endpoint: accept failed: {e}");
-                    if !self.close_oldest_reading() {
-                        // None to close: the connection stays queued and the listener
+                    if self.conns.len() < MAX_CONNECTIONS / 2 || !self.close_oldest() {
+                        // Not ours to free: the connection stays queued and the listener
                         // ready; wait a little rather than spin on it.
                         std::thread::sleep(Duration::from_millis(20));
                         return;
@@ -195,19 +192,20 @@ impl Server {
         }
     }
 
-    /// Closes the connection that has been sending its request the longest, if any.
-    fn close_oldest_reading(&mut self) -> bool {
+    /// Closes the connection that has been sending its request the longest, else the one
+    /// that has been taking its answer the longest, if any.
+    fn close_oldest(&mut self) -> bool {
         let oldest = self
             .conns
             .iter()
             .enumerate()
-            .filter(|(_, c)| matches!(c.phase, Phase::Reading(_)))
-            .min_by_key(|(_, c)| c.since)
-            .map(|(i, _)| i);
+            .min_by_key(|(_, c)| (matches!(c.phase, Phase::Writing { .. }), c.since))
+            .map(|(i, c)| (i, c.waiting()));
         match oldest {
-            Some(i) => {
+            Some((i, phase)) => {
                 debug!(
-                    "metrics endpoint: too many connections; the oldest one still sending its request is closed"
+                    ?phase,
+                    "metrics endpoint: too many connections; the oldest one is closed"
                 );
                 self.conns.swap_remove(i);
                 true
@@ -504,5 +502,27 @@ mod tests {
             .unwrap();
         let mut buf = [0u8; 16];
         assert_eq!(silent[0].read(&mut buf).unwrap(), 0);
+    }
+
+    /// As many clients as the endpoint holds ask for a page larger than a socket takes
+    /// and never read it: a scrape is still answered whole (the oldest of them gives
+    /// way).
+    #[test]
+    fn past_the_most_connections_the_oldest_slow_reader_gives_way() {
+        let page = "x".repeat(8 << 20);
+        let addr = serving(&page);
+        let held: Vec<TcpStream> = (0..MAX_CONNECTIONS)
+            .map(|_| {
+                let mut c = TcpStream::connect(addr).unwrap();
+                c.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+                c
+            })
+            .collect();
+        // Every one has its request read and is taking its answer.
+        std::thread::sleep(Duration::from_millis(500));
+        let ok = ask(addr, b"GET /metrics HTTP/1.0\r\n\r\n");
+        assert!(ok.ends_with(&page[..1024]), "{} bytes", ok.len());
+        assert_eq!(ok.len() - ok.find("\r\n\r\n").unwrap() - 4, page.len());
+        drop(held);
     }
 }

@@ -451,6 +451,34 @@ fn up_to_the_detail_limit_every_vassal_has_its_own_series() {
     )));
 }
 
+/// Few vassals, with names so long that the byte bound leaves some out: the one in
+/// trouble, last in the listing, keeps its series; quiet ones give way.
+#[test]
+fn under_the_detail_limit_the_byte_bound_leaves_out_quiet_vassals_first() {
+    let names: Vec<String> = (0..DETAIL_VASSALS)
+        .map(|i| format!("{i:05}{}.ini", "x".repeat(240)))
+        .collect();
+    let mut views = quiet_vassals(&names);
+    let last = DETAIL_VASSALS - 1;
+    views[last].given_up = true;
+    let passes = Histogram::default();
+    let mut text = String::new();
+    render(&mut text, &warden_view(&passes, names.len()), &views);
+    let detailed = detailed_names(&text);
+    assert!(
+        detailed.len() < DETAIL_VASSALS,
+        "the names are not long enough to need the bound"
+    );
+    assert!(
+        detailed.contains(&names[last]),
+        "the vassal given up lost its series"
+    );
+    assert!(text.contains(&format!(
+        "vassal_warden_given_up{{vassal=\"{}\"}} 1\n",
+        names[last]
+    )));
+}
+
 /// Past the limit, only the vassals in trouble have series of their own; every vassal
 /// is still counted in the totals, and the page stays small.
 #[test]

@@ -69,6 +69,19 @@ impl SaidOnce {
     }
 }
 
+/// How long a vassal with an incident that could not be recorded may be seen without
+/// running processes (a master respawning, its Emperor restarting, a dispute) before
+/// the incident is taken to be over: long enough for any restart, short enough that a
+/// vassal stopped for good does not keep the log owed.
+pub(super) const ABSENT_GRACE: Duration = Duration::from_secs(300);
+
+/// An incident whose first record could not be written.
+struct Unwritten {
+    incident: String,
+    /// Since when its vassal has been seen without running processes, if it is now.
+    absent_since: Option<Instant>,
+}
+
 /// The incident log as the warden writes it, and what hears of each record.
 pub(super) struct Ledger {
     log: AuditLog,
@@ -79,7 +92,7 @@ pub(super) struct Ledger {
     /// Incidents whose first record could not be written, by vassal file: owed too (the
     /// incident keeps its id until that record is on disk), though not queued, since
     /// the next pass decides it again with what it sees then.
-    unwritten: BTreeMap<PathBuf, String>,
+    unwritten: BTreeMap<PathBuf, Unwritten>,
     /// Until when a failure to write the log is logged at debug level only (it would
     /// otherwise be logged on every pass while the disk is full).
     quiet_until: Option<Instant>,
@@ -125,15 +138,40 @@ impl Ledger {
     /// The incident of vassal file `config` whose first record could not be written:
     /// deciding it again keeps its id.
     pub(super) fn unwritten(&self, config: &Path) -> Option<String> {
-        self.unwritten.get(config).cloned()
+        self.unwritten.get(config).map(|u| u.incident.clone())
     }
 
     /// The incident of `config` whose first record could not be written is over before
     /// it could be (every process back under its line): it is said, and no longer owed.
     pub(super) fn drop_unwritten(&mut self, config: &Path, vassal: &str) {
-        if let Some(incident) = self.unwritten.remove(config) {
-            error!(vassal, incident = %incident, file = %self.log.path().display(),
+        if let Some(u) = self.unwritten.remove(config) {
+            error!(vassal, incident = %u.incident, file = %self.log.path().display(),
                    "an incident that could not be recorded is over before its record could be written; it is not in the log");
+        }
+    }
+
+    /// The vassal of `config` is seen without running processes at `now`. Its incident
+    /// that could not be recorded stays owed (a master respawning or an Emperor
+    /// restarting is not the end of a leak) until it has been absent `ABSENT_GRACE`.
+    pub(super) fn absent(&mut self, config: &Path, vassal: &str, now: Instant) {
+        let Some(u) = self.unwritten.get_mut(config) else {
+            return;
+        };
+        let since = *u.absent_since.get_or_insert(now);
+        if now.saturating_duration_since(since) >= ABSENT_GRACE {
+            let incident = u.incident.clone();
+            self.unwritten.remove(config);
+            error!(vassal, incident = %incident, file = %self.log.path().display(),
+                   absent_s = ABSENT_GRACE.as_secs(),
+                   "a vassal whose incident could not be recorded has not run for a while; the incident is not in the log");
+        }
+    }
+
+    /// The vassal of `config` runs again: its incident that could not be recorded is
+    /// decided again from what its processes show.
+    pub(super) fn present(&mut self, config: &Path) {
+        if let Some(u) = self.unwritten.get_mut(config) {
+            u.absent_since = None;
         }
     }
 
@@ -147,8 +185,8 @@ impl Ledger {
             .cloned()
             .collect();
         for config in gone {
-            if let Some(incident) = self.unwritten.remove(&config) {
-                error!(file = %config.display(), incident = %incident,
+            if let Some(u) = self.unwritten.remove(&config) {
+                error!(file = %config.display(), incident = %u.incident,
                        "a vassal file whose incident could not be recorded is no longer watched; the incident is not in the log");
             }
         }
@@ -189,7 +227,13 @@ impl Ledger {
                 self.unwritten.remove(&r.config);
             }
             Err(e) => {
-                self.unwritten.insert(r.config.clone(), r.incident.clone());
+                self.unwritten.insert(
+                    r.config.clone(),
+                    Unwritten {
+                        incident: r.incident.clone(),
+                        absent_since: None,
+                    },
+                );
                 self.write_failed(&r.vassal, e);
             }
         }

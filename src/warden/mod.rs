@@ -495,9 +495,10 @@ impl Warden {
         let policy = v.policy.clone();
         let Mapping::Running(procs) = &v.mapping else {
             self.sides.remove(path);
-            // Its processes are gone: an incident that could not be recorded is over.
+            // Its processes are not seen: an incident that could not be recorded stays
+            // owed through a respawn or an Emperor's restart, not for ever.
             let name = v.file.name.clone();
-            self.ledger.drop_unwritten(path, &name);
+            self.ledger.absent(path, &name, now_i);
             if let Some(ep) = self.episodes.get_mut(path) {
                 let d = ep.decide_stopped(&policy, Instant::now());
                 self.record_outcome(path, d);
@@ -507,6 +508,7 @@ impl Warden {
         let procs = procs.clone();
         let name = v.file.name.clone();
         let sampled = self.sample(&name, &procs, &policy, now_i, seen);
+        self.ledger.present(path);
         // An incident that could not be recorded and is over (every process back under
         // its line, none firing) is owed no longer.
         if sampled.iter().all(|p| !p.over() && p.fire.is_none()) && !sampled.is_empty() {

@@ -788,6 +788,82 @@ fn a_gateway_held_by_idle_clients_gets_an_incident_and_is_replaced_by_a_touch() 
     );
 }
 
+/// A sub-Emperor holds an fd or more for each vassal it runs: over its line it gets an
+/// incident and an alert (`runs_vassals`), never a touch, which would restart every
+/// vassal it runs.
+#[test]
+fn a_sub_emperor_over_its_line_is_alerted_on_and_its_vassals_keep_running() {
+    let emp = Emperor::start();
+    let root = emp.root().to_owned();
+    let sub = root.join("sub");
+    std::fs::create_dir_all(&sub).unwrap();
+    for i in 0..12 {
+        std::fs::write(
+            sub.join(format!("inner{i}.ini")),
+            format!(
+                "[uwsgi]\n{plugin}master = true\nprocesses = 1\n\
+                 socket = {r}/run/inner{i}.sock\nwsgi-file = {r}/app.py\n",
+                r = root.display(),
+                plugin = emp.python_plugin()
+            ),
+        )
+        .unwrap();
+    }
+    let ini = emp.add_vassal(
+        "sub.ini",
+        &VassalSpec {
+            extra: vec![format!("emperor = {}", sub.display())],
+            ..VassalSpec::default()
+        },
+    );
+    // A worker and the sub-Emperor.
+    emp.wait_running("sub.ini", 2);
+    let cfg = emp.config("");
+    let sub_emperor = wait_for(Duration::from_secs(60), "the sub-Emperor's vassals", || {
+        let status = crate::hostile::status_json(&cfg);
+        let pid = crate::hostile::roles_in(&status, "sub.ini")
+            .get("emperor")?
+            .first()
+            .copied()?;
+        let kids = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).ok()?;
+        (kids.split_whitespace().count() == 12).then_some(pid)
+    });
+    let inner_before =
+        std::fs::read_to_string(format!("/proc/{sub_emperor}/task/{sub_emperor}/children"))
+            .unwrap();
+    assert!(
+        fd_count(i32::try_from(sub_emperor).unwrap()) > 14,
+        "the sub-Emperor holds too few fds for this test"
+    );
+    let before = mtime(&ini);
+    let warden = Warden::start(
+        &bin(),
+        &emp,
+        "reload-at = 14\nfor = 2\ncooldown = 10m\nverify = 30s\n",
+        &[],
+    );
+    let detected = warden.wait_record("detected", 0);
+    assert_eq!(detected["role"], "emperor", "{detected}");
+    assert_eq!(detected["pid"], sub_emperor, "{detected}");
+    let suppressed = warden.wait_record("suppressed", 0);
+    assert_eq!(suppressed["reason"], "runs_vassals", "{suppressed}");
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        count(&warden.records(), "action"),
+        0,
+        "{:?}",
+        warden.records()
+    );
+    assert_eq!(mtime(&ini), before);
+    assert_eq!(emp.reloads("sub.ini"), 0);
+    assert_eq!(
+        std::fs::read_to_string(format!("/proc/{sub_emperor}/task/{sub_emperor}/children"))
+            .unwrap(),
+        inner_before,
+        "the sub-Emperor's vassals were restarted"
+    );
+}
+
 /// The incident log's filesystem is read-only (remounted after an error, say): `health`
 /// is CRITICAL and says what to do, though the log's directory has room.
 #[test]

@@ -89,6 +89,40 @@ fn an_unwritten_incident_of_a_vassal_no_longer_watched_is_owed_no_longer() {
 }
 
 #[test]
+fn an_unwritten_incident_outlives_a_restart_but_not_a_vassal_stopped_for_good() {
+    let b = Blocked::new();
+    let mut l = Ledger::new(b.log.clone(), Duration::from_secs(3600));
+    assert!(l.write_first(&record("1")).is_err());
+    let config = record("1").config;
+    let t0 = Instant::now();
+    // A master respawning, an Emperor restarting: absent for a while, then back.
+    l.absent(&config, "v", t0);
+    l.absent(
+        &config,
+        "v",
+        t0 + ABSENT_GRACE.saturating_sub(Duration::from_secs(1)),
+    );
+    assert_eq!(
+        l.unwritten(&config).as_deref(),
+        Some("1"),
+        "owed through a restart"
+    );
+    l.present(&config);
+    // Absence counts again from its start after the vassal was seen running.
+    let t1 = t0 + ABSENT_GRACE * 2;
+    l.absent(&config, "v", t1);
+    l.absent(
+        &config,
+        "v",
+        t1 + ABSENT_GRACE.saturating_sub(Duration::from_secs(1)),
+    );
+    assert_eq!(l.owed(), 1);
+    l.absent(&config, "v", t1 + ABSENT_GRACE);
+    assert_eq!(l.owed(), 0, "a vassal stopped for good owes nothing");
+    assert_eq!(l.unwritten(&config), None);
+}
+
+#[test]
 fn at_most_max_owed_records_are_kept_and_the_oldest_go_first() {
     let b = Blocked::new();
     let mut l = Ledger::new(b.log.clone(), Duration::from_secs(3600));
