@@ -392,10 +392,16 @@ fn spoken_for(
 
 /// Reads an Emperor's settings from a process's command line (and the ini it names):
 /// for a process an Emperor started (`vassal_of`), the ini is its vassal file as that
-/// Emperor reads it. `None` when the process is not an Emperor.
+/// Emperor reads it, and unless the process runs as root nothing else of its command
+/// line is read. `None` when the process is not an Emperor.
 fn emperor_settings(pid: i32, args: &[String], vassal_of: Option<&Emperor>) -> Option<Emperor> {
     let mut opts: Vec<(String, String)> = Vec::new();
     let mut config_file = None;
+    let uid = procs::uid(pid)?;
+    // Below an Emperor, a process that is not root's can write its own command line (a
+    // tenant's app can): there only its vassal file, which the Emperor read, says what
+    // it is. Root's command line is root's word.
+    let own_word = vassal_of.is_none() || uid == 0;
     for (k, v) in cmdline_options(args) {
         if k == "ini" {
             // `file.ini:section` names a section.
@@ -428,7 +434,7 @@ fn emperor_settings(pid: i32, args: &[String], vassal_of: Option<&Emperor>) -> O
                     "{e}; the Emperor's settings are taken from its command line only"
                 ),
             }
-        } else {
+        } else if own_word {
             opts.push((k, v));
         }
     }
@@ -445,7 +451,6 @@ fn emperor_settings(pid: i32, args: &[String], vassal_of: Option<&Emperor>) -> O
             .is_some_and(|(_, v)| !matches!(v.as_str(), "0" | "false" | "no" | "off"))
     };
     let base = base_dir(pid);
-    let uid = procs::uid(pid)?;
     let system = uid == 0
         || match vassal_of {
             // A sub-Emperor is root's when root's file made it one: the cgroup and the

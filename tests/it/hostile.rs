@@ -636,6 +636,97 @@ fn a_users_daemonized_emperor_does_not_take_roots_directory() {
     drop(theirs);
 }
 
+/// A tenant's vassal whose app (imported in the master, running as `nobody`) writes the
+/// master's command line to name root's vassal file and an `--emperor` directory: it is
+/// not taken for a sub-Emperor of root's, since below an Emperor only the vassal file
+/// says what a process is (unless it runs as root), and that file says no `emperor`.
+#[test]
+fn a_tenants_forged_command_line_does_not_make_it_roots_sub_emperor() {
+    use std::os::unix::fs::PermissionsExt;
+    let emp = Emperor::start();
+    emp.add_vassal("shop.ini", &VassalSpec::default());
+    let root = emp.root().to_owned();
+    // `nobody` may pass through the test's directory to the tenant's app.
+    fs::set_permissions(&root, fs::Permissions::from_mode(0o711)).unwrap();
+    let claimed = root.join("claimed");
+    fs::create_dir_all(&claimed).unwrap();
+    // The tenant's directory: its app and its socket.
+    let app_dir = root.join("tenant");
+    fs::create_dir_all(&app_dir).unwrap();
+    std::os::unix::fs::chown(&app_dir, Some(65534), Some(65534)).unwrap();
+    fs::write(
+        app_dir.join("app.py"),
+        format!(
+            "def forge():\n    \
+                 import ctypes\n    \
+                 ctypes.CDLL(None).prctl(4, 1, 0, 0, 0)  # PR_SET_DUMPABLE: its own /proc/self/mem\n    \
+                 f = open('/proc/self/stat', 'rb').read().rsplit(b')', 1)[1].split()\n    \
+                 start, end = int(f[45]), int(f[46])\n    \
+                 new = b'uwsgi\\0--ini=shop.ini\\0--emperor\\0' + {claimed:?}.encode() + b'\\0'\n    \
+                 assert len(new) <= end - start\n    \
+                 with open('/proc/self/mem', 'r+b', buffering=0) as m:\n        \
+                     m.seek(start)\n        \
+                     m.write(new + b'\\0' * (end - start - len(new)))\n\
+             forge()\n\
+             def application(env, start_response):\n    \
+                 start_response('200 OK', [])\n    \
+                 return [b'ok']\n",
+            claimed = claimed.display().to_string()
+        ),
+    )
+    .unwrap();
+    // A long name leaves room in the master's command line for the forged one.
+    let name = format!("tenant{}.ini", "x".repeat(120));
+    fs::write(
+        emp.vassals.join(&name),
+        format!(
+            "[uwsgi]\n{plugin}master = true\nprocesses = 1\nuid = nobody\ngid = nogroup\n\
+             socket = {a}/t.sock\nwsgi-file = {a}/app.py\n",
+            plugin = emp.python_plugin(),
+            a = app_dir.display()
+        ),
+    )
+    .unwrap();
+    emp.wait_running("shop.ini", 1);
+    let forger = wait_for(Duration::from_secs(60), "the forged command line", || {
+        crate::harness::children(emp.emperor_pid())
+            .into_iter()
+            .find(|pid| {
+                fs::read(format!("/proc/{pid}/cmdline"))
+                    .is_ok_and(|c| String::from_utf8_lossy(&c).contains("\0--emperor\0"))
+            })
+    });
+    let cfg = crate::harness::write_config(
+        &root,
+        "warden.ini",
+        &[emp.vassals.display().to_string()],
+        "",
+    );
+    let out = Command::new(bin())
+        .args(["check", "--json", "-c"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let check: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let emperors = check["emperors"].as_array().unwrap();
+    assert!(
+        emperors.iter().any(|e| e["pid"] == emp.emperor_pid()),
+        "{check:#}"
+    );
+    assert!(
+        !emperors
+            .iter()
+            .any(|e| e["pid"] == forger || e["master_pid"] == forger),
+        "the forger is taken for an Emperor: {check:#}"
+    );
+    assert!(
+        !check["emperors"]
+            .to_string()
+            .contains(claimed.to_str().unwrap()),
+        "the forger's directory is spoken for: {check:#}"
+    );
+}
+
 /// An Emperor in a container (its own root directory): the directories it names are not
 /// this host's, so the warden does not take it for one of the host's Emperors.
 #[test]
