@@ -363,10 +363,17 @@ fn a_recycle_that_does_not_work_is_followed_by_a_touch_one_step_at_a_time() {
     // Worker 1 opens 45 files and then hangs in its request: SIGHUP cannot replace it
     // (uWSGI waits for the request), so recycling it does not work.
     let stuck = std::thread::scope(|scope| {
-        for _ in 0..20 {
-            scope.spawn(|| {
-                let _ = emp.try_request("stuck.ini", "/stuck");
-            });
+        // Worker 2 answers /stuck at once: bursts go on until worker 1 has taken one.
+        for _ in 0..30 {
+            if workers.iter().any(|w| fd_count(*w) >= 45) {
+                break;
+            }
+            for _ in 0..20 {
+                scope.spawn(|| {
+                    let _ = emp.try_request("stuck.ini", "/stuck");
+                });
+            }
+            std::thread::sleep(Duration::from_millis(500));
         }
         let outcome = warden.wait_record("outcome", 0);
         assert_eq!(outcome["result"], "not_recovered", "{outcome}");
