@@ -4,13 +4,19 @@
 //! set low enough to survive the same leak.
 //!
 //! For each leak rate, a fresh Emperor runs one vassal (2 workers, `max-fd = 1024`, an app
-//! that leaks one file per request), and 4 client threads send steady traffic on its unix
-//! socket at 2 × RATE requests a second (RATE leaked fds a second per worker) for a window
-//! (90 s by default, `VW_BENCH_SECONDS` to change it) at 20, 50 and 100 leaked fds a
-//! second per worker (`VW_BENCH_RATES=5,20` for others), and a control with no leak (rate
-//! 0: 100 requests a second per worker that leak nothing). A failed request is one not
-//! answered `200 OK` (the app's `Errno 24`, or no answer within 10 s). Recycles are the master's "Respawned uWSGI worker" lines; reloads
-//! the Emperor's "reload the uwsgi instance".
+//! that leaks one file per request, each request taking 1/RATE s), and 2 clients send
+//! requests back to back on its unix socket, so that both workers are busy all along and
+//! leak in lockstep at about RATE fds a second each (the case where they reach their
+//! limits together) for a window long enough to reach the limit two or three times
+//! (2.5 × 1024 / RATE s, at least 30 s; `VW_BENCH_SECONDS` fixes it) at 20, 50 and 100 leaked fds a
+//! second per worker (`VW_BENCH_RATES=5,20` for others; rate 0 is a control of 100
+//! requests a second per worker that leak nothing). Each configuration runs
+//! `VW_BENCH_RUNS` times (10 by default), each with a fresh Emperor: a loss that happens
+//! in one run of three shows as the worst run beside the median. `VW_BENCH_SETUPS`
+//! (`none,max-requests,warden`) picks the setups. A failed request is one not answered
+//! `200 OK` (the app's `Errno 24`, a connection closed with no answer, or no answer
+//! within 10 s). Recycles are the master's "Respawned uWSGI worker" lines; reloads the
+//! Emperor's "reload the uwsgi instance".
 //!
 //! Run: `cargo bench --bench availability`
 #![allow(clippy::unwrap_used)]
@@ -31,7 +37,8 @@ use harness::{Emperor, VassalSpec, Warden, write_config};
 
 const WORKERS: u32 = 2;
 const MAX_FD: u32 = 1024;
-const CLIENTS: u32 = 4;
+/// One client per worker, back to back.
+const CLIENTS: u32 = WORKERS;
 /// The `max-requests` baseline: a fresh worker holds about 10 fds, so 900 leaked requests
 /// stay under 1024. uWSGI does not recycle a worker younger than `min-worker-lifetime`
 /// (10 s unless set), whatever its requests: at 100 a second that is 1,000 leaked fds, so
@@ -46,11 +53,22 @@ enum Setup {
 }
 
 impl Setup {
+    const ALL: [Setup; 3] = [Setup::NoWarden, Setup::MaxRequests, Setup::Warden];
+
     fn name(self) -> &'static str {
         match self {
             Setup::NoWarden => "no warden",
             Setup::MaxRequests => "uWSGI max-requests",
             Setup::Warden => "vassal-warden (defaults)",
+        }
+    }
+
+    /// Its name in `VW_BENCH_SETUPS`.
+    fn key(self) -> &'static str {
+        match self {
+            Setup::NoWarden => "none",
+            Setup::MaxRequests => "max-requests",
+            Setup::Warden => "warden",
         }
     }
 }
@@ -79,30 +97,21 @@ fn get(socket: &Path, path: &str) -> (bool, Duration) {
     (ok, t.elapsed())
 }
 
-/// `CLIENTS` threads sending `per_sec` requests a second in all, for `window`.
-fn traffic(
-    socket: &Path,
-    path: &'static str,
-    per_sec: u32,
-    window: Duration,
-) -> (usize, usize, Vec<Duration>) {
+/// One client per worker, each sending its requests back to back for `window`: every
+/// worker is busy all along, so the workers leak in lockstep (the case where they reach
+/// their limits together). Each request takes `ms` to answer.
+fn traffic(socket: &Path, path: &str, ms: u32, window: Duration) -> (usize, usize, Vec<Duration>) {
     let stop = Arc::new(AtomicBool::new(false));
+    let url = format!("{path}?ms={ms}");
     let threads: Vec<_> = (0..CLIENTS)
-        .map(|i| {
+        .map(|_| {
             let socket: PathBuf = socket.to_owned();
             let halt = stop.clone();
+            let url = url.clone();
             std::thread::spawn(move || {
-                let step = Duration::from_secs(1) * CLIENTS / per_sec;
-                // Spread the clients' phases over one step.
-                let start = Instant::now() + step * i / CLIENTS;
                 let mut out = Vec::new();
-                let mut n = 0;
                 while !halt.load(Ordering::Relaxed) {
-                    if let Some(w) = (start + step * n).checked_duration_since(Instant::now()) {
-                        std::thread::sleep(w);
-                    }
-                    out.push(get(&socket, path));
-                    n += 1;
+                    out.push(get(&socket, &url));
                 }
                 out
             })
@@ -119,7 +128,7 @@ fn traffic(
     (all.len(), failed, latencies)
 }
 
-fn run(setup: Setup, rate: u32, window: Duration) -> Run {
+fn run(setup: Setup, rate: u32, window: Duration, n: usize) -> Run {
     let emp = Emperor::start();
     let mut spec = VassalSpec {
         processes: WORKERS,
@@ -132,7 +141,7 @@ fn run(setup: Setup, rate: u32, window: Duration) -> Run {
     }
     emp.add_vassal("shop.ini", &spec);
     emp.wait_running("shop.ini", WORKERS as usize);
-    let _warden = (setup == Setup::Warden).then(|| {
+    let warden = (setup == Setup::Warden).then(|| {
         let cfg = write_config(
             emp.root(),
             "warden.ini",
@@ -153,21 +162,24 @@ fn run(setup: Setup, rate: u32, window: Duration) -> Run {
         ("/leak", rate)
     };
     let (requests, failed, mut latencies) =
-        traffic(&emp.socket("shop.ini"), path, per_worker * WORKERS, window);
+        traffic(&emp.socket("shop.ini"), path, 1000 / per_worker, window);
     latencies.sort();
     let log = emp.log_text();
-    if std::env::var_os("VW_BENCH_DEBUG").is_some() {
-        // Keep the Emperor's log and the incident log, to see what happened.
-        let keep = std::env::temp_dir().join(format!(
-            "availability-{rate}-{}",
-            setup.name().split_whitespace().next().unwrap_or("run")
-        ));
-        std::fs::write(keep.with_extension("log"), &log).unwrap();
+    if let Some(dir) = std::env::var_os("VW_BENCH_DEBUG") {
+        // Keep the Emperor's log, the incident log and the warden's, to see what happened.
+        let keep = PathBuf::from(dir).join(format!("availability-{rate}-{}-{n}", setup.key()));
+        std::fs::write(keep.with_extension("emperor.log"), &log).unwrap();
         let _ = std::fs::copy(
             emp.root().join("incidents.jsonl"),
             keep.with_extension("jsonl"),
         );
-        eprintln!("logs kept at {}.{{log,jsonl}}", keep.display());
+        if let Some(w) = &warden {
+            std::fs::write(keep.with_extension("warden.log"), w.log()).unwrap();
+        }
+        eprintln!(
+            "run {n}: {failed} failed; logs kept at {}.*",
+            keep.display()
+        );
     }
     Run {
         requests,
@@ -179,48 +191,90 @@ fn run(setup: Setup, rate: u32, window: Duration) -> Run {
 }
 
 /// The `p`th percentile (0..=100) of `sorted`.
-fn pct(sorted: &[Duration], p: usize) -> Duration {
+fn pct<T: Copy + Default>(sorted: &[T], p: usize) -> T {
     if sorted.is_empty() {
-        return Duration::ZERO;
+        return T::default();
     }
     sorted[(sorted.len() - 1) * p / 100]
 }
 
+/// The median of `v` (the lower of the middle two).
+fn median<T: Copy + Ord + Default>(v: &[T]) -> T {
+    let mut v = v.to_vec();
+    v.sort_unstable();
+    pct(&v, 50)
+}
+
 fn main() {
-    let seconds: u64 = std::env::var("VW_BENCH_SECONDS")
-        .ok()
+    let env = |k: &str| std::env::var(k).ok();
+    // A window long enough for each worker to reach its limit two or three times over,
+    // unless `VW_BENCH_SECONDS` fixes it.
+    let fixed: Option<u64> = env("VW_BENCH_SECONDS").and_then(|s| s.parse().ok());
+    let window_for = |rate: u32| {
+        Duration::from_secs(
+            fixed.unwrap_or_else(|| (u64::from(MAX_FD) * 5 / 2 / u64::from(rate.max(1))).max(30)),
+        )
+    };
+    let runs: usize = env("VW_BENCH_RUNS")
         .and_then(|s| s.parse().ok())
-        .unwrap_or(90);
-    let rates: Vec<u32> = std::env::var("VW_BENCH_RATES")
-        .unwrap_or_else(|_| "0,20,50,100".into())
+        .unwrap_or(10)
+        .max(1);
+    let rates: Vec<u32> = env("VW_BENCH_RATES")
+        .unwrap_or_else(|| "0,20,50,100".into())
         .split(',')
         .filter_map(|s| s.trim().parse().ok())
         .collect();
-    let window = Duration::from_secs(seconds);
+    let wanted = env("VW_BENCH_SETUPS").unwrap_or_else(|| "none,max-requests,warden".into());
+    let setups: Vec<Setup> = Setup::ALL
+        .into_iter()
+        .filter(|s| wanted.split(',').any(|w| w.trim() == s.key()))
+        .collect();
     println!(
         "availability: 1 vassal, {WORKERS} workers, max-fd {MAX_FD}, one leaked fd per request, \
-         {CLIENTS} clients, {seconds} s per run; kernel {}",
+         {CLIENTS} clients back to back, {runs} runs per configuration; kernel {}",
         std::fs::read_to_string("/proc/sys/kernel/osrelease")
             .unwrap_or_default()
             .trim()
     );
     println!(
-        "{:>14}  {:<26} {:>9} {:>8} {:>8} {:>8} {:>9} {:>9}",
-        "leak/worker", "setup", "requests", "failed", "recycles", "reloads", "p50", "p99"
+        "{:>12} {:>7}  {:<26} {:>9} {:>14} {:>12} {:>9} {:>8} {:>8} {:>9} {:>9}",
+        "leak/worker",
+        "window",
+        "setup",
+        "requests",
+        "failed median",
+        "failed worst",
+        "runs lost",
+        "recycles",
+        "reloads",
+        "p50",
+        "p99"
     );
     for rate in rates {
-        for setup in [Setup::NoWarden, Setup::MaxRequests, Setup::Warden] {
-            let r = run(setup, rate, window);
+        for &setup in &setups {
+            let window = window_for(rate);
+            let all: Vec<Run> = (0..runs).map(|n| run(setup, rate, window, n)).collect();
+            let failed: Vec<usize> = all.iter().map(|r| r.failed).collect();
+            let mut latencies: Vec<Duration> = all
+                .iter()
+                .flat_map(|r| r.latencies.iter().copied())
+                .collect();
+            latencies.sort_unstable();
+            let recycles: Vec<usize> = all.iter().map(|r| r.recycles).collect();
+            let reloads: Vec<usize> = all.iter().map(|r| r.reloads).collect();
             println!(
-                "{:>12}/s  {:<26} {:>9} {:>8} {:>8} {:>8} {:>7.1}ms {:>7.1}ms",
+                "{:>10}/s {:>6}s  {:<26} {:>9} {:>14} {:>12} {:>9} {:>8} {:>8} {:>7.1}ms {:>7.1}ms",
                 rate,
+                window.as_secs(),
                 setup.name(),
-                r.requests,
-                r.failed,
-                r.recycles,
-                r.reloads,
-                pct(&r.latencies, 50).as_secs_f64() * 1e3,
-                pct(&r.latencies, 99).as_secs_f64() * 1e3,
+                median(&all.iter().map(|r| r.requests).collect::<Vec<_>>()),
+                median(&failed),
+                failed.iter().max().copied().unwrap_or(0),
+                format!("{}/{runs}", failed.iter().filter(|f| **f > 0).count()),
+                median(&recycles),
+                median(&reloads),
+                pct(&latencies, 50).as_secs_f64() * 1e3,
+                pct(&latencies, 99).as_secs_f64() * 1e3,
             );
         }
     }

@@ -457,8 +457,13 @@ pub(crate) struct Situation {
     /// is replaced by a reload of the vassal; a sub-Emperor only alerted on.
     pub role: Role,
     /// The workers that leak, most urgent first: the one that fired, and every other
-    /// worker whose growth is in the same target, whether over the line yet or not.
+    /// worker whose growth is in the same target, whether over the line yet or not,
+    /// those that fire too before those that do not.
     pub leaking: Vec<ProcId>,
+    /// How many of `leaking`, from the first, fire on this pass (at least the one that
+    /// fired). They are all recycled now, whatever the batch: each would reach its limit
+    /// before its turn came (a leak that moves in lockstep).
+    pub firing: usize,
     /// How many workers the vassal has.
     pub workers: usize,
     /// The vassal's `touch-chain-reload` file, if it declares one that exists.
@@ -482,12 +487,13 @@ pub(crate) fn batch_size(workers: usize) -> usize {
 }
 
 /// Picks the gentlest action that will work, and a note for the record. A recycle takes
-/// the first `batch_size` leaking workers; the rest follow once those are replaced.
+/// the first `batch_size` leaking workers, and every one that fires now; the rest follow
+/// once those are replaced.
 #[must_use]
 pub(crate) fn choose(mode: ActionMode, s: &Situation) -> (Plan, Option<String>) {
     let in_master = s.in_master;
     let batch = || {
-        let n = batch_size(s.workers).min(s.leaking.len());
+        let n = batch_size(s.workers).max(s.firing).min(s.leaking.len());
         Plan::RecycleWorkers(s.leaking[..n].to_vec())
     };
     let pending_note = || {
@@ -881,6 +887,7 @@ mod tests {
             in_master: false,
             role: Role::Worker,
             leaking: vec![id(11)],
+            firing: 1,
             workers: 4,
             chain_file: None,
             pending_change: false,
@@ -1048,6 +1055,41 @@ mod tests {
         assert_eq!(
             choose(ActionMode::Alert, &s).0,
             Plan::Alert(Reason::AlertOnly)
+        );
+    }
+
+    /// Two workers leaking in lockstep both fire: waiting for the first to be replaced
+    /// would take the second past its limit, so both go now. One that leaks but does not
+    /// fire yet waits for its turn.
+    #[test]
+    fn every_worker_that_fires_is_recycled_now_whatever_the_batch() {
+        let lockstep = Situation {
+            leaking: vec![id(11), id(12)],
+            firing: 2,
+            workers: 2,
+            ..situation()
+        };
+        assert_eq!(
+            choose(ActionMode::Auto, &lockstep).0,
+            Plan::RecycleWorkers(vec![id(11), id(12)])
+        );
+        let behind = Situation {
+            firing: 1,
+            ..lockstep.clone()
+        };
+        assert_eq!(
+            choose(ActionMode::Auto, &behind).0,
+            Plan::RecycleWorkers(vec![id(11)])
+        );
+        let three_of_four = Situation {
+            leaking: vec![id(11), id(12), id(13), id(14)],
+            firing: 3,
+            workers: 4,
+            ..situation()
+        };
+        assert_eq!(
+            choose(ActionMode::RecycleWorker, &three_of_four).0,
+            Plan::RecycleWorkers(vec![id(11), id(12), id(13)])
         );
     }
 

@@ -2,6 +2,7 @@
 #
 #   GET /leak        opens static/cat.jpg and never closes it
 #   GET /            leaks nothing
+#   ?ms=N            (either path) takes N ms to answer, as a request that does some work
 # Every response is "PID LEAKED INHERITED": the worker's PID, how many files this process
 # has leaked, and how many it holds from import time.
 # OPEN_AT_IMPORT=N (environment) opens N files at import time, i.e. in the uWSGI master
@@ -53,6 +54,9 @@ def application(environ, start_response):
     mine = only == 0 or only == _worker_id()
     if environ.get("PATH_INFO") == "/leak" and mine:
         LEAKED.append(open(TARGET, "rb"))
+    query = environ.get("QUERY_STRING", "")
+    if query.startswith("ms="):
+        time.sleep(int(query[3:]) / 1000.0)
     if environ.get("PATH_INFO") == "/stuck" and only == _worker_id():
         LEAKED.extend(open(TARGET, "rb") for _ in range(45))
         time.sleep(120)
