@@ -399,9 +399,9 @@ mod tests {
             "--reuid=65534",
             "--regid=65534",
             "--clear-groups",
-            "sh",
+            "/usr/bin/python3",
             "-c",
-            "echo 1; exec sleep 30",
+            "import sys, time; print(1); sys.stdout.flush(); time.sleep(30)",
         ]));
         assert_eq!(started, (Some(65534), Some(65534)));
     }
