@@ -4,10 +4,10 @@
 //! set low enough to survive the same leak.
 //!
 //! For each leak rate, a fresh Emperor runs one vassal (2 workers, `max-fd = 1024`, an app
-//! that leaks one file per request, each request taking 1/RATE s), and 2 clients send
-//! requests back to back on its unix socket, so that both workers are busy all along and
-//! leak in lockstep at about RATE fds a second each (the case where they reach their
-//! limits together) for a window long enough to reach the limit two or three times
+//! that leaks one file per request), and 2 clients, one per worker, each send RATE
+//! requests a second on its unix socket, each request taking 80% of its slot to answer,
+//! so that both workers are busy most of the time and leak in lockstep at RATE fds a
+//! second each (the case where they reach their limits together) for a window long enough to reach the limit two or three times
 //! (2.5 × 1024 / RATE s, at least 30 s; `VW_BENCH_SECONDS` fixes it) at 20, 50 and 100 leaked fds a
 //! second per worker (`VW_BENCH_RATES=5,20` for others; rate 0 is a control of 100
 //! requests a second per worker that leak nothing). Each configuration runs
@@ -37,7 +37,7 @@ use harness::{Emperor, VassalSpec, Warden, write_config};
 
 const WORKERS: u32 = 2;
 const MAX_FD: u32 = 1024;
-/// One client per worker, back to back.
+/// One client per worker.
 const CLIENTS: u32 = WORKERS;
 /// The `max-requests` baseline: a fresh worker holds about 10 fds, so 900 leaked requests
 /// stay under 1024. uWSGI does not recycle a worker younger than `min-worker-lifetime`
@@ -97,21 +97,36 @@ fn get(socket: &Path, path: &str) -> (bool, Duration) {
     (ok, t.elapsed())
 }
 
-/// One client per worker, each sending its requests back to back for `window`: every
-/// worker is busy all along, so the workers leak in lockstep (the case where they reach
-/// their limits together). Each request takes `ms` to answer.
-fn traffic(socket: &Path, path: &str, ms: u32, window: Duration) -> (usize, usize, Vec<Duration>) {
+/// One client per worker, each sending `per_sec` requests a second for `window`, each
+/// request taking 80% of its slot to answer: every worker is busy most of the time, so
+/// the workers leak in lockstep (the case where they reach their limits together). A
+/// request that fails at once does not make its client hurry: it waits for its next slot,
+/// so that failures count requests a user would have sent, not how fast a client can be
+/// refused.
+fn traffic(
+    socket: &Path,
+    path: &str,
+    per_sec: u32,
+    window: Duration,
+) -> (usize, usize, Vec<Duration>) {
     let stop = Arc::new(AtomicBool::new(false));
-    let url = format!("{path}?ms={ms}");
+    let step = Duration::from_secs(1) / per_sec;
+    let url = format!("{path}?ms={}", step.as_millis() * 4 / 5);
     let threads: Vec<_> = (0..CLIENTS)
         .map(|_| {
             let socket: PathBuf = socket.to_owned();
             let halt = stop.clone();
             let url = url.clone();
             std::thread::spawn(move || {
+                let start = Instant::now();
                 let mut out = Vec::new();
+                let mut n = 0;
                 while !halt.load(Ordering::Relaxed) {
+                    if let Some(w) = (start + step * n).checked_duration_since(Instant::now()) {
+                        std::thread::sleep(w);
+                    }
                     out.push(get(&socket, &url));
+                    n += 1;
                 }
                 out
             })
@@ -162,7 +177,7 @@ fn run(setup: Setup, rate: u32, window: Duration, n: usize) -> Run {
         ("/leak", rate)
     };
     let (requests, failed, mut latencies) =
-        traffic(&emp.socket("shop.ini"), path, 1000 / per_worker, window);
+        traffic(&emp.socket("shop.ini"), path, per_worker, window);
     latencies.sort();
     let log = emp.log_text();
     if let Some(dir) = std::env::var_os("VW_BENCH_DEBUG") {
@@ -231,7 +246,7 @@ fn main() {
         .collect();
     println!(
         "availability: 1 vassal, {WORKERS} workers, max-fd {MAX_FD}, one leaked fd per request, \
-         {CLIENTS} clients back to back, {runs} runs per configuration; kernel {}",
+         {CLIENTS} clients, {runs} runs per configuration; kernel {}",
         std::fs::read_to_string("/proc/sys/kernel/osrelease")
             .unwrap_or_default()
             .trim()
