@@ -157,6 +157,21 @@ impl ProcState {
         None
     }
 
+    /// How long until the limit (`max-fds` when lower) at the rate of the last
+    /// `AUTO_WINDOW` samples (at least 3), if the count grows; `fds` is the last sample.
+    #[must_use]
+    pub(crate) fn eta(&self, policy: &Policy, fds: u64, soft_limit: u64) -> Option<f64> {
+        let limit = policy.max_fds.map_or(soft_limit, |cap| cap.min(soft_limit));
+        let recent: VecDeque<(f64, u64)> = self
+            .samples
+            .iter()
+            .skip(self.samples.len().saturating_sub(AUTO_WINDOW))
+            .copied()
+            .collect();
+        let slope = slope(&recent)?;
+        (slope > 0.0).then(|| limit.saturating_sub(fds) as f64 / slope)
+    }
+
     /// Forgets the streaks (after an action), keeping the samples.
     pub(crate) fn reset(&mut self) {
         self.over = 0;
@@ -176,6 +191,14 @@ const AUTO_WINDOW: usize = 5;
 #[must_use]
 pub(crate) fn auto_lead(action: Duration, interval: Duration) -> Duration {
     action.saturating_add(interval)
+}
+
+/// Whether a worker whose limit is `eta` seconds away cannot wait for a batch ahead of it:
+/// it would wait about `lead` (the batch's recovery, then the next pass) and then need
+/// `lead` again for its own recycle. Such a worker of a leak goes with the batch.
+#[must_use]
+pub(crate) fn urgent(eta: Option<f64>, lead: Duration) -> bool {
+    eta.is_some_and(|e| e <= 2.0 * lead.as_secs_f64())
 }
 
 /// Least-squares slope of fds over time, in fds per second.
@@ -373,7 +396,8 @@ fn since(now: SystemTime, then: SystemTime) -> Duration {
 /// too often. They do not hold back a worker recycle, which acts on a process that was
 /// never acted on before (a recycled worker is replaced by a new one); what keeps recycles
 /// from storming is verification (one action at a time, and the ladder when it does not
-/// work) and the spreading of recycles over the workers.
+/// work), the spreading of recycles over the workers (half at a time, unless more are
+/// about to reach their limits), and the streaks a new worker must build before it fires.
 pub(crate) fn gate(
     policy: &Policy,
     now: SystemTime,
@@ -458,12 +482,12 @@ pub(crate) struct Situation {
     pub role: Role,
     /// The workers that leak, most urgent first: the one that fired, and every other
     /// worker whose growth is in the same target, whether over the line yet or not,
-    /// those that fire too before those that do not.
+    /// the urgent ones before the others.
     pub leaking: Vec<ProcId>,
-    /// How many of `leaking`, from the first, fire on this pass (at least the one that
-    /// fired). They are all recycled now, whatever the batch: each would reach its limit
-    /// before its turn came (a leak that moves in lockstep).
-    pub firing: usize,
+    /// How many of `leaking`, from the first, go now whatever the batch: the one that
+    /// fired, and every other that is `urgent` (it would reach its limit before its turn
+    /// came, as workers that leak in lockstep do).
+    pub urgent: usize,
     /// How many workers the vassal has.
     pub workers: usize,
     /// The vassal's `touch-chain-reload` file, if it declares one that exists.
@@ -487,13 +511,13 @@ pub(crate) fn batch_size(workers: usize) -> usize {
 }
 
 /// Picks the gentlest action that will work, and a note for the record. A recycle takes
-/// the first `batch_size` leaking workers, and every one that fires now; the rest follow
-/// once those are replaced.
+/// the first `batch_size` leaking workers, and every urgent one; the rest follow once
+/// those are replaced.
 #[must_use]
 pub(crate) fn choose(mode: ActionMode, s: &Situation) -> (Plan, Option<String>) {
     let in_master = s.in_master;
     let batch = || {
-        let n = batch_size(s.workers).max(s.firing).min(s.leaking.len());
+        let n = batch_size(s.workers).max(s.urgent).min(s.leaking.len());
         Plan::RecycleWorkers(s.leaking[..n].to_vec())
     };
     let pending_note = || {
@@ -526,11 +550,12 @@ pub(crate) fn choose(mode: ActionMode, s: &Situation) -> (Plan, Option<String>) 
             _ => touch_or_hold(s),
         },
         ActionMode::Auto if gentle && !in_master && !s.leaking.is_empty() => {
-            // Most workers leak and uWSGI can replace them one by one itself.
+            // Most workers leak and uWSGI can replace them one by one itself, unless more
+            // than a batch are urgent: one by one, the last would wait past its limit.
             if let Some(f) = s
                 .chain_file
                 .as_ref()
-                .filter(|_| s.leaking.len() * 2 > s.workers)
+                .filter(|_| s.leaking.len() * 2 > s.workers && s.urgent <= batch_size(s.workers))
             {
                 return (Plan::ChainReload(f.clone()), None);
             }
@@ -887,7 +912,7 @@ mod tests {
             in_master: false,
             role: Role::Worker,
             leaking: vec![id(11)],
-            firing: 1,
+            urgent: 1,
             workers: 4,
             chain_file: None,
             pending_change: false,
@@ -1058,14 +1083,14 @@ mod tests {
         );
     }
 
-    /// Two workers leaking in lockstep both fire: waiting for the first to be replaced
-    /// would take the second past its limit, so both go now. One that leaks but does not
-    /// fire yet waits for its turn.
+    /// Two workers leaking in lockstep: waiting for the first to be replaced would take
+    /// the second past its limit, so both go now. One that leaks but is not urgent waits
+    /// for its turn.
     #[test]
-    fn every_worker_that_fires_is_recycled_now_whatever_the_batch() {
+    fn every_urgent_worker_is_recycled_now_whatever_the_batch() {
         let lockstep = Situation {
             leaking: vec![id(11), id(12)],
-            firing: 2,
+            urgent: 2,
             workers: 2,
             ..situation()
         };
@@ -1074,16 +1099,31 @@ mod tests {
             Plan::RecycleWorkers(vec![id(11), id(12)])
         );
         let behind = Situation {
-            firing: 1,
+            urgent: 1,
             ..lockstep.clone()
         };
         assert_eq!(
             choose(ActionMode::Auto, &behind).0,
             Plan::RecycleWorkers(vec![id(11)])
         );
+        // uWSGI's chain reload replaces workers one at a time: not for workers that are
+        // all urgent.
+        let chain = Situation {
+            chain_file: Some("/srv/chain".into()),
+            ..lockstep.clone()
+        };
+        assert_eq!(
+            choose(ActionMode::Auto, &chain).0,
+            Plan::RecycleWorkers(vec![id(11), id(12)])
+        );
+        let chain_behind = Situation { urgent: 1, ..chain };
+        assert_eq!(
+            choose(ActionMode::Auto, &chain_behind).0,
+            Plan::ChainReload("/srv/chain".into())
+        );
         let three_of_four = Situation {
             leaking: vec![id(11), id(12), id(13), id(14)],
-            firing: 3,
+            urgent: 3,
             workers: 4,
             ..situation()
         };
@@ -1091,6 +1131,34 @@ mod tests {
             choose(ActionMode::RecycleWorker, &three_of_four).0,
             Plan::RecycleWorkers(vec![id(11), id(12), id(13)])
         );
+    }
+
+    /// Urgent: the limit within two leads at the recent rate, and only while the count
+    /// grows. A count that stays high, however high, is not.
+    #[test]
+    fn a_worker_is_urgent_when_its_limit_is_nearer_than_two_leads() {
+        let p = policy(Threshold::Fraction(0.8), 2);
+        let lead = Duration::from_secs(3);
+        let mut growing = ProcState::default();
+        for (t, fds) in [(0.0, 500), (2.0, 600), (4.0, 700)] {
+            growing.feed(&p, t, fds, 1024, lead);
+        }
+        // 50 fds a second, 324 to go: 6.5 s, within 2 × 3 s? No; within 2 × 4 s, yes.
+        let eta = growing.eta(&p, 700, 1024).unwrap();
+        assert!((eta - 6.48).abs() < 0.01, "{eta}");
+        assert!(!urgent(Some(eta), lead));
+        assert!(urgent(Some(eta), Duration::from_secs(4)));
+        let mut high = ProcState::default();
+        for (t, fds) in [(0.0, 950), (2.0, 950), (4.0, 950)] {
+            high.feed(&p, t, fds, 1024, lead);
+        }
+        assert_eq!(high.eta(&p, 950, 1024), None);
+        assert!(!urgent(None, lead));
+        // Too few samples to tell a rate.
+        let mut young = ProcState::default();
+        young.feed(&p, 0.0, 900, 1024, lead);
+        young.feed(&p, 2.0, 1000, 1024, lead);
+        assert_eq!(young.eta(&p, 1000, 1024), None);
     }
 
     #[test]

@@ -154,6 +154,7 @@ impl ProcStatus {
             limit: self.limit?,
             line: self.line?,
             fire: None,
+            urgent: false,
         })
     }
 

@@ -145,26 +145,25 @@ impl Episode {
     ) -> Situation {
         let inherited = mostly_inherited(report);
         let mut leaking = Vec::new();
-        let mut firing = 0;
+        let mut urgent = 0;
         if offender.role == Role::Worker && !inherited {
             leaking.push(offender.id);
-            firing = 1;
-            // Those that fire too first, then the fullest.
+            urgent = 1;
+            // The urgent ones first, then the fullest.
             let mut others: Vec<&Proc> = pass
                 .procs
                 .iter()
                 .filter(|p| p.role == Role::Worker && p.id != offender.id)
                 .collect();
             others.sort_by(|a, b| {
-                b.fire
-                    .is_some()
-                    .cmp(&a.fire.is_some())
+                b.urgent
+                    .cmp(&a.urgent)
                     .then(b.usage_of_line().total_cmp(&a.usage_of_line()))
             });
             for w in others {
                 if lookups.attribute(w).is_some_and(|r| same_leak(report, &r)) {
                     leaking.push(w.id);
-                    firing += usize::from(w.fire.is_some());
+                    urgent += usize::from(w.urgent);
                 }
             }
         }
@@ -172,7 +171,7 @@ impl Episode {
             in_master: offender.role == Role::Master || inherited,
             role: offender.role,
             leaking,
-            firing,
+            urgent,
             workers: pass.workers.len(),
             chain_file: facts.chain_file.clone(),
             pending_change: facts.pending_change,
@@ -208,9 +207,9 @@ impl Episode {
     }
 
     /// The next workers of a leak whose first ones were recycled and replaced.
-    /// Only those at their line already, or within its hysteresis band, go now (a batch,
-    /// and every one that fires); one that leaks but is still lower is left to fire on its
-    /// own, so that it is not recycled long before it needs to be.
+    /// Only those at their line already, or within its hysteresis band, or urgent, go now
+    /// (a batch, and every urgent one); one that leaks but is still lower is left to fire
+    /// on its own, so that it is not recycled long before it needs to be.
     fn next_batch(&mut self, policy: &Policy, pass: &Pass<'_>) -> Option<Decision> {
         let q = self.queue.take()?;
         let due = |w: &ProcId| {
@@ -218,14 +217,14 @@ impl Episode {
                 .iter()
                 .any(|p| p.id == *w && p.fds >= policy::clear_line(policy, p.limit))
         };
-        let fires = |w: &ProcId| pass.procs.iter().any(|p| p.id == *w && p.fire.is_some());
+        let urgent = |w: &ProcId| pass.procs.iter().any(|p| p.id == *w && p.urgent);
         let mut alive: Vec<ProcId> = q
             .workers
             .into_iter()
-            .filter(|w| pass.workers.contains(w) && due(w))
+            .filter(|w| pass.workers.contains(w) && (due(w) || urgent(w)))
             .collect();
-        // Those that fire now go now, whatever the batch.
-        alive.sort_by_key(|w| !fires(w));
+        // The urgent ones go now, whatever the batch.
+        alive.sort_by_key(|w| !urgent(w));
         if alive.is_empty() || self.step != Step::Gentlest {
             return None;
         }
@@ -236,9 +235,8 @@ impl Episode {
             });
             return Some(Decision::Nothing);
         }
-        let firing = alive.iter().filter(|w| fires(w)).count();
         let n = policy::batch_size(pass.workers.len())
-            .max(firing)
+            .max(alive.iter().filter(|w| urgent(w)).count())
             .min(alive.len());
         Some(Decision::Continue {
             incident: q.incident,

@@ -45,6 +45,9 @@ pub(crate) struct Proc {
     pub line: u64,
     /// The rule that fired for it on this pass, if any.
     pub fire: Option<Fire>,
+    /// A worker whose limit is near at its recent rate (`policy::urgent`): it could not
+    /// wait its turn behind a batch of recycles.
+    pub urgent: bool,
 }
 
 impl Proc {

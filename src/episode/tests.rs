@@ -44,6 +44,7 @@ fn proc(pid: i32, role: Role, fds: u64) -> Proc {
         limit: 64,
         line: 40,
         fire: (fds >= 40).then_some(Fire::ReloadAt { line: 40 }),
+        urgent: false,
     }
 }
 

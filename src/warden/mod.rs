@@ -27,7 +27,7 @@ use crate::inventory::{Inventory, Vassal};
 use crate::mapping::{Mapping, Procs};
 use crate::metrics::{self, Outlets, Side, Sides};
 use crate::policy::{self, Fire, Plan, ProcState};
-use crate::procs::{self, ProcId};
+use crate::procs::{self, ProcId, Role};
 use crate::sample::Sampler;
 
 mod ledger;
@@ -466,13 +466,11 @@ impl Warden {
             self.baselines
                 .entry(id)
                 .or_insert_with(|| Baseline::take(id.pid, s.fds));
-            let fire = self.states.entry(id).or_default().feed(
-                policy,
-                t,
-                s.fds,
-                s.limit,
-                policy::auto_lead(self.timings.of(role), interval),
-            );
+            let lead = policy::auto_lead(self.timings.of(role), interval);
+            let state = self.states.entry(id).or_default();
+            let fire = state.feed(policy, t, s.fds, s.limit, lead);
+            let urgent =
+                role == Role::Worker && policy::urgent(state.eta(policy, s.fds, s.limit), lead);
             if let Some(f) = fire {
                 debug!(vassal = %name, pid = id.pid, fds = s.fds, limit = s.limit, rule = f.rule().as_str(), "fired");
             }
@@ -483,6 +481,7 @@ impl Warden {
                 limit: s.limit,
                 line: policy::line(policy, s.limit),
                 fire,
+                urgent,
             });
         }
         out

@@ -330,7 +330,8 @@ fn a_fast_leak_under_the_default_config_is_healed_before_any_request_fails() {
 /// first worker always has time and only the wait of the second is measured. No request
 /// fails in any round. Recycling one worker, then the other once the first was replaced
 /// and verified (3 s later at the default interval, 270 fds), took the second past its
-/// limit in most rounds; every worker that fires is now recycled at once.
+/// limit in most rounds; every worker that is urgent (its limit nearer than twice the
+/// time the warden needs) is now recycled with the first.
 #[test]
 fn a_leak_in_lockstep_loses_no_request_in_any_round() {
     let emp = Emperor::start();
@@ -357,8 +358,17 @@ fn a_leak_in_lockstep_loses_no_request_in_any_round() {
             .map(|a| a["pids"].as_array().map_or(0, Vec::len))
             .sum()
     };
+    // Recycles that took both workers at once.
+    let together = || -> usize {
+        actions(&warden.records())
+            .iter()
+            .filter(|a| a["action"] == "recycle-worker")
+            .filter(|a| a["pids"].as_array().map_or(0, Vec::len) == 2)
+            .count()
+    };
     for round in 0..3 {
         let before = recycled();
+        let together_before = together();
         let traffic: Vec<Traffic> = (0..2)
             .map(|_| {
                 Traffic::start(
@@ -385,6 +395,12 @@ fn a_leak_in_lockstep_loses_no_request_in_any_round() {
             failed,
             0,
             "round {round}: {failed} of {answered} requests failed: {errors:?}\n{:#?}",
+            warden.records()
+        );
+        // Side by side, they were recycled side by side.
+        assert!(
+            together() > together_before,
+            "round {round}: the workers were not recycled together: {:#?}",
             warden.records()
         );
         // Every outcome in, and the new workers idle side by side.
