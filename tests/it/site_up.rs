@@ -247,8 +247,8 @@ fn get(socket: &Path, path: &str) -> std::io::Result<String> {
 }
 
 /// One run of a leak under the default config, as shipped: a fresh Emperor with one
-/// vassal of two workers (`max-fd = 1024`), traffic from `clients` for `seconds`. Says
-/// whether no request failed, and what it saw.
+/// vassal of two workers (`max-fd = 1024`), traffic from `clients` for `seconds`: the
+/// requests answered and failed, the first failures, and the warden's records.
 fn leak_run(clients: &[(&'static str, u32)], seconds: u64) -> (u64, u64, Vec<String>, Vec<Value>) {
     let emp = Emperor::start();
     emp.add_vassal(
