@@ -246,20 +246,26 @@ fn get(socket: &Path, path: &str) -> std::io::Result<String> {
     Ok(buf.lines().next().unwrap_or_default().to_owned())
 }
 
-/// One run of a leak under the default config, as shipped: a fresh Emperor with one
-/// vassal of two workers (`max-fd = 1024`), traffic from `clients` for `seconds`: the
-/// requests answered and failed, the first failures, and the warden's records.
-fn leak_run(clients: &[(&'static str, u32)], seconds: u64) -> (u64, u64, Vec<String>, Vec<Value>) {
+/// A fresh Emperor running vassal `name`: two workers, `max-fd = 1024`.
+fn two_workers_of_1024(name: &str) -> Emperor {
     let emp = Emperor::start();
     emp.add_vassal(
-        "fast.ini",
+        name,
         &VassalSpec {
             processes: 2,
             max_fd: 1024,
             ..VassalSpec::default()
         },
     );
-    emp.wait_running("fast.ini", 2);
+    emp.wait_running(name, 2);
+    emp
+}
+
+/// One run of a leak under the default config, as shipped: a fresh Emperor with one
+/// vassal of two workers (`max-fd = 1024`), traffic from `clients` for `seconds`: the
+/// requests answered and failed, the first failures, and the warden's records.
+fn leak_run(clients: &[(&'static str, u32)], seconds: u64) -> (u64, u64, Vec<String>, Vec<Value>) {
+    let emp = two_workers_of_1024("fast.ini");
     // The defaults, as shipped: only where to look and where to write.
     let cfg = write_config(
         emp.root(),
@@ -334,16 +340,7 @@ fn a_fast_leak_under_the_default_config_is_healed_before_any_request_fails() {
 /// time the warden needs) is now recycled with the first.
 #[test]
 fn a_leak_in_lockstep_loses_no_request_in_any_round() {
-    let emp = Emperor::start();
-    emp.add_vassal(
-        "lock.ini",
-        &VassalSpec {
-            processes: 2,
-            max_fd: 1024,
-            ..VassalSpec::default()
-        },
-    );
-    emp.wait_running("lock.ini", 2);
+    let emp = two_workers_of_1024("lock.ini");
     let cfg = write_config(
         emp.root(),
         "warden.ini",
