@@ -63,10 +63,37 @@ fn a_second_worker_leaking_the_same_file_is_recycled_without_waiting_out_the_coo
         Some(master),
         "the master was reloaded"
     );
-    let outcomes = wait_for(Duration::from_secs(30), "both outcomes", || {
-        let r = warden.records();
-        (actions(&r).len() == count(&r, "outcome") && count(&r, "outcome") >= 2).then_some(r)
-    });
+    // Two workers that cross on the same pass are recycled in one action, with one
+    // outcome: wait until the actions name both workers and each has its outcome.
+    let named = |r: &[Value]| -> Vec<i64> {
+        actions(r)
+            .iter()
+            .flat_map(|a| {
+                a["pids"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|p| p.as_i64().unwrap())
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    };
+    let outcomes = wait_for(
+        Duration::from_secs(30),
+        "an outcome for each action",
+        || {
+            let r = warden.records();
+            let both = workers.iter().all(|w| named(&r).contains(&i64::from(*w)));
+            (both && actions(&r).len() == count(&r, "outcome")).then_some(r)
+        },
+    );
+    assert!(
+        outcomes
+            .iter()
+            .filter(|r| r["event"] == "outcome")
+            .all(|o| o["result"] == "recovered"),
+        "{outcomes:#?}"
+    );
     let acts = actions(&outcomes);
     assert!(
         acts.iter().all(|a| a["action"] == "recycle-worker"),
