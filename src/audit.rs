@@ -678,26 +678,95 @@ impl OwnerLock {
     }
 }
 
-/// The PID of the daemon that holds the lock of the log at `log`, if one runs: the lock
-/// is held (a shared lock cannot be taken without waiting) and the file names the PID.
+/// Whether a daemon runs with the log at `log`, and how that is known: by its lock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Owner {
+    /// The lock is held; the PID it names (none when it names none this side can read).
+    Running(Option<i32>),
+    /// Nobody holds the lock, or there is none: no warden writes this log.
+    None(String),
+    /// The lock could not be looked at (this user may not read it): nobody can say.
+    Unknown(String),
+}
+
+impl Owner {
+    /// The PID of the running daemon, when one runs and its PID is known.
+    #[must_use]
+    pub(crate) fn pid(&self) -> Option<i32> {
+        match self {
+            Owner::Running(pid) => *pid,
+            _ => None,
+        }
+    }
+}
+
+/// Who holds the lock of the log at `log`: a daemon runs when a shared lock cannot be
+/// taken without waiting. The lock is opened without following a link and without
+/// blocking (a FIFO there stalls nothing), and must be a regular file.
 #[must_use]
-pub(crate) fn running_owner(log: &Path) -> Option<i32> {
+pub(crate) fn owner(log: &Path) -> Owner {
     use rustix::fs::{FlockOperation, flock};
+    use std::os::unix::fs::OpenOptionsExt as _;
     let lock = lock_path(log);
-    let f = File::open(&lock).ok()?;
+    let f = match OpenOptions::new()
+        .read(true)
+        .custom_flags(
+            (rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK)
+                .bits()
+                .cast_signed(),
+        )
+        .open(&lock)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Owner::None(format!(
+                "no vassal-warden runs with the incident log {} (its lock {} does not exist)",
+                log.display(),
+                lock.display()
+            ));
+        }
+        Err(e) => {
+            return Owner::Unknown(format!(
+                "cannot tell whether a vassal-warden runs: cannot open its lock {} ({e}); run this as root or as a member of the log's group",
+                lock.display()
+            ));
+        }
+    };
+    if !f.metadata().is_ok_and(|m| m.is_file()) {
+        return Owner::Unknown(format!(
+            "cannot tell whether a vassal-warden runs: its lock {} is not a regular file; remove it and restart the warden",
+            lock.display()
+        ));
+    }
     match flock(&f, FlockOperation::NonBlockingLockShared) {
         // Its PID, read from the descriptor already open, and bounded as a pidfile is.
         Err(rustix::io::Errno::WOULDBLOCK) => {
             use std::io::Read as _;
             let mut pid = String::new();
-            (&f).take(crate::bounded::MAX_PIDFILE)
+            let pid = (&f)
+                .take(crate::bounded::MAX_PIDFILE)
                 .read_to_string(&mut pid)
-                .ok()?;
-            pid.trim().parse().ok()
+                .ok()
+                .and_then(|_| pid.trim().parse().ok());
+            Owner::Running(pid)
         }
         // Taken: nobody holds it (dropping the file releases it).
-        _ => None,
+        Ok(()) => Owner::None(format!(
+            "no vassal-warden runs with the incident log {} (nobody holds its lock {})",
+            log.display(),
+            lock.display()
+        )),
+        Err(e) => Owner::Unknown(format!(
+            "cannot tell whether a vassal-warden runs: cannot test its lock {} ({e})",
+            lock.display()
+        )),
     }
+}
+
+/// The PID of the daemon that holds the lock of the log at `log`, if one runs.
+#[must_use]
+pub(crate) fn running_owner(log: &Path) -> Option<i32> {
+    owner(log).pid()
 }
 
 /// The actions on the vassal file `config` recorded in the last `tail` bytes of the log:

@@ -27,6 +27,7 @@ use tracing::{info, warn};
 
 use crate::forensics::Baseline;
 use crate::procs::ProcId;
+use crate::text::one_line;
 use bpf::{Event, Probe, Wanted};
 use python::Mounts;
 pub use python::{Frame, Origin};
@@ -292,7 +293,7 @@ impl Captures {
                 self.start(vassal, name, procs, wanted, target);
             }
             Err(why) => {
-                info!(vassal = %name, "{why}");
+                info!(vassal = %name, "{}: capture: {why}", one_line(name));
                 self.why_not
                     .insert(vassal.to_owned(), (Instant::now(), why));
             }
@@ -313,14 +314,14 @@ impl Captures {
         };
         let Some(slot) = self.free.pop() else {
             let why = format!("not armed: {MAX_RUNNING} captures were already running");
-            warn!(vassal = %name, "{why}");
+            warn!(vassal = %name, "{}: capture {why}", one_line(name));
             self.why_not
                 .insert(vassal.to_owned(), (Instant::now(), why));
             return;
         };
         let mut run = Running::new(slot, wanted, target);
         if let Err(e) = probe.want(slot, wanted) {
-            warn!(vassal = %name, "capture not armed: {e}");
+            warn!(vassal = %name, "{}: capture not armed: {e}", one_line(name));
             self.why_not.insert(
                 vassal.to_owned(),
                 (Instant::now(), format!("not armed: {e}")),
@@ -336,7 +337,7 @@ impl Captures {
             probe.unwant(slot, wanted);
             self.free.push(slot);
             let why = run.notes.join("; ");
-            warn!(vassal = %name, "capture not armed: {why}");
+            warn!(vassal = %name, "{}: capture not armed: {why}", one_line(name));
             self.finished.insert(
                 vassal.to_owned(),
                 (Instant::now(), Capture::unavailable(why)),
@@ -344,7 +345,8 @@ impl Captures {
             return;
         }
         info!(vassal = %name, target = %run.target, processes = run.procs.len(),
-              window = %humantime::format_duration(self.settings.window), "capture armed");
+              window = %humantime::format_duration(self.settings.window),
+              "{}: capture armed on {} process(es), for what opens {}", one_line(name), run.procs.len(), one_line(&run.target));
         self.running.insert(vassal.to_owned(), run);
     }
 
@@ -391,7 +393,8 @@ impl Captures {
         }
         self.free.push(run.slot);
         let capture = run.result();
-        info!(vassal = %vassal.display(), sites = capture.sites.len(), reports = capture.reports, "capture finished");
+        info!(vassal = %vassal.display(), sites = capture.sites.len(), reports = capture.reports,
+              "{}: capture finished: {} site(s) of {}", one_line(&vassal.display().to_string()), capture.sites.len(), one_line(&run.target));
         if run.owed.is_empty() {
             return Some(capture);
         }

@@ -23,6 +23,7 @@ use tracing::{debug, info, warn};
 
 use crate::audit::{Event, Record};
 use crate::config::{Events, Hook};
+use crate::text::one_line;
 use crate::vocab::HookEvent;
 
 /// Runs waiting at most; beyond, a record's run is dropped (logged and counted).
@@ -182,7 +183,7 @@ impl Hooks {
                         break;
                     }
                     if let Err(e) = run_tracked(&h, &job, &r) {
-                        warn!(vassal = %job.vassal, "on-event hook {}: {e}; check the hook (the record is in the incident log)", h.argv[0]);
+                        warn!(vassal = %job.vassal, "{}: on-event hook {}: {e}; check the hook (the record is in the incident log)", one_line(&job.vassal), h.argv[0]);
                         count(&f, &job.vassal);
                     }
                 }
@@ -292,13 +293,13 @@ impl Hooks {
                 let (n, last) = &mut self.dropped;
                 *n += 1;
                 if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
-                    warn!(vassal = %vassal, dropped = *n, "on-event hook: {QUEUE} runs are already waiting (is the hook slow or hanging?); this record's run is dropped");
+                    warn!(vassal = %vassal, dropped = *n, "{}: on-event hook: {QUEUE} runs are already waiting (is the hook slow or hanging?); this record's run is dropped", one_line(&vassal));
                     (*n, *last) = (0, Some(Instant::now()));
                 }
             }
             Err(TrySendError::Disconnected(_)) => {
                 count(&self.failures, &vassal);
-                warn!(vassal = %vassal, "on-event hook: its thread is gone; no hook runs until the warden restarts");
+                warn!(vassal = %vassal, "{}: on-event hook: its thread is gone; no hook runs until the warden restarts", one_line(&vassal));
             }
         }
     }

@@ -13,6 +13,12 @@ pub(crate) fn one_line(s: &str) -> String {
     escape(s, false)
 }
 
+/// `n` and the noun for it: `1 vassal`, `2 vassals`, `0 processes`.
+#[must_use]
+pub(crate) fn counted(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
 /// `s` fit for a terminal: control characters, C1 controls and bidirectional overrides
 /// shown escaped (`\x1b`, `\u{202e}`); line breaks kept.
 #[must_use]

@@ -120,11 +120,29 @@ impl CheckReport {
                 }
             })
             .collect();
-        let daemon = crate::audit::running_owner(&cfg.audit_log);
-        let judged_as = match daemon {
-            Some(pid) => format!("the running warden (PID {pid})"),
-            None => "this command (no warden runs with this incident log)".to_owned(),
+        let owner = crate::audit::owner(&cfg.audit_log);
+        let daemon = owner.pid();
+        let judged_as = match &owner {
+            crate::audit::Owner::Running(Some(pid)) => format!("the running warden (PID {pid})"),
+            crate::audit::Owner::Running(None) => {
+                "this command (a warden runs with this incident log; its PID cannot be read)"
+                    .to_owned()
+            }
+            crate::audit::Owner::None(_) | crate::audit::Owner::Unknown(_) => {
+                "this command (no warden runs with this incident log)".to_owned()
+            }
         };
+        // First: whatever else is right, nothing is guarded while no warden runs.
+        match owner {
+            crate::audit::Owner::Running(_) => {}
+            crate::audit::Owner::None(why) => problems.insert(
+                0,
+                format!(
+                    "{why}: nothing guards these vassals; start it (systemctl start vassal-warden)"
+                ),
+            ),
+            crate::audit::Owner::Unknown(why) => problems.insert(0, why),
+        }
         let captures = captures(cfg, daemon);
         CheckReport {
             judged_as,

@@ -27,7 +27,7 @@ use crate::daemon;
 use crate::episode::{Episode, Level};
 use crate::error::FileError;
 use crate::inventory::Inventory;
-use crate::text::one_line;
+use crate::text::{counted, one_line};
 use crate::warden::Warden;
 
 pub use crate::text::for_terminal;
@@ -271,10 +271,18 @@ fn health(config: Option<&std::path::Path>) -> Result<(), Failure> {
             if let Some(why) = cannot_record(&cfg.audit_log) {
                 concerns.push((Level::Critical, why));
             }
+            // Nothing guards the vassals when no warden runs, whatever they look like now.
+            if let Some(concern) = unguarded(&cfg) {
+                concerns.insert(0, concern);
+            }
             let level = concerns.iter().map(|c| c.0).max().unwrap_or(Level::Ok);
             let (vassals, procs) = report.counts();
             let what = if level == Level::Ok {
-                format!("{vassals} vassals, {procs} processes within their limits")
+                format!(
+                    "{}, {} within their limits",
+                    counted(vassals, "vassal", "vassals"),
+                    counted(procs, "process", "processes")
+                )
             } else {
                 concerns
                     .into_iter()
@@ -295,6 +303,21 @@ fn health(config: Option<&std::path::Path>) -> Result<(), Failure> {
         Ok(())
     } else {
         Err(Failure::Health(code))
+    }
+}
+
+/// What is wrong when no warden runs with the log of `cfg`, or when this command cannot
+/// tell (it may not read the lock): critical, or a warning.
+fn unguarded(cfg: &Config) -> Option<(Level, String)> {
+    match audit::owner(&cfg.audit_log) {
+        audit::Owner::Running(_) => None,
+        audit::Owner::None(why) => Some((
+            Level::Critical,
+            format!(
+                "{why}: nothing guards these vassals; start it (systemctl start vassal-warden)"
+            ),
+        )),
+        audit::Owner::Unknown(why) => Some((Level::Warning, why)),
     }
 }
 

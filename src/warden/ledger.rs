@@ -19,6 +19,7 @@ use crate::episode::Entry;
 use crate::hook::{self, Hooks};
 use crate::metrics::Counts;
 use crate::policy::Past;
+use crate::text::one_line;
 
 /// At most this many owed records are kept; older ones are dropped, with an error.
 pub(super) const MAX_OWED: usize = 1000;
@@ -146,7 +147,7 @@ impl Ledger {
     pub(super) fn drop_unwritten(&mut self, config: &Path, vassal: &str) {
         if let Some(u) = self.unwritten.remove(config) {
             error!(vassal, incident = %u.incident, file = %self.log.path().display(),
-                   "an incident that could not be recorded is over before its record could be written; it is not in the log");
+                   "{}: an incident that could not be recorded is over before its record could be written; it is not in the log", one_line(vassal));
         }
     }
 
@@ -163,7 +164,7 @@ impl Ledger {
             self.unwritten.remove(config);
             error!(vassal, incident = %incident, file = %self.log.path().display(),
                    absent_s = ABSENT_GRACE.as_secs(),
-                   "a vassal whose incident could not be recorded has not run for a while; the incident is not in the log");
+                   "{}: a vassal whose incident could not be recorded has not run for a while; the incident is not in the log", one_line(vassal));
         }
     }
 
@@ -187,7 +188,7 @@ impl Ledger {
         for config in gone {
             if let Some(u) = self.unwritten.remove(&config) {
                 error!(file = %config.display(), incident = %u.incident,
-                       "a vassal file whose incident could not be recorded is no longer watched; the incident is not in the log");
+                       "{}: a vassal file whose incident could not be recorded is no longer watched; the incident is not in the log", one_line(&config.display().to_string()));
             }
         }
     }
@@ -249,7 +250,7 @@ impl Ledger {
             && let Some(lost) = self.owed.pop_front()
         {
             error!(vassal = %lost.vassal, incident = %lost.incident, file = %self.log.path().display(),
-                   "a record owed to the incident log is dropped: {MAX_OWED} are owed; free space on its filesystem");
+                   "{}: a record owed to the incident log is dropped: {MAX_OWED} are owed; free space on its filesystem", one_line(&lost.vassal));
         }
         if let Err(e) = self.pay_owed() {
             self.write_failed(&name, &e);
@@ -319,7 +320,9 @@ impl Ledger {
         }
         error!(
             vassal,
-            owed, "{e}; no action is taken until its records are written; retrying on every pass"
+            owed,
+            "{}: {e}; no action is taken until its records are written; retrying on every pass",
+            one_line(vassal)
         );
     }
 

@@ -29,6 +29,8 @@ use crate::metrics::{self, Outlets, Side, Sides};
 use crate::policy::{self, Fire, Plan, ProcState};
 use crate::procs::{self, ProcId, Role};
 use crate::sample::Sampler;
+use crate::text::{counted, one_line};
+use std::fmt::Write as _;
 
 mod ledger;
 mod reads;
@@ -78,6 +80,68 @@ pub(crate) struct Warden {
     outlets: Outlets,
     /// The last exposition rendered: its buffer is reused.
     exposition: String,
+}
+
+/// The journal line of an incident: what is over and what follows, with its fields.
+fn log_over(name: &str, incident: &str, inc: &Incident, plan: &str) {
+    let f = &inc.offender;
+    let top = inc.report.top.first();
+    warn!(vassal = %name, incident = %incident, pid = f.id.pid, role = %f.role, fds = f.fds, limit = f.limit,
+          rule = inc.fire.rule().as_str(), top = top.map_or("", |t| t.target.as_str()), plan,
+          "{}: {} {} at {}/{} fds{}: {}", one_line(name), f.role, f.id.pid, f.fds, f.limit,
+          top.map_or_else(String::new, |t| format!(" ({} ×{})", one_line(&t.target), t.count)),
+          then_words(&inc.then));
+}
+
+/// What follows an incident, in the words of a journal line.
+fn then_words(then: &Then) -> String {
+    match then {
+        Then::Act { plan, .. } => match plan {
+            Plan::RecycleWorkers(ids) => format!(
+                "recycling {} {}",
+                if ids.len() == 1 { "worker" } else { "workers" },
+                pid_list(&ids.iter().map(|i| i.pid).collect::<Vec<_>>())
+            ),
+            Plan::ChainReload(_) => "chain reload (workers replaced one at a time)".to_owned(),
+            Plan::Touch => "touching its file (graceful reload)".to_owned(),
+            Plan::Alert(reason) => format!("alerting only ({reason})"),
+        },
+        Then::Alert { reason, .. } => format!("alerting only ({reason})"),
+        Then::Hold { hold, would } => format!("held ({}); would {}", hold.reason(), would.name()),
+    }
+}
+
+/// What was done, in the words of a journal line.
+fn acted_words(kind: ActionKind, pids: &[i32], path: &Path) -> String {
+    let path = one_line(&path.display().to_string());
+    match kind {
+        ActionKind::RecycleWorker => format!("recycled {} (SIGHUP)", pid_list(pids)),
+        ActionKind::ChainReload => format!("touched {path} (chain reload)"),
+        ActionKind::Touch => format!("touched {path} (graceful reload)"),
+    }
+}
+
+/// PIDs as a reader lists them: `3071, 3072`.
+fn pid_list(pids: &[i32]) -> String {
+    pids.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// How many vassals `STATUS=` names in a list before it counts the rest.
+const SUMMARY_NAMES: usize = 3;
+
+/// The first `max` of `names`, sorted, and how many more: `a.ini, b.ini and 4 more`.
+fn some_of(mut names: Vec<String>, max: usize) -> String {
+    names.sort();
+    let more = names.len().saturating_sub(max);
+    names.truncate(max);
+    let mut s = names.join(", ");
+    if more > 0 {
+        let _ = write!(s, " and {more} more");
+    }
+    s
 }
 
 impl Warden {
@@ -141,20 +205,44 @@ impl Warden {
     }
 
     /// One line for the service manager: vassals watched, processes over the line, the
-    /// last action.
+    /// vassals the warden holds back from (and why) or has given up on, the last action.
     #[must_use]
     pub(crate) fn summary(&self) -> String {
         let over = self.states.values().filter(|s| s.is_over()).count();
-        let last = self.last_action.as_ref().map_or_else(
-            || "no action yet".to_owned(),
-            |(vassal, kind, at)| {
-                format!("last action: {kind} {vassal} at {}", audit::timestamp(*at))
-            },
+        let now = SystemTime::now();
+        let (mut held, mut given_up) = (Vec::new(), Vec::new());
+        for (path, v) in &self.inv.vassals {
+            let Some(ep) = self.episodes.get(path) else {
+                continue;
+            };
+            let name = one_line(&v.file.name);
+            if ep.standing(&v.policy, now).given_up {
+                given_up.push(name);
+            } else if let Some(open) = ep.open() {
+                held.push(format!("{name} ({})", open.reason.as_str()));
+            }
+        }
+        let mut line = format!(
+            "{} watched, {} over the line",
+            counted(self.inv.vassals.len(), "vassal", "vassals"),
+            counted(over, "process", "processes")
         );
-        format!(
-            "{} vassals watched, {over} processes over the line, {last}",
-            self.inv.vassals.len()
-        )
+        for (what, names) in [("held", held), ("given up", given_up)] {
+            if !names.is_empty() {
+                let _ = write!(line, ", {what}: {}", some_of(names, SUMMARY_NAMES));
+            }
+        }
+        match &self.last_action {
+            None => line.push_str(", no action yet"),
+            Some((vassal, kind, at)) => {
+                let _ = write!(
+                    line,
+                    ", last action: {kind} {vassal} at {}",
+                    audit::timestamp(*at)
+                );
+            }
+        }
+        line
     }
 
     /// Re-reads the configuration from where it was loaded (on SIGHUP) and applies it to
@@ -241,7 +329,7 @@ impl Warden {
             let name = path
                 .file_name()
                 .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
-            info!(vassal = %name, incident = %open.incident, "{} ended: its vassal file is gone", open.reason);
+            info!(vassal = %name, incident = %open.incident, "{}: {} ended: its vassal file is gone", one_line(&name), open.reason);
             self.ledger.write(Record {
                 schema: audit::SCHEMA,
                 ts: audit::timestamp(now),
@@ -264,28 +352,30 @@ impl Warden {
         for p in &changes.added {
             if let Some(v) = self.inv.vassals.get(p) {
                 match &v.ini {
-                    Ok(_) => info!(vassal = %v.file.name, config = %p.display(), "watching vassal"),
+                    Ok(_) => {
+                        info!(vassal = %v.file.name, config = %p.display(), "{}: watching vassal {}", one_line(&v.file.name), one_line(&p.display().to_string()));
+                    }
                     Err(e) => {
-                        warn!(vassal = %v.file.name, "{e}; it is watched but will not be touched until it reads as a vassal config");
+                        warn!(vassal = %v.file.name, "{}: {e}; it is watched but will not be touched until it reads as a vassal config", one_line(&v.file.name));
                     }
                 }
                 for problem in &v.policy_problems {
-                    warn!(vassal = %v.file.name, "{}: [vassal-warden] {problem}; the rest of its policy applies", p.display());
+                    warn!(vassal = %v.file.name, "{}: [vassal-warden] {problem}; the rest of its policy applies", one_line(&p.display().to_string()));
                 }
             }
         }
         for p in &changes.reread {
             if let Some(v) = self.inv.vassals.get(p) {
                 if let Err(e) = &v.ini {
-                    warn!(vassal = %v.file.name, "{e}; it will not be touched until it reads as a vassal config");
+                    warn!(vassal = %v.file.name, "{}: {e}; it will not be touched until it reads as a vassal config", one_line(&v.file.name));
                 }
                 if v.pending_change {
-                    warn!(vassal = %v.file.name, "{} changed without a newer mtime: the running vassal does not run it yet", p.display());
+                    warn!(vassal = %v.file.name, "{}: changed without a newer mtime: the running vassal does not run it yet", one_line(&p.display().to_string()));
                 }
             }
         }
         for v in changes.removed {
-            info!(vassal = %v.file.name, "vassal file removed; no longer watched");
+            info!(vassal = %v.file.name, "{}: vassal file removed; no longer watched", one_line(&v.file.name));
             if let Some(ep) = self.episodes.get_mut(&v.file.path) {
                 let d = ep.removed(Instant::now());
                 let open = ep.close();
@@ -592,7 +682,8 @@ impl Warden {
                 continue;
             };
             info!(vassal = %v.file.name, sites = f.capture.sites.len(), reports = f.capture.reports,
-                  incidents = ?f.incidents, "code that leaks found after the incident");
+                  incidents = ?f.incidents, "{}: code that leaks found after the incident ({} site(s))",
+                  one_line(&v.file.name), f.capture.sites.len());
             for incident in &f.incidents {
                 let event = Rec::Capture(audit::Captured {
                     capture: f.capture.clone().into(),
@@ -652,9 +743,7 @@ impl Warden {
         if said {
             debug!(vassal = %v.file.name, incident = %incident, fds = f.fds, "still over threshold; its record is not written yet");
         } else {
-            warn!(vassal = %v.file.name, incident = %incident, pid = f.id.pid, role = %f.role, fds = f.fds, limit = f.limit,
-                  rule = inc.fire.rule().as_str(),
-                  top = inc.report.top.first().map_or("", |t| t.target.as_str()), plan = plan_name, "over threshold");
+            log_over(&v.file.name, &incident, inc, plan_name);
         }
         let first = detected(policy, inc, capture);
         // Record first, or not at all: no action without its records on disk. Room for
@@ -691,7 +780,7 @@ impl Warden {
             }
             Then::Act { plan, note, rest } => {
                 if let Err((reason, detail)) = self.precheck(path, f.id, plan) {
-                    warn!(vassal = %v.file.name, reason = reason.as_str(), "not acting: {detail}");
+                    warn!(vassal = %v.file.name, reason = reason.as_str(), "{}: not acting: {detail}", one_line(&v.file.name));
                     self.suppress(path, incident, (reason, detail), now, true);
                     return;
                 }
@@ -724,7 +813,7 @@ impl Warden {
         refused: bool,
     ) {
         let v = &self.inv.vassals[path];
-        info!(vassal = %v.file.name, reason = reason.as_str(), "{detail}");
+        info!(vassal = %v.file.name, reason = reason.as_str(), "{}: {detail}", one_line(&v.file.name));
         let event = Rec::Suppressed(Suppressed {
             reason: reason.clone(),
             action: None,
@@ -751,8 +840,9 @@ impl Warden {
     ) {
         let name = &self.inv.vassals[path].file.name;
         if let Plan::RecycleWorkers(ids) = plan {
-            info!(vassal = %name, incident, pids = ?ids.iter().map(|i| i.pid).collect::<Vec<_>>(),
-                  "recycling the next workers that leak the same way");
+            let pids: Vec<i32> = ids.iter().map(|i| i.pid).collect();
+            info!(vassal = %name, incident, pids = ?pids,
+                  "{}: recycling the next workers that leak the same way: {}", one_line(name), pid_list(&pids));
         }
         let req = Request {
             plan,
@@ -826,7 +916,7 @@ impl Warden {
             Plan::Alert(_) => return Ok(false),
         };
         if let Err(detail) = result {
-            error!(vassal = %v.file.name, incident = %req.incident, action = %kind, "{detail}; the next pass climbs the ladder");
+            error!(vassal = %v.file.name, incident = %req.incident, action = %kind, "{}: {kind} failed: {detail}; the next pass climbs the ladder", one_line(&v.file.name));
             let event = Rec::Suppressed(Suppressed {
                 reason: Reason::ActionFailed,
                 action: Some(kind),
@@ -840,7 +930,8 @@ impl Warden {
                 .failed(kind);
             return Ok(false);
         }
-        info!(vassal = %v.file.name, action = %action.action, pids = ?action.pids, "acted");
+        info!(vassal = %v.file.name, incident = %req.incident, action = %action.action, pids = ?action.pids,
+              "{}: {}", one_line(&v.file.name), acted_words(kind, &action.pids, &action.path));
         self.last_action = Some((v.file.name.clone(), kind, SystemTime::now()));
         self.ledger
             .write(record(req.now, req.incident, v, Rec::Action(action)));
@@ -1036,7 +1127,7 @@ fn write_reminder(
 ) {
     let lasted = open.lasted(now);
     warn!(vassal = %v.file.name, incident = %open.incident, reason = open.reason.as_str(),
-          "still {} after {}", open.reason, humantime::format_duration(lasted));
+          "{}: still {} after {}", one_line(&v.file.name), open.reason, humantime::format_duration(lasted));
     let event = Rec::Reminder(audit::Episode::of(open, now, fds, None));
     ledger.write(record(now, &open.incident, v, event));
 }
@@ -1051,7 +1142,7 @@ fn write_ended(
 ) {
     let now = SystemTime::now();
     info!(vassal = %v.file.name, incident = %open.incident, reason = open.reason.as_str(),
-          "{} is over after {}: {detail}", open.reason, humantime::format_duration(open.lasted(now)));
+          "{}: {} is over after {}: {detail}", one_line(&v.file.name), open.reason, humantime::format_duration(open.lasted(now)));
     let event = Rec::Ended(audit::Episode::of(open, now, fds, Some(detail)));
     ledger.write(record(now, &open.incident, v, event));
 }
@@ -1060,11 +1151,14 @@ fn write_ended(
 fn write_outcome(ledger: &mut Ledger, v: &Vassal, d: Decision) {
     let Decision::Outcome(o) = d else { return };
     if o.result == OutcomeResult::Recovered {
-        info!(vassal = %v.file.name, fds = o.fds_after, seconds = o.seconds, "recovered");
+        info!(vassal = %v.file.name, incident = %o.incident, fds = o.fds_after, seconds = o.seconds,
+              "{}: recovered: {} after {:.1} s", one_line(&v.file.name),
+              o.fds_after.map_or_else(|| "its processes".to_owned(), |n| format!("{n} fds")), o.seconds);
     } else {
         // A remediation that did not work: an error, for whoever watches the journal.
         error!(vassal = %v.file.name, incident = %o.incident, fds = o.fds_after, seconds = o.seconds,
-               result = ?o.result, "not recovered: {}", o.detail.as_deref().unwrap_or(""));
+               result = ?o.result, "{}: not recovered ({}) after {:.1} s: {}", one_line(&v.file.name), o.result, o.seconds,
+               o.detail.as_deref().unwrap_or(""));
     }
     let event = Rec::Outcome(Outcome {
         result: o.result,

@@ -644,7 +644,7 @@ fn on_a_full_disk_the_incident_is_owed_keeps_its_id_and_health_says_it_cannot_re
     let over: Vec<String> = warden
         .log()
         .lines()
-        .filter(|l| l.contains("WARN") && l.contains(" over threshold"))
+        .filter(|l| l.contains("WARN") && l.contains(" plan="))
         .map(str::to_owned)
         .collect();
     assert_eq!(over.len(), 1, "{over:#?}");

@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 use serde_json::Value;
 
 use crate::bin;
-use crate::harness::{Emperor, VassalSpec, read_records};
+use crate::harness::{Emperor, VassalSpec, Warden, hold_warden_lock, read_records};
 
 fn run_json(args: &[&str]) -> Value {
     let out = Command::new(bin()).args(args).output().unwrap();
@@ -144,6 +144,7 @@ fn check_reports_the_emperor_and_exits_1_on_a_broken_vassal() {
     emp.wait_running("good.ini", 1);
     let cfg = emp.config("");
     let cfg = cfg.as_str();
+    let _lock = hold_warden_lock(emp.root());
 
     let (code, out) = run_text(&["check", "-c", cfg]);
     assert_eq!(code, 0, "{out}");
@@ -359,4 +360,142 @@ fn check_says_when_the_on_event_hook_would_not_be_run() {
     std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
     let (_, out) = run_text(&["check", "-c", &cfg]);
     assert!(!out.contains("on-event hook"), "{out}");
+}
+
+/// However well the vassals look, nothing guards them when no warden runs with the
+/// incident log: `health` is CRITICAL and `check` reports it, saying how they know (the
+/// warden's lock). A running warden, then the same warden killed, shows both sides.
+#[test]
+fn health_and_check_say_when_no_warden_runs() {
+    let emp = Emperor::start();
+    emp.add_vassal("shop.ini", &VassalSpec::default());
+    emp.wait_running("shop.ini", 1);
+    let mut warden = Warden::start(&bin(), &emp, "reload-at = 40\n", &[]);
+    let cfg = warden.config.to_str().unwrap().to_owned();
+    let log = warden.audit_log.display().to_string();
+
+    let (code, out) = run_text(&["health", "-c", &cfg]);
+    assert_eq!(
+        (code, out.trim()),
+        (
+            0,
+            "VASSAL-WARDEN OK - 1 vassal, 2 processes within their limits"
+        )
+    );
+    let check = run_json(&["check", "-c", &cfg, "--json"]);
+    assert_eq!(
+        check["judged_as"],
+        format!("the running warden (PID {})", warden.pid()),
+        "{check:#}"
+    );
+    assert!(
+        !check["problems"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p.as_str().unwrap().contains("no vassal-warden runs")),
+        "{check:#}"
+    );
+
+    // Crashed: its lock went with it.
+    warden.kill(rustix::process::Signal::KILL);
+    let said = format!(
+        "no vassal-warden runs with the incident log {log} (nobody holds its lock {log}.lock): nothing guards these vassals; start it (systemctl start vassal-warden)"
+    );
+    let (code, out) = run_text(&["health", "-c", &cfg]);
+    assert_eq!(
+        (code, out.trim()),
+        (2, format!("VASSAL-WARDEN CRITICAL - {said}").as_str())
+    );
+    let (code, out) = run_text(&["check", "-c", &cfg]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains(&said), "{out}");
+
+    // Never started with this log: no lock at all.
+    std::fs::remove_file(format!("{log}.lock")).unwrap();
+    let (code, out) = run_text(&["health", "-c", &cfg]);
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains(&format!("(its lock {log}.lock does not exist)")),
+        "{out}"
+    );
+}
+
+/// Who may not open the lock cannot tell whether a warden runs: `health` says so, as a
+/// warning, neither OK nor CRITICAL.
+#[test]
+fn health_run_by_a_user_who_cannot_open_the_lock_says_it_cannot_tell() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let emp = Emperor::start();
+    emp.add_vassal("shop.ini", &VassalSpec::default());
+    emp.wait_running("shop.ini", 1);
+    let cfg = emp.config("");
+    std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let lock = hold_warden_lock(emp.root());
+    lock.set_permissions(std::fs::Permissions::from_mode(0o600))
+        .unwrap();
+    let out = Command::new("setpriv")
+        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups"])
+        .arg(bin())
+        .args(["health", "-c", &cfg])
+        .output()
+        .unwrap();
+    let line = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{line}");
+    assert!(
+        line.starts_with(&format!(
+            "VASSAL-WARDEN WARNING - cannot tell whether a vassal-warden runs: cannot open its lock {}",
+            emp.root().join("incidents.jsonl.lock").display()
+        )),
+        "{line}"
+    );
+}
+
+/// The line the service manager shows (`STATUS=`, in `systemctl status`) names a vassal
+/// the warden holds back from, and why, and counts in words a person would use.
+#[test]
+fn the_status_line_names_a_vassal_held_back_and_why() {
+    let emp = Emperor::start();
+    emp.add_vassal("shop.ini", &VassalSpec::default());
+    emp.wait_running("shop.ini", 1);
+    let socket = emp.root().join("notify.sock");
+    let listener = std::os::unix::net::UnixDatagram::bind(&socket).unwrap();
+    listener
+        .set_read_timeout(Some(Duration::from_secs(1)))
+        .unwrap();
+    let env = format!("NOTIFY_SOCKET={}", socket.display());
+    let _warden = Warden::start_under(
+        &["env", &env],
+        &bin(),
+        std::path::Path::new(
+            &emp.config("[policy]\nreload-at = 40\nfor = 1\npredict = off\naction = alert\n"),
+        ),
+        &emp.root().join("incidents.jsonl"),
+        &[],
+    );
+    let mut said = Vec::new();
+    let read = |said: &mut Vec<String>| {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = listener.recv(&mut buf) {
+            said.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+    };
+    read(&mut said);
+    assert!(
+        said.iter().any(
+            |m| m.contains("STATUS=1 vassal watched, 0 processes over the line, no action yet")
+        ),
+        "{said:#?}"
+    );
+    let (worker, _) = emp.leak("shop.ini", 45);
+    let held = crate::harness::wait_for(Duration::from_secs(30), "the status of a hold", || {
+        read(&mut said);
+        said.iter()
+            .find(|m| m.contains("held: shop.ini (alert_only)"))
+            .cloned()
+    });
+    assert!(
+        held.contains("STATUS=1 vassal watched, 1 process over the line, held: shop.ini (alert_only), no action yet"),
+        "worker {worker}: {held}"
+    );
 }

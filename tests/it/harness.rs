@@ -700,6 +700,22 @@ pub fn write_config(root: &Path, name: &str, vassals: &[String], extra: &str) ->
     path
 }
 
+/// Holds the lock a running warden holds on the incident log in `root` (the one
+/// `write_config` names), naming this process, for as long as the file is kept: for tests
+/// of what `check` and `health` say of the vassals rather than of whether a warden runs.
+pub fn hold_warden_lock(root: &Path) -> fs::File {
+    use rustix::fs::{FlockOperation, flock};
+    let mut f = fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .open(root.join("incidents.jsonl.lock"))
+        .unwrap();
+    flock(&f, FlockOperation::NonBlockingLockExclusive).unwrap();
+    writeln!(f, "{}", std::process::id()).unwrap();
+    f
+}
+
 impl Emperor {
     /// A warden config for this Emperor's vassal directory, with `extra` lines.
     pub fn config(&self, extra: &str) -> String {

@@ -75,6 +75,24 @@ fn leaking_worker_is_reloaded_and_healthy_vassal_is_left_alone() {
     // The healthy vassal was never touched nor reloaded.
     assert_eq!(mtime(&healthy), healthy_mtime);
     assert_eq!(emp.reloads("healthy.ini"), 0);
+
+    // Each line of the warden's own log names what it is about, in its message: the
+    // vassal, the process, its count and what leaks, then what was done and how it ended.
+    let log = warden.log();
+    for said in [
+        format!(
+            "WARN vassal_warden::warden: leaky.ini: worker {pid} at {}/64 fds ({} ×40): touching its file (graceful reload) ",
+            detected["fds"],
+            cat.display()
+        ),
+        format!(
+            "INFO vassal_warden::warden: leaky.ini: touched {} (graceful reload) ",
+            leaky.display()
+        ),
+        "INFO vassal_warden::warden: leaky.ini: recovered: ".to_owned(),
+    ] {
+        assert!(log.contains(&said), "no line {said:?} in:\n{log}");
+    }
 }
 
 #[test]

@@ -16,7 +16,8 @@ use serde_json::Value;
 
 use crate::bin;
 use crate::harness::{
-    Emperor, EmperorOptions, VassalSpec, Warden, children, count, wait_for, write_config,
+    Emperor, EmperorOptions, VassalSpec, Warden, children, count, hold_warden_lock, wait_for,
+    write_config,
 };
 
 fn two_workers() -> VassalSpec {
@@ -526,12 +527,15 @@ fn status_check_and_health_say_when_a_vassal_is_in_trouble() {
     emp.add_vassal("shop.ini", &VassalSpec::default());
     emp.wait_running("shop.ini", 1);
     let cfg = emp.config("[policy]\nreload-at = 40\ncooldown = 10m\n");
+    // What the commands say of the vassals, a warden running (its lock held) but not
+    // acting on them.
+    let _lock = hold_warden_lock(emp.root());
     let (code, line) = run(&["health", "-c", &cfg]);
     assert_eq!(
         (code, line.trim()),
         (
             0,
-            "VASSAL-WARDEN OK - 1 vassals, 2 processes within their limits"
+            "VASSAL-WARDEN OK - 1 vassal, 2 processes within their limits"
         )
     );
     assert_eq!(run(&["check", "-c", &cfg]).0, 0);
@@ -589,6 +593,7 @@ fn health_is_not_ok_when_the_incident_log_cannot_be_read() {
     let cfg = emp.config("");
     // A directory where the log should be: it cannot be read as one.
     std::fs::create_dir(emp.root().join("incidents.jsonl")).unwrap();
+    let _lock = hold_warden_lock(emp.root());
     let (code, line) = run(&["health", "-c", &cfg]);
     assert_eq!(code, 1, "{line}");
     assert!(

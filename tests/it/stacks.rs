@@ -287,7 +287,7 @@ impl Stack {
         for _ in 0..60 {
             emp.request("shop.ini", "/shop/receipt");
             std::thread::sleep(Duration::from_millis(100));
-            if warden.log().contains("capture armed vassal=shop.ini") {
+            if warden.log().contains("shop.ini: capture armed") {
                 break;
             }
         }

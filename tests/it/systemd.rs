@@ -191,8 +191,25 @@ fn records_the_incident_in_the_log_and_the_journal(c: &Container, detected: &Val
     let line = warnings
         .lines()
         .map(|l| serde_json::from_str::<Value>(l).unwrap())
-        .find(|j| j["MESSAGE"] == "over threshold" && j["INCIDENT"] == detected["incident"])
+        .find(|j| j["INCIDENT"] == detected["incident"] && j["PLAN"].is_string())
         .unwrap_or_else(|| panic!("no warning of {detected} in the journal:\n{warnings}"));
+    // The line itself names what it is about, for whoever reads only the message
+    // (`journalctl -p warning`, a forwarded syslog line, logcheck).
+    let message = line["MESSAGE"].as_str().unwrap();
+    let what = format!(
+        "shop.ini: {} {} at {}/{} fds (",
+        detected["role"].as_str().unwrap(),
+        detected["pid"],
+        detected["fds"],
+        detected["limit"]
+    );
+    assert!(
+        message.starts_with(&what)
+            && ["recycling worker", "touching its file"]
+                .iter()
+                .any(|a| message.contains(a)),
+        "{line}"
+    );
     assert_eq!(line["PRIORITY"], "4", "{line}");
     assert_eq!(line["VASSAL"], "shop.ini", "{line}");
     assert_eq!(line["PID"], detected["pid"].to_string(), "{line}");
