@@ -286,10 +286,38 @@ impl Config {
 
     /// Parses the text of `path`. The first bad line is the error, with its number.
     pub(crate) fn parse(path: &Path, text: &str) -> Result<Config, FileError> {
+        let (cfg, mut errors) = Config::parse_all(path, text);
+        if errors.is_empty() {
+            Ok(cfg)
+        } else {
+            Err(errors.swap_remove(0))
+        }
+    }
+
+    /// Every error of the config at `path` (`check --config-only`): the file that cannot
+    /// be read, or each bad line with its number, in order. None: the daemon would take it.
+    #[must_use]
+    pub(crate) fn errors(path: Option<&Path>) -> Vec<FileError> {
+        let explicit = path.is_some();
+        let path = path.unwrap_or(Path::new(DEFAULT_PATH));
+        match crate::bounded::read_config_text(path, crate::bounded::MAX_CONFIG) {
+            Ok(text) => Config::parse_all(path, &text).1,
+            Err(e) if e.is_not_found() && !explicit => Vec::new(),
+            Err(e) => vec![FileError::new(
+                path,
+                None,
+                format!("cannot use it as the config file: {e}"),
+            )],
+        }
+    }
+
+    /// The config of `path` with every good line applied, and the bad lines' errors.
+    fn parse_all(path: &Path, text: &str) -> (Config, Vec<FileError>) {
         let mut cfg = Config {
             path: Some(path.to_owned()),
             ..Config::default()
         };
+        let mut errors = Vec::new();
         for mut e in uwsgi_ini::lex(text) {
             let v = strip_inline_comment(&e.value).to_owned();
             e.value = v;
@@ -297,10 +325,11 @@ impl Config {
             if let Some(end) = e.section.find(']') {
                 e.section = std::sync::Arc::from(&e.section[..end]);
             }
-            cfg.apply(&e)
-                .map_err(|m| FileError::new(path, Some(e.line), m))?;
+            if let Err(m) = cfg.apply(&e) {
+                errors.push(FileError::new(path, Some(e.line), m));
+            }
         }
-        Ok(cfg)
+        (cfg, errors)
     }
 
     /// Applies one line of warden.ini.

@@ -244,6 +244,9 @@ pub(crate) fn run(cfg: Config, opts: Options, lock: Option<OwnerLock>) -> anyhow
         &mut lock,
     );
     w.stop_hooks();
+    if ended.is_ok() {
+        w.withdraw_metrics();
+    }
     ended
 }
 

@@ -692,7 +692,15 @@ type Slot = Arc<Mutex<Arc<str>>>;
 #[derive(Debug, Default)]
 pub(crate) struct Outlets {
     slot: Option<Slot>,
-    textfile: Option<mpsc::SyncSender<Arc<str>>>,
+    textfile: Option<Textfile>,
+}
+
+/// The textfile's path and the thread that writes it.
+#[derive(Debug)]
+struct Textfile {
+    path: PathBuf,
+    tx: mpsc::SyncSender<Arc<str>>,
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Outlets {
@@ -711,7 +719,7 @@ impl Outlets {
                     info!(address = %server.addr(), "serving metrics at http://{}/metrics", server.addr());
                     let slot: Slot = Arc::new(Mutex::new(Arc::from("")));
                     out.slot = Some(slot.clone());
-                    spawn("metrics", move || server.run(&slot));
+                    let _ = spawn("metrics", move || server.run(&slot));
                 }
                 Err(e) => warn!("{}", bind_error(addr, &e, config)),
             }
@@ -719,9 +727,13 @@ impl Outlets {
         if let Some(path) = textfile {
             // One text waits at most; a newer one is sent on the next pass anyway.
             let (tx, rx) = mpsc::sync_channel::<Arc<str>>(1);
-            let path = path.to_owned();
-            spawn("metrics-textfile", move || write_textfiles(&path, &rx));
-            out.textfile = Some(tx);
+            let to = path.to_owned();
+            let thread = spawn("metrics-textfile", move || write_textfiles(&to, &rx));
+            out.textfile = Some(Textfile {
+                path: path.to_owned(),
+                tx,
+                thread,
+            });
         }
         out
     }
@@ -736,9 +748,9 @@ impl Outlets {
     /// and a textfile write still under way makes this one skipped.
     pub(crate) fn publish(&self, text: &str) {
         let text: Arc<str> = Arc::from(text);
-        if let Some(tx) = &self.textfile {
+        if let Some(t) = &self.textfile {
             // Full (the disk is slow) or gone (the thread ended): skipped.
-            let _ = tx.try_send(text.clone());
+            let _ = t.tx.try_send(text.clone());
         }
         if let Some(slot) = &self.slot {
             let old = std::mem::replace(
@@ -749,11 +761,38 @@ impl Outlets {
             drop(old);
         }
     }
+
+    /// Withdraws the textfile as the daemon stops cleanly: its last write is let finish,
+    /// then the file goes, so that `node_exporter` serves no series of a warden that was
+    /// stopped on purpose. (A warden that dies leaves it: its age is the alert.)
+    pub(crate) fn withdraw(self) {
+        let Some(Textfile { path, tx, thread }) = self.textfile else {
+            return;
+        };
+        drop(tx);
+        if let Some(t) = thread {
+            let _ = t.join();
+        }
+        for p in [tmp_path(&path), path] {
+            match std::fs::remove_file(&p) {
+                Ok(()) => info!(file = %p.display(), "metrics textfile removed"),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => warn!(
+                    "cannot remove the metrics textfile {}: {e}; remove it by hand, or node_exporter serves a stopped warden's series",
+                    p.display()
+                ),
+            }
+        }
+    }
 }
 
-fn spawn(name: &str, f: impl FnOnce() + Send + 'static) {
-    if let Err(e) = std::thread::Builder::new().name(name.to_owned()).spawn(f) {
-        warn!("cannot start the {name} thread: {e}; the warden goes on without it");
+fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Option<std::thread::JoinHandle<()>> {
+    match std::thread::Builder::new().name(name.to_owned()).spawn(f) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            warn!("cannot start the {name} thread: {e}; the warden goes on without it");
+            None
+        }
     }
 }
 

@@ -126,10 +126,18 @@ pub enum Command {
         config: Option<PathBuf>,
     },
     /// What the warden sees and why: Emperors, vassals, mapping, problems.
+    ///
+    /// Exit status: 0 nothing wrong, 1 problems found (each said with what to do), 2 the
+    /// config does not load. With `-t`, only the config is tested: 0 it loads, 2 it does
+    /// not (every bad line said with its file and line).
     Check {
         /// Config file [default: /etc/vassal-warden/warden.ini; missing means defaults]
         #[arg(short, long, value_name = "FILE")]
         config: Option<PathBuf>,
+        /// Test the config file alone, as the daemon would load it (`nginx -t`): every
+        /// error with its file and line, exit 0 or 2. The unit's reload runs this first.
+        #[arg(short = 't', long)]
+        config_only: bool,
         /// Print one JSON document instead of a table.
         #[arg(long)]
         json: bool,
@@ -153,13 +161,16 @@ pub enum Failure {
     /// `health` reported, with this exit code.
     #[error("")]
     Health(i32),
+    /// `check -t`: this many errors in the config, each said already.
+    #[error("")]
+    Invalid(usize),
 }
 
 impl Failure {
     #[must_use]
     pub fn exit_code(&self) -> i32 {
         match self {
-            Failure::Config(_) => 2,
+            Failure::Config(_) | Failure::Invalid(_) => 2,
             Failure::Runtime(_) | Failure::Problems => 1,
             Failure::Health(code) => *code,
         }
@@ -218,7 +229,12 @@ pub fn main(cli: Cli) -> Result<(), Failure> {
                 json,
             )
         }
-        Command::Check { config, json } => {
+        Command::Check {
+            config,
+            config_only: true,
+            ..
+        } => check_config(config.as_deref()),
+        Command::Check { config, json, .. } => {
             let cfg = Config::load(config.as_deref())?;
             let report = check::CheckReport::build(&cfg, &inventory(&cfg), &Episodes::read(&cfg));
             print(&report, json)?;
@@ -236,6 +252,25 @@ pub fn main(cli: Cli) -> Result<(), Failure> {
             config,
         } => reload(Config::load(config.as_deref())?, &vassal, &reason, dry_run),
     }
+}
+
+/// `check -t`: the config file alone, every error on its own line (to standard error,
+/// as a config error is), or one line saying it loads.
+fn check_config(config: Option<&std::path::Path>) -> Result<(), Failure> {
+    let errors = Config::errors(config);
+    let shown = config.unwrap_or(std::path::Path::new(config::DEFAULT_PATH));
+    if errors.is_empty() {
+        let line = if shown.exists() {
+            format!("{}: the configuration is valid", shown.display())
+        } else {
+            format!("{}: absent; the defaults apply", shown.display())
+        };
+        return emit(|w| writeln!(w, "{}", one_line(&line)));
+    }
+    for e in &errors {
+        eprintln!("vassal-warden: {}", one_line(&e.to_string()));
+    }
+    Err(Failure::Invalid(errors.len()))
 }
 
 /// Takes the lock that makes the daemon the only one writing its incident log. Another

@@ -179,6 +179,11 @@ impl Warden {
         self.outlets = outlets;
     }
 
+    /// Stops publishing and withdraws the metrics textfile (a clean stop).
+    pub(crate) fn withdraw_metrics(&mut self) {
+        std::mem::take(&mut self.outlets).withdraw();
+    }
+
     /// Loads the kernel side of captures, when they are on: a host that cannot says why
     /// in the journal, once.
     pub(crate) fn prepare_captures(&mut self) {

@@ -64,3 +64,62 @@ fn usage_error_exits_2() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+fn check_t(args: &[&std::ffi::OsStr]) -> (Option<i32>, String, String) {
+    let out = Command::new(bin())
+        .arg("check")
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `check -t` tests warden.ini alone, as `nginx -t` does: every bad line with its
+/// file and line, exit 2; a good file, exit 0; the same flags spelled long.
+#[test]
+fn check_t_names_every_bad_line_and_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("warden.ini");
+    std::fs::write(
+        &cfg,
+        "[warden]\nintreval = 2s\ninterval = 1s\n\n[policy]\nreload-at = banana\ncooldown = 5m\n",
+    )
+    .unwrap();
+    let (code, out, err) = check_t(&["-t".as_ref(), "-c".as_ref(), cfg.as_os_str()]);
+    assert_eq!(code, Some(2), "{out}{err}");
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 2, "{err}");
+    assert!(
+        lines[0].starts_with(&format!("vassal-warden: {}:2: ", cfg.display()))
+            && lines[0].contains("intreval"),
+        "{err}"
+    );
+    assert!(
+        lines[1].starts_with(&format!("vassal-warden: {}:6: ", cfg.display()))
+            && lines[1].contains("banana"),
+        "{err}"
+    );
+    assert_eq!(out, "", "nothing on standard output for a bad file");
+
+    std::fs::write(&cfg, "[warden]\ninterval = 1s\n[policy]\nreload-at = 80%\n").unwrap();
+    let (code, out, err) = check_t(&[
+        "--config-only".as_ref(),
+        "--config".as_ref(),
+        cfg.as_os_str(),
+    ]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert_eq!(
+        out.trim(),
+        format!("{}: the configuration is valid", cfg.display())
+    );
+
+    // A file named that is not there is an error, as it is to the daemon.
+    let gone = dir.path().join("gone.ini");
+    let (code, _, err) = check_t(&["-t".as_ref(), "-c".as_ref(), gone.as_os_str()]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains(&format!("{}: ", gone.display())), "{err}");
+}

@@ -11,6 +11,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use rustix::process::Signal;
 use serde_json::Value;
 
 use crate::bin;
@@ -338,6 +339,46 @@ fn a_port_in_use_is_a_warning_and_the_textfile_is_written_anyway() {
         "{names:?}"
     );
     drop(taken);
+}
+
+/// A warden stopped on purpose withdraws its textfile, so that `node_exporter` serves no
+/// series of a host nothing guards; one that dies leaves it, whose age is the alert.
+#[test]
+fn the_textfile_goes_with_a_clean_stop_and_stays_after_a_crash() {
+    let emp = Emperor::start();
+    emp.add_vassal("app.ini", &VassalSpec::default());
+    emp.wait_running("app.ini", 1);
+    let textfile = emp.root().join("textfile/vassal-warden.prom");
+    fs::create_dir_all(textfile.parent().unwrap()).unwrap();
+    let config = write_config(
+        emp.root(),
+        "warden.ini",
+        &[emp.vassals.display().to_string()],
+        &format!(
+            "interval = 200ms\nmetrics = off\nmetrics-textfile = {}\n",
+            textfile.display()
+        ),
+    );
+    let log = emp.root().join("incidents.jsonl");
+    for (signal, stays) in [(Signal::KILL, true), (Signal::TERM, false)] {
+        // Each warden's own log: the next one is waited for by its own first pass.
+        let _ = fs::remove_file(emp.root().join("warden.log"));
+        let mut warden = Warden::start_with_config(&bin(), &config, &log, &[]);
+        wait_for(Duration::from_secs(20), "the textfile", || {
+            fs::metadata(&textfile).ok()
+        });
+        warden.kill(signal);
+        let status = wait_for(Duration::from_secs(20), "the warden to stop", || {
+            warden.try_wait()
+        });
+        assert_eq!(status.success(), signal == Signal::TERM, "{status:?}");
+        assert_eq!(
+            textfile.exists(),
+            stays,
+            "after {signal:?}: {}",
+            warden.log()
+        );
+    }
 }
 
 /// Two hundred clients hold connections to the endpoint: a hundred silent, a hundred
