@@ -294,6 +294,29 @@ impl Config {
         }
     }
 
+    /// The config at `path` for a command that only reads (`status`, `fds`,
+    /// `incidents`): a running daemon keeps its config in force whatever the file says
+    /// now, so a bad file does not stop the command. Every good line applies; a bad line,
+    /// or a file that cannot be read, leaves the defaults, and each error is returned to be
+    /// said.
+    pub(crate) fn load_lenient(path: Option<&Path>) -> (Config, Vec<FileError>) {
+        if let Ok(cfg) = Config::load(path) {
+            return (cfg, Vec::new());
+        }
+        let shown = path.unwrap_or(Path::new(DEFAULT_PATH));
+        match crate::bounded::read_config_text(shown, crate::bounded::MAX_CONFIG) {
+            Ok(text) => Config::parse_all(shown, &text),
+            Err(e) => (
+                Config::default(),
+                vec![FileError::new(
+                    shown,
+                    None,
+                    format!("cannot use it as the config file: {e}"),
+                )],
+            ),
+        }
+    }
+
     /// Every error of the config at `path` (`check --config-only`): the file that cannot
     /// be read, or each bad line with its number, in order. None: the daemon would take it.
     #[must_use]

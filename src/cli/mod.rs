@@ -190,7 +190,7 @@ pub fn main(cli: Cli) -> Result<(), Failure> {
             Ok(())
         }
         Command::Status { config, json } => {
-            let cfg = Config::load(config.as_deref())?;
+            let cfg = read_only_config(config.as_deref());
             let episodes = Episodes::read(&cfg);
             print(
                 &status::StatusReport::build(&inventory(&cfg), &episodes),
@@ -204,7 +204,7 @@ pub fn main(cli: Cli) -> Result<(), Failure> {
             config,
             json,
         } => {
-            let cfg = Config::load(config.as_deref())?;
+            let cfg = read_only_config(config.as_deref());
             let report = match target.parse::<i32>() {
                 Ok(pid) => fds::FdsReport::for_pid(pid, top)?,
                 Err(_) => {
@@ -219,7 +219,7 @@ pub fn main(cli: Cli) -> Result<(), Failure> {
             vassal,
             json,
         } => {
-            let cfg = Config::load(config.as_deref())?;
+            let cfg = read_only_config(config.as_deref());
             let filter = incidents::Filter {
                 since,
                 vassal: vassal.as_deref(),
@@ -252,6 +252,20 @@ pub fn main(cli: Cli) -> Result<(), Failure> {
             config,
         } => reload(Config::load(config.as_deref())?, &vassal, &reason, dry_run),
     }
+}
+
+/// The config for a command that only reads: a bad warden.ini is said (each error with
+/// its file and line, on standard error) and the command goes on with the defaults for
+/// what could not be read, as the daemon goes on with the config in force.
+fn read_only_config(config: Option<&std::path::Path>) -> Config {
+    let (cfg, errors) = Config::load_lenient(config);
+    for e in &errors {
+        eprintln!(
+            "vassal-warden: warning: {}; the default is used for it here (the running warden keeps the config it has; `vassal-warden check -t` lists every error)",
+            one_line(&e.to_string())
+        );
+    }
+    cfg
 }
 
 /// `check -t`: the config file alone, every error on its own line (to standard error,

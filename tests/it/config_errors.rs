@@ -35,8 +35,7 @@ fn unknown_key_exits_2_and_says_what_is_known() {
     let cfg = dir.path().join("warden.ini");
     std::fs::write(&cfg, "[warden]\nintreval = 2s\n").unwrap();
     let out = Command::new(bin())
-        .arg("status")
-        .arg("-c")
+        .args(["run", "--once", "-c"])
         .arg(&cfg)
         .output()
         .unwrap();
@@ -44,6 +43,55 @@ fn unknown_key_exits_2_and_says_what_is_known() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains(":2: unknown key `intreval`"), "{stderr}");
     assert!(stderr.contains("interval"), "{stderr}");
+}
+
+/// The commands that only read go on over a bad warden.ini (the running daemon keeps
+/// the config in force): they name each bad line, and use the default for it.
+#[test]
+fn read_only_commands_say_what_is_wrong_with_the_config_and_go_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("warden.ini");
+    let log = dir.path().join("incidents.jsonl");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[warden]\nvassals = {}\naudit-log = {}\n[policy]\nreload-at = banana\n",
+            dir.path().join("vassals").display(),
+            log.display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        &log,
+        r#"{"schema":1,"ts":"2026-11-26T22:10:00Z","incident":"i1","vassal":"a.ini","config":"/v/a.ini","event":"suppressed","reason":"alert_only"}"#.to_owned() + "\n",
+    )
+    .unwrap();
+    let me = std::process::id().to_string();
+    for args in [
+        &["status", "--json"][..],
+        &["incidents", "--json"][..],
+        &["fds", &me][..],
+    ] {
+        let out = Command::new(bin())
+            .args(args)
+            .arg("-c")
+            .arg(&cfg)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}{stdout}");
+        assert!(
+            stderr.starts_with(&format!("vassal-warden: warning: {}:5: ", cfg.display()))
+                && stderr.contains("banana")
+                && stderr.contains("the default is used for it here"),
+            "{args:?}: {stderr}"
+        );
+        // The good lines still apply: the incidents come from the log it names.
+        if args[0] == "incidents" {
+            assert!(stdout.contains("\"i1\""), "{stdout}");
+        }
+    }
 }
 
 #[test]
