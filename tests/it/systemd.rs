@@ -64,6 +64,9 @@ fn the_debian_package_works_under_a_real_systemd_on_trixie() {
     walk("trixie");
 }
 
+/// Where `node_exporter`'s textfile collector reads on Debian.
+const TEXTFILE_DIR: &str = "/var/lib/prometheus/node-exporter";
+
 fn walk(suite: &str) {
     let started = Instant::now();
     let deb = deb_package();
@@ -78,6 +81,8 @@ fn walk(suite: &str) {
     a_broken_config_on_reload_keeps_the_old_one(&c);
     the_watchdog_restarts_a_stopped_loop(&c);
     check_passes_under_the_units_capabilities(&c);
+    a_stopped_warden_is_critical_and_serves_no_metrics(&c);
+    purge_leaves_no_textfile(&c);
     eprintln!("walked through {suite} in {:?}", started.elapsed());
 }
 
@@ -243,34 +248,41 @@ fn the_alert_hook_hears_every_record_under_the_unit(c: &Container) {
     eprintln!("step 3b: the hook heard {} records", heard.len());
 }
 
-/// Step 4: `systemctl reload` with a broken warden.ini: the warden keeps running on the
-/// configuration in force, and says so.
+/// Step 4: `systemctl reload` with a broken warden.ini fails (the unit tests the file
+/// first, `check -t`) and says which line; the warden keeps running on the configuration
+/// in force, never told to re-read it. Put back, the file reloads.
 fn a_broken_config_on_reload_keeps_the_old_one(c: &Container) {
     let ini = c.root.join("etc/vassal-warden/warden.ini");
-    // The package may ship one (every key at its default): put it back afterwards.
-    let shipped = fs::read(&ini).ok();
-    fs::create_dir_all(ini.parent().unwrap()).unwrap();
+    let shipped = fs::read(&ini).unwrap();
     fs::write(&ini, "[warden]\ninterval = soon\n").unwrap();
     let pid = c.show("MainPID")["MainPID"].clone();
-    c.ok(&["systemctl", "reload", "vassal-warden"]);
+    let out = c.run(&["systemctl", "reload", "vassal-warden"]);
+    assert!(!out.status.success(), "the reload of a bad file succeeded");
     let said = wait_for(Duration::from_secs(30), "the reload's complaint", || {
         c.journal()
             .lines()
-            .find(|l| l.contains("cannot re-read the configuration"))
+            .find(|l| l.contains("warden.ini:2: "))
             .map(str::to_owned)
     });
-    assert!(said.contains("warden.ini:2"), "{said}");
     eprintln!("step 4: {said}");
+    let journal = c.journal();
+    assert!(
+        !journal.contains("SIGHUP: re-reading"),
+        "the daemon was told to re-read a bad file:\n{journal}"
+    );
     let show = c.show("ActiveState,MainPID");
     assert_eq!(
         (show["ActiveState"].as_str(), &show["MainPID"]),
         ("active", &pid)
     );
     // A restart (the next step) would refuse this file: exit 2, not restarted.
-    match shipped {
-        Some(text) => fs::write(&ini, text).unwrap(),
-        None => fs::remove_file(&ini).unwrap(),
-    }
+    fs::write(&ini, shipped).unwrap();
+    c.ok(&["systemctl", "reload", "vassal-warden"]);
+    wait_for(
+        Duration::from_secs(30),
+        "the reload of the good file",
+        || c.journal().contains("configuration re-read").then_some(()),
+    );
 }
 
 /// Step 5: a loop that stops feeding the watchdog (SIGSTOP) is killed and restarted. The
@@ -330,6 +342,42 @@ fn check_passes_under_the_units_capabilities(c: &Container) {
     assert!(text.contains("lacks CAP_KILL"), "{text}");
     assert!(text.contains("judged for this command"), "{text}");
     eprintln!("step 6, without CAP_KILL: {text}");
+}
+
+/// Step 7: stopped on purpose (step 6 stopped it), the warden is CRITICAL to a monitoring
+/// check, and its textfile is gone: `node_exporter` serves none of its series.
+fn a_stopped_warden_is_critical_and_serves_no_metrics(c: &Container) {
+    let out = c.run(&["vassal-warden", "health"]);
+    let line = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "{line}");
+    assert!(
+        line.starts_with("VASSAL-WARDEN CRITICAL - no vassal-warden runs with the incident log /var/log/vassal-warden/incidents.jsonl"),
+        "{line}"
+    );
+    let textfile = c
+        .root
+        .join(TEXTFILE_DIR.trim_start_matches('/'))
+        .join("vassal-warden.prom");
+    assert!(!textfile.exists(), "{} is still there", textfile.display());
+    eprintln!("step 7: {}", line.trim());
+}
+
+/// Step 8: a textfile a warden that died left behind goes with the package on purge, and
+/// so does the configuration.
+fn purge_leaves_no_textfile(c: &Container) {
+    let textfile = c
+        .root
+        .join(TEXTFILE_DIR.trim_start_matches('/'))
+        .join("vassal-warden.prom");
+    fs::write(&textfile, "vassal_warden_up 1\n").unwrap();
+    c.ok(&["dpkg", "--purge", "vassal-warden"]);
+    assert!(
+        !textfile.exists(),
+        "{} survived the purge",
+        textfile.display()
+    );
+    assert!(!c.root.join("etc/vassal-warden").exists());
+    eprintln!("step 8: purged, no textfile");
 }
 
 /// The unit's `[Service]` settings that shape what the process may do, as
@@ -482,7 +530,8 @@ impl Container {
             .args(["--", "sh", "-c"])
             .arg(format!(
                 "dpkg -i /mnt/vassal-warden.deb && systemctl enable vassal-warden && \
-                 sed -i 's|^\\[warden\\]$|[warden]\\non-event = {HOOK}\\non-event-for = all|' \
+                 mkdir -p {TEXTFILE_DIR} && \
+                 sed -i 's|^\\[warden\\]$|[warden]\\non-event = {HOOK}\\non-event-for = all\\nmetrics-textfile = {TEXTFILE_DIR}/vassal-warden.prom|' \
                  /etc/vassal-warden/warden.ini && grep -q '^on-event = ' /etc/vassal-warden/warden.ini"
             ));
         let out = install.output().unwrap();
