@@ -184,6 +184,7 @@ fn report_rendering(exposition: &str) {
             counts: None,
             hook_failures: 0,
             episode: None,
+            paused_until: None,
         })
         .collect();
     let mut passes = Histogram::default();

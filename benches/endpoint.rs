@@ -43,6 +43,7 @@ fn views(names: &[String], trouble: bool) -> Vec<VassalView<'_>> {
             counts: None,
             hook_failures: 0,
             episode: None,
+            paused_until: None,
         })
         .collect()
 }

@@ -61,6 +61,27 @@ pub(crate) enum Event {
     /// The code that leaks, from a capture that went on after the incident's `detected`
     /// record (which said it would, `capture.pending`).
     Capture(Captured),
+    /// An operator paused the vassal (`vassal-warden pause`): until when, who, why.
+    Pause(Paused),
+    /// The pause is over: `vassal-warden resume`, or its time came (`who` is then
+    /// `vassal-warden`).
+    Resume(Resumed),
+}
+
+/// A `pause` record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Paused {
+    /// RFC 3339, UTC.
+    pub until: String,
+    pub who: String,
+    pub reason: String,
+}
+
+/// A `resume` record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Resumed {
+    pub who: String,
+    pub reason: String,
 }
 
 impl Event {
@@ -75,6 +96,8 @@ impl Event {
             Event::Reminder(_) => RecordKind::Reminder,
             Event::Ended(_) => RecordKind::Ended,
             Event::Capture(_) => RecordKind::Capture,
+            Event::Pause(_) => RecordKind::Pause,
+            Event::Resume(_) => RecordKind::Resume,
         }
     }
 }
@@ -380,8 +403,9 @@ impl Record {
                 result: o.result,
                 seconds: o.seconds,
             },
-            // What the code is, not what happened to the vassal.
-            Event::Capture(_) => return None,
+            // What the code is, not what happened to the vassal; a pause is the warden's
+            // own state, kept in its own file.
+            Event::Capture(_) | Event::Pause(_) | Event::Resume(_) => return None,
         };
         Some(Entry {
             at: parse_timestamp(&self.ts)?,

@@ -39,7 +39,11 @@ const POLL: Duration = Duration::from_millis(20);
 #[must_use]
 pub(crate) fn names(r: &Record) -> (HookEvent, Option<HookEvent>) {
     let other = match &r.event {
-        Event::Detected(_) | Event::Action(_) | Event::Capture(_) => None,
+        Event::Detected(_)
+        | Event::Action(_)
+        | Event::Capture(_)
+        | Event::Pause(_)
+        | Event::Resume(_) => None,
         Event::Outcome(o) => Some(HookEvent::Result(o.result)),
         Event::Suppressed(s) => Some(HookEvent::Reason(s.reason.clone())),
         Event::Reminder(e) | Event::Ended(e) => Some(HookEvent::Reason(e.reason.clone())),
@@ -91,6 +95,8 @@ impl Job {
                 c.capture.sites.len(),
                 c.capture.target
             )),
+            Event::Pause(p) => Some(format!("until {} by {}: {}", p.until, p.who, p.reason)),
+            Event::Resume(r) => Some(format!("by {}: {}", r.who, r.reason)),
         };
         if let Event::Suppressed(_) | Event::Reminder(_) | Event::Ended(_) = &r.event {
             env.push(("WARDEN_REASON", other.unwrap_or_default().to_owned()));

@@ -36,6 +36,7 @@ mod error;
 mod hook;
 mod inventory;
 mod mapping;
+mod pauses;
 mod policy;
 mod service;
 mod text;

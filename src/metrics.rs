@@ -81,7 +81,11 @@ impl Counts {
                 None => c.suppressions.push((s.reason.clone(), 1)),
             },
             // The rest of an episode already counted when it started.
-            Event::Reminder(_) | Event::Ended(_) | Event::Capture(_) => {}
+            Event::Reminder(_)
+            | Event::Ended(_)
+            | Event::Capture(_)
+            | Event::Pause(_)
+            | Event::Resume(_) => {}
         }
     }
 
@@ -202,6 +206,8 @@ pub struct VassalView<'a> {
     /// The lasting episode open now (held, alert only, refused): its reason and when it
     /// started.
     pub episode: Option<(&'a str, SystemTime)>,
+    /// Paused by an operator until then.
+    pub paused_until: Option<SystemTime>,
 }
 
 /// The warden itself on the last pass.
@@ -527,6 +533,11 @@ const SIDE_GAUGES: [SideGauge; 4] = [
 
 /// A 0/1 gauge of a vassal: its name, help and value.
 type FlagGauge = (&'static str, &'static str, fn(&&VassalView<'_>) -> bool);
+type TimeGauge = (
+    &'static str,
+    &'static str,
+    fn(&&VassalView<'_>) -> Option<SystemTime>,
+);
 
 fn render_gauges(o: &mut Out<'_>, vassals: &[&VassalView<'_>]) {
     for (name, help, value) in SIDE_GAUGES {
@@ -569,18 +580,24 @@ fn render_gauges(o: &mut Out<'_>, vassals: &[&VassalView<'_>]) {
             o.sample(name, &[("vassal", v.name)], flag(get(v)));
         }
     }
-    o.family(
-        "last_action_timestamp_seconds",
-        "gauge",
-        "When the warden (or an operator's reload) last acted on the vassal, in seconds since the epoch; absent if never.",
-    );
-    for v in vassals {
-        if let Some(t) = v.last_action {
-            o.sample(
-                "last_action_timestamp_seconds",
-                &[("vassal", v.name)],
-                Value::Float(epoch_seconds(t)),
-            );
+    let times: [TimeGauge; 2] = [
+        (
+            "paused_until_timestamp_seconds",
+            "When an operator's pause of the vassal ends (vassal-warden pause), in seconds since the epoch; absent while it is not paused.",
+            |v| v.paused_until,
+        ),
+        (
+            "last_action_timestamp_seconds",
+            "When the warden (or an operator's reload) last acted on the vassal, in seconds since the epoch; absent if never.",
+            |v| v.last_action,
+        ),
+    ];
+    for (name, help, get) in times {
+        o.family(name, "gauge", help);
+        for v in vassals {
+            if let Some(t) = get(v) {
+                o.sample(name, &[("vassal", v.name)], Value::Float(epoch_seconds(t)));
+            }
         }
     }
     o.family(

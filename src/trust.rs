@@ -99,6 +99,15 @@ fn read_accounts(path: &'static str) -> std::sync::Arc<str> {
     text
 }
 
+/// The name of the account `uid` in `/etc/passwd`, when it has one there.
+#[must_use]
+pub(crate) fn user_name(uid: u32) -> Option<String> {
+    read_accounts("/etc/passwd").lines().find_map(|l| {
+        let f: Vec<&str> = l.split(':').collect();
+        (f.len() >= 3 && f[2].parse() == Ok(uid)).then(|| f[0].to_owned())
+    })
+}
+
 /// True when `uid` is in group `gid`: as its primary group (`/etc/passwd`) or as a
 /// listed member (`/etc/group`). Users only a directory service knows are not found,
 /// which errs on the side of not trusting.

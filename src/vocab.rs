@@ -96,6 +96,8 @@ pub(crate) enum Reason {
     /// The process over its line is a sub-Emperor: a reload of its vassal would restart
     /// every vassal it runs, which is no gentle cure.
     RunsVassals,
+    /// An operator paused the vassal (`vassal-warden pause`): recorded, not acted on.
+    Paused,
     #[serde(untagged)]
     Other(String),
 }
@@ -103,7 +105,7 @@ pub(crate) enum Reason {
 impl Reason {
     /// Every reason this version writes, for what lists them all (metrics start each at
     /// 0). A new reason goes here too.
-    pub(crate) const KNOWN: [Reason; 12] = [
+    pub(crate) const KNOWN: [Reason; 13] = [
         Reason::Flapping,
         Reason::Cooldown,
         Reason::Busy,
@@ -116,6 +118,7 @@ impl Reason {
         Reason::NoEmperor,
         Reason::ActionFailed,
         Reason::RunsVassals,
+        Reason::Paused,
     ];
 
     #[must_use]
@@ -133,6 +136,7 @@ impl Reason {
             Reason::NoEmperor => "no_emperor",
             Reason::ActionFailed => "action_failed",
             Reason::RunsVassals => "runs_vassals",
+            Reason::Paused => "paused",
             Reason::Other(s) => s,
         }
     }
@@ -189,10 +193,14 @@ pub(crate) enum RecordKind {
     Ended,
     /// The code that leaks, found after the incident's `detected` record was written.
     Capture,
+    /// An operator paused the vassal until a time.
+    Pause,
+    /// The pause is over: lifted by an operator, or its time came.
+    Resume,
 }
 
 impl RecordKind {
-    pub(crate) const ALL: [RecordKind; 7] = [
+    pub(crate) const ALL: [RecordKind; 9] = [
         RecordKind::Detected,
         RecordKind::Action,
         RecordKind::Outcome,
@@ -200,6 +208,8 @@ impl RecordKind {
         RecordKind::Reminder,
         RecordKind::Ended,
         RecordKind::Capture,
+        RecordKind::Pause,
+        RecordKind::Resume,
     ];
 
     #[must_use]
@@ -212,6 +222,8 @@ impl RecordKind {
             RecordKind::Reminder => "reminder",
             RecordKind::Ended => "ended",
             RecordKind::Capture => "capture",
+            RecordKind::Pause => "pause",
+            RecordKind::Resume => "resume",
         }
     }
 }

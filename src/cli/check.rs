@@ -110,7 +110,13 @@ impl CheckReport {
                     status
                         .concerns
                         .iter()
-                        .filter(|c| c.kind != episode::ConcernKind::CannotAct)
+                        // A pause is an operator's choice, not a problem.
+                        .filter(|c| {
+                            !matches!(
+                                c.kind,
+                                episode::ConcernKind::CannotAct | episode::ConcernKind::Paused
+                            )
+                        })
                         .map(|c| format!("{}: {}", v.file.name, c.text)),
                 );
                 VassalCheck {

@@ -156,6 +156,14 @@ impl<'a> Summary<'a> {
             Event::Capture(c) => self.capture = Some(&c.capture),
             Event::Reminder(e) => self.lasted = format!("{}+", duration(e.seconds)),
             Event::Ended(e) => self.lasted = duration(e.seconds),
+            Event::Pause(p) => {
+                self.action = "pause".into();
+                self.outcome = format!("until {} by {}: {}", p.until, p.who, p.reason);
+            }
+            Event::Resume(r) => {
+                self.action = "resume".into();
+                self.outcome = format!("by {}: {}", r.who, r.reason);
+            }
         }
     }
 }

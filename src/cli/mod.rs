@@ -117,6 +117,40 @@ pub enum Command {
         #[arg(short, long, value_name = "FILE")]
         config: Option<PathBuf>,
     },
+    /// Leave a vassal alone for a while: it is still sampled and its incidents recorded
+    /// (marked paused), but nothing is done to it and no reminder is written. The running
+    /// warden honours it on its next pass; it survives restarts and ends by itself.
+    ///
+    /// Exit status: 0 paused, 1 no such vassal or it could not be recorded, 2 a bad flag
+    /// or config.
+    /// Example: vassal-warden pause shop --for 2h --reason "deploy, JIRA-123"
+    Pause {
+        /// The vassal's name (`shop.ini`, `shop`) or path.
+        vassal: String,
+        /// How long (e.g. 30m, 2h, 3d); a pause already there is replaced.
+        #[arg(long = "for", value_name = "DURATION", value_parser = parse_pause_length)]
+        length: Duration,
+        /// Why, for the incident log and whoever looks at `status`.
+        #[arg(long)]
+        reason: String,
+        /// Config file [default: /etc/vassal-warden/warden.ini; missing means defaults]
+        #[arg(short, long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+    /// End a vassal's pause now: the running warden acts on it again from its next pass.
+    ///
+    /// Exit status: 0 resumed, 1 no such vassal, not paused, or it could not be recorded,
+    /// 2 a bad flag or config.
+    Resume {
+        /// The vassal's name (`shop.ini`, `shop`) or path.
+        vassal: String,
+        /// Why, for the incident log.
+        #[arg(long, default_value = "operator request")]
+        reason: String,
+        /// Config file [default: /etc/vassal-warden/warden.ini; missing means defaults]
+        #[arg(short, long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
     /// One line for a monitoring system (Nagios, Icinga, a Prometheus textfile check):
     /// exit 0 OK, 1 WARNING (over the line, a reload held back, flapping), 2 CRITICAL
     /// (at the limit, or over the line with the warden held back or given up), 3 UNKNOWN.
@@ -146,6 +180,13 @@ pub enum Command {
 
 fn parse_duration_arg(s: &str) -> Result<Duration, String> {
     config::parse_duration(s)
+}
+
+fn parse_pause_length(s: &str) -> Result<Duration, String> {
+    match config::parse_duration(s)? {
+        d if d.is_zero() => Err("a pause must last some time (e.g. 30m, 2h)".into()),
+        d => Ok(d),
+    }
 }
 
 /// An error with the exit code it should produce.
@@ -234,23 +275,24 @@ pub fn main(cli: Cli) -> Result<(), Failure> {
             config_only: true,
             ..
         } => check_config(config.as_deref()),
-        Command::Check { config, json, .. } => {
-            let cfg = Config::load(config.as_deref())?;
-            let report = check::CheckReport::build(&cfg, &inventory(&cfg), &Episodes::read(&cfg));
-            print(&report, json)?;
-            // Even when the reader went away, the verdict is the check's, not the pipe's.
-            if report.problems.is_empty() {
-                Ok(())
-            } else {
-                Err(Failure::Problems)
-            }
-        }
+        Command::Check { config, json, .. } => check(config.as_deref(), json),
         Command::Reload {
             vassal,
             reason,
             dry_run,
             config,
         } => reload(Config::load(config.as_deref())?, &vassal, &reason, dry_run),
+        Command::Pause {
+            vassal,
+            length,
+            reason,
+            config,
+        } => pause(Config::load(config.as_deref())?, &vassal, length, &reason),
+        Command::Resume {
+            vassal,
+            reason,
+            config,
+        } => resume(Config::load(config.as_deref())?, &vassal, &reason),
     }
 }
 
@@ -266,6 +308,19 @@ fn read_only_config(config: Option<&std::path::Path>) -> Config {
         );
     }
     cfg
+}
+
+/// `check`: the report, and exit 1 when it found problems.
+fn check(config: Option<&std::path::Path>, json: bool) -> Result<(), Failure> {
+    let cfg = Config::load(config)?;
+    let report = check::CheckReport::build(&cfg, &inventory(&cfg), &Episodes::read(&cfg));
+    print(&report, json)?;
+    // Even when the reader went away, the verdict is the check's, not the pipe's.
+    if report.problems.is_empty() {
+        Ok(())
+    } else {
+        Err(Failure::Problems)
+    }
 }
 
 /// `check -t`: the config file alone, every error on its own line (to standard error,
@@ -419,6 +474,8 @@ fn cannot_record(log: &std::path::Path) -> Option<String> {
 /// Each vassal's episode as the incident log tells it: actions, ladder, flapping.
 pub(crate) struct Episodes {
     by_config: std::collections::HashMap<PathBuf, Episode>,
+    /// The operators' pauses, as their file beside the log says.
+    pauses: Vec<crate::pauses::Pause>,
     /// Why the log could not be read, when it exists and could not: cooldowns, flapping
     /// and the ladder are then unknown, and `status` and `check` say so.
     problem: Option<String>,
@@ -428,13 +485,22 @@ impl Episodes {
     /// Reads the log of `cfg` as the daemon does at start (with its rotated
     /// predecessor). A log that does not exist yet tells that nothing happened.
     fn read(cfg: &Config) -> Episodes {
+        let (pauses, pause_problem) = match crate::pauses::read(&cfg.audit_log) {
+            Ok((p, _)) => (p, None),
+            Err(why) => (
+                Vec::new(),
+                Some(format!("{why}: whether a vassal is paused is not known")),
+            ),
+        };
         match audit::read_history(&cfg.audit_log, audit::HISTORY_TAIL, audit::HISTORY_FILES) {
             Ok(read) => Episodes {
                 by_config: Episode::replay(&audit::history(&read.records)),
-                problem: None,
+                pauses,
+                problem: pause_problem,
             },
             Err(e) => Episodes {
                 by_config: std::collections::HashMap::new(),
+                pauses,
                 problem: (e.kind() != io::ErrorKind::NotFound).then(|| {
                     format!(
                         "cannot read the incident log {} ({e}): cooldowns, flapping and the ladder are not known; make it readable by this user",
@@ -448,6 +514,31 @@ impl Episodes {
     fn of(&self, config: &std::path::Path) -> Option<&Episode> {
         self.by_config.get(config)
     }
+
+    /// The pause in force for the vassal file `config`.
+    fn paused(&self, config: &std::path::Path) -> Option<&crate::pauses::Pause> {
+        let now = std::time::SystemTime::now();
+        self.pauses
+            .iter()
+            .find(|p| p.config == config && p.holds(now))
+    }
+}
+
+fn pause(cfg: Config, vassal: &str, length: Duration, reason: &str) -> Result<(), Failure> {
+    let p = Warden::new(cfg, false).manual_pause(vassal, length, reason)?;
+    let line = format!(
+        "{}: paused until {} ({}); recorded",
+        p.vassal,
+        p.until,
+        humantime::format_duration(length)
+    );
+    emit(|w| writeln!(w, "{}", one_line(&line)))
+}
+
+fn resume(cfg: Config, vassal: &str, reason: &str) -> Result<(), Failure> {
+    let p = Warden::new(cfg, false).manual_resume(vassal, reason)?;
+    let line = format!("{}: resumed (it was {}); recorded", p.vassal, p.describe());
+    emit(|w| writeln!(w, "{}", one_line(&line)))
 }
 
 fn reload(cfg: Config, vassal: &str, reason: &str, dry_run: bool) -> Result<(), Failure> {

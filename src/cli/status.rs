@@ -45,8 +45,12 @@ pub(super) struct VassalStatus {
     pub processes: Vec<ProcStatus>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub problem: Option<String>,
-    /// What is wrong now, worst first: over the line, held back, given up, flapping.
+    /// What is wrong now, worst first: over the line, held back, given up, flapping,
+    /// paused.
     pub concerns: Vec<Concern>,
+    /// An operator's pause in force: until when, by whom, why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub paused: Option<crate::pauses::Pause>,
 }
 
 /// One process of a vassal, sampled now.
@@ -128,8 +132,21 @@ impl VassalStatus {
             &sampled,
             cannot_act.as_deref(),
         );
+        let paused = episodes.paused(&v.file.path).cloned();
+        if let Some(p) = &paused {
+            concerns.push(Concern {
+                level: Level::Warning,
+                kind: episode::ConcernKind::Paused,
+                text: format!(
+                    "{}; nothing is done to it until then (`vassal-warden resume {}` ends it now)",
+                    p.describe(),
+                    v.file.name
+                ),
+            });
+        }
         concerns.sort_by_key(|c| std::cmp::Reverse(c.level));
         VassalStatus {
+            paused,
             vassal: v.file.name.clone(),
             config: v.file.path.clone(),
             state: v.mapping.state(),

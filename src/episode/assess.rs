@@ -51,6 +51,8 @@ pub(crate) enum ConcernKind {
     Flapping,
     /// A reload is held by the cooldown.
     Cooldown,
+    /// An operator paused the vassal: nothing is done to it until the pause ends.
+    Paused,
 }
 
 /// How a concern about what keeps the warden from acting begins.

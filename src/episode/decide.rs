@@ -26,7 +26,9 @@ impl Episode {
         if self.pending.is_some() {
             return self.verify(policy, pass);
         }
-        if let Some(d) = self.next_batch(policy, pass) {
+        if pass.paused.is_none()
+            && let Some(d) = self.next_batch(policy, pass)
+        {
             return d;
         }
         let fds_now = pass.procs.iter().map(|p| p.fds).max();
@@ -66,9 +68,12 @@ impl Episode {
             return Decision::Nothing;
         };
         let situation = self.situation(pass, &offender, &report, &facts, lookups);
-        let (plan, note) = policy::choose(policy.action, &situation);
+        let (plan, note) = match pass.paused {
+            Some(why) => (Plan::Alert(Reason::Paused), Some(why.to_owned())),
+            None => policy::choose(policy.action, &situation),
+        };
         let hold = self.gate(policy, pass, &plan, lookups);
-        let key = key_of(&hold, &facts, self.step, policy);
+        let key = key_of(&hold, &facts, self.step, policy, pass);
         let then = then(hold, plan.clone(), note, &situation, &facts);
         let open = self.noted.take().and_then(|n| n.open);
         // A lasting episode rebuilt at start goes on if the same reason holds now.
@@ -118,11 +123,14 @@ impl Episode {
     ) -> Option<Decision> {
         let n = self.noted.clone()?;
         let hold = self.gate(policy, pass, &n.would, lookups);
-        if n.key != key_of(&hold, facts, self.step, policy) {
+        if n.key != key_of(&hold, facts, self.step, policy, pass) {
             return None;
         }
         match n.open {
-            Some(open) if since(pass.now, open.said) >= pass.remind => {
+            // A pause is the operator's own silence: not reminded.
+            Some(open)
+                if since(pass.now, open.said) >= pass.remind && open.reason != Reason::Paused =>
+            {
                 if let Some(Note { open: Some(o), .. }) = &mut self.noted {
                     o.said = pass.now;
                 }
@@ -182,7 +190,8 @@ impl Episode {
     }
 
     /// May `plan` be carried out now? Before saying yes, learn what others recorded
-    /// meanwhile: their actions count for cooldown and `max-reloads` too.
+    /// meanwhile: their actions count for cooldown and `max-reloads` too. A pause says
+    /// nothing is done, whatever holds.
     fn gate(
         &mut self,
         policy: &Policy,
@@ -190,6 +199,9 @@ impl Episode {
         plan: &Plan,
         lookups: &mut dyn Lookups,
     ) -> Result<(), Hold> {
+        if pass.paused.is_some() {
+            return Ok(());
+        }
         policy::gate(policy, pass.now, &self.hist, plan, pass.busy, pass.dry_run)?;
         // An alert is never held: what others did cannot change that, so the log is not
         // read (an alert-only episode asks on every pass while it lasts).
@@ -371,7 +383,13 @@ fn held_reason(then: &Then) -> Option<Reason> {
     }
 }
 
-fn key_of(hold: &Result<(), Hold>, facts: &Facts, step: Step, policy: &Policy) -> NoteKey {
+fn key_of(
+    hold: &Result<(), Hold>,
+    facts: &Facts,
+    step: Step,
+    policy: &Policy,
+    pass: &Pass<'_>,
+) -> NoteKey {
     match hold {
         Err(h) => NoteKey::Hold(h.reason()),
         Ok(()) => NoteKey::Act {
@@ -380,6 +398,7 @@ fn key_of(hold: &Result<(), Hold>, facts: &Facts, step: Step, policy: &Policy) -
             emperor_up: facts.emperor_up,
             step,
             action: policy.action,
+            paused: pass.paused.is_some(),
         },
     }
 }

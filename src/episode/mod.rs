@@ -89,6 +89,10 @@ pub(crate) struct Pass<'a> {
     pub dry_run: bool,
     /// How often an episode that lasts is said again (`remind`).
     pub remind: Duration,
+    /// An operator paused the vassal: what its records say of the pause (who, until,
+    /// why). Nothing is done to it; its incidents are recorded as `paused`, never
+    /// reminded, and a leak's next workers wait.
+    pub paused: Option<&'a str>,
 }
 
 /// The reads the core may ask for during a pass.
@@ -205,6 +209,8 @@ enum NoteKey {
         step: Step,
         /// `action =`: a re-read config that changes it is decided anew.
         action: ActionMode,
+        /// Paused, or not: a pause that begins or ends is decided anew.
+        paused: bool,
     },
 }
 

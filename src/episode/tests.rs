@@ -142,6 +142,7 @@ fn pass<'a>(now: u64, mono: Instant, workers: &'a [ProcId], procs: &'a [Proc]) -
         busy: false,
         dry_run: false,
         remind: crate::config::DEFAULT_REMIND,
+        paused: None,
     }
 }
 
@@ -154,6 +155,7 @@ fn pass_reminding<'a>(
 ) -> Pass<'a> {
     Pass {
         remind: Duration::from_secs(1000),
+        paused: None,
         ..pass(now, mono, workers, procs)
     }
 }

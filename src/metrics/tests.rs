@@ -73,7 +73,8 @@ fn sides(each: &[(Role, Side)]) -> Sides {
 
 const NASTY: &str = "we\"ird\\na\nme.ini";
 
-fn rendered() -> String {
+/// The counts of a few records of `shop.ini` and one of `NASTY`.
+fn counted() -> Counts {
     let mut counts = Counts::default();
     for e in [
         detected(),
@@ -90,6 +91,11 @@ fn rendered() -> String {
         counts.count(&record("shop.ini", e));
     }
     counts.count(&record(NASTY, detected()));
+    counts
+}
+
+fn rendered() -> String {
+    let counts = counted();
     let mut passes = Histogram::default();
     passes.observe(Duration::from_micros(300));
     passes.observe(Duration::from_millis(30));
@@ -126,6 +132,7 @@ fn rendered() -> String {
                 "flapping",
                 SystemTime::UNIX_EPOCH + Duration::from_secs(1_799_999_500),
             )),
+            paused_until: None,
         },
         VassalView {
             name: NASTY,
@@ -137,6 +144,7 @@ fn rendered() -> String {
             counts: counts.of(NASTY),
             hook_failures: 0,
             episode: None,
+            paused_until: Some(SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_003_600)),
         },
         VassalView {
             name: "idle.ini",
@@ -148,6 +156,7 @@ fn rendered() -> String {
             counts: counts.of("idle.ini"),
             hook_failures: 0,
             episode: None,
+            paused_until: None,
         },
     ];
     let mut s = String::from("left over from the last pass");
@@ -209,6 +218,7 @@ fn every_family_has_help_and_type_before_its_samples_and_follows_the_naming_rule
         "vassal_state",
         "flapping",
         "given_up",
+        "paused_until_timestamp_seconds",
         "last_action_timestamp_seconds",
         "incidents_total",
         "actions_total",
@@ -282,6 +292,13 @@ fn values_and_labels_are_what_was_seen_and_counted() {
     assert_eq!(
         samples(&text, "vassal_warden_last_action_timestamp_seconds").len(),
         1
+    );
+    // Paused: when the pause ends, for the paused vassal only.
+    assert_eq!(
+        samples(&text, "vassal_warden_paused_until_timestamp_seconds"),
+        [
+            "vassal_warden_paused_until_timestamp_seconds{vassal=\"we\\\"ird\\\\na\\nme.ini\"} 1800003600"
+        ]
     );
     // A limit of 0 has no ratio.
     assert!(
@@ -407,6 +424,7 @@ fn quiet_vassals(names: &[String]) -> Vec<VassalView<'_>> {
             counts: None,
             hook_failures: 0,
             episode: None,
+            paused_until: None,
         })
         .collect()
 }

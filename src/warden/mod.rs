@@ -26,6 +26,7 @@ use crate::forensics::Baseline;
 use crate::inventory::{Inventory, Vassal};
 use crate::mapping::{Mapping, Procs};
 use crate::metrics::{self, Outlets, Side, Sides};
+use crate::pauses;
 use crate::policy::{self, Fire, Plan, ProcState};
 use crate::procs::{self, ProcId, Role};
 use crate::sample::Sampler;
@@ -33,6 +34,7 @@ use crate::text::{counted, one_line};
 use std::fmt::Write as _;
 
 mod ledger;
+mod paused;
 mod reads;
 
 use crate::vocab::{ActionKind, OutcomeResult, Reason};
@@ -80,6 +82,8 @@ pub(crate) struct Warden {
     outlets: Outlets,
     /// The last exposition rendered: its buffer is reused.
     exposition: String,
+    /// The vassals an operator paused.
+    paused: paused::Paused,
 }
 
 /// The journal line of an incident: what is over and what follows, with its fields.
@@ -167,6 +171,7 @@ impl Warden {
             passes: metrics::Histogram::default(),
             sides: HashMap::new(),
             outlets: Outlets::default(),
+            paused: paused::Paused::default(),
             exposition: String::new(),
         };
         w.restore_from_log();
@@ -223,16 +228,21 @@ impl Warden {
             let name = one_line(&v.file.name);
             if ep.standing(&v.policy, now).given_up {
                 given_up.push(name);
-            } else if let Some(open) = ep.open() {
+            } else if let Some(open) = ep.open().filter(|o| o.reason != Reason::Paused) {
                 held.push(format!("{name} ({})", open.reason.as_str()));
             }
         }
+        let paused: Vec<String> = self
+            .paused
+            .holding(now)
+            .map(|p| format!("{} (until {})", one_line(&p.vassal), p.until))
+            .collect();
         let mut line = format!(
             "{} watched, {} over the line",
             counted(self.inv.vassals.len(), "vassal", "vassals"),
             counted(over, "process", "processes")
         );
-        for (what, names) in [("held", held), ("given up", given_up)] {
+        for (what, names) in [("held", held), ("given up", given_up), ("paused", paused)] {
             if !names.is_empty() {
                 let _ = write!(line, ", {what}: {}", some_of(names, SUMMARY_NAMES));
             }
@@ -430,6 +440,7 @@ impl Warden {
         }
         self.inv.map_all();
         self.say_source_problems();
+        self.refresh_pauses();
         self.ledger.retry_owed("-");
         let paths: Vec<PathBuf> = self.inv.vassals.keys().cloned().collect();
         let mut seen: HashSet<ProcId> = HashSet::new();
@@ -499,6 +510,7 @@ impl Warden {
                     .get(path)
                     .and_then(Episode::open)
                     .map(|o| (o.reason.as_str(), o.since)),
+                paused_until: self.paused.of(path, now).map(pauses::Pause::until),
             });
         }
         views.sort_by(|a, b| a.name.cmp(b.name));
@@ -623,8 +635,11 @@ impl Warden {
         }
         let busy =
             self.episodes.values().filter(|e| e.is_pending()).count() >= self.cfg.max_concurrent;
+        let now = SystemTime::now();
+        let paused = self.paused.of(path, now).map(pauses::Pause::describe);
         let pass = Pass {
-            now: SystemTime::now(),
+            paused: paused.as_deref(),
+            now,
             mono: Instant::now(),
             workers: &procs.workers,
             procs: &sampled,

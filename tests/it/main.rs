@@ -22,6 +22,7 @@ mod layers;
 mod ledger;
 mod metrics;
 mod packaging;
+mod pause;
 mod remediation;
 mod site_up;
 mod stacks;

@@ -169,6 +169,7 @@ impl Run {
             busy: turn.busy,
             dry_run: false,
             remind: Duration::from_secs(3600),
+            paused: None,
         };
         let before = self.ep.clone();
         let d = self.ep.decide(&self.policy, &pass, &mut fake);
