@@ -27,6 +27,9 @@ use crate::policy::Past;
 pub(crate) use crate::vocab::OutcomeResult;
 use crate::vocab::{ActionKind, Reason, RecordKind, Rule};
 
+mod stream;
+pub(crate) use stream::{Line, each_record};
+
 pub(crate) const SCHEMA: u32 = 1;
 
 /// One line of the incident log.
@@ -1016,12 +1019,6 @@ pub(crate) fn read_history(log: &Path, tail: u64, files: usize) -> std::io::Resu
     }
 }
 
-/// Every record of the log and of all its rotated predecessors, oldest first (for
-/// `incidents`).
-pub(crate) fn read_all(log: &Path) -> std::io::Result<Read> {
-    read_history(log, u64::MAX, MAX_ROTATIONS)
-}
-
 /// How many rotated files a warden reads at start (and `status` and `check`): with
 /// logrotate's weekly rotation, two to three weeks, far longer than any cooldown or
 /// `max-reloads` window.
@@ -1247,7 +1244,15 @@ mod tests {
         std::fs::write(suffixed(&path, ".3.gz"), b"\x1f\x8b broken").unwrap();
         let read = read_history(&path, HISTORY_TAIL, HISTORY_FILES).unwrap();
         assert_eq!((ids(&read).len(), read.bad.len()), (3, 0));
-        let all = read_all(&path).unwrap();
+        let mut all = Read::default();
+        each_record(&path, None, |l| {
+            match l {
+                Line::Record(r) => all.records.push(*r),
+                Line::Bad(b) => all.bad.push(b),
+            }
+            Ok(())
+        })
+        .unwrap();
         assert_eq!(ids(&all), ["oldest", "old", "new"]);
         assert!(
             all.bad[0].to_string().contains("incidents.jsonl.3.gz"),

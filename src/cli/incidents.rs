@@ -4,106 +4,207 @@
 //! the records themselves as JSON lines (the log's own wire format, from `audit`), or one
 //! table row per incident summing up its records: a lasting episode (its start, its
 //! reminders, its end) is one row with its duration. The rotated logs are read too,
-//! compressed or not. Unreadable lines are reported on stderr and skipped. It never
+//! compressed or not. The log is streamed (`audit::each_record`), so memory stays bounded
+//! whatever the history: JSON lines go out as they are read, and a table keeps the newest
+//! `MAX_ROWS` incidents. `--since` starts where the records reach that time, without
+//! reading what is older. Unreadable lines are reported on stderr and skipped. It never
 //! writes to the log.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io::{self, Write};
-use std::path::PathBuf;
+use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use serde::Serialize;
-
+use super::Failure;
 use super::table::{self, Align, Table};
-use super::{Failure, Report};
-use crate::audit::{self, Event, Record};
+use crate::audit::{self, Event, Line, Record};
 
 /// The longest top target a table row shows; longer ones keep their end.
 const TOP_TARGET_CHARS: usize = 34;
 
-/// What `incidents` shows; `incidents --json` prints `records`, one per line.
-#[derive(Debug, Serialize)]
-pub(super) struct IncidentsReport {
-    log: PathBuf,
-    /// A warden that never recorded anything has not created its log yet.
-    exists: bool,
-    /// The records that pass the filters, in log order.
-    records: Vec<Record>,
-}
+/// The most incidents a table shows: the newest. `--json` prints every record.
+pub(super) const MAX_ROWS: usize = 10_000;
+
+/// The most unreadable lines reported one by one; the rest are counted.
+const MAX_BAD_SAID: usize = 100;
 
 /// Which records to keep.
 pub(super) struct Filter<'a> {
     /// Only records at or after this time.
-    pub since: Option<Duration>,
+    pub since: Option<SystemTime>,
     /// Only this vassal: the Emperor's name for it, its file name or its stem.
     pub vassal: Option<&'a str>,
 }
 
 impl Filter<'_> {
-    fn keeps(&self, r: &Record, cutoff: Option<SystemTime>) -> bool {
-        let in_time = cutoff.is_none_or(|c| audit::parse_timestamp(&r.ts).is_some_and(|t| t >= c));
-        let of_vassal = self.vassal.is_none_or(|n| {
+    fn keeps(&self, r: &Record) -> bool {
+        self.vassal.is_none_or(|n| {
             r.vassal == n
                 || r.config.file_name().and_then(|f| f.to_str()) == Some(n)
                 || r.config.file_stem().and_then(|f| f.to_str()) == Some(n)
-        });
-        in_time && of_vassal
+        })
     }
 }
 
-impl IncidentsReport {
-    pub(super) fn read(log: PathBuf, filter: &Filter) -> Result<IncidentsReport, Failure> {
-        let audit::Read { records, bad } = match audit::read_all(&log) {
-            Ok(x) => x,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Ok(IncidentsReport {
-                    log,
-                    exists: false,
-                    records: Vec::new(),
-                });
+/// `--since`: a duration back from now (`24h`, `400d`), or a date or time in UTC
+/// (`2026-09-01`, `2026-09-01T12:00:00Z`).
+pub(super) fn parse_since(s: &str) -> Result<SystemTime, String> {
+    let s = s.trim();
+    if let Ok(d) = humantime::parse_duration(s) {
+        return SystemTime::now()
+            .checked_sub(d)
+            .ok_or_else(|| format!("`{s}` reaches back before any date"));
+    }
+    let stamp = if s.len() == 10 {
+        format!("{s}T00:00:00Z")
+    } else {
+        s.to_owned()
+    };
+    humantime::parse_rfc3339_weak(&stamp)
+        .map_err(|_| format!("`{s}` is neither a duration (24h, 30d) nor a date (2026-09-01) or a time in UTC (2026-09-01T12:00:00Z)"))
+}
+
+/// Streams the records of the log at `log` that `filter` keeps: as JSON lines, or as a
+/// table of the newest incidents.
+pub(super) fn show(log: &Path, filter: &Filter, json: bool) -> Result<(), Failure> {
+    let mut rows = Rows::default();
+    let mut bad = 0usize;
+    // Why the log could not be read, apart from a failure to write what was read.
+    let mut unreadable = None;
+    let mut exists = false;
+    super::emit(|w| {
+        let mut wrote: io::Result<()> = Ok(());
+        let read = audit::each_record(log, filter.since, |line| {
+            match line {
+                Line::Bad(b) => {
+                    bad += 1;
+                    if bad <= MAX_BAD_SAID {
+                        eprintln!(
+                            "vassal-warden: {}",
+                            crate::text::for_terminal(&b.to_string())
+                        );
+                    }
+                }
+                Line::Record(r) if filter.keeps(&r) => {
+                    if json {
+                        wrote = serde_json::to_writer(&mut *w, &*r)
+                            .map_err(io::Error::from)
+                            .and_then(|()| writeln!(w));
+                        if wrote.is_err() {
+                            return Err(io::Error::other("stopped"));
+                        }
+                    } else {
+                        rows.absorb(&r);
+                    }
+                }
+                Line::Record(_) => {}
             }
-            Err(e) => {
-                return Err(
-                    anyhow::anyhow!("cannot read the incident log {}: {e}", log.display()).into(),
-                );
-            }
-        };
-        for b in &bad {
-            eprintln!(
-                "vassal-warden: {}",
-                crate::text::for_terminal(&b.to_string())
-            );
+            Ok(())
+        });
+        wrote?;
+        match read {
+            Ok(e) => exists = e,
+            Err(e) => unreadable = Some(e),
         }
-        let cutoff = filter.since.map(|d| SystemTime::now() - d);
-        let records = records
-            .into_iter()
-            .filter(|r| filter.keeps(r, cutoff))
-            .collect();
-        Ok(IncidentsReport {
-            log,
-            exists: true,
-            records,
-        })
+        if !json && unreadable.is_none() {
+            rows.write(w, log, exists)?;
+        }
+        Ok(())
+    })?;
+    if bad > MAX_BAD_SAID {
+        eprintln!(
+            "vassal-warden: {} more unreadable lines skipped",
+            bad - MAX_BAD_SAID
+        );
+    }
+    match unreadable {
+        Some(e) => {
+            Err(anyhow::anyhow!("cannot read the incident log {}: {e}", log.display()).into())
+        }
+        None => Ok(()),
+    }
+}
+
+/// The newest incidents, each summed up from its records, in order of first appearance.
+#[derive(Default)]
+struct Rows {
+    kept: VecDeque<Summary>,
+    /// Where each incident's row is: its number since the first row ever made.
+    at: HashMap<String, usize>,
+    /// How many rows were let go from the front.
+    dropped: usize,
+}
+
+impl Rows {
+    fn absorb(&mut self, r: &Record) {
+        let n = if let Some(&n) = self.at.get(&r.incident) {
+            n
+        } else {
+            if self.kept.len() == MAX_ROWS
+                && let Some(old) = self.kept.pop_front()
+            {
+                self.at.remove(&old.incident);
+                self.dropped += 1;
+            }
+            let n = self.dropped + self.kept.len();
+            self.kept.push_back(Summary::new(r));
+            self.at.insert(r.incident.clone(), n);
+            n
+        };
+        self.kept[n - self.dropped].absorb(r);
     }
 
-    /// One summary per incident, in order of first appearance.
-    fn summaries(&self) -> Vec<Summary<'_>> {
-        let mut index: HashMap<&str, usize> = HashMap::new();
-        let mut summaries: Vec<Summary> = Vec::new();
-        for r in &self.records {
-            let i = *index.entry(r.incident.as_str()).or_insert_with(|| {
-                summaries.push(Summary::new(r));
-                summaries.len() - 1
-            });
-            summaries[i].absorb(r);
+    fn write(&self, w: &mut dyn Write, log: &Path, exists: bool) -> io::Result<()> {
+        if !exists {
+            return writeln!(w, "no incidents: {} does not exist yet", log.display());
         }
-        summaries
+        let mut t = Table::new(&[
+            ("TIME", Align::Left),
+            ("VASSAL", Align::Left),
+            ("PID", Align::Right),
+            ("FDS/LIMIT", Align::Right),
+            ("TOP TARGET", Align::Left),
+            ("ACTION", Align::Left),
+            ("OUTCOME", Align::Left),
+            ("LASTED", Align::Right),
+        ]);
+        for s in &self.kept {
+            t.row(vec![
+                s.ts.clone(),
+                s.vassal.clone(),
+                s.pid.clone(),
+                s.fds.clone(),
+                s.top.clone(),
+                s.action.clone(),
+                s.outcome.clone(),
+                s.lasted.clone(),
+            ]);
+        }
+        let mut text = Vec::new();
+        t.write(&mut text)?;
+        // Below the table, the code that leaks, for each incident that captured it.
+        for s in &self.kept {
+            if let Some(c) = &s.capture {
+                writeln!(text, "\n{} {}:", s.incident, s.vassal)?;
+                super::traceback::write(&mut text, c, "  ")?;
+            }
+        }
+        if self.dropped > 0 {
+            writeln!(
+                text,
+                "\n({} older incidents not shown: the table holds the newest {MAX_ROWS}; narrow it with --since or --vassal, or read them all with --json)",
+                self.dropped
+            )?;
+        }
+        w.write_all(crate::text::for_terminal(&String::from_utf8_lossy(&text)).as_bytes())
     }
 }
 
 /// One incident, summed up from its records for a table row.
-struct Summary<'a> {
-    first: &'a Record,
+struct Summary {
+    ts: String,
+    vassal: String,
+    incident: String,
     pid: String,
     fds: String,
     top: String,
@@ -113,13 +214,15 @@ struct Summary<'a> {
     lasted: String,
     /// What the `detected` record says of the code that leaks, or a later `capture`
     /// record of the incident.
-    capture: Option<&'a crate::audit::Capture>,
+    capture: Option<audit::Capture>,
 }
 
-impl<'a> Summary<'a> {
-    fn new(first: &'a Record) -> Summary<'a> {
+impl Summary {
+    fn new(first: &Record) -> Summary {
         Summary {
-            first,
+            ts: first.ts.clone(),
+            vassal: first.vassal.clone(),
+            incident: first.incident.clone(),
             pid: String::new(),
             fds: String::new(),
             top: String::new(),
@@ -131,10 +234,10 @@ impl<'a> Summary<'a> {
     }
 
     /// Later records override earlier ones: the last action and outcome win.
-    fn absorb(&mut self, r: &'a Record) {
+    fn absorb(&mut self, r: &Record) {
         match &r.event {
             Event::Detected(d) => {
-                self.capture = d.capture.as_ref();
+                self.capture.clone_from(&d.capture);
                 self.pid = d.pid.to_string();
                 self.fds = format!("{}/{}", d.fds, table::limit(Some(d.limit)));
                 if let Some(t) = d.top.first() {
@@ -153,7 +256,7 @@ impl<'a> Summary<'a> {
                 );
             }
             // Found after the incident began: it stands for what `detected` promised.
-            Event::Capture(c) => self.capture = Some(&c.capture),
+            Event::Capture(c) => self.capture = Some(c.capture.clone()),
             Event::Reminder(e) => self.lasted = format!("{}+", duration(e.seconds)),
             Event::Ended(e) => self.lasted = duration(e.seconds),
             Event::Pause(p) => {
@@ -176,53 +279,4 @@ fn duration(seconds: f64) -> String {
     #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
     let secs = seconds.round() as u64;
     humantime::format_duration(Duration::from_secs(secs)).to_string()
-}
-
-impl Report for IncidentsReport {
-    fn write_text(&self, w: &mut dyn Write) -> io::Result<()> {
-        if !self.exists {
-            return writeln!(w, "no incidents: {} does not exist yet", self.log.display());
-        }
-        let mut t = Table::new(&[
-            ("TIME", Align::Left),
-            ("VASSAL", Align::Left),
-            ("PID", Align::Right),
-            ("FDS/LIMIT", Align::Right),
-            ("TOP TARGET", Align::Left),
-            ("ACTION", Align::Left),
-            ("OUTCOME", Align::Left),
-            ("LASTED", Align::Right),
-        ]);
-        let summaries = self.summaries();
-        for s in &summaries {
-            t.row(vec![
-                s.first.ts.clone(),
-                s.first.vassal.clone(),
-                s.pid.clone(),
-                s.fds.clone(),
-                s.top.clone(),
-                s.action.clone(),
-                s.outcome.clone(),
-                s.lasted.clone(),
-            ]);
-        }
-        t.write(w)?;
-        // Below the table, the code that leaks, for each incident that captured it.
-        for s in &summaries {
-            if let Some(c) = s.capture {
-                writeln!(w, "\n{} {}:", s.first.incident, s.first.vassal)?;
-                super::traceback::write(w, c, "  ")?;
-            }
-        }
-        Ok(())
-    }
-
-    /// The log's own format: one record per line, as written.
-    fn write_json(&self, w: &mut dyn Write) -> io::Result<()> {
-        for r in &self.records {
-            serde_json::to_writer(&mut *w, r)?;
-            writeln!(w)?;
-        }
-        Ok(())
-    }
 }

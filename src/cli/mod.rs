@@ -93,9 +93,10 @@ pub enum Command {
         /// Config file [default: /etc/vassal-warden/warden.ini; missing means defaults]
         #[arg(short, long, value_name = "FILE")]
         config: Option<PathBuf>,
-        /// Only incidents newer than this (e.g. 24h, 30m).
-        #[arg(long, value_parser = parse_duration_arg)]
-        since: Option<Duration>,
+        /// Only records from this time on: a duration back from now (24h, 90d) or a date
+        /// or time in UTC (2026-09-01, 2026-09-01T12:00:00Z).
+        #[arg(long, value_name = "WHEN", value_parser = incidents::parse_since)]
+        since: Option<std::time::SystemTime>,
         /// Only this vassal.
         #[arg(long)]
         vassal: Option<String>,
@@ -176,10 +177,6 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-}
-
-fn parse_duration_arg(s: &str) -> Result<Duration, String> {
-    config::parse_duration(s)
 }
 
 fn parse_pause_length(s: &str) -> Result<Duration, String> {
@@ -265,10 +262,7 @@ pub fn main(cli: Cli) -> Result<(), Failure> {
                 since,
                 vassal: vassal.as_deref(),
             };
-            print(
-                &incidents::IncidentsReport::read(cfg.audit_log, &filter)?,
-                json,
-            )
+            incidents::show(&cfg.audit_log, &filter, json)
         }
         Command::Check {
             config,

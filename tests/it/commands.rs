@@ -499,3 +499,85 @@ fn the_status_line_names_a_vassal_held_back_and_why() {
         "worker {worker}: {held}"
     );
 }
+
+/// `incidents` streams the log: a history far larger than the memory it may use is read
+/// whole (100 MB of records and a 200 MB line, under a 64 MB data limit), as JSON lines
+/// and as a table of its newest incidents; `--since` takes any duration or a date.
+#[test]
+fn incidents_reads_a_history_larger_than_its_memory() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("incidents.jsonl");
+    let cfg = dir.path().join("warden.ini");
+    std::fs::write(&cfg, format!("[warden]\naudit-log = {}\n", log.display())).unwrap();
+    let filler = "x".repeat(160);
+    let record = |i: u64| {
+        let ts = humantime::format_rfc3339_seconds(
+            SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000 + i),
+        );
+        format!(
+            r#"{{"schema":1,"ts":"{ts}","incident":"i{i}","vassal":"a.ini","config":"/v/a.ini","event":"resume","who":"w","reason":"{filler}"}}"#
+        ) + "\n"
+    };
+    let per = record(0).len() as u64;
+    let n = 100_000_000 / per;
+    {
+        use std::io::Write as _;
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&log).unwrap());
+        for i in 0..n {
+            if i == n / 2 {
+                writeln!(f, "{{\"ts\":\"{}\"}}", "y".repeat(200_000_000)).unwrap();
+            }
+            f.write_all(record(i).as_bytes()).unwrap();
+        }
+    }
+    let limited = |args: &[&str]| {
+        let mut child = Command::new("prlimit")
+            .arg(format!("--data={}", 64 << 20))
+            .arg(bin())
+            .args(args)
+            .arg("-c")
+            .arg(&cfg)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let out = BufReader::new(child.stdout.take().unwrap());
+        let mut lines = 0u64;
+        let mut last = String::new();
+        for l in out.lines() {
+            lines += 1;
+            last = l.unwrap();
+        }
+        let done = child.wait_with_output().unwrap();
+        (
+            done.status.code(),
+            lines,
+            last,
+            String::from_utf8_lossy(&done.stderr).into_owned(),
+        )
+    };
+    let (code, lines, last, err) = limited(&["incidents", "--json"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(lines, n);
+    assert!(last.contains(&format!("\"i{}\"", n - 1)), "{last}");
+    assert!(
+        err.contains("unreadable line skipped (longer than 1024 KiB)"),
+        "{err}"
+    );
+    // A table keeps the newest incidents and says how many it left out.
+    let (code, _, last, err) = limited(&["incidents"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        last.starts_with(&format!("({} older incidents not shown", n - 10_000)),
+        "{last}"
+    );
+    // From a date, and from far back: what is newer than it.
+    let (code, lines, _, err) =
+        limited(&["incidents", "--json", "--since", "2023-11-14T22:30:00Z"]);
+    assert_eq!((code, lines), (Some(0), n - 1_000), "{err}");
+    let (code, lines, _, err) = limited(&["incidents", "--json", "--since", "36500d"]);
+    assert_eq!((code, lines), (Some(0), n), "{err}");
+    let (code, lines, _, err) = limited(&["incidents", "--json", "--since", "24h"]);
+    assert_eq!((code, lines), (Some(0), 0), "{err}");
+}
