@@ -63,7 +63,7 @@ fn man_pages(dir: &Path) -> io::Result<Vec<PathBuf>> {
     cmd.build();
     let mut written = vec![write_page(dir, &cmd, &main_extra(&cmd))?];
     for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
-        written.push(write_page(dir, sub, &sub_extra())?);
+        written.push(write_page(dir, sub, &sub_extra(sub.get_name()))?);
     }
     Ok(written)
 }
@@ -164,8 +164,202 @@ fn see_also(r: &mut Roff, refs: &[(String, &str)]) {
 }
 
 /// What each subcommand's page adds: where the rest is.
-fn sub_extra() -> Roff {
+/// Tagged lines of a manual page: a code or an example, and what it means.
+pub type Entries = &'static [(&'static str, &'static str)];
+
+/// A usage error, or a config that does not load: exit 2 of the commands that load it.
+const USAGE_ERROR: (&str, &str) = (
+    "2",
+    "A usage error, or a config that does not load (its file and line are named).",
+);
+
+/// What each subcommand's exit codes mean, and examples of it with what they do. A
+/// subcommand missing here fails the packaging tests.
+pub const USAGE: &[(&str, Entries, Entries)] = &[
+    (
+        "run",
+        &[
+            (
+                "0",
+                "Stopped by SIGTERM or SIGINT, after its hooks finished (or, with --once, the pass is done).",
+            ),
+            ("1", "A runtime error the daemon cannot go on with."),
+            USAGE_ERROR,
+        ],
+        &[
+            (
+                "vassal-warden run",
+                "The daemon in the foreground, as the systemd unit runs it.",
+            ),
+            (
+                "vassal-warden run --once --dry-run",
+                "One pass that records what it would do and touches nothing.",
+            ),
+        ],
+    ),
+    (
+        "status",
+        &[
+            (
+                "0",
+                "The report was printed (it reports; health judges). A bad warden.ini is said on standard error and its defaults used.",
+            ),
+            ("1", "A runtime error."),
+            ("2", "A usage error."),
+        ],
+        &[(
+            "vassal-warden status --json | jq '.vassals[].concerns'",
+            "What is wrong with each vassal, as JSON.",
+        )],
+    ),
+    (
+        "fds",
+        &[
+            ("0", "The report was printed."),
+            ("1", "No such process or vassal, or its fds cannot be read."),
+            ("2", "A usage error."),
+        ],
+        &[(
+            "vassal-warden fds shop --top 5",
+            "The five targets each process of shop.ini holds most of.",
+        )],
+    ),
+    (
+        "incidents",
+        &[
+            ("0", "The records were printed (none is not an error)."),
+            ("1", "The incident log cannot be read."),
+            (
+                "2",
+                "A usage error (a --since that is neither a duration nor a date).",
+            ),
+        ],
+        &[
+            (
+                "vassal-warden incidents --since 24h",
+                "Yesterday's incidents, one row each.",
+            ),
+            (
+                "vassal-warden incidents --json --since 2026-09-01 --vassal shop",
+                "Every record of shop.ini since that date, as JSON lines.",
+            ),
+        ],
+    ),
+    (
+        "reload",
+        &[
+            (
+                "0",
+                "Reloaded and verified (or, with --dry-run, the checks passed).",
+            ),
+            (
+                "1",
+                "Refused (the reason is recorded and printed), or the reload was not confirmed.",
+            ),
+            USAGE_ERROR,
+        ],
+        &[(
+            "vassal-warden reload shop --reason 'stuck after deploy'",
+            "Touch shop.ini so that the Emperor reloads it, recorded and verified.",
+        )],
+    ),
+    (
+        "pause",
+        &[
+            ("0", "Paused, and recorded in the incident log."),
+            (
+                "1",
+                "No such vassal, or the pause could not be written or recorded.",
+            ),
+            USAGE_ERROR,
+        ],
+        &[(
+            "vassal-warden pause shop --for 2h --reason 'deploy, JIRA-123'",
+            "Leave shop.ini alone for two hours: recorded, not acted on, not reminded.",
+        )],
+    ),
+    (
+        "resume",
+        &[
+            ("0", "The pause was lifted, and recorded."),
+            (
+                "1",
+                "No such vassal, it was not paused, or it could not be recorded.",
+            ),
+            USAGE_ERROR,
+        ],
+        &[(
+            "vassal-warden resume shop --reason 'deployed'",
+            "Act on shop.ini again from the warden's next pass.",
+        )],
+    ),
+    (
+        "health",
+        &[
+            (
+                "0",
+                "OK: a warden runs, and every vassal is within its limits.",
+            ),
+            (
+                "1",
+                "WARNING: over the line, held back, flapping, paused, or it cannot tell whether a warden runs.",
+            ),
+            (
+                "2",
+                "CRITICAL: no warden runs with this incident log, a process is at its limit, or over the line with the warden held back or given up, or nothing can be recorded.",
+            ),
+            ("3", "UNKNOWN: the config does not load."),
+        ],
+        &[(
+            "vassal-warden health",
+            "One line for Nagios or Icinga, e.g. VASSAL-WARDEN CRITICAL - no vassal-warden runs with the incident log ...",
+        )],
+    ),
+    (
+        "check",
+        &[
+            ("0", "Nothing wrong (with -t: the config loads)."),
+            (
+                "1",
+                "Problems found, each printed with what to do (no warden running is one).",
+            ),
+            (
+                "2",
+                "A usage error, or a config that does not load (with -t: every bad line, as FILE:LINE).",
+            ),
+        ],
+        &[
+            (
+                "vassal-warden check",
+                "What the warden sees: Emperors, vassals, mappings, and every problem.",
+            ),
+            (
+                "vassal-warden check -t && systemctl reload vassal-warden",
+                "Test warden.ini before the daemon re-reads it (the unit's reload does this too).",
+            ),
+        ],
+    ),
+];
+
+/// The exit codes and examples of subcommand `name`; none when it has no entry.
+pub fn usage_of(name: &str) -> (Entries, Entries) {
+    USAGE
+        .iter()
+        .find(|(n, ..)| *n == name)
+        .map_or((&[], &[]), |(_, codes, examples)| (codes, examples))
+}
+
+fn sub_extra(name: &str) -> Roff {
     let mut r = Roff::new();
+    let (codes, examples) = usage_of(name);
+    section(&mut r, "EXIT STATUS");
+    for (code, meaning) in codes {
+        item(&mut r, code, meaning);
+    }
+    section(&mut r, "EXAMPLES");
+    for (example, what) in examples {
+        item(&mut r, example, what);
+    }
     see_also(
         &mut r,
         &[(BIN.to_owned(), "1"), ("vassal-warden.ini".to_owned(), "5")],

@@ -28,7 +28,7 @@ pub(crate) use crate::vocab::OutcomeResult;
 use crate::vocab::{ActionKind, Reason, RecordKind, Rule};
 
 mod stream;
-pub(crate) use stream::{Line, each_record};
+pub(crate) use stream::{Line, Raw, each_record};
 
 pub(crate) const SCHEMA: u32 = 1;
 
@@ -1247,7 +1247,10 @@ mod tests {
         let mut all = Read::default();
         each_record(&path, None, |l| {
             match l {
-                Line::Record(r) => all.records.push(*r),
+                Line::Record(r) => match r.record() {
+                    Ok(r) => all.records.push(r),
+                    Err(b) => all.bad.push(b),
+                },
                 Line::Bad(b) => all.bad.push(b),
             }
             Ok(())

@@ -23,9 +23,42 @@ const MAX_INFLATED: u64 = 16 << 30;
 const BISECT_DONE: u64 = 64 << 10;
 
 /// What a line of the log was.
-pub(crate) enum Line {
-    Record(Box<Record>),
+pub(crate) enum Line<'a> {
+    Record(Raw<'a>),
     Bad(BadLine),
+}
+
+/// A record as its line has it: the bytes, and what filters read (its vassal and file),
+/// the rest not parsed yet (`record` does).
+pub(crate) struct Raw<'a> {
+    pub bytes: &'a [u8],
+    pub vassal: String,
+    pub config: PathBuf,
+    file: &'a Path,
+    line: Option<usize>,
+    offset: u64,
+}
+
+impl Raw<'_> {
+    /// The whole record; a line that does not read as one is a bad line, said where it is.
+    pub(crate) fn record(&self) -> Result<Record, BadLine> {
+        serde_json::from_slice(self.bytes).map_err(|e| BadLine {
+            file: self.file.to_owned(),
+            line: self.line,
+            offset: self.offset,
+            message: e.to_string(),
+        })
+    }
+}
+
+/// What every record has, read without the rest (which is skipped, not parsed).
+#[derive(serde::Deserialize)]
+struct Head {
+    ts: String,
+    vassal: String,
+    config: PathBuf,
+    #[allow(dead_code)]
+    event: serde::de::IgnoredAny,
 }
 
 /// Calls `each` with every record of the log at `log` and its rotations, oldest first,
@@ -35,7 +68,7 @@ pub(crate) enum Line {
 pub(crate) fn each_record(
     log: &Path,
     since: Option<SystemTime>,
-    mut each: impl FnMut(Line) -> std::io::Result<()>,
+    mut each: impl FnMut(Line<'_>) -> std::io::Result<()>,
 ) -> std::io::Result<bool> {
     let mut files: Vec<PathBuf> = rotations(log);
     files.reverse();
@@ -97,7 +130,7 @@ fn lines(
     offset: u64,
     whole: bool,
     since: Option<SystemTime>,
-    each: &mut impl FnMut(Line) -> std::io::Result<()>,
+    each: &mut impl FnMut(Line<'_>) -> std::io::Result<()>,
 ) -> std::io::Result<()> {
     let mut at = offset;
     let mut number = 0usize;
@@ -136,11 +169,19 @@ fn lines(
             each(bad(format!("longer than {} KiB", MAX_LINE >> 10)))?;
             continue;
         }
-        match serde_json::from_slice::<Record>(&buf) {
-            Ok(rec) => {
-                let old = since.is_some_and(|cut| parse_timestamp(&rec.ts).is_none_or(|t| t < cut));
+        match serde_json::from_slice::<Head>(&buf) {
+            Ok(head) => {
+                let old =
+                    since.is_some_and(|cut| parse_timestamp(&head.ts).is_none_or(|t| t < cut));
                 if !old {
-                    each(Line::Record(Box::new(rec)))?;
+                    each(Line::Record(Raw {
+                        bytes: &buf,
+                        vassal: head.vassal,
+                        config: head.config,
+                        file: path,
+                        line: whole.then_some(number),
+                        offset: here,
+                    }))?;
                 }
             }
             Err(e) => each(bad(e.to_string()))?,
@@ -268,7 +309,7 @@ mod tests {
         let since = since.map(|s| UNIX_EPOCH + Duration::from_secs(T0 + s));
         each_record(log, since, |l| {
             match l {
-                Line::Record(r) => ids.push(r.incident),
+                Line::Record(r) => ids.push(r.record().unwrap().incident),
                 Line::Bad(b) => bad.push(b.to_string()),
             }
             Ok(())

@@ -37,7 +37,7 @@ pub(super) struct Filter<'a> {
 }
 
 impl Filter<'_> {
-    fn keeps(&self, r: &Record) -> bool {
+    fn keeps(&self, r: &audit::Raw<'_>) -> bool {
         self.vassal.is_none_or(|n| {
             r.vassal == n
                 || r.config.file_name().and_then(|f| f.to_str()) == Some(n)
@@ -74,29 +74,29 @@ pub(super) fn show(log: &Path, filter: &Filter, json: bool) -> Result<(), Failur
     let mut exists = false;
     super::emit(|w| {
         let mut wrote: io::Result<()> = Ok(());
+        let mut said_bad = |b: &audit::BadLine| {
+            bad += 1;
+            if bad <= MAX_BAD_SAID {
+                eprintln!(
+                    "vassal-warden: {}",
+                    crate::text::for_terminal(&b.to_string())
+                );
+            }
+        };
         let read = audit::each_record(log, filter.since, |line| {
             match line {
-                Line::Bad(b) => {
-                    bad += 1;
-                    if bad <= MAX_BAD_SAID {
-                        eprintln!(
-                            "vassal-warden: {}",
-                            crate::text::for_terminal(&b.to_string())
-                        );
+                Line::Bad(b) => said_bad(&b),
+                // The log's own line, as written: JSON escapes what a terminal would act on.
+                Line::Record(r) if filter.keeps(&r) && json => {
+                    wrote = w.write_all(r.bytes).and_then(|()| writeln!(w));
+                    if wrote.is_err() {
+                        return Err(io::Error::other("stopped"));
                     }
                 }
-                Line::Record(r) if filter.keeps(&r) => {
-                    if json {
-                        wrote = serde_json::to_writer(&mut *w, &*r)
-                            .map_err(io::Error::from)
-                            .and_then(|()| writeln!(w));
-                        if wrote.is_err() {
-                            return Err(io::Error::other("stopped"));
-                        }
-                    } else {
-                        rows.absorb(&r);
-                    }
-                }
+                Line::Record(r) if filter.keeps(&r) => match r.record() {
+                    Ok(rec) => rows.absorb(&rec),
+                    Err(b) => said_bad(&b),
+                },
                 Line::Record(_) => {}
             }
             Ok(())

@@ -121,10 +121,6 @@ pub enum Command {
     /// Leave a vassal alone for a while: it is still sampled and its incidents recorded
     /// (marked paused), but nothing is done to it and no reminder is written. The running
     /// warden honours it on its next pass; it survives restarts and ends by itself.
-    ///
-    /// Exit status: 0 paused, 1 no such vassal or it could not be recorded, 2 a bad flag
-    /// or config.
-    /// Example: vassal-warden pause shop --for 2h --reason "deploy, JIRA-123"
     Pause {
         /// The vassal's name (`shop.ini`, `shop`) or path.
         vassal: String,
@@ -139,9 +135,6 @@ pub enum Command {
         config: Option<PathBuf>,
     },
     /// End a vassal's pause now: the running warden acts on it again from its next pass.
-    ///
-    /// Exit status: 0 resumed, 1 no such vassal, not paused, or it could not be recorded,
-    /// 2 a bad flag or config.
     Resume {
         /// The vassal's name (`shop.ini`, `shop`) or path.
         vassal: String,
@@ -161,10 +154,6 @@ pub enum Command {
         config: Option<PathBuf>,
     },
     /// What the warden sees and why: Emperors, vassals, mapping, problems.
-    ///
-    /// Exit status: 0 nothing wrong, 1 problems found (each said with what to do), 2 the
-    /// config does not load. With `-t`, only the config is tested: 0 it loads, 2 it does
-    /// not (every bad line said with its file and line).
     Check {
         /// Config file [default: /etc/vassal-warden/warden.ini; missing means defaults]
         #[arg(short, long, value_name = "FILE")]

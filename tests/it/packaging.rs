@@ -39,6 +39,31 @@ fn subcommands() -> (clap::Command, Vec<clap::Command>) {
     (cmd, subs)
 }
 
+/// The page of subcommand `name` says what its exit codes mean and shows it at work.
+fn exit_codes_and_examples(name: &str, page: &str) {
+    let (codes, examples) = gen_assets::usage_of(name);
+    assert!(
+        codes.len() >= 2 && !examples.is_empty(),
+        "vassal-warden-{name}.1 has no exit codes or no example"
+    );
+    for (section, entries) in [("EXIT STATUS", codes), ("EXAMPLES", examples)] {
+        let after = page
+            .split_once(&format!(".SH \"{section}\""))
+            .or_else(|| page.split_once(&format!(".SH {section}")))
+            .unwrap_or_else(|| panic!("vassal-warden-{name}.1 lacks {section}:\n{page}"))
+            .1;
+        for (tag, _) in entries {
+            assert!(after.contains(tag), "vassal-warden-{name}.1: {tag}");
+        }
+    }
+    assert!(
+        examples
+            .iter()
+            .all(|(e, _)| e.starts_with(&format!("vassal-warden {name}"))),
+        "{name}: {examples:?}"
+    );
+}
+
 #[test]
 fn man_pages_and_completions_cover_every_subcommand_and_flag() {
     let dir = tempfile::tempdir().unwrap();
@@ -47,7 +72,7 @@ fn man_pages_and_completions_cover_every_subcommand_and_flag() {
         let path = dir.path().join("man").join(format!("{name}.1"));
         let text = fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         // roff escapes every hyphen.
-        text.replace("\\-", "-")
+        text.replace("\\-", "-").replace("\\*(Aq", "'")
     };
     let (cmd, subs) = subcommands();
     assert!(subs.len() >= 7, "{subs:?}");
@@ -69,6 +94,7 @@ fn man_pages_and_completions_cover_every_subcommand_and_flag() {
             "vassal-warden.1 lacks {name}"
         );
         let page = man(&format!("vassal-warden-{name}"));
+        exit_codes_and_examples(name, &page);
         let bash_opts = bash_opts(&bash, name);
         let zsh_block = zsh_block(&zsh, name);
         let fish_lines = fish_lines(&fish, name);
