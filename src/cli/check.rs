@@ -134,20 +134,17 @@ impl CheckReport {
                 "this command (a warden runs with this incident log; its PID cannot be read)"
                     .to_owned()
             }
-            crate::audit::Owner::None(_) | crate::audit::Owner::Unknown(_) => {
+            crate::audit::Owner::None(_) => {
                 "this command (no warden runs with this incident log)".to_owned()
+            }
+            crate::audit::Owner::Unknown(_) => {
+                "this command (whether a warden runs with this incident log cannot be told)"
+                    .to_owned()
             }
         };
         // First: whatever else is right, nothing is guarded while no warden runs.
-        match owner {
-            crate::audit::Owner::Running(_) => {}
-            crate::audit::Owner::None(why) => problems.insert(
-                0,
-                format!(
-                    "{why}: nothing guards these vassals; start it (systemctl start vassal-warden)"
-                ),
-            ),
-            crate::audit::Owner::Unknown(why) => problems.insert(0, why),
+        if let Some((_, why)) = super::unguarded(&owner) {
+            problems.insert(0, why);
         }
         let captures = captures(cfg, daemon);
         CheckReport {

@@ -359,7 +359,7 @@ fn health(config: Option<&std::path::Path>) -> Result<(), Failure> {
                 concerns.push((Level::Critical, why));
             }
             // Nothing guards the vassals when no warden runs, whatever they look like now.
-            if let Some(concern) = unguarded(&cfg) {
+            if let Some(concern) = unguarded(&audit::owner(&cfg.audit_log)) {
                 concerns.insert(0, concern);
             }
             let level = concerns.iter().map(|c| c.0).max().unwrap_or(Level::Ok);
@@ -393,10 +393,10 @@ fn health(config: Option<&std::path::Path>) -> Result<(), Failure> {
     }
 }
 
-/// What is wrong when no warden runs with the log of `cfg`, or when this command cannot
-/// tell (it may not read the lock): critical, or a warning.
-fn unguarded(cfg: &Config) -> Option<(Level, String)> {
-    match audit::owner(&cfg.audit_log) {
+/// What is wrong when `owner` says no warden runs with the log, or that this command
+/// cannot tell (it may not read the lock): critical, or a warning.
+fn unguarded(owner: &audit::Owner) -> Option<(Level, String)> {
+    match owner {
         audit::Owner::Running(_) => None,
         audit::Owner::None(why) => Some((
             Level::Critical,
@@ -404,7 +404,7 @@ fn unguarded(cfg: &Config) -> Option<(Level, String)> {
                 "{why}: nothing guards these vassals; start it (systemctl start vassal-warden)"
             ),
         )),
-        audit::Owner::Unknown(why) => Some((Level::Warning, why)),
+        audit::Owner::Unknown(why) => Some((Level::Warning, why.clone())),
     }
 }
 

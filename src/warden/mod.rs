@@ -12,6 +12,7 @@
 //! the journal is the `ledger`'s; the reads the core asks for are in `reads`.
 
 use std::collections::{HashMap, HashSet};
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -31,7 +32,6 @@ use crate::policy::{self, Fire, Plan, ProcState};
 use crate::procs::{self, ProcId, Role};
 use crate::sample::Sampler;
 use crate::text::{counted, one_line};
-use std::fmt::Write as _;
 
 mod ledger;
 mod paused;
