@@ -688,15 +688,25 @@ impl OwnerLock {
             .mode(FILE_MODE)
             .open(&lock)
             .map_err(io)?;
-        match flock(&f, FlockOperation::NonBlockingLockExclusive) {
-            Ok(()) => {}
-            Err(rustix::io::Errno::WOULDBLOCK) => {
-                let pid = std::fs::read_to_string(&lock)
-                    .ok()
-                    .and_then(|s| s.trim().parse().ok());
-                return Err(LockError::Held { lock, pid });
+        // A command that looks whether a daemon runs (`health`, `check`) holds a shared
+        // lock for an instant: that is not a daemon, and is waited out.
+        let deadline = Instant::now() + PROBE_WAIT;
+        loop {
+            match flock(&f, FlockOperation::NonBlockingLockExclusive) {
+                Ok(()) => break,
+                Err(rustix::io::Errno::WOULDBLOCK | rustix::io::Errno::INTR)
+                    if Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(rustix::io::Errno::WOULDBLOCK) => {
+                    let pid = std::fs::read_to_string(&lock)
+                        .ok()
+                        .and_then(|s| s.trim().parse().ok());
+                    return Err(LockError::Held { lock, pid });
+                }
+                Err(e) => return Err(io(e.into())),
             }
-            Err(e) => return Err(io(e.into())),
         }
         f.set_len(0)
             .and_then(|()| writeln!(f, "{}", std::process::id()))
@@ -704,6 +714,10 @@ impl OwnerLock {
         Ok(OwnerLock { _file: f })
     }
 }
+
+/// How long a daemon starting waits for the lock: a look by `health` or `check` holds it
+/// for an instant, a daemon for its life.
+const PROBE_WAIT: Duration = Duration::from_secs(1);
 
 /// Whether a daemon runs with the log at `log`, and how that is known: by its lock.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -1573,5 +1587,35 @@ mod tests {
                 .is_nan(),
             "{line}"
         );
+    }
+
+    #[test]
+    fn a_look_at_the_lock_does_not_keep_a_daemon_from_starting() {
+        use rustix::fs::{FlockOperation, flock};
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("incidents.jsonl");
+        assert!(matches!(owner(&log), Owner::None(why) if why.contains("does not exist")));
+        std::fs::write(lock_path(&log), "").unwrap();
+        // `health` looking, at the moment the daemon starts.
+        let look = File::open(lock_path(&log)).unwrap();
+        flock(&look, FlockOperation::LockShared).unwrap();
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(200));
+            drop(look);
+        });
+        let daemon = OwnerLock::take(&log);
+        t.join().unwrap();
+        assert!(daemon.is_ok(), "{daemon:?}");
+        assert_eq!(
+            owner(&log),
+            Owner::Running(Some(std::process::id().cast_signed()))
+        );
+        // A second daemon still finds it held.
+        assert!(matches!(
+            OwnerLock::take(&log),
+            Err(LockError::Held { pid: Some(_), .. })
+        ));
+        drop(daemon);
+        assert!(matches!(owner(&log), Owner::None(why) if why.contains("nobody holds")));
     }
 }

@@ -23,8 +23,12 @@ use crate::audit;
 /// The most of a pauses file read: room for thousands of pauses.
 const MAX_FILE: u64 = 1 << 20;
 
-/// How long a change waits for another to finish.
+/// How long a command's change waits for another to finish.
 const LOCK_WAIT: Duration = Duration::from_secs(5);
+
+/// How long the daemon's change (lifting the pauses whose time came) waits: a pass must
+/// not stall behind a command that hangs; it tries again on the next one.
+pub(crate) const PASS_LOCK_WAIT: Duration = Duration::from_millis(50);
 
 /// One vassal paused: which, until when, by whom and why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -147,8 +151,20 @@ pub(crate) fn update<R>(
     log: &Path,
     change: impl FnOnce(&mut Vec<Pause>) -> R,
 ) -> Result<R, String> {
+    update_within(log, LOCK_WAIT, change)
+}
+
+/// Like `update`, waiting at most `wait` for the lock.
+pub(crate) fn update_within<R>(
+    log: &Path,
+    wait: Duration,
+    change: impl FnOnce(&mut Vec<Pause>) -> R,
+) -> Result<R, String> {
     let path = path_of(log);
-    let _lock = lock(&lock_of(log))?;
+    // Beside the log, whose directory a warden that recorded nothing yet has not made.
+    audit::create_dir(log)
+        .map_err(|e| format!("cannot make the directory of {} ({e})", path.display()))?;
+    let _lock = lock(&lock_of(log), wait)?;
     let (mut pauses, _) = read(log)?;
     let out = change(&mut pauses);
     let mut tmp = path.clone().into_os_string();
@@ -174,8 +190,8 @@ pub(crate) fn update<R>(
     Ok(out)
 }
 
-/// An exclusive lock on `path` (created 0640), waited for `LOCK_WAIT` at most.
-fn lock(path: &Path) -> Result<File, String> {
+/// An exclusive lock on `path` (created 0640), waited for `wait` at most.
+fn lock(path: &Path, wait: Duration) -> Result<File, String> {
     use rustix::fs::{FlockOperation, flock};
     let f = OpenOptions::new()
         .create(true)
@@ -189,7 +205,7 @@ fn lock(path: &Path) -> Result<File, String> {
         )
         .open(path)
         .map_err(|e| format!("cannot take the lock {} ({e})", path.display()))?;
-    let deadline = Instant::now() + LOCK_WAIT;
+    let deadline = Instant::now() + wait;
     loop {
         match flock(&f, FlockOperation::NonBlockingLockExclusive) {
             Ok(()) => return Ok(f),

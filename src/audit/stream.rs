@@ -72,12 +72,14 @@ pub(crate) fn each_record(
 ) -> std::io::Result<bool> {
     let mut files: Vec<PathBuf> = rotations(log);
     files.reverse();
-    let exists = match std::fs::metadata(log) {
+    let live = match std::fs::metadata(log) {
         Ok(_) => true,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
         Err(e) => return Err(e),
     };
-    if exists {
+    // Rotated and not written to since: the history is in the rotations.
+    let exists = live || !files.is_empty();
+    if live {
         files.push(log.to_owned());
     }
     // The oldest file that can hold a record at `since` or later: the newest whose
@@ -106,8 +108,19 @@ pub(crate) fn each_record(
             Err(e) => return Err(e),
         };
         if gz {
-            let dec = flate2::read::MultiGzDecoder::new(f).take(MAX_INFLATED);
-            lines(path, BufReader::new(dec), 0, true, since, &mut each)?;
+            let mut r = BufReader::new(flate2::read::MultiGzDecoder::new(f).take(MAX_INFLATED));
+            lines(path, &mut r, 0, true, since, &mut each)?;
+            if r.get_ref().limit() == 0 {
+                each(Line::Bad(BadLine {
+                    file: path.clone(),
+                    line: None,
+                    offset: MAX_INFLATED,
+                    message: format!(
+                        "inflates to more than {} GiB; the rest of it is not read",
+                        MAX_INFLATED >> 30
+                    ),
+                }))?;
+            }
         } else {
             let mut f = f;
             let start = match since {

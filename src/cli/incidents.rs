@@ -139,6 +139,14 @@ impl Rows {
     fn absorb(&mut self, r: &Record) {
         let n = if let Some(&n) = self.at.get(&r.incident) {
             n
+        } else if self.dropped > 0
+            && matches!(
+                r.event,
+                Event::Outcome(_) | Event::Reminder(_) | Event::Ended(_) | Event::Capture(_)
+            )
+        {
+            // The rest of an incident whose row was let go: no row of its own.
+            return;
         } else {
             if self.kept.len() == MAX_ROWS
                 && let Some(old) = self.kept.pop_front()

@@ -481,14 +481,23 @@ impl Episodes {
                 pauses,
                 problem: pause_problem,
             },
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Episodes {
+                by_config: std::collections::HashMap::new(),
+                pauses,
+                problem: pause_problem,
+            },
             Err(e) => Episodes {
                 by_config: std::collections::HashMap::new(),
                 pauses,
-                problem: (e.kind() != io::ErrorKind::NotFound).then(|| {
-                    format!(
+                problem: Some({
+                    let log = format!(
                         "cannot read the incident log {} ({e}): cooldowns, flapping and the ladder are not known; make it readable by this user",
                         cfg.audit_log.display()
-                    )
+                    );
+                    match pause_problem {
+                        Some(p) => format!("{log}; {p}"),
+                        None => log,
+                    }
                 }),
             },
         }

@@ -20,6 +20,8 @@ pub(super) struct Paused {
     stamp: Option<Stamp>,
     /// Why the file could not be read, said once until it changes.
     said: Option<String>,
+    /// Why the pauses that ended could not be lifted from it, said once likewise.
+    said_lifting: Option<String>,
 }
 
 impl Paused {
@@ -45,11 +47,9 @@ impl Warden {
         if pauses::stamp(&log) != self.paused.stamp || self.paused.said.is_some() {
             match pauses::read(&log) {
                 Ok((list, stamp)) => {
-                    self.paused = Paused {
-                        list,
-                        stamp,
-                        said: None,
-                    };
+                    self.paused.list = list;
+                    self.paused.stamp = stamp;
+                    self.paused.said = None;
                 }
                 Err(why) => {
                     if self.paused.said.as_ref() != Some(&why) {
@@ -64,7 +64,7 @@ impl Warden {
         if self.paused.list.iter().all(|p| p.holds(now)) {
             return;
         }
-        let lapsed = pauses::update(&log, |list| {
+        let lapsed = pauses::update_within(&log, pauses::PASS_LOCK_WAIT, |list| {
             let (gone, kept): (Vec<Pause>, Vec<Pause>) = std::mem::take(list)
                 .into_iter()
                 .partition(|p| !p.holds(now));
@@ -73,6 +73,7 @@ impl Warden {
         });
         match lapsed {
             Ok(gone) => {
+                self.paused.said_lifting = None;
                 for p in gone {
                     info!(vassal = %p.vassal, "{}: the pause by {} ended at {}", one_line(&p.vassal), p.who, p.until);
                     let record = self.pause_record(
@@ -89,9 +90,9 @@ impl Warden {
                 self.paused.stamp = None;
             }
             Err(why) => {
-                if self.paused.said.as_ref() != Some(&why) {
-                    warn!("{why}; the pauses that ended stay listed in it");
-                    self.paused.said = Some(why);
+                if self.paused.said_lifting.as_ref() != Some(&why) {
+                    warn!("{why}; the pauses that ended stay listed in it, and are tried again");
+                    self.paused.said_lifting = Some(why);
                 }
             }
         }
@@ -122,9 +123,11 @@ impl Warden {
             reason: reason.to_owned(),
         };
         let log = self.ledger.path().to_owned();
-        pauses::update(&log, |list| {
-            list.retain(|p| p.config != pause.config);
+        let before = pauses::update(&log, |list| {
+            let i = list.iter().position(|p| p.config == pause.config);
+            let before = i.map(|i| list.remove(i));
             list.push(pause.clone());
+            before
         })
         .map_err(anyhow::Error::msg)?;
         let record = self.pause_record(
@@ -136,7 +139,20 @@ impl Warden {
                 reason: pause.reason.clone(),
             }),
         );
-        self.ledger.write_first(&record)?;
+        if let Err(e) = self.ledger.write_first(&record) {
+            // Not in the log, so not in force: the file goes back to what it said.
+            let undone = pauses::update(&log, |list| {
+                list.retain(|p| p.config != pause.config);
+                list.extend(before);
+            });
+            if let Err(why) = undone {
+                anyhow::bail!(
+                    "{e}; and the pause could not be taken back ({why}): `vassal-warden resume {}` lifts it",
+                    pause.vassal
+                );
+            }
+            return Err(e.into());
+        }
         Ok(pause)
     }
 
@@ -146,12 +162,15 @@ impl Warden {
         let (vassal, config) = self.named(name)?;
         let now = SystemTime::now();
         let log = self.ledger.path().to_owned();
+        // Only a pause that holds: one whose time came is the daemon's to lift, with its
+        // own record.
         let lifted = pauses::update(&log, |list| {
-            let i = list.iter().position(|p| p.config == config)?;
+            let i = list
+                .iter()
+                .position(|p| p.config == config && p.holds(now))?;
             Some(list.remove(i))
         })
         .map_err(anyhow::Error::msg)?
-        .filter(|p| p.holds(now))
         .ok_or_else(|| {
             anyhow::anyhow!("{vassal} is not paused; `vassal-warden status` shows pauses")
         })?;
