@@ -185,6 +185,7 @@ fn report_rendering(exposition: &str) {
             hook_failures: 0,
             episode: None,
             paused_until: None,
+            owner: None,
         })
         .collect();
     let mut passes = Histogram::default();

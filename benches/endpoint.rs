@@ -44,6 +44,7 @@ fn views(names: &[String], trouble: bool) -> Vec<VassalView<'_>> {
             hook_failures: 0,
             episode: None,
             paused_until: None,
+            owner: None,
         })
         .collect()
 }

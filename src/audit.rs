@@ -42,6 +42,9 @@ pub(crate) struct Record {
     pub incident: String,
     pub vassal: String,
     pub config: PathBuf,
+    /// Who owns the vassal (`owner =`), when it says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
     #[serde(flatten)]
     pub event: Event,
 }
@@ -1132,6 +1135,7 @@ mod tests {
         let path = dir.path().join("sub/incidents.jsonl");
         let log = AuditLog::new(path.clone());
         let r = Record {
+            owner: None,
             schema: SCHEMA,
             ts: timestamp(SystemTime::now()),
             incident: "i1".into(),
@@ -1159,6 +1163,7 @@ mod tests {
 
     fn sample(incident: &str, config: &str) -> Record {
         Record {
+            owner: None,
             schema: SCHEMA,
             ts: "2026-01-01T00:00:00Z".into(),
             incident: incident.into(),
@@ -1401,6 +1406,7 @@ mod tests {
     fn unwritable_log_error_names_the_file() {
         let log = AuditLog::new(PathBuf::from("/proc/vassal-warden-test/incidents.jsonl"));
         let r = Record {
+            owner: None,
             schema: SCHEMA,
             ts: "2026-01-01T00:00:00Z".into(),
             incident: "i".into(),
@@ -1547,6 +1553,7 @@ mod tests {
             let log = AuditLog::new(d.path().join("incidents.jsonl"));
             for (vassal, at, event) in &records {
                 let r = Record {
+                    owner: None,
                     schema: SCHEMA,
                     ts: timestamp(*at),
                     incident: vassal.clone(),

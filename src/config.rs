@@ -58,6 +58,7 @@ pub const POLICY_KEYS: &[&str] = &[
     "verify",
     "top",
     "capture-at",
+    "owner",
 ];
 
 /// Where a process is "over the line".
@@ -185,6 +186,9 @@ pub(crate) struct Policy {
     /// Where, as a fraction of the way from a process's first count to its line, a
     /// capture of the code that leaks is armed; `None`: `capture-at = off`.
     pub capture_at: Option<f64>,
+    /// Who owns the vassal (a team), for routing its alerts: a label on its series, a
+    /// field of its records and of the hook's environment.
+    pub owner: Option<String>,
 }
 
 impl Default for Policy {
@@ -204,6 +208,7 @@ impl Default for Policy {
             top: 10,
             verify: Duration::from_secs(60),
             capture_at: Some(0.5),
+            owner: None,
         }
     }
 }
@@ -660,6 +665,7 @@ pub(crate) enum Setting {
     Verify(Duration),
     Top(usize),
     CaptureAt(Option<f64>),
+    Owner(String),
 }
 
 impl Setting {
@@ -706,6 +712,7 @@ impl Setting {
             "top" => Setting::Top(as_usize(count(1, "a whole number, at least 1")?)),
             "capture-at" if v == "off" => Setting::CaptureAt(None),
             "capture-at" => Setting::CaptureAt(Some(parse_fraction(v, key)?)),
+            "owner" => Setting::Owner(parse_owner(v)?),
             other => {
                 return Err(format!(
                     "unknown policy key `{other}`; known: {}",
@@ -719,6 +726,7 @@ impl Setting {
     /// than `admin`'s policy lets it: a shorter cooldown, or more reloads (in a burst, or
     /// over time) than `max-reloads` allows. `None` when it is as careful or more.
     pub(crate) fn loosens(&self, admin: &Policy) -> Option<String> {
+        // An owner is a label, not a rule: a vassal's own file may name it.
         match *self {
             Setting::Cooldown(d) if d < admin.cooldown => Some(format!(
                 "is shorter than warden.ini's cooldown ({})",
@@ -757,7 +765,27 @@ impl Setting {
             Setting::Verify(d) => p.verify = d,
             Setting::Top(n) => p.top = n,
             Setting::CaptureAt(x) => p.capture_at = x,
+            Setting::Owner(ref o) => p.owner = Some(o.clone()),
         }
+    }
+}
+
+/// The most characters an owner has: a team's name, not a sentence.
+const MAX_OWNER: usize = 64;
+
+/// An `owner =` value: a team's name as Alertmanager routes on it, 1 to 64 letters,
+/// digits, `_`, `-`, `.`, `@` or `/`.
+fn parse_owner(v: &str) -> Result<String, String> {
+    let fits = !v.is_empty()
+        && v.len() <= MAX_OWNER
+        && v.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '@' | '/'));
+    if fits {
+        Ok(v.to_owned())
+    } else {
+        Err(format!(
+            "`owner` must be a team's name of 1 to {MAX_OWNER} letters, digits, `_`, `-`, `.`, `@` or `/`, not `{v}`"
+        ))
     }
 }
 
@@ -904,6 +932,33 @@ mod tests {
         let (p, _) = cfg.policy_for("a.ini", &own);
         assert_eq!(p.reload_at, Threshold::Count(500));
         assert_eq!(p.cooldown, Duration::from_secs(3600));
+    }
+
+    #[test]
+    fn a_vassal_names_its_owner_and_root_has_the_last_word() {
+        let cfg = parse("[policy]\nowner = platform\n[vassal b.ini]\nowner = team-b\n").unwrap();
+        let own = uwsgi_ini::lex("[vassal-warden]\nowner = team-shop\n");
+        // Its own file labels it; without one, the host's default; root's section wins.
+        let (p, problems) = cfg.policy_for("a.ini", &own);
+        assert_eq!((p.owner.as_deref(), problems.len()), (Some("team-shop"), 0));
+        assert_eq!(
+            cfg.policy_for("c.ini", &[]).0.owner.as_deref(),
+            Some("platform")
+        );
+        assert_eq!(
+            cfg.policy_for("b.ini", &own).0.owner.as_deref(),
+            Some("team-b")
+        );
+        // A label Alertmanager could not take, or a sentence, is refused and said.
+        for bad in ["", "two words", "a\"quote", &"x".repeat(65)] {
+            let own = uwsgi_ini::lex(&format!("[vassal-warden]\nowner = {bad}\n"));
+            let (p, problems) = Config::default().policy_for("a.ini", &own);
+            assert_eq!(p.owner, None, "{bad}");
+            assert!(
+                problems[0].contains("`owner` must be a team's name"),
+                "{problems:?}"
+            );
+        }
     }
 
     #[test]

@@ -77,6 +77,8 @@ impl Job {
         let mut env = vec![
             ("WARDEN_EVENT", event.to_owned()),
             ("WARDEN_VASSAL", r.vassal.clone()),
+            // Empty when the vassal names no owner.
+            ("WARDEN_OWNER", r.owner.clone().unwrap_or_default()),
             ("WARDEN_CONFIG", r.config.display().to_string()),
             ("WARDEN_INCIDENT", r.incident.clone()),
             ("WARDEN_TS", r.ts.clone()),

@@ -208,6 +208,8 @@ pub struct VassalView<'a> {
     pub episode: Option<(&'a str, SystemTime)>,
     /// Paused by an operator until then.
     pub paused_until: Option<SystemTime>,
+    /// Who owns it (`owner =`): a label on each of its series.
+    pub owner: Option<&'a str>,
 }
 
 /// The warden itself on the last pass.
@@ -237,6 +239,28 @@ impl Out<'_> {
     }
 
     /// One sample: `name{labels} value`. Label values are escaped.
+    /// A sample of vassal `v`'s series: labelled `vassal`, then `owner` when it names
+    /// one, then `more`.
+    fn vsample(
+        &mut self,
+        name: &str,
+        v: &VassalView<'_>,
+        more: Option<(&str, &str)>,
+        value: Value,
+    ) {
+        let mut labels = [("vassal", v.name), ("", ""), ("", "")];
+        let mut n = 1;
+        if let Some(owner) = v.owner {
+            labels[n] = ("owner", owner);
+            n += 1;
+        }
+        if let Some(m) = more {
+            labels[n] = m;
+            n += 1;
+        }
+        self.sample(name, &labels[..n], value);
+    }
+
     fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: Value) {
         self.s.push_str(PREFIX);
         self.s.push_str(name);
@@ -544,7 +568,7 @@ fn render_gauges(o: &mut Out<'_>, vassals: &[&VassalView<'_>]) {
         o.family(name, "gauge", help);
         for v in vassals {
             for (role, side) in v.sides.each() {
-                o.sample(name, &[("vassal", v.name), ("role", role)], value(&side));
+                o.vsample(name, v, Some(("role", role)), value(&side));
             }
         }
     }
@@ -555,9 +579,10 @@ fn render_gauges(o: &mut Out<'_>, vassals: &[&VassalView<'_>]) {
     );
     for v in vassals {
         for state in State::ALL {
-            o.sample(
+            o.vsample(
                 "vassal_state",
-                &[("vassal", v.name), ("state", state.as_str())],
+                v,
+                Some(("state", state.as_str())),
                 flag(v.state == state),
             );
         }
@@ -577,7 +602,7 @@ fn render_gauges(o: &mut Out<'_>, vassals: &[&VassalView<'_>]) {
     for (name, help, get) in flags {
         o.family(name, "gauge", help);
         for v in vassals {
-            o.sample(name, &[("vassal", v.name)], flag(get(v)));
+            o.vsample(name, v, None, flag(get(v)));
         }
     }
     let times: [TimeGauge; 2] = [
@@ -596,7 +621,7 @@ fn render_gauges(o: &mut Out<'_>, vassals: &[&VassalView<'_>]) {
         o.family(name, "gauge", help);
         for v in vassals {
             if let Some(t) = get(v) {
-                o.sample(name, &[("vassal", v.name)], Value::Float(epoch_seconds(t)));
+                o.vsample(name, v, None, Value::Float(epoch_seconds(t)));
             }
         }
     }
@@ -607,9 +632,10 @@ fn render_gauges(o: &mut Out<'_>, vassals: &[&VassalView<'_>]) {
     );
     for v in vassals {
         if let Some((reason, t)) = v.episode {
-            o.sample(
+            o.vsample(
                 "episode_started_timestamp_seconds",
-                &[("vassal", v.name), ("reason", reason)],
+                v,
+                Some(("reason", reason)),
                 Value::Float(epoch_seconds(t)),
             );
         }
@@ -625,11 +651,7 @@ fn render_counters(o: &mut Out<'_>, vassals: &[&VassalView<'_>]) {
     );
     for v in vassals {
         let c = v.counts.unwrap_or(&zero);
-        o.sample(
-            "incidents_total",
-            &[("vassal", v.name)],
-            Value::Int(c.incidents),
-        );
+        o.vsample("incidents_total", v, None, Value::Int(c.incidents));
     }
     counters_by(
         o,
@@ -675,11 +697,7 @@ fn render_counters(o: &mut Out<'_>, vassals: &[&VassalView<'_>]) {
         "Runs of the on-event hook that failed, timed out or were dropped (queue full).",
     );
     for v in vassals {
-        o.sample(
-            "hook_failures_total",
-            &[("vassal", v.name)],
-            Value::Int(v.hook_failures),
-        );
+        o.vsample("hook_failures_total", v, None, Value::Int(v.hook_failures));
     }
 }
 
@@ -696,8 +714,7 @@ fn counters_by(
     o.family(name, "counter", help);
     for v in vassals {
         for (value, n) in values(v.counts.unwrap_or(&zero)) {
-            let labels = [("vassal", v.name), (label, value.as_str())];
-            o.sample(name, &labels, Value::Int(n));
+            o.vsample(name, v, Some((label, value.as_str())), Value::Int(n));
         }
     }
 }

@@ -81,6 +81,8 @@ struct PolicyView {
     verify: String,
     top: usize,
     capture_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    owner: Option<String>,
 }
 
 /// The Emperor scans its vassal directories every `emperor-freq` seconds, 3 unless set.
@@ -323,6 +325,7 @@ impl PolicyView {
             capture_at: p
                 .capture_at
                 .map_or_else(|| "off".into(), |x| format!("{}%", x * 100.0)),
+            owner: p.owner.clone(),
         }
     }
 }

@@ -1142,6 +1142,7 @@ fn the_same_leak_is_most_of_the_growth_in_the_offenders_leading_target() {
 
 fn rec(ts: u64, config: &str, event: Event) -> Record {
     Record {
+        owner: None,
         schema: crate::audit::SCHEMA,
         ts: crate::audit::timestamp(at(ts)),
         incident: "i".into(),

@@ -8,6 +8,7 @@ use crate::vocab::{OutcomeResult, Reason, RecordKind};
 
 fn record(event: Event) -> Record {
     Record {
+        owner: None,
         schema: SCHEMA,
         ts: "2026-01-01T00:00:00Z".into(),
         incident: "i-1".into(),

@@ -4,6 +4,7 @@ use crate::procs::Role;
 
 fn record(vassal: &str, event: Event) -> Record {
     Record {
+        owner: None,
         schema: crate::audit::SCHEMA,
         ts: "2026-01-01T00:00:00Z".into(),
         incident: "i".into(),
@@ -133,6 +134,7 @@ fn rendered() -> String {
                 SystemTime::UNIX_EPOCH + Duration::from_secs(1_799_999_500),
             )),
             paused_until: None,
+            owner: None,
         },
         VassalView {
             name: NASTY,
@@ -145,6 +147,7 @@ fn rendered() -> String {
             hook_failures: 0,
             episode: None,
             paused_until: Some(SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_003_600)),
+            owner: None,
         },
         VassalView {
             name: "idle.ini",
@@ -157,6 +160,7 @@ fn rendered() -> String {
             hook_failures: 0,
             episode: None,
             paused_until: None,
+            owner: Some("team-idle"),
         },
     ];
     let mut s = String::from("left over from the last pass");
@@ -258,7 +262,8 @@ fn values_and_labels_are_what_was_seen_and_counted() {
     has("vassal_warden_line_fds{vassal=\"shop.ini\",role=\"mule\"} 819");
     has("vassal_warden_vassal_state{vassal=\"shop.ini\",state=\"running\"} 1");
     has("vassal_warden_vassal_state{vassal=\"shop.ini\",state=\"idle\"} 0");
-    has("vassal_warden_vassal_state{vassal=\"idle.ini\",state=\"idle\"} 1");
+    // Its owner labels every series of a vassal that names one, after `vassal`.
+    has("vassal_warden_vassal_state{vassal=\"idle.ini\",owner=\"team-idle\",state=\"idle\"} 1");
     has("vassal_warden_flapping{vassal=\"shop.ini\"} 1");
     has("vassal_warden_last_action_timestamp_seconds{vassal=\"shop.ini\"} 1799999000");
     has("vassal_warden_incidents_total{vassal=\"shop.ini\"} 1");
@@ -278,8 +283,15 @@ fn values_and_labels_are_what_was_seen_and_counted() {
         1
     );
     // A vassal nothing happened to has every counter, at 0.
-    has("vassal_warden_incidents_total{vassal=\"idle.ini\"} 0");
-    has("vassal_warden_hook_failures_total{vassal=\"idle.ini\"} 0");
+    has("vassal_warden_incidents_total{vassal=\"idle.ini\",owner=\"team-idle\"} 0");
+    has("vassal_warden_hook_failures_total{vassal=\"idle.ini\",owner=\"team-idle\"} 0");
+    assert!(
+        text.lines()
+            .filter(|l| l.contains("vassal=\"idle.ini\""))
+            .all(|l| l.contains("vassal=\"idle.ini\",owner=\"team-idle\"")),
+        "{text}"
+    );
+    assert!(!text.contains("vassal=\"shop.ini\",owner="), "{text}");
     assert_eq!(
         samples(&text, "vassal_warden_suppressions_total")
             .iter()
@@ -425,6 +437,7 @@ fn quiet_vassals(names: &[String]) -> Vec<VassalView<'_>> {
             hook_failures: 0,
             episode: None,
             paused_until: None,
+            owner: None,
         })
         .collect()
 }

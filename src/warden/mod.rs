@@ -345,7 +345,9 @@ impl Warden {
                 .file_name()
                 .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
             info!(vassal = %name, incident = %open.incident, "{}: {} ended: its vassal file is gone", one_line(&name), open.reason);
+            // Gone with its file: its owner is not known any more.
             self.ledger.write(Record {
+                owner: None,
                 schema: audit::SCHEMA,
                 ts: audit::timestamp(now),
                 incident: open.incident.clone(),
@@ -511,6 +513,7 @@ impl Warden {
                     .and_then(Episode::open)
                     .map(|o| (o.reason.as_str(), o.since)),
                 paused_until: self.paused.of(path, now).map(pauses::Pause::until),
+                owner: v.policy.owner.as_deref(),
             });
         }
         views.sort_by(|a, b| a.name.cmp(b.name));
@@ -1192,6 +1195,7 @@ fn write_outcome(ledger: &mut Ledger, v: &Vassal, d: Decision) {
 /// A record of the log about vassal `v`.
 fn record(now: SystemTime, incident: &str, v: &Vassal, event: Rec) -> Record {
     Record {
+        owner: v.policy.owner.clone(),
         schema: audit::SCHEMA,
         ts: audit::timestamp(now),
         incident: incident.to_owned(),

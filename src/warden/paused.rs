@@ -200,6 +200,11 @@ impl Warden {
     /// A record of the pause `p`, of an incident of its own.
     fn pause_record(&mut self, p: &Pause, now: SystemTime, event: Rec) -> Record {
         Record {
+            owner: self
+                .inv
+                .vassals
+                .get(&p.config)
+                .and_then(|v| v.policy.owner.clone()),
             schema: audit::SCHEMA,
             ts: audit::timestamp(now),
             incident: self.next_incident(now),

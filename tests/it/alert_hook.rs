@@ -219,3 +219,64 @@ fn a_hook_changed_by_sighup_hears_the_records_from_then_on() {
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(read_records(&root.join("first.jsonl")), heard_first);
 }
+
+/// A vassal that names its owner (`owner =` in its own `[vassal-warden]` section) has it
+/// on its incident's records, in the hook's environment and as a label on its series, for
+/// Alertmanager to route on; one that names none has none of it.
+#[test]
+fn the_owner_a_vassal_names_is_on_its_records_its_series_and_the_hooks_environment() {
+    let emp = Emperor::start();
+    emp.add_vassal(
+        "shop.ini",
+        &VassalSpec {
+            extra: vec!["[vassal-warden]".into(), "owner = team-shop".into()],
+            ..VassalSpec::default()
+        },
+    );
+    emp.add_vassal("cart.ini", &VassalSpec::default());
+    emp.wait_running("shop.ini", 1);
+    emp.wait_running("cart.ini", 1);
+    let root = emp.root();
+    let hook = hook_script(
+        root,
+        "echo \"$WARDEN_EVENT $WARDEN_VASSAL owner=$WARDEN_OWNER\" >> $d/owners",
+    );
+    let extra = format!(
+        "interval = 200ms\nmetrics = 127.0.0.1:0\non-event = {}\non-event-for = all\n\n[policy]\nreload-at = 40\nfor = 1\npredict = off\ncooldown = 10m\nverify = 30s\n",
+        hook.display()
+    );
+    let vassals = [emp.vassals.display().to_string()];
+    let config = write_config(root, "warden.ini", &vassals, &extra);
+    let warden = Warden::start_with_config(&bin(), &config, &root.join("incidents.jsonl"), &[]);
+    emp.leak("shop.ini", 45);
+    emp.leak("cart.ini", 45);
+    wait_for(Duration::from_secs(60), "both outcomes", || {
+        (count(&warden.records(), "outcome") == 2).then_some(())
+    });
+    for r in warden.records() {
+        let want = if r["vassal"] == "shop.ini" {
+            "team-shop".into()
+        } else {
+            serde_json::Value::Null
+        };
+        assert_eq!(r["owner"], want, "{r}");
+    }
+    let heard = wait_for(Duration::from_secs(30), "the hook's runs", || {
+        let text = fs::read_to_string(root.join("owners")).ok()?;
+        (text.lines().filter(|l| l.starts_with("outcome ")).count() == 2).then_some(text)
+    });
+    assert!(
+        heard.contains("detected shop.ini owner=team-shop\n"),
+        "{heard}"
+    );
+    assert!(heard.contains("detected cart.ini owner=\n"), "{heard}");
+    let page = crate::harness::scrape(&warden.metrics_addr());
+    assert!(
+        page.contains("vassal_warden_incidents_total{vassal=\"shop.ini\",owner=\"team-shop\"} "),
+        "{page}"
+    );
+    assert!(
+        page.contains("vassal_warden_incidents_total{vassal=\"cart.ini\"} "),
+        "{page}"
+    );
+}

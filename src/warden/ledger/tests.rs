@@ -7,6 +7,7 @@ use crate::vocab::OutcomeResult;
 
 fn record(incident: &str) -> Record {
     Record {
+        owner: None,
         schema: SCHEMA,
         ts: "2026-01-01T00:00:00Z".into(),
         incident: incident.into(),
