@@ -274,3 +274,96 @@ fn every_dashboard_query_is_promql_that_promtool_accepts() {
     );
     assert!(said.contains(&format!("{n} rules found")), "{said}");
 }
+
+const ALERTMANAGER: &str = "packaging/alertmanager/vassal-warden.alertmanager.yml";
+
+/// `amtool ARGS…` run from the repository's root: its verdict and what it said.
+fn amtool(args: &[&str]) -> (bool, String) {
+    let out = Command::new("amtool")
+        .args(args)
+        .current_dir(root())
+        .output()
+        .expect("amtool (Debian's prometheus-alertmanager; scripts/ensure-prometheus installs it)");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), said)
+}
+
+/// Each alert of the rules file with its `severity`.
+fn severities() -> Vec<(String, String)> {
+    let text = read(RULES);
+    let mut out = Vec::new();
+    let mut alert: Option<String> = None;
+    for line in text.lines() {
+        let l = line.trim_start().trim_start_matches("- ");
+        if let Some(name) = l.strip_prefix("alert:") {
+            alert = Some(name.trim().to_owned());
+        } else if let Some(sev) = l.strip_prefix("severity:")
+            && let Some(name) = alert.take()
+        {
+            out.push((name, sev.trim().to_owned()));
+        }
+    }
+    assert_eq!(
+        out.len(),
+        alerts().len(),
+        "every alert has a severity: {out:?}"
+    );
+    out
+}
+
+/// The shipped Alertmanager example is a config Alertmanager accepts, and routes every
+/// alert of the rules by its owner and severity: a team's critical alerts to its pager,
+/// its warnings to its chat, and whatever names no owner (the warden's own alerts, and
+/// vassals that name none) to the default receiver.
+#[test]
+fn the_alertmanager_example_routes_every_alert_by_owner_and_severity() {
+    let (ok, said) = amtool(&["check-config", ALERTMANAGER]);
+    assert!(ok, "amtool check-config refused the example: {said}");
+    let config = format!("--config.file={ALERTMANAGER}");
+    for (alert, severity) in severities() {
+        for owner in [Some("team-shop"), Some("team-cart"), None] {
+            let expected = match (owner, severity.as_str()) {
+                (Some(team), "critical") => format!("{team}-pager"),
+                (Some(team), _) => team.to_owned(),
+                (None, _) => "ops".to_owned(),
+            };
+            let mut args = vec![
+                "config".to_owned(),
+                "routes".to_owned(),
+                "test".to_owned(),
+                config.clone(),
+                format!("--verify.receivers={expected}"),
+                format!("alertname={alert}"),
+                format!("severity={severity}"),
+                "vassal=shop.ini".to_owned(),
+                "instance=web-17:9814".to_owned(),
+            ];
+            if let Some(team) = owner {
+                args.push(format!("owner={team}"));
+            }
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let (ok, said) = amtool(&args);
+            assert!(
+                ok,
+                "{alert} ({severity}, owner {owner:?}) is not routed to {expected}: {said}"
+            );
+        }
+    }
+    // One leak across the fleet is one notification: grouped by vassal, not by host; and
+    // a vassal's warnings are inhibited while its critical alert fires.
+    let text = read(ALERTMANAGER);
+    assert!(
+        text.contains("group_by: [alertname, owner, vassal]"),
+        "{text}"
+    );
+    assert!(
+        text.contains("source_matchers: ['severity=\"critical\"']")
+            && text.contains("target_matchers: ['severity=\"warning\"']")
+            && text.contains("equal: [instance, vassal]"),
+        "{text}"
+    );
+}
