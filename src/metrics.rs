@@ -47,6 +47,44 @@ pub struct VassalCounts {
     pub(crate) outcomes: [u64; 3],
     /// Every known reason, then any other a record named.
     pub(crate) suppressions: Vec<(Reason, u64)>,
+    /// The code that leaks, from the last capture that found it.
+    pub(crate) site: Option<LeakSite>,
+}
+
+/// Where a vassal leaks, as its info series says it: the innermost frame of the app (or
+/// the innermost frame, when none is the app's) at the site with the most fds still open.
+/// Each value is cut to `MAX_SITE_LABEL` characters (a file keeps its end).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct LeakSite {
+    pub function: String,
+    pub file: String,
+    pub line: String,
+}
+
+/// The longest value a label of the leak site's series has.
+pub(crate) const MAX_SITE_LABEL: usize = 120;
+
+impl LeakSite {
+    /// The site a capture names, if it found any.
+    fn of(c: &crate::audit::Capture) -> Option<LeakSite> {
+        let site = c.sites.iter().max_by_key(|s| s.open)?;
+        let frame = site
+            .frames
+            .iter()
+            .find(|f| f.origin == crate::capture::Origin::App)
+            .or_else(|| site.frames.first())?;
+        let cut_end = |s: &str| {
+            let n = s.chars().count();
+            s.chars()
+                .skip(n.saturating_sub(MAX_SITE_LABEL))
+                .collect::<String>()
+        };
+        Some(LeakSite {
+            function: frame.function.chars().take(MAX_SITE_LABEL).collect(),
+            file: cut_end(&frame.file),
+            line: frame.line.map(|l| l.to_string()).unwrap_or_default(),
+        })
+    }
 }
 
 impl Default for VassalCounts {
@@ -56,6 +94,7 @@ impl Default for VassalCounts {
             actions: [0; 3],
             outcomes: [0; 3],
             suppressions: Reason::KNOWN.iter().map(|r| (r.clone(), 0)).collect(),
+            site: None,
         }
     }
 }
@@ -65,7 +104,17 @@ impl Counts {
     pub(crate) fn count(&mut self, r: &Record) {
         let c = self.by_vassal.entry(r.vassal.clone()).or_default();
         match &r.event {
-            Event::Detected(_) => c.incidents += 1,
+            Event::Detected(d) => {
+                c.incidents += 1;
+                if let Some(site) = d.capture.as_ref().and_then(LeakSite::of) {
+                    c.site = Some(site);
+                }
+            }
+            Event::Capture(cap) => {
+                if let Some(site) = LeakSite::of(&cap.capture) {
+                    c.site = Some(site);
+                }
+            }
             Event::Action(a) => {
                 if let Some(i) = ActionKind::ALL.iter().position(|k| *k == a.action) {
                     c.actions[i] += 1;
@@ -81,11 +130,7 @@ impl Counts {
                 None => c.suppressions.push((s.reason.clone(), 1)),
             },
             // The rest of an episode already counted when it started.
-            Event::Reminder(_)
-            | Event::Ended(_)
-            | Event::Capture(_)
-            | Event::Pause(_)
-            | Event::Resume(_) => {}
+            Event::Reminder(_) | Event::Ended(_) | Event::Pause(_) | Event::Resume(_) => {}
         }
     }
 
@@ -358,6 +403,7 @@ pub fn render(s: &mut String, w: &WardenView<'_>, vassals: &[VassalView<'_>]) {
     render_warden(&mut o, w);
     render_totals(&mut o, vassals, detailed.len());
     render_gauges(&mut o, &detailed);
+    render_sites(&mut o, &detailed);
     render_counters(&mut o, &detailed);
 }
 
@@ -639,6 +685,31 @@ fn render_gauges(o: &mut Out<'_>, vassals: &[&VassalView<'_>]) {
                 Value::Float(epoch_seconds(t)),
             );
         }
+    }
+}
+
+/// The code that leaks in each vassal, one series per vassal at most: for a board's "top
+/// leaking code sites across the fleet", and an alert that names the function.
+fn render_sites(o: &mut Out<'_>, vassals: &[&VassalView<'_>]) {
+    o.family(
+        "leak_site_info",
+        "gauge",
+        "The code that leaks in the vassal, from its last capture since the warden started: the app's innermost frame at the site with the most fds open (function, file, line; each cut to 120 characters); 1 while known.",
+    );
+    for v in vassals {
+        let Some(site) = v.counts.and_then(|c| c.site.as_ref()) else {
+            continue;
+        };
+        let mut labels = vec![("vassal", v.name)];
+        if let Some(owner) = v.owner {
+            labels.push(("owner", owner));
+        }
+        labels.extend([
+            ("function", site.function.as_str()),
+            ("file", site.file.as_str()),
+            ("line", site.line.as_str()),
+        ]);
+        o.sample("leak_site_info", &labels, Value::Int(1));
     }
 }
 

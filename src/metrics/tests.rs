@@ -603,3 +603,27 @@ fn the_page_is_bounded_whatever_the_vassals_and_their_names() {
         .unwrap();
     assert!(least_in >= most_out, "{least_in} < {most_out}");
 }
+
+#[test]
+fn the_leak_site_is_the_apps_frame_at_the_fullest_site_cut_to_its_bound() {
+    let capture: crate::audit::Capture = serde_json::from_value(serde_json::json!({
+        "target": "/srv/cat.jpg",
+        "sites": [
+            {"open": 3, "opened": 3, "frames": [
+                {"file": "/srv/a.py", "line": 1, "function": "few", "origin": "app"}]},
+            {"open": 9, "opened": 9, "frames": [
+                {"file": "/usr/lib/python3.11/io.py", "line": 5, "function": "open", "origin": "stdlib"},
+                {"file": format!("/srv/{}/shop.py", "d".repeat(200)), "line": 42, "function": "f".repeat(300), "origin": "app"}]}
+        ]
+    }))
+    .unwrap();
+    let site = LeakSite::of(&capture).unwrap();
+    assert_eq!(site.line, "42");
+    assert_eq!(site.function, "f".repeat(MAX_SITE_LABEL));
+    assert_eq!(site.file.chars().count(), MAX_SITE_LABEL);
+    assert!(site.file.ends_with("/shop.py"), "{}", site.file);
+    // No site, no series.
+    let none: crate::audit::Capture =
+        serde_json::from_value(serde_json::json!({"unavailable": "no BPF"})).unwrap();
+    assert_eq!(LeakSite::of(&none), None);
+}

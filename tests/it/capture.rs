@@ -125,6 +125,22 @@ fn incident_names_the_helper_that_keeps_the_file_open_and_its_route() {
     let outcome = warden.wait_record("outcome", 0);
     assert_eq!(outcome["result"], "recovered", "{outcome}");
     assert_eq!(events(&warden.records()), ["detected", "action", "outcome"]);
+    // The fleet sees the same site: one info series for the vassal, its innermost frame
+    // of the app.
+    let page = crate::harness::scrape(&warden.metrics_addr());
+    let info: Vec<&str> = page
+        .lines()
+        .filter(|l| l.starts_with("vassal_warden_leak_site_info{"))
+        .collect();
+    assert_eq!(
+        info,
+        [format!(
+            "vassal_warden_leak_site_info{{vassal=\"shop.ini\",function=\"open_receipt\",file=\"{}\",line=\"{}\"}} 1",
+            shop_py.display(),
+            line_of("# leak site")
+        )],
+        "{page}"
+    );
 
     // `incidents` and `fds` show it as a traceback: outermost first, the helper last, the
     // app's own frames marked.
