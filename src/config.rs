@@ -665,7 +665,8 @@ pub(crate) enum Setting {
     Verify(Duration),
     Top(usize),
     CaptureAt(Option<f64>),
-    Owner(String),
+    /// `none`: no owner.
+    Owner(Option<String>),
 }
 
 impl Setting {
@@ -765,7 +766,7 @@ impl Setting {
             Setting::Verify(d) => p.verify = d,
             Setting::Top(n) => p.top = n,
             Setting::CaptureAt(x) => p.capture_at = x,
-            Setting::Owner(ref o) => p.owner = Some(o.clone()),
+            Setting::Owner(ref o) => p.owner.clone_from(o),
         }
     }
 }
@@ -774,17 +775,20 @@ impl Setting {
 const MAX_OWNER: usize = 64;
 
 /// An `owner =` value: a team's name as Alertmanager routes on it, 1 to 64 letters,
-/// digits, `_`, `-`, `.`, `@` or `/`.
-fn parse_owner(v: &str) -> Result<String, String> {
+/// digits, `_`, `-`, `.`, `@` or `/`; `none` for no owner (the default).
+fn parse_owner(v: &str) -> Result<Option<String>, String> {
+    if v == "none" {
+        return Ok(None);
+    }
     let fits = !v.is_empty()
         && v.len() <= MAX_OWNER
         && v.chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '@' | '/'));
     if fits {
-        Ok(v.to_owned())
+        Ok(Some(v.to_owned()))
     } else {
         Err(format!(
-            "`owner` must be a team's name of 1 to {MAX_OWNER} letters, digits, `_`, `-`, `.`, `@` or `/`, not `{v}`"
+            "`owner` must be a team's name of 1 to {MAX_OWNER} letters, digits, `_`, `-`, `.`, `@` or `/` (or none), not `{v}`"
         ))
     }
 }
@@ -949,6 +953,9 @@ mod tests {
             cfg.policy_for("b.ini", &own).0.owner.as_deref(),
             Some("team-b")
         );
+        // `none` takes a default away.
+        let own = uwsgi_ini::lex("[vassal-warden]\nowner = none\n");
+        assert_eq!(cfg.policy_for("a.ini", &own).0.owner, None);
         // A label Alertmanager could not take, or a sentence, is refused and said.
         for bad in ["", "two words", "a\"quote", &"x".repeat(65)] {
             let own = uwsgi_ini::lex(&format!("[vassal-warden]\nowner = {bad}\n"));
