@@ -1,0 +1,294 @@
+//! What a fleet of wardens costs a Prometheus: series per vassal and bytes per scrape, and
+//! one real Prometheus scraping many wardens at once as the anchor of the arithmetic.
+//!
+//! Part 1, the page: a real Emperor runs 50 vassals (a master and a worker each); a real
+//! warden watches them; one scrape of its endpoint gives bytes, samples, and samples per
+//! vassal (the lines that name each). Beside it, `metrics::render` of 10, 100 and 1,000
+//! running vassals of the same shape (this host cannot run 1,000 Python vassals): bytes,
+//! samples, samples per vassal. Past 500 vassals only those in trouble keep series of their
+//! own, so 1,000 quiet vassals and 1,000 in trouble are both shown.
+//!
+//! Part 2, one Prometheus: 50 wardens, each with its own log and port, watch the same 50
+//! vassals (a host of 50 vassals, 50 times); Debian's Prometheus scrapes all 50 every 5 s
+//! for `VW_BENCH_SECONDS` (120 by default). Its own metrics say the series in its head
+//! and the samples it appends a second. From these, with the arithmetic shown, what 1,000
+//! hosts × 50 vassals cost at a 30 s scrape.
+//!
+//! Run: `cargo bench --bench fleet` (needs root, uWSGI and Prometheus:
+//! `scripts/ensure-uwsgi`, `scripts/ensure-prometheus`).
+#![allow(clippy::unwrap_used)]
+#![allow(unreachable_pub)]
+
+#[path = "../tests/it/harness.rs"]
+mod harness;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, SystemTime};
+
+use harness::{Emperor, Group, VassalSpec, Warden};
+use vassal_warden::metrics::{self, Histogram, Side, Sides, VassalCounts, VassalView, WardenView};
+
+const VASSALS: usize = 50;
+const WARDENS: usize = 50;
+
+/// Samples of a page, and of them those that name vassal `name`.
+fn samples(page: &str, name: &str) -> (usize, usize) {
+    let all: Vec<&str> = page.lines().filter(|l| !l.starts_with('#')).collect();
+    let label = format!("vassal=\"{name}\"");
+    let mine = all.iter().filter(|l| l.contains(&label)).count();
+    (all.len(), mine)
+}
+
+/// The page `metrics::render` makes for `n` running vassals, quiet or all in trouble.
+fn rendered(n: usize, trouble: bool) -> String {
+    let names: Vec<String> = (0..n).map(|i| format!("app{i:04}.ini")).collect();
+    let counts = VassalCounts::default();
+    let side = Side {
+        fds: if trouble { 900 } else { 12 },
+        limit: 1024,
+        line: 820,
+    };
+    let views: Vec<VassalView<'_>> = names
+        .iter()
+        .map(|name| VassalView {
+            name,
+            state: metrics::State::Running,
+            sides: Sides::master_and_worker(Some(side), Some(side)),
+            flapping: trouble,
+            given_up: false,
+            last_action: None,
+            counts: Some(&counts),
+            hook_failures: 0,
+            episode: None,
+            paused_until: None,
+            owner: None,
+        })
+        .collect();
+    let mut passes = Histogram::default();
+    passes.observe(Duration::from_millis(1));
+    let w = WardenView {
+        vassals: n,
+        emperors: 1,
+        processes: 2 * n,
+        owed: 0,
+        last_pass: SystemTime::now(),
+        passes: &passes,
+    };
+    let mut text = String::new();
+    metrics::render(&mut text, &w, &views);
+    text
+}
+
+/// `GET PATH` of the HTTP server at `addr`: the body.
+fn get(addr: &str, path: &str) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    answer.split_once("\r\n\r\n").unwrap().1.to_owned()
+}
+
+/// The value of an instant query at the Prometheus at `addr`.
+fn query(addr: &str, q: &str) -> f64 {
+    let mut enc = String::new();
+    for b in q.bytes() {
+        if b.is_ascii_alphanumeric() || b"_.-~".contains(&b) {
+            enc.push(b as char);
+        } else {
+            let _ = std::fmt::Write::write_fmt(&mut enc, format_args!("%{b:02X}"));
+        }
+    }
+    let body = get(addr, &format!("/api/v1/query?query={enc}"));
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    v["data"]["result"][0]["value"][1]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("{q}: {body}"))
+}
+
+fn main() {
+    let bin = Path::new(env!("CARGO_BIN_EXE_vassal-warden"));
+    let emp = Emperor::start();
+    // The real pages at 10, 50 and 100 running vassals, one warden each; then the host of
+    // Part 2 keeps 50.
+    let names: Vec<String> = (0..100).map(|i| format!("app{i:02}.ini")).collect();
+    let dir = emp.vassals.display().to_string();
+    let vassals = [dir];
+    println!("series per vassal and bytes per scrape");
+    let mut running = 0;
+    for n in [10, 50, 100] {
+        for name in &names[running..n] {
+            emp.add_vassal(name, &VassalSpec::default());
+        }
+        for name in &names[running..n] {
+            emp.wait_running(name, 1);
+        }
+        running = n;
+        real_page(bin, &vassals, n, &names[0]);
+    }
+    for name in &names[VASSALS..] {
+        std::fs::remove_file(emp.ini_path(name)).unwrap();
+    }
+    harness::wait_for(
+        Duration::from_secs(120),
+        "the Emperor to stop 50 vassals",
+        || {
+            names[VASSALS..]
+                .iter()
+                .all(|n| emp.master_of(n).is_none())
+                .then_some(())
+        },
+    );
+    let dirs: Vec<tempfile::TempDir> = (0..WARDENS)
+        .map(|_| {
+            tempfile::Builder::new()
+                .prefix("vw-fleet-")
+                .tempdir()
+                .unwrap()
+        })
+        .collect();
+    let wardens: Vec<Warden> = dirs
+        .iter()
+        .map(|d| Warden::start_watching(bin, d.path(), &vassals, "", &[]))
+        .collect();
+    let addrs: Vec<String> = wardens.iter().map(Warden::metrics_addr).collect();
+    rendered_pages();
+    prometheus(&addrs);
+    drop(wardens);
+}
+
+/// Part 1: a real warden's page, watching `vassals` where `n` vassals run; `name` is one
+/// of them.
+fn real_page(bin: &Path, vassals: &[String], n: usize, name: &str) {
+    let root = tempfile::Builder::new()
+        .prefix("vw-page-")
+        .tempdir()
+        .unwrap();
+    let warden = Warden::start_watching(bin, root.path(), vassals, "", &[]);
+    let page = get(&warden.metrics_addr(), "/metrics");
+    let (total, per) = samples(&page, name);
+    println!(
+        "  real endpoint, {n:>4} running vassals: {:>8} bytes, {total:>6} samples, {per} per vassal, {} of the warden's own, {:.0} bytes per vassal",
+        page.len(),
+        total - per * n,
+        page.len() as f64 / n as f64
+    );
+}
+
+/// Part 1, beyond what this host can run: `metrics::render`, which the endpoint serves.
+fn rendered_pages() {
+    for (n, trouble) in [(100, false), (1000, false), (1000, true)] {
+        let text = rendered(n, trouble);
+        let (total, per) = samples(&text, "app0000.ini");
+        println!(
+            "  render, {n:>4} vassals{}:   {:>8} bytes, {total:>6} samples, {per} per vassal, {:.0} bytes per vassal",
+            if trouble {
+                " in trouble"
+            } else {
+                "           "
+            },
+            text.len(),
+            text.len() as f64 / n as f64
+        );
+    }
+}
+
+/// Part 2: one Prometheus scraping the wardens at `addrs`, and the fleet's arithmetic.
+fn prometheus(addrs: &[String]) {
+    let seconds: u64 = std::env::var("VW_BENCH_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(120);
+    let prom_dir = tempfile::Builder::new()
+        .prefix("vw-prom-")
+        .tempdir()
+        .unwrap();
+    let (_prometheus, prom_addr) = start_prometheus(prom_dir.path(), addrs);
+    std::thread::sleep(Duration::from_secs(seconds));
+    // The wardens' series in the head (their samples, and the 5 Prometheus adds to each
+    // target: up, scrape_duration_seconds, …); and all it appends a second (its scrapes
+    // of itself too).
+    let series = query(&prom_addr, "count({job=\"vassal-warden\"})");
+    let appended = query(
+        &prom_addr,
+        "rate(prometheus_tsdb_head_samples_appended_total[1m])",
+    );
+    let scraped = query(
+        &prom_addr,
+        "sum(scrape_samples_scraped{job=\"vassal-warden\"})",
+    );
+    let up = query(&prom_addr, "sum(up{job=\"vassal-warden\"})");
+    let bytes: usize = addrs.iter().map(|a| get(a, "/metrics").len()).sum();
+    let per_target = scraped / up;
+    println!(
+        "one Prometheus scraping {WARDENS} wardens of {VASSALS} vassals each, every 5 s, over {seconds} s"
+    );
+    println!("  targets up {up:.0}; samples per scrape {per_target:.0} per target");
+    println!(
+        "  head series {series:.0} ({:.0} per target: its samples and 5 of Prometheus's own); appended {appended:.0} samples/s (5 s scrape)",
+        series / up
+    );
+    println!(
+        "  bytes per scrape {:.0} per target ({bytes} for all {WARDENS})",
+        bytes as f64 / WARDENS as f64
+    );
+    let hosts = 1000.0;
+    let fleet_series = hosts * series / up;
+    let fleet_rate = hosts * per_target / 30.0;
+    let fleet_bw = hosts * (bytes as f64 / WARDENS as f64) / 30.0;
+    println!("1,000 hosts × {VASSALS} vassals at a 30 s scrape:");
+    println!(
+        "  series      1000 × {:.0} = {fleet_series:.0}",
+        series / up
+    );
+    println!(
+        "  samples/s   1000 × {per_target:.0} / 30 s = {fleet_rate:.0} (measured here: {:.0}/s for {WARDENS} targets at 5 s, {:.0} per target per scrape)",
+        appended,
+        appended * 5.0 / up
+    );
+    println!(
+        "  bandwidth   1000 × {:.0} bytes / 30 s = {:.1} MB/s uncompressed",
+        bytes as f64 / WARDENS as f64,
+        fleet_bw / 1e6
+    );
+}
+
+/// Debian's Prometheus, its data in `dir`, scraping `addrs` every 5 s: its process group,
+/// and the address of its API.
+fn start_prometheus(dir: &Path, addrs: &[String]) -> (Group, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let targets = addrs
+        .iter()
+        .map(|a| format!("'{a}'"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let config = dir.join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 5s\n  evaluation_interval: 5s\nscrape_configs:\n  - job_name: vassal-warden\n    static_configs:\n      - targets: [{targets}]\n  - job_name: prometheus\n    static_configs:\n      - targets: ['127.0.0.1:{port}']\n"
+        ),
+    )
+    .unwrap();
+    let prom_addr = format!("127.0.0.1:{port}");
+    let group = Group::spawn(
+        Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
+            .arg(format!("--web.listen-address={prom_addr}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null()),
+    );
+    (group, prom_addr)
+}
