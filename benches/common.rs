@@ -100,3 +100,34 @@ pub fn kernel() -> String {
         .trim()
         .to_owned()
 }
+
+/// A view of each of `names` as a running vassal with a master and a worker, each at 12
+/// of 1,024 fds (or 900, all flapping, when `trouble`), with `counts`.
+pub fn running_views<'a>(
+    names: &'a [String],
+    trouble: bool,
+    counts: Option<&'a vassal_warden::metrics::VassalCounts>,
+) -> Vec<vassal_warden::metrics::VassalView<'a>> {
+    use vassal_warden::metrics::{Side, Sides, State, VassalView};
+    let side = Side {
+        fds: if trouble { 900 } else { 12 },
+        limit: 1024,
+        line: 820,
+    };
+    names
+        .iter()
+        .map(|name| VassalView {
+            name,
+            state: State::Running,
+            sides: Sides::master_and_worker(Some(side), Some(side)),
+            flapping: trouble,
+            given_up: false,
+            last_action: None,
+            counts,
+            hook_failures: 0,
+            episode: None,
+            paused_until: None,
+            owner: None,
+        })
+        .collect()
+}

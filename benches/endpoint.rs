@@ -23,30 +23,10 @@ use std::net::TcpStream;
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
-use vassal_warden::metrics::{self, Histogram, Side, Sides, VassalView, WardenView};
+use vassal_warden::metrics::{self, Histogram, VassalView, WardenView};
 
 fn views(names: &[String], trouble: bool) -> Vec<VassalView<'_>> {
-    let side = Side {
-        fds: if trouble { 900 } else { 12 },
-        limit: 1024,
-        line: 820,
-    };
-    names
-        .iter()
-        .map(|name| VassalView {
-            name,
-            state: metrics::State::Running,
-            sides: Sides::master_and_worker(Some(side), Some(side)),
-            flapping: trouble,
-            given_up: false,
-            last_action: None,
-            counts: None,
-            hook_failures: 0,
-            episode: None,
-            paused_until: None,
-            owner: None,
-        })
-        .collect()
+    common::running_views(names, trouble, None)
 }
 
 /// Renders `views`: bytes, samples, median time.

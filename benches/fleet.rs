@@ -22,6 +22,8 @@
 #[path = "../tests/it/harness.rs"]
 mod harness;
 
+mod common;
+
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
@@ -29,7 +31,7 @@ use std::process::Command;
 use std::time::{Duration, SystemTime};
 
 use harness::{Emperor, Group, VassalSpec, Warden};
-use vassal_warden::metrics::{self, Histogram, Side, Sides, VassalCounts, VassalView, WardenView};
+use vassal_warden::metrics::{self, Histogram, VassalCounts, WardenView};
 
 const VASSALS: usize = 50;
 const WARDENS: usize = 50;
@@ -46,27 +48,7 @@ fn samples(page: &str, name: &str) -> (usize, usize) {
 fn rendered(n: usize, trouble: bool) -> String {
     let names: Vec<String> = (0..n).map(|i| format!("app{i:04}.ini")).collect();
     let counts = VassalCounts::default();
-    let side = Side {
-        fds: if trouble { 900 } else { 12 },
-        limit: 1024,
-        line: 820,
-    };
-    let views: Vec<VassalView<'_>> = names
-        .iter()
-        .map(|name| VassalView {
-            name,
-            state: metrics::State::Running,
-            sides: Sides::master_and_worker(Some(side), Some(side)),
-            flapping: trouble,
-            given_up: false,
-            last_action: None,
-            counts: Some(&counts),
-            hook_failures: 0,
-            episode: None,
-            paused_until: None,
-            owner: None,
-        })
-        .collect();
+    let views = common::running_views(&names, trouble, Some(&counts));
     let mut passes = Histogram::default();
     passes.observe(Duration::from_millis(1));
     let w = WardenView {

@@ -750,17 +750,8 @@ impl Owner {
 #[must_use]
 pub(crate) fn owner(log: &Path) -> Owner {
     use rustix::fs::{FlockOperation, flock};
-    use std::os::unix::fs::OpenOptionsExt as _;
     let lock = lock_path(log);
-    let f = match OpenOptions::new()
-        .read(true)
-        .custom_flags(
-            (rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK)
-                .bits()
-                .cast_signed(),
-        )
-        .open(&lock)
-    {
+    let f = match crate::bounded::open_own(&lock) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Owner::None(format!(

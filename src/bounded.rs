@@ -23,6 +23,17 @@ pub(crate) const MAX_CONFIG: u64 = 1024 * 1024;
 /// The largest pidfile read: a PID and a newline fit in 64 bytes many times over.
 pub(crate) const MAX_PIDFILE: u64 = 64;
 
+/// Opens `path` for reading: a file of the warden's own (a lock, the pauses) that someone
+/// may have replaced. A symlink is not followed and a FIFO does not block; the caller
+/// checks what it got.
+pub(crate) fn open_own(path: &Path) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags((OFlags::NOFOLLOW | OFlags::NONBLOCK).bits().cast_signed())
+        .open(path)
+}
+
 /// Why a file could not be read. `Display` says what is wrong and what to do; the
 /// caller names the file.
 #[derive(Debug)]

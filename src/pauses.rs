@@ -90,15 +90,7 @@ pub(crate) type Stamp = (u64, u64, u64, i64, i64);
 pub(crate) fn read(log: &Path) -> Result<(Vec<Pause>, Option<Stamp>), String> {
     use std::io::Read as _;
     let path = path_of(log);
-    let f = match OpenOptions::new()
-        .read(true)
-        .custom_flags(
-            (rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK)
-                .bits()
-                .cast_signed(),
-        )
-        .open(&path)
-    {
+    let f = match crate::bounded::open_own(&path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), None)),
         Err(e) => return Err(format!("cannot read the pauses {} ({e})", path.display())),
