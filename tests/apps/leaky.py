@@ -8,7 +8,8 @@
 # OPEN_AT_IMPORT=N (environment) opens N files at import time, i.e. in the uWSGI master
 # when the app is not loaded lazily, so that workers inherit them.
 # MASTER_LEAK_PER_SEC=N starts a thread at import time, in the master, that opens N files
-# a second, up to MASTER_LEAK_UPTO files (default 500; needs `enable-threads`); with
+# a second from a second later (once the workers are forked), up to MASTER_LEAK_UPTO files
+# (default 500; needs `enable-threads`); with
 # MASTER_LEAK_ONCE=PATH, only in the first life of the master (PATH marks that it
 # happened), so a reload cures it.
 # LEAK_WORKER=N makes /leak leak only in uWSGI worker N; other workers answer normally.
@@ -27,6 +28,10 @@ MASTER_LEAKED = []
 
 
 def _leak_in_master(per_sec, upto):
+    # Not while uWSGI forks the workers, right after the import: a fork while this thread
+    # is inside the interpreter can leave a worker that never exits (it holds up a
+    # graceful reload for the whole reload-mercy).
+    time.sleep(1.0)
     while len(MASTER_LEAKED) < upto:
         MASTER_LEAKED.append(open(os.path.join(HERE, "static", "config.db"), "rb"))
         time.sleep(1.0 / per_sec)
