@@ -30,11 +30,21 @@ fn read(path: &str) -> String {
 
 /// `promtool ARGS…` run from the repository's root: its verdict and what it said.
 fn promtool(args: &[&str]) -> (bool, String) {
-    let out = Command::new("promtool")
+    tool(
+        "promtool",
+        "Debian's prometheus package; scripts/ensure-prometheus installs it",
+        args,
+    )
+}
+
+/// `PROGRAM ARGS…` run from the repository's root: its verdict and what it said
+/// (`whence` says where the program comes from, should it be missing).
+fn tool(program: &str, whence: &str, args: &[&str]) -> (bool, String) {
+    let out = Command::new(program)
         .args(args)
         .current_dir(root())
         .output()
-        .expect("promtool (Debian's prometheus package; scripts/ensure-prometheus installs it)");
+        .unwrap_or_else(|e| panic!("{program} ({whence}): {e}"));
     let said = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -279,17 +289,11 @@ const ALERTMANAGER: &str = "packaging/alertmanager/vassal-warden.alertmanager.ym
 
 /// `amtool ARGS…` run from the repository's root: its verdict and what it said.
 fn amtool(args: &[&str]) -> (bool, String) {
-    let out = Command::new("amtool")
-        .args(args)
-        .current_dir(root())
-        .output()
-        .expect("amtool (Debian's prometheus-alertmanager; scripts/ensure-prometheus installs it)");
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), said)
+    tool(
+        "amtool",
+        "Debian's prometheus-alertmanager; scripts/ensure-prometheus installs it",
+        args,
+    )
 }
 
 /// Each alert of the rules file with its `severity`.

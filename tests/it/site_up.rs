@@ -100,16 +100,7 @@ fn a_second_worker_leaking_the_same_file_is_recycled_without_waiting_out_the_coo
         acts.iter().all(|a| a["action"] == "recycle-worker"),
         "{outcomes:#?}"
     );
-    let recycled: Vec<i64> = acts
-        .iter()
-        .flat_map(|a| {
-            a["pids"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|p| p.as_i64().unwrap())
-        })
-        .collect();
+    let recycled = named(&outcomes);
     for w in &workers {
         assert!(
             recycled.contains(&i64::from(*w)),
