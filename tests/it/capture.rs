@@ -55,8 +55,10 @@ fn leak_past_arming(emp: &Emperor, warden: &Warden, name: &str, path: &str, afte
     wait_for(Duration::from_secs(10), "the capture to be armed", || {
         warden.log().contains("capture armed").then_some(())
     });
+    // Armed late on a busy machine, the leak may already be near the limit: a request that
+    // fails there (the app cannot open one more) is no failure of the capture.
     for _ in 0..after {
-        emp.request(name, path);
+        let _ = emp.try_request(name, path);
     }
 }
 
