@@ -45,13 +45,7 @@ fn line_of(marker: &str) -> u64 {
 
 /// Requests `path` until the warden arms a capture, then `after` more times.
 fn leak_past_arming(emp: &Emperor, warden: &Warden, name: &str, path: &str, after: usize) {
-    for _ in 0..30 {
-        emp.request(name, path);
-        std::thread::sleep(Duration::from_millis(50));
-        if warden.log().contains("capture armed") {
-            break;
-        }
-    }
+    warden.leak_paced(emp, name, path, || warden.log().contains("capture armed"));
     wait_for(Duration::from_secs(10), "the capture to be armed", || {
         warden.log().contains("capture armed").then_some(())
     });

@@ -531,6 +531,22 @@ impl Warden {
         self.log().matches("pass done").count()
     }
 
+    /// Requests `path` of `vassal` once a pass, until `done` or 80 requests: each pass
+    /// sees the vassal at most two requests further on than the last, however slow a
+    /// busy machine makes the passes, so that a leak is seen on its way to the line.
+    pub fn leak_paced(&self, emp: &Emperor, vassal: &str, path: &str, done: impl Fn() -> bool) {
+        for _ in 0..80 {
+            emp.request(vassal, path);
+            let n = self.passes();
+            wait_for(Duration::from_secs(30), "a pass of the warden", || {
+                (self.passes() > n).then_some(())
+            });
+            if done() {
+                return;
+            }
+        }
+    }
+
     /// The warden's PID.
     pub fn pid(&self) -> i32 {
         self.group.pid()

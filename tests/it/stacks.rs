@@ -88,13 +88,9 @@ fn in_a_chroot_whose_root_is_not_a_mount_point_the_code_is_still_named() {
         &emp.root().join("incidents.jsonl"),
         &[],
     );
-    for _ in 0..60 {
-        emp.request("shop.ini", "/shop/receipt");
-        std::thread::sleep(Duration::from_millis(100));
-        if !warden.records().is_empty() {
-            break;
-        }
-    }
+    warden.leak_paced(&emp, "shop.ini", "/shop/receipt", || {
+        !warden.records().is_empty()
+    });
     let detected = record(&warden, "shop.ini", "detected");
     let sites = crate::capture::sites_of(&warden, &detected);
     let first = sites
@@ -284,13 +280,9 @@ impl Stack {
     /// and the interpreter's frames read from outside are the same code.
     fn names_the_code_that_leaks(&self, emp: &Emperor, warden: &Warden) {
         // Slowly enough for a pass to see it halfway to its line (and arm), then on.
-        for _ in 0..60 {
-            emp.request("shop.ini", "/shop/receipt");
-            std::thread::sleep(Duration::from_millis(100));
-            if warden.log().contains("shop.ini: capture armed") {
-                break;
-            }
-        }
+        warden.leak_paced(emp, "shop.ini", "/shop/receipt", || {
+            warden.log().contains("shop.ini: capture armed")
+        });
         for _ in 0..20 {
             if emp.try_request("shop.ini", "/shop/receipt").is_err() {
                 break;
