@@ -1,12 +1,15 @@
 //! What a fleet of wardens costs a Prometheus: series per vassal and bytes per scrape, and
 //! one real Prometheus scraping many wardens at once as the anchor of the arithmetic.
 //!
-//! Part 1, the page: a real Emperor runs 50 vassals (a master and a worker each); a real
-//! warden watches them; one scrape of its endpoint gives bytes, samples, and samples per
-//! vassal (the lines that name each). Beside it, `metrics::render` of 10, 100 and 1,000
-//! running vassals of the same shape (this host cannot run 1,000 Python vassals): bytes,
-//! samples, samples per vassal. Past 500 vassals only those in trouble keep series of their
-//! own, so 1,000 quiet vassals and 1,000 in trouble are both shown.
+//! Part 1, the page: a real Emperor runs 10, 50, then 100 Python vassals (a master and a
+//! worker each); a real warden watches them; one scrape of its endpoint gives bytes,
+//! samples, and samples per vassal (the lines that name a vassal, over the vassals
+//! named). Then another Emperor runs 1,000 vassals of the same shape, uWSGI alone (no
+//! plugin, no app: about a megabyte each, where this host cannot run 1,000 Python
+//! vassals): a warden's page of them all quiet, and of them all over their line (a
+//! dry-run warden whose line is 5 fds), since past 500 vassals only those in trouble keep
+//! series of their own. Beside it, `metrics::render` of the same, the text the endpoint
+//! serves.
 //!
 //! Part 2, one Prometheus: 50 wardens, each with its own log and port, watch the same 50
 //! vassals (a host of 50 vassals, 50 times); Debian's Prometheus scrapes all 50 every 5 s
@@ -36,12 +39,40 @@ use vassal_warden::metrics::{self, Histogram, VassalCounts, WardenView};
 const VASSALS: usize = 50;
 const WARDENS: usize = 50;
 
-/// Samples of a page, and of them those that name vassal `name`.
-fn samples(page: &str, name: &str) -> (usize, usize) {
-    let all: Vec<&str> = page.lines().filter(|l| !l.starts_with('#')).collect();
-    let label = format!("vassal=\"{name}\"");
-    let mine = all.iter().filter(|l| l.contains(&label)).count();
-    (all.len(), mine)
+/// What a page holds: its samples, those that name a vassal, and the vassals they name.
+struct Count {
+    samples: usize,
+    of_vassals: usize,
+    vassals: usize,
+}
+
+impl Count {
+    fn of(page: &str) -> Count {
+        let all: Vec<&str> = page.lines().filter(|l| !l.starts_with('#')).collect();
+        let named: Vec<&str> = all
+            .iter()
+            .filter_map(|l| Some(l.split_once("vassal=\"")?.1.split_once('"')?.0))
+            .collect();
+        let vassals: std::collections::BTreeSet<&str> = named.iter().copied().collect();
+        Count {
+            samples: all.len(),
+            of_vassals: named.len(),
+            vassals: vassals.len(),
+        }
+    }
+
+    /// `n` vassals watched: the line of the benchmark's output.
+    fn line(&self, page: &str, n: usize) -> String {
+        format!(
+            "{:>8} bytes, {:>6} samples, {:>3} vassals with series of their own, {} per vassal, {} of the warden's own, {:.0} bytes per vassal",
+            page.len(),
+            self.samples,
+            self.vassals,
+            self.of_vassals.checked_div(self.vassals).unwrap_or(0),
+            self.samples - self.of_vassals,
+            page.len() as f64 / n as f64
+        )
+    }
 }
 
 /// The page `metrics::render` makes for `n` running vassals, quiet or all in trouble.
@@ -94,6 +125,17 @@ fn query(addr: &str, q: &str) -> f64 {
 
 fn main() {
     let bin = Path::new(env!("CARGO_BIN_EXE_vassal-warden"));
+    // An Emperor of 1,000 vassals holds a few fds for each: this process and what it starts
+    // may open as many as the hard limit allows.
+    let nofile = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+    rustix::process::setrlimit(
+        rustix::process::Resource::Nofile,
+        rustix::process::Rlimit {
+            current: nofile.maximum,
+            maximum: nofile.maximum,
+        },
+    )
+    .unwrap();
     let emp = Emperor::start();
     // The real pages at 10, 50 and 100 running vassals, one warden each; then the host of
     // Part 2 keeps 50.
@@ -110,8 +152,9 @@ fn main() {
             emp.wait_running(name, 1);
         }
         running = n;
-        real_page(bin, &vassals, n, &names[0]);
+        real_page(bin, &vassals, n, "", &[]);
     }
+    thousand(bin);
     for name in &names[VASSALS..] {
         std::fs::remove_file(emp.ini_path(name)).unwrap();
     }
@@ -143,38 +186,113 @@ fn main() {
     drop(wardens);
 }
 
-/// Part 1: a real warden's page, watching `vassals` where `n` vassals run; `name` is one
-/// of them.
-fn real_page(bin: &Path, vassals: &[String], n: usize, name: &str) {
+/// Part 1: a real warden's page, watching `vassals` where `n` vassals run, with `policy`
+/// and `args`; once a pass has sampled all `n`.
+fn real_page(bin: &Path, vassals: &[String], n: usize, policy: &str, args: &[&str]) {
     let root = tempfile::Builder::new()
         .prefix("vw-page-")
         .tempdir()
         .unwrap();
-    let warden = Warden::start_watching(bin, root.path(), vassals, "", &[]);
-    let page = get(&warden.metrics_addr(), "/metrics");
-    let (total, per) = samples(&page, name);
+    let start = std::time::Instant::now();
+    let warden = Warden::start_watching(bin, root.path(), vassals, policy, args);
+    let addr = warden.metrics_addr();
+    let running = format!("vassal_warden_vassals_in_state{{state=\"running\"}} {n}\n");
+    let page = harness::wait_for(
+        Duration::from_secs(120),
+        "a page of every vassal running",
+        || Some(get(&addr, "/metrics")).filter(|p| p.contains(&running)),
+    );
+    let first = start.elapsed();
+    let what = if args.contains(&"--dry-run") {
+        "over their line"
+    } else {
+        "running        "
+    };
+    // The passes after this page's: their mean time (the first pass also finds the
+    // vassals' processes).
+    let value = |page: &str, name: &str| -> f64 {
+        page.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap()
+    };
+    let (count, sum) = (
+        "vassal_warden_pass_duration_seconds_count",
+        "vassal_warden_pass_duration_seconds_sum",
+    );
+    let before = value(&page, count);
+    let later = harness::wait_for(Duration::from_secs(300), "five more passes", || {
+        Some(get(&addr, "/metrics")).filter(|p| value(p, count) >= before + 5.0)
+    });
+    let passes = value(&later, count) - before;
+    let pass_ms = 1e3 * (value(&later, sum) - value(&page, sum)) / passes;
+    let status = std::fs::read_to_string(format!("/proc/{}/status", warden.pid())).unwrap();
+    let rss_kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").parse().ok())
+        .unwrap();
     println!(
-        "  real endpoint, {n:>4} running vassals: {:>8} bytes, {total:>6} samples, {per} per vassal, {} of the warden's own, {:.0} bytes per vassal",
-        page.len(),
-        total - per * n,
-        page.len() as f64 / n as f64
+        "  real endpoint, {n:>4} vassals {what}: {}",
+        Count::of(&page).line(&page, n),
+    );
+    println!(
+        "    the page of them all {:.2} s after the warden started; then a pass {pass_ms:.0} ms (mean of {passes}); the warden {:.1} MB resident",
+        first.as_secs_f64(),
+        rss_kb / 1024.0
     );
 }
 
-/// Part 1, beyond what this host can run: `metrics::render`, which the endpoint serves.
+/// Part 1 at 1,000 vassals: an Emperor of its own runs them, uWSGI alone (a master and a
+/// worker each, no plugin and no app); a warden's page of them quiet, then of them all
+/// over a line of 5 fds (a dry run: nothing is done to them).
+fn thousand(bin: &Path) {
+    const N: usize = 1000;
+    let emp = Emperor::start();
+    let run = emp.root().join("run");
+    for i in 0..N {
+        let ini = format!(
+            "[uwsgi]\nmaster = true\nprocesses = 1\nsocket = {}/%n.sock\n",
+            run.display()
+        );
+        std::fs::write(emp.ini_path(&format!("light{i:04}.ini")), ini).unwrap();
+    }
+    let started = std::time::Instant::now();
+    harness::wait_for(
+        Duration::from_secs(600),
+        "1,000 vassals to run, each with its worker",
+        || {
+            let masters = harness::children(emp.emperor_pid());
+            let whole = masters
+                .iter()
+                .filter(|m| !harness::children(**m).is_empty())
+                .count();
+            (whole >= N).then_some(())
+        },
+    );
+    let emperor_fds = std::fs::read_dir(format!("/proc/{}/fd", emp.emperor_pid()))
+        .unwrap()
+        .count();
+    println!(
+        "  ({N} vassals of uWSGI alone running after {:.0} s; their Emperor holds {emperor_fds} fds)",
+        started.elapsed().as_secs_f64()
+    );
+    let vassals = [emp.vassals.display().to_string()];
+    real_page(bin, &vassals, N, "", &[]);
+    real_page(bin, &vassals, N, "reload-at = 5", &["--dry-run"]);
+}
+
+/// Part 1, the same pages made by `metrics::render`, which the endpoint serves.
 fn rendered_pages() {
     for (n, trouble) in [(100, false), (1000, false), (1000, true)] {
         let text = rendered(n, trouble);
-        let (total, per) = samples(&text, "app0000.ini");
+        let what = if trouble {
+            "in trouble     "
+        } else {
+            "running        "
+        };
         println!(
-            "  render, {n:>4} vassals{}:   {:>8} bytes, {total:>6} samples, {per} per vassal, {:.0} bytes per vassal",
-            if trouble {
-                " in trouble"
-            } else {
-                "           "
-            },
-            text.len(),
-            text.len() as f64 / n as f64
+            "  render,        {n:>4} vassals {what}: {}",
+            Count::of(&text).line(&text, n)
         );
     }
 }

@@ -27,6 +27,7 @@ use tracing::{info, warn};
 
 use crate::forensics::Baseline;
 use crate::procs::ProcId;
+use crate::sockets::PassTables;
 use crate::text::one_line;
 use bpf::{Event, Probe, Wanted};
 use python::Mounts;
@@ -250,6 +251,7 @@ impl Captures {
         name: &str,
         procs: &[Sampled],
         baselines: &HashMap<ProcId, Baseline>,
+        tables: &mut PassTables,
         at: Option<f64>,
     ) {
         let Some(at) = at else { return };
@@ -287,7 +289,7 @@ impl Captures {
         }
         self.not_before
             .insert(vassal.to_owned(), Instant::now() + RETRY);
-        match target_of(p.id, p.fds, baselines) {
+        match target_of(p.id, p.fds, baselines, tables) {
             Ok((wanted, target)) => {
                 self.why_not.remove(vassal);
                 self.start(vassal, name, procs, wanted, target);
@@ -423,6 +425,7 @@ impl Captures {
         incident: &str,
         offender: (ProcId, u64),
         baselines: &HashMap<ProcId, Baseline>,
+        tables: &mut PassTables,
     ) -> Option<Capture> {
         if !wanted {
             return None;
@@ -473,7 +476,7 @@ impl Captures {
         // Armed now, for what the offender grew: the processes that replace it open
         // the same target, and the next passes arm them.
         let (id, fds) = offender;
-        match target_of(id, fds, baselines) {
+        match target_of(id, fds, baselines, tables) {
             Ok((w, target)) => {
                 let name = vassal.display().to_string();
                 let procs = [Sampled { id, fds, line: fds }];
@@ -855,9 +858,10 @@ fn target_of(
     id: ProcId,
     fds: u64,
     baselines: &HashMap<ProcId, Baseline>,
+    tables: &mut PassTables,
 ) -> Result<(Wanted, String), String> {
     let base = baselines.get(&id);
-    let Some((wanted, target, count)) = dominant(id.pid, base) else {
+    let Some((wanted, target, count)) = dominant(id.pid, base, tables) else {
         return Err(format!(
             "not armed: what PID {} opened is not identified (a file on a filesystem its \
              mountinfo does not show, or a socket with no peer)",
@@ -875,8 +879,12 @@ fn target_of(
 
 /// The target whose fds grew most in `pid` since `baseline`: a file (by inode) or
 /// connections to one peer; with what to call it and how many fds it grew by.
-fn dominant(pid: i32, baseline: Option<&Baseline>) -> Option<(Wanted, String, u64)> {
-    let (growth, fds) = crate::forensics::most_grown(pid, baseline).ok()??;
+fn dominant(
+    pid: i32,
+    baseline: Option<&Baseline>,
+    tables: &mut PassTables,
+) -> Option<(Wanted, String, u64)> {
+    let (growth, fds) = crate::forensics::most_grown(pid, baseline, tables).ok()??;
     let &fd = fds.first()?;
     let me = pid.cast_unsigned();
     match fd_identity(me, fd, &Mounts::of(pid))? {

@@ -18,7 +18,7 @@ use std::net::SocketAddr;
 use rustix::fs::{Dir, Mode, OFlags};
 use serde::{Deserialize, Serialize};
 
-use crate::sockets::{self, Socket, SocketTable, TcpState, UnixType};
+use crate::sockets::{self, PassTables, Socket, SocketTable, TcpState, UnixType};
 
 /// The kind of one open fd. Its names (`as_str`, and serde's) are part of the incident
 /// log's format: `file`, `deleted`, `directory`, `device`, `socket`, `pipe`, `anon_inode`,
@@ -313,10 +313,18 @@ impl SocketNames {
     }
 }
 
-/// The names of the sockets among `open`, or `None` when it holds none.
-fn read_sockets(pid: i32, open: &[OpenFd]) -> Option<SocketNames> {
+/// The names of the sockets among `open`, or `None` when it holds none; from the
+/// tables of this pass, when given.
+fn read_sockets(pid: i32, open: &[OpenFd], pass: Option<&mut PassTables>) -> Option<SocketNames> {
     let wanted = socket_inodes(open);
-    (!wanted.is_empty()).then(|| SocketNames::new(&SocketTable::read_for(pid, &wanted)))
+    if wanted.is_empty() {
+        return None;
+    }
+    let table = match pass {
+        Some(p) => p.read_for(pid, &wanted),
+        None => SocketTable::read_for(pid, &wanted),
+    };
+    Some(SocketNames::new(&table))
 }
 
 fn socket_inodes(open: &[OpenFd]) -> HashSet<u64> {
@@ -365,13 +373,18 @@ impl Baseline {
     /// Takes a baseline of `pid`, given its current count.
     #[must_use]
     pub fn take(pid: i32, fds: u64) -> Baseline {
+        Baseline::take_in(pid, fds, &mut PassTables::default())
+    }
+
+    /// `take`, naming sockets from the tables `pass` has read.
+    pub(crate) fn take_in(pid: i32, fds: u64, pass: &mut PassTables) -> Baseline {
         if fds > BASELINE_MAX_FDS {
             return Baseline { fds, counts: None };
         }
         let Ok(open) = read_fds(pid) else {
             return Baseline { fds, counts: None };
         };
-        let sockets = read_sockets(pid, &open);
+        let sockets = read_sockets(pid, &open, Some(pass));
         let counts = group(&open, sockets.as_ref())
             .into_iter()
             .map(|(k, (_, n))| (k.to_owned(), n))
@@ -389,9 +402,10 @@ impl Baseline {
 pub(crate) fn most_grown(
     pid: i32,
     baseline: Option<&Baseline>,
+    pass: &mut PassTables,
 ) -> io::Result<Option<(u64, Vec<u32>)>> {
     let open = read_fds(pid)?;
-    let sockets = read_sockets(pid, &open);
+    let sockets = read_sockets(pid, &open, Some(pass));
     let counts = baseline.and_then(|b| b.counts.as_ref());
     let mut members: HashMap<&str, Vec<u32>> = HashMap::new();
     for f in &open {
@@ -451,6 +465,19 @@ pub fn report(
     baseline: Option<&Baseline>,
     master: Option<i32>,
 ) -> io::Result<Report> {
+    report_in(pid, top, baseline, master, None)
+}
+
+/// `report`, naming the sockets of a process with fewer than `PARALLEL_FROM` fds from the
+/// tables `pass` has read, when given (a pass that names many processes reads each
+/// table once).
+pub(crate) fn report_in(
+    pid: i32,
+    top: usize,
+    baseline: Option<&Baseline>,
+    master: Option<i32>,
+    pass: Option<&mut PassTables>,
+) -> io::Result<Report> {
     let large = crate::sample::fd_count(pid).is_ok_and(|n| n >= PARALLEL_FROM);
     let (open, sockets) = if large {
         std::thread::scope(|scope| {
@@ -465,7 +492,7 @@ pub fn report(
         })?
     } else {
         let open = read_fds(pid)?;
-        let sockets = read_sockets(pid, &open);
+        let sockets = read_sockets(pid, &open, pass);
         (open, sockets)
     };
     // The master may be re-executing; then nothing is marked inherited.

@@ -630,7 +630,9 @@ fn match_sockets(ini: &VassalIni, view: &EmperorView) -> Option<ProcId> {
         .flat_map(|k| ini.values(k))
         .filter_map(declared_listen)
         .collect();
-    if declared.is_empty() {
+    // With every child known by a name, no table need be read (a vassal that is not
+    // running would otherwise read the namespace's tables on every pass).
+    if declared.is_empty() || view.children.iter().all(|(_, name)| name.is_some()) {
         return None;
     }
     let table = SocketTable::read(view.pid);

@@ -233,6 +233,53 @@ fn unix_peers_of(pid: i32) -> Option<HashMap<u64, u64>> {
     unix_diag::unix_peers().ok()
 }
 
+/// The socket tables one pass has read, whole, by network namespace. The tables list
+/// every socket of the namespace, so naming the sockets of many processes one table
+/// read each (the baselines of a first pass over a host of a thousand vassals, or of
+/// every worker of a reload) costs the square of the vassals; read once a pass, it costs
+/// their number. A pass starts with none.
+#[derive(Debug, Default)]
+pub(crate) struct PassTables {
+    by_ns: HashMap<std::path::PathBuf, NsRead>,
+}
+
+/// What a pass has read of one namespace's tables.
+#[derive(Debug, Default)]
+struct NsRead {
+    table: SocketTable,
+    /// How many of `TABLES` are in `table`, in their order.
+    tables: usize,
+    /// Read again whole, for sockets made since the first read.
+    again: bool,
+}
+
+impl PassTables {
+    /// `SocketTable::read_for`, from the tables this pass has read of `pid`'s network
+    /// namespace: the next table is read only when a socket is in none read so far, and
+    /// all of them once more when one is in none (a socket made since). A socket still
+    /// in none is looked for afresh, for `pid` alone, as `SocketTable::read_for` would.
+    pub(crate) fn read_for(&mut self, pid: i32, wanted: &HashSet<u64>) -> SocketTable {
+        let Ok(ns) = std::fs::read_link(format!("/proc/{pid}/ns/net")) else {
+            return SocketTable::read_for(pid, wanted);
+        };
+        let read = self.by_ns.entry(ns).or_default();
+        while !read.table.has_all(wanted) && read.tables < TABLES.len() {
+            read.table
+                .add_file(pid, TABLES[read.tables], None, || unix_peers_of(pid));
+            read.tables += 1;
+        }
+        if !read.table.has_all(wanted) && !read.again {
+            read.table = SocketTable::read(pid);
+            read.again = true;
+        }
+        if read.table.has_all(wanted) {
+            read.table.subset(wanted)
+        } else {
+            SocketTable::read_for(pid, wanted)
+        }
+    }
+}
+
 /// What sockets of one network namespace are, by inode.
 #[derive(Debug, Default)]
 pub struct SocketTable {
@@ -262,6 +309,20 @@ impl SocketTable {
             t.add_file(pid, table, Some(wanted), || unix_peers_of(pid));
         }
         t
+    }
+
+    /// The sockets of this table in `wanted`.
+    fn subset(&self, wanted: &HashSet<u64>) -> SocketTable {
+        SocketTable {
+            by_inode: wanted
+                .iter()
+                .filter_map(|i| Some((*i, self.by_inode.get(i)?.clone())))
+                .collect(),
+        }
+    }
+
+    fn has_all(&self, wanted: &HashSet<u64>) -> bool {
+        wanted.iter().all(|i| self.by_inode.contains_key(i))
     }
 
     /// Reads `tables` whole, without asking for unix peers: for the benchmarks, which
@@ -623,5 +684,53 @@ mod tests {
         assert_eq!(inode_of("socket:[123]"), Some(123));
         assert_eq!(inode_of("pipe:[123]"), None);
         assert_eq!(inode_of("socket:[x]"), None);
+    }
+
+    /// The inode of a socket this process holds.
+    fn inode(fd: &impl std::os::fd::AsRawFd) -> u64 {
+        let link = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).unwrap();
+        inode_of(link.to_str().unwrap()).unwrap()
+    }
+
+    fn bound(table: &SocketTable, inode: u64) -> Option<&str> {
+        match table.by_inode.get(&inode)? {
+            Socket::Unix { path, .. } => path.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// A pass reads the tables once for many lookups, and still names a socket made after
+    /// that read: by reading them again once, then by a lookup of its own.
+    #[test]
+    fn a_pass_names_sockets_from_its_tables_and_those_made_since() {
+        use std::os::unix::net::UnixListener;
+        let dir = tempfile::tempdir().unwrap();
+        let path = |n: &str| dir.path().join(n).to_str().unwrap().to_owned();
+        let pid = i32::try_from(std::process::id()).unwrap();
+        let mut pass = PassTables::default();
+        let mut check = |name: &str, listener: &UnixListener| {
+            let i = inode(listener);
+            let t = pass.read_for(pid, &HashSet::from([i]));
+            assert_eq!(bound(&t, i), Some(path(name).as_str()), "{t:?}");
+            // Only the wanted socket, as `SocketTable::read_for` gives it.
+            assert_eq!(t.by_inode.len(), 1);
+            assert_eq!(
+                t.by_inode,
+                SocketTable::read_for(pid, &HashSet::from([i])).by_inode
+            );
+        };
+        let first = UnixListener::bind(path("first.sock")).unwrap();
+        check("first.sock", &first);
+        let second = UnixListener::bind(path("second.sock")).unwrap();
+        check("second.sock", &second);
+        let third = UnixListener::bind(path("third.sock")).unwrap();
+        check("third.sock", &third);
+        check("first.sock", &first);
+        let ns = pass.by_ns.values().next().unwrap();
+        assert!(ns.again, "the tables were read again for the second socket");
+        assert!(
+            bound(&ns.table, inode(&third)).is_none(),
+            "the third was looked up on its own, not by a third read of the tables"
+        );
     }
 }

@@ -31,6 +31,7 @@ use crate::pauses;
 use crate::policy::{self, Fire, Plan, ProcState};
 use crate::procs::{self, ProcId, Role};
 use crate::sample::Sampler;
+use crate::sockets::PassTables;
 use crate::text::{counted, one_line};
 
 mod ledger;
@@ -65,6 +66,9 @@ pub(crate) struct Warden {
     sampler: Sampler,
     states: HashMap<ProcId, ProcState>,
     baselines: HashMap<ProcId, Baseline>,
+    /// The socket tables this pass has read, for the baselines of the processes it sees
+    /// first; emptied at the start and end of each pass.
+    tables: PassTables,
     /// Captures of the code that leaks, per vassal.
     captures: Captures,
     episodes: HashMap<PathBuf, Episode>,
@@ -162,6 +166,7 @@ impl Warden {
             sampler: Sampler::default(),
             states: HashMap::new(),
             baselines: HashMap::new(),
+            tables: PassTables::default(),
             captures,
             episodes: HashMap::new(),
             timings: Timings::default(),
@@ -446,9 +451,11 @@ impl Warden {
         self.ledger.retry_owed("-");
         let paths: Vec<PathBuf> = self.inv.vassals.keys().cloned().collect();
         let mut seen: HashSet<ProcId> = HashSet::new();
+        self.tables = PassTables::default();
         for path in paths {
             self.tick_vassal(&path, now_i, &mut seen);
         }
+        self.tables = PassTables::default();
         self.states.retain(|id, _| seen.contains(id));
         self.baselines.retain(|id, _| seen.contains(id));
         let inv = &self.inv;
@@ -575,7 +582,7 @@ impl Warden {
             seen.insert(id);
             self.baselines
                 .entry(id)
-                .or_insert_with(|| Baseline::take(id.pid, s.fds));
+                .or_insert_with(|| Baseline::take_in(id.pid, s.fds, &mut self.tables));
             let lead = policy::auto_lead(self.timings.of(role), interval);
             let state = self.states.entry(id).or_default();
             let fire = state.feed(policy, t, s.fds, s.limit, lead);
@@ -628,6 +635,7 @@ impl Warden {
             &name,
             &for_capture(&sampled),
             &self.baselines,
+            &mut self.tables,
             policy.capture_at,
         );
         match self.sides.get_mut(path) {
@@ -657,22 +665,34 @@ impl Warden {
             baselines: &self.baselines,
             master: procs.master,
             top: policy.top,
+            tables: &mut self.tables,
         };
         let decision = self
             .episodes
             .entry(path.to_owned())
             .or_default()
             .decide(&policy, &pass, &mut reads);
-        let now = pass.now;
+        self.carry_out(path, &procs, &policy, pass.now, decision);
+    }
+
+    /// Does what the core decided for the vassal at `path` on this pass.
+    fn carry_out(
+        &mut self,
+        path: &Path,
+        procs: &Procs,
+        policy: &Policy,
+        now: SystemTime,
+        decision: Decision,
+    ) {
         match decision {
             Decision::Nothing => {}
             Decision::Outcome(_) => self.record_outcome(path, decision),
-            Decision::Incident(inc) => self.incident(path, &procs, &policy, now, &inc),
+            Decision::Incident(inc) => self.incident(path, procs, policy, now, &inc),
             Decision::Continue {
                 incident,
                 plan,
                 rest,
-            } => self.continue_leak(path, &procs, &incident, &plan, rest),
+            } => self.continue_leak(path, procs, &incident, &plan, rest),
             Decision::Remind { open, fds } => {
                 let v = &self.inv.vassals[path];
                 write_reminder(&mut self.ledger, v, &open, fds, now);
@@ -693,8 +713,14 @@ impl Warden {
         f: &episode::Proc,
     ) -> Option<Capture> {
         let wanted = policy.capture_at.is_some();
-        self.captures
-            .take(path, wanted, incident, (f.id, f.fds), &self.baselines)
+        self.captures.take(
+            path,
+            wanted,
+            incident,
+            (f.id, f.fds),
+            &self.baselines,
+            &mut self.tables,
+        )
     }
 
     /// Records what the captures that went on past their incidents found: a `capture`
@@ -1108,7 +1134,9 @@ impl Warden {
             std::thread::sleep(self.cfg.interval.min(Duration::from_millis(500)));
             self.inv.map_all();
             let mut seen = HashSet::new();
+            self.tables = PassTables::default();
             self.tick_vassal(path, Instant::now(), &mut seen);
+            self.tables = PassTables::default();
         }
     }
 }

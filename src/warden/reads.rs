@@ -13,6 +13,7 @@ use crate::forensics::{self, Baseline, Report};
 use crate::inventory::{Inventory, Vassal};
 use crate::policy::Past;
 use crate::procs::{ProcId, Role};
+use crate::sockets::PassTables;
 
 pub(super) struct Reads<'a> {
     pub ledger: &'a mut Ledger,
@@ -21,6 +22,8 @@ pub(super) struct Reads<'a> {
     pub baselines: &'a HashMap<ProcId, Baseline>,
     pub master: ProcId,
     pub top: usize,
+    /// The socket tables this pass has read.
+    pub tables: &'a mut PassTables,
 }
 
 impl Lookups for Reads<'_> {
@@ -65,7 +68,8 @@ impl Lookups for Reads<'_> {
     fn attribute(&mut self, p: &Proc) -> Option<Report> {
         let master = (p.role == Role::Worker).then_some(self.master.pid);
         let pid = p.id.pid;
-        match forensics::report(pid, self.top, self.baselines.get(&p.id), master) {
+        let baseline = self.baselines.get(&p.id);
+        match forensics::report_in(pid, self.top, baseline, master, Some(self.tables)) {
             Ok(r) => Some(r),
             Err(e) => {
                 debug!(vassal = %self.vassal.file.name, pid, "process gone before it could be read: {e}");
