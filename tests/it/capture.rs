@@ -83,7 +83,7 @@ fn app_frames(site: &Value, shop_py: &Path) -> Vec<(u64, String)> {
 #[test]
 fn incident_names_the_helper_that_keeps_the_file_open_and_its_route() {
     let emp = Emperor::start();
-    shop(&emp, "shop.ini", &[]);
+    shop(&emp, "shop.ini", &["[vassal-warden]", "owner = team-shop"]);
     let warden = Warden::start(&bin(), &emp, POLICY, &[]);
     leak_past_arming(&emp, &warden, "shop.ini", "/shop/receipt", 30);
 
@@ -121,8 +121,8 @@ fn incident_names_the_helper_that_keeps_the_file_open_and_its_route() {
     let outcome = warden.wait_record("outcome", 0);
     assert_eq!(outcome["result"], "recovered", "{outcome}");
     assert_eq!(events(&warden.records()), ["detected", "action", "outcome"]);
-    // The fleet sees the same site: one info series for the vassal, its innermost frame
-    // of the app.
+    // The fleet sees the same site: one info series for the vassal, with its owner, its
+    // innermost frame of the app.
     let page = crate::harness::scrape(&warden.metrics_addr());
     let info: Vec<&str> = page
         .lines()
@@ -131,7 +131,7 @@ fn incident_names_the_helper_that_keeps_the_file_open_and_its_route() {
     assert_eq!(
         info,
         [format!(
-            "vassal_warden_leak_site_info{{vassal=\"shop.ini\",function=\"open_receipt\",file=\"{}\",line=\"{}\"}} 1",
+            "vassal_warden_leak_site_info{{vassal=\"shop.ini\",owner=\"team-shop\",function=\"open_receipt\",file=\"{}\",line=\"{}\"}} 1",
             shop_py.display(),
             line_of("# leak site")
         )],
