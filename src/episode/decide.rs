@@ -6,8 +6,8 @@
 use std::time::{Duration, Instant};
 
 use super::{
-    Decision, Episode, Facts, Incident, Lookups, Note, NoteKey, Pass, Proc, Queue, Then, Verdict,
-    since,
+    Decision, Episode, Facts, Incident, Lookups, MERCY_MARGIN, Note, NoteKey, Pass, Proc, Queue,
+    Then, Verdict, since,
 };
 use crate::config::Policy;
 use crate::forensics::{Group, Report};
@@ -284,20 +284,40 @@ impl Episode {
         if policy::recovered(&after) {
             return self.finish(pass.mono, OutcomeResult::Recovered, fds_after, None);
         }
-        if elapsed > policy.verify {
-            let detail = if p.replace.iter().any(|w| pass.workers.contains(w)) {
-                "workers were not replaced"
-            } else {
-                "fd counts are still over the line"
-            };
-            return self.finish(
-                pass.mono,
-                OutcomeResult::NotRecovered,
-                fds_after,
-                Some(detail.into()),
-            );
+        if elapsed <= policy.verify {
+            return Decision::Nothing;
         }
-        Decision::Nothing
+        // A graceful reload whose old workers are not all gone is under way: uWSGI ends
+        // them within its mercy (a worker finishing a request, or one that hangs), and
+        // the reload is judged once they are gone, or that time is up. Never past twice
+        // `verify`: the mercy is the vassal file's to set, `verify` root's to bound.
+        let old_left = p.before.iter().any(|w| pass.workers.contains(w));
+        let detail = match p.mercy {
+            Some(mercy) if old_left => {
+                let wait = mercy
+                    .saturating_add(MERCY_MARGIN)
+                    .min(policy.verify.saturating_mul(2));
+                if elapsed <= wait {
+                    return Decision::Nothing;
+                }
+                format!(
+                    "old workers were still there {} s after the reload began \
+                     (worker-reload-mercy {} s)",
+                    elapsed.as_secs(),
+                    mercy.as_secs()
+                )
+            }
+            _ if p.replace.iter().any(|w| pass.workers.contains(w)) => {
+                "workers were not replaced".into()
+            }
+            _ => "fd counts are still over the line".into(),
+        };
+        self.finish(
+            pass.mono,
+            OutcomeResult::NotRecovered,
+            fds_after,
+            Some(detail),
+        )
     }
 
     /// The decision for a vassal with no running master on this pass: an action under

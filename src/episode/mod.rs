@@ -236,7 +236,13 @@ struct Pending {
     before: Vec<ProcId>,
     /// Leaking workers that follow once these are replaced.
     rest: Vec<ProcId>,
+    /// How long uWSGI may take to end the old workers of this reload (`Taken::mercy`).
+    mercy: Option<Duration>,
 }
+
+/// How long past a reload's mercy its verification waits for the old workers to be
+/// gone: the Emperor's scan that sees the touch, and uWSGI's own checks.
+pub(crate) const MERCY_MARGIN: Duration = Duration::from_secs(15);
 
 /// The rest of a leak whose first workers were recycled: `incident` and who is next.
 #[derive(Debug, Clone, PartialEq)]
@@ -319,6 +325,7 @@ impl Episode {
             replace: taken.replace,
             before: taken.before,
             rest,
+            mercy: taken.mercy,
         });
     }
 
@@ -411,6 +418,12 @@ pub(crate) struct Taken {
     pub manual: bool,
     pub replace: Vec<ProcId>,
     pub before: Vec<ProcId>,
+    /// For a graceful reload (a touch, a chain reload): how long uWSGI may take to end
+    /// its old workers before it kills them (the vassal's `worker-reload-mercy`). While
+    /// one of them is still there, the reload is under way, and its verification waits
+    /// for it past `verify`, up to this and `MERCY_MARGIN`, and never past twice
+    /// `verify`.
+    pub mercy: Option<Duration>,
 }
 
 /// How long from `then` to `now`; nothing when the clock went back.

@@ -557,6 +557,7 @@ fn taken(now: u64, mono: Instant, kind: ActionKind, replace: &[ProcId]) -> Taken
         manual: false,
         replace: replace.to_vec(),
         before: WORKERS.to_vec(),
+        mercy: None,
     }
 }
 
@@ -1025,6 +1026,83 @@ fn a_process_gone_before_attribution_records_nothing() {
         ep.decide(&policy(), &pass(2, mono, &WORKERS, &over), &mut fake),
         Decision::Incident(_)
     ));
+}
+
+/// A touch's graceful reload whose old workers are still there past `verify` is still
+/// under way: its verification waits for them up to their mercy and the margin (never
+/// past twice `verify`), and is recovered when they go; without an old worker left, or
+/// past that time, it is over as before.
+#[test]
+fn a_reload_is_verified_once_its_old_workers_are_gone_within_their_mercy() {
+    let mono = Instant::now();
+    let p = Policy {
+        verify: Duration::from_secs(60),
+        ..policy()
+    };
+    let over = [proc(10, Role::Master, 45), proc(11, Role::Worker, 14)];
+    let under = [proc(10, Role::Master, 14), proc(21, Role::Worker, 14)];
+    let new_workers = [id(21), id(22), id(23), id(24)];
+    let touch = |ep: &mut Episode, mercy: u64| {
+        ep.acted(
+            Taken {
+                mercy: Some(Duration::from_secs(mercy)),
+                ..taken(0, mono, ActionKind::Touch, &WORKERS)
+            },
+            "i1".into(),
+            vec![],
+        );
+    };
+    let at = |ep: &mut Episode, t: u64, workers: &[ProcId], procs: &[Proc]| {
+        ep.decide(&p, &pass(t, mono, workers, procs), &mut up(&[]))
+    };
+    let not_recovered = |d: Decision| match d {
+        Decision::Outcome(o) if o.result == OutcomeResult::NotRecovered => o.detail,
+        other => panic!("expected not_recovered, got {other:?}"),
+    };
+
+    // The old workers linger past verify (60 s): waiting; they go at 72 s, and the
+    // reload has worked.
+    let mut ep = Episode::default();
+    touch(&mut ep, 60);
+    assert_eq!(at(&mut ep, 61, &WORKERS, &over), Decision::Nothing);
+    assert_eq!(at(&mut ep, 70, &WORKERS[..1], &over), Decision::Nothing);
+    let Decision::Outcome(v) = at(&mut ep, 72, &new_workers, &under) else {
+        panic!("no outcome");
+    };
+    assert_eq!(v.result, OutcomeResult::Recovered);
+
+    // They are still there past mercy and margin (75 s): not recovered, and it says why.
+    let mut ep = Episode::default();
+    touch(&mut ep, 60);
+    assert_eq!(at(&mut ep, 75, &WORKERS, &over), Decision::Nothing);
+    assert_eq!(
+        not_recovered(at(&mut ep, 76, &WORKERS, &over)).as_deref(),
+        Some("old workers were still there 76 s after the reload began (worker-reload-mercy 60 s)")
+    );
+
+    // A mercy of 10 minutes is waited for up to twice verify only.
+    let mut ep = Episode::default();
+    touch(&mut ep, 600);
+    assert_eq!(at(&mut ep, 120, &WORKERS, &over), Decision::Nothing);
+    not_recovered(at(&mut ep, 121, &WORKERS, &over));
+
+    // The reload is done (new workers) and the master is still over its line: over at
+    // verify, as before.
+    let mut ep = Episode::default();
+    touch(&mut ep, 60);
+    assert_eq!(
+        not_recovered(at(&mut ep, 61, &new_workers, &over)).as_deref(),
+        Some("fd counts are still over the line")
+    );
+
+    // With no mercy (a recycle), old workers do not hold the verdict back.
+    let mut ep = Episode::default();
+    ep.acted(
+        taken(0, mono, ActionKind::Touch, &WORKERS),
+        "i1".into(),
+        vec![],
+    );
+    not_recovered(at(&mut ep, 61, &WORKERS, &over));
 }
 
 #[test]

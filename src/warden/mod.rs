@@ -989,6 +989,7 @@ impl Warden {
                 s.reset();
             }
         }
+        let mercy = reload_mercy(v, kind, procs.workers.len());
         let taken = Taken {
             now: req.now,
             mono: Instant::now(),
@@ -996,12 +997,10 @@ impl Warden {
             manual: req.reason.is_some(),
             replace,
             before: procs.workers.clone(),
+            mercy,
         };
-        self.episodes.entry(path.to_owned()).or_default().acted(
-            taken,
-            req.incident.to_owned(),
-            req.rest.clone(),
-        );
+        let episode = self.episodes.entry(path.to_owned()).or_default();
+        episode.acted(taken, req.incident.to_owned(), req.rest.clone());
         Ok(true)
     }
 
@@ -1127,7 +1126,8 @@ impl Warden {
 
     /// Passes over one vassal until its action is verified (or its time is up).
     fn await_outcome(&mut self, path: &Path) {
-        let verify = self.inv.vassals[path].policy.verify;
+        // A reload held by its old workers is verified for up to twice `verify`.
+        let verify = self.inv.vassals[path].policy.verify.saturating_mul(2);
         let start = Instant::now();
         while self.any_pending() && start.elapsed() <= verify.saturating_add(Duration::from_secs(1))
         {
@@ -1139,6 +1139,29 @@ impl Warden {
             self.tables = PassTables::default();
         }
     }
+}
+
+/// uWSGI's own default `worker-reload-mercy`.
+const DEFAULT_MERCY: Duration = Duration::from_secs(60);
+
+/// How long uWSGI may take to end the old workers of a graceful reload of `v` by `kind`,
+/// `workers` of them: its `worker-reload-mercy` (60 s unless the vassal file sets it),
+/// once for a touch, once a worker for a chain reload (one after the other). `None`
+/// for a recycle: uWSGI's master does not time out a worker sent SIGHUP from outside.
+fn reload_mercy(v: &Vassal, kind: ActionKind, workers: usize) -> Option<Duration> {
+    let each = v
+        .ini
+        .as_ref()
+        .ok()
+        .and_then(|ini| ini.get("worker-reload-mercy"))
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .map_or(DEFAULT_MERCY, Duration::from_secs);
+    let times = match kind {
+        ActionKind::RecycleWorker => return None,
+        ActionKind::Touch => 1,
+        ActionKind::ChainReload => u32::try_from(workers.max(1)).unwrap_or(u32::MAX),
+    };
+    Some(each.saturating_mul(times))
 }
 
 /// What a capture needs of a pass's samples.

@@ -338,8 +338,10 @@ fn an_unwritable_incident_log_means_no_action_and_an_error_naming_it() {
     assert_eq!(emp.reloads("shop.ini"), 0);
 }
 
-#[test]
-fn a_recycle_that_does_not_work_is_followed_by_a_touch_one_step_at_a_time() {
+/// `stuck.ini`'s worker 1 leaks and hangs in its request, so that recycling it does not
+/// work and the warden touches the ini: what it recorded (once both outcomes are in),
+/// with its ini's `worker-reload-mercy` and the policy's `verify`, in seconds.
+fn stuck_worker_recycled_then_touched(mercy: u64, verify: u64) -> Vec<serde_json::Value> {
     let emp = Emperor::start();
     let ini = emp.add_vassal(
         "stuck.ini",
@@ -347,7 +349,7 @@ fn a_recycle_that_does_not_work_is_followed_by_a_touch_one_step_at_a_time() {
             processes: 2,
             extra: vec![
                 "env = LEAK_WORKER=1".into(),
-                "worker-reload-mercy = 3".into(),
+                format!("worker-reload-mercy = {mercy}"),
             ],
             ..VassalSpec::default()
         },
@@ -357,7 +359,7 @@ fn a_recycle_that_does_not_work_is_followed_by_a_touch_one_step_at_a_time() {
     let warden = Warden::start(
         &bin(),
         &emp,
-        "reload-at = 40\nfor = 2\ncooldown = 1s\nverify = 10s\n",
+        &format!("reload-at = 40\nfor = 2\ncooldown = 1s\nverify = {verify}s\n"),
         &[],
     );
     // Worker 1 opens 45 files and then hangs in its request: SIGHUP cannot replace it
@@ -400,6 +402,28 @@ fn a_recycle_that_does_not_work_is_followed_by_a_touch_one_step_at_a_time() {
     );
     assert_eq!(emp.reloads("stuck.ini"), 1);
     emp.wait_replaced("stuck.ini", &workers);
+    stuck
+}
+
+#[test]
+fn a_recycle_that_does_not_work_is_followed_by_a_touch_one_step_at_a_time() {
+    stuck_worker_recycled_then_touched(3, 10);
+}
+
+/// The touch's graceful reload waits for the hung worker until uWSGI kills it, at its
+/// `worker-reload-mercy` (12 s), past `verify` (10 s): the warden waits for the old
+/// workers to be gone (up to twice `verify`), and records the reload as the success it
+/// is.
+#[test]
+fn a_reload_held_by_a_hung_worker_is_verified_when_its_mercy_ends_it() {
+    let stuck = stuck_worker_recycled_then_touched(12, 10);
+    let touched = stuck
+        .iter()
+        .filter(|r| r["event"] == "outcome")
+        .nth(1)
+        .unwrap();
+    let seconds = touched["seconds"].as_f64().unwrap();
+    assert!(seconds > 10.0, "verified within verify: {touched}");
 }
 
 #[test]

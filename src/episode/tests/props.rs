@@ -313,6 +313,7 @@ impl Run {
             manual: false,
             replace,
             before: workers.to_vec(),
+            mercy: None,
         };
         self.ep.acted(taken, incident.to_owned(), rest);
     }
