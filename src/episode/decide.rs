@@ -287,22 +287,26 @@ impl Episode {
         if elapsed <= policy.verify {
             return Decision::Nothing;
         }
-        // A graceful reload whose old workers are not all gone is under way: uWSGI ends
-        // them within its mercy (a worker finishing a request, or one that hangs), and
-        // the reload is judged once they are gone, or that time is up. Never past twice
-        // `verify`: the mercy is the vassal file's to set, `verify` root's to bound.
+        // A graceful reload under way (an old worker gone or a new one there, and not
+        // yet all old ones gone with new ones up) is waited for: uWSGI ends the old
+        // workers within its mercy (a worker finishing a request, or one that hangs), then
+        // starts the new ones. A reload that shows no sign of starting is judged now.
         let old_left = p.before.iter().any(|w| pass.workers.contains(w));
+        let old_gone = p.before.iter().any(|w| !pass.workers.contains(w));
+        let new_up = pass.workers.iter().any(|w| !p.before.contains(w));
+        let under_way = (old_gone || new_up) && (old_left || !new_up);
         let detail = match p.mercy {
-            Some(mercy) if old_left => {
-                let wait = mercy
-                    .saturating_add(MERCY_MARGIN)
-                    .min(policy.verify.saturating_mul(2));
-                if elapsed <= wait {
+            Some(mercy) if under_way => {
+                if elapsed <= mercy_wait(mercy, policy) {
                     return Decision::Nothing;
                 }
+                let what = if old_left {
+                    "old workers were still there"
+                } else {
+                    "no new worker had started"
+                };
                 format!(
-                    "old workers were still there {} s after the reload began \
-                     (worker-reload-mercy {} s)",
+                    "{what} {} s after the reload began (uWSGI's mercy for its old workers: {} s)",
                     elapsed.as_secs(),
                     mercy.as_secs()
                 )
@@ -321,17 +325,22 @@ impl Episode {
     }
 
     /// The decision for a vassal with no running master on this pass: an action under
-    /// verification fails once its time is up.
+    /// verification fails once its time is up (for a graceful reload, its mercy's wait:
+    /// the master may be missed for a pass while it starts again).
     pub(crate) fn decide_stopped(&mut self, policy: &Policy, mono: Instant) -> Decision {
-        match &self.pending {
-            Some(p) if mono.saturating_duration_since(p.started) > policy.verify => self.finish(
-                mono,
-                OutcomeResult::NotRecovered,
-                None,
-                Some("the vassal's master is gone".into()),
-            ),
-            _ => Decision::Nothing,
+        let Some(p) = &self.pending else {
+            return Decision::Nothing;
+        };
+        let wait = p.mercy.map_or(policy.verify, |m| mercy_wait(m, policy));
+        if mono.saturating_duration_since(p.started) <= wait {
+            return Decision::Nothing;
         }
+        self.finish(
+            mono,
+            OutcomeResult::NotRecovered,
+            None,
+            Some("the vassal's master is gone".into()),
+        )
     }
 
     /// The vassal file was removed: an action under verification has vanished with it.
@@ -497,4 +506,14 @@ pub(super) fn same_leak(offender: &Report, other: &Report) -> bool {
         .and_then(|t| t.growth)
         .unwrap_or(0);
     in_lead > 0 && in_lead * 2 >= grown
+}
+
+/// How long a graceful reload is waited for, its old workers given `mercy` by uWSGI:
+/// that and `MERCY_MARGIN` (the Emperor's scan, the master's start again), at least
+/// `verify` and never past twice `verify` (the mercy is the vassal file's to set,
+/// `verify` root's to bound).
+fn mercy_wait(mercy: Duration, policy: &Policy) -> Duration {
+    mercy
+        .saturating_add(MERCY_MARGIN)
+        .clamp(policy.verify, policy.verify.saturating_mul(2))
 }

@@ -1028,81 +1028,147 @@ fn a_process_gone_before_attribution_records_nothing() {
     ));
 }
 
-/// A touch's graceful reload whose old workers are still there past `verify` is still
-/// under way: its verification waits for them up to their mercy and the margin (never
-/// past twice `verify`), and is recovered when they go; without an old worker left, or
-/// past that time, it is over as before.
-#[test]
-fn a_reload_is_verified_once_its_old_workers_are_gone_within_their_mercy() {
-    let mono = Instant::now();
-    let p = Policy {
+/// A touch at 0 s, its old workers given `mercy` seconds by uWSGI (none: a recycle's
+/// way of judging), under a `verify` of 60 s.
+fn touched(mono: Instant, mercy: Option<u64>) -> Episode {
+    let mut ep = Episode::default();
+    ep.acted(
+        Taken {
+            mercy: mercy.map(Duration::from_secs),
+            ..taken(0, mono, ActionKind::Touch, &WORKERS)
+        },
+        "i1".into(),
+        vec![],
+    );
+    ep
+}
+
+/// The pass at `t` s of a vassal whose workers are `workers`; its master over its line
+/// unless `under`.
+fn reload_pass(
+    ep: &mut Episode,
+    mono: Instant,
+    t: u64,
+    workers: &[ProcId],
+    under: bool,
+) -> Decision {
+    let p = verify_60();
+    let procs = [
+        proc(10, Role::Master, if under { 14 } else { 45 }),
+        proc(21, Role::Worker, 14),
+    ];
+    ep.decide(&p, &pass(t, mono, workers, &procs), &mut up(&[]))
+}
+
+fn verify_60() -> Policy {
+    Policy {
         verify: Duration::from_secs(60),
         ..policy()
-    };
-    let over = [proc(10, Role::Master, 45), proc(11, Role::Worker, 14)];
-    let under = [proc(10, Role::Master, 14), proc(21, Role::Worker, 14)];
-    let new_workers = [id(21), id(22), id(23), id(24)];
-    let touch = |ep: &mut Episode, mercy: u64| {
-        ep.acted(
-            Taken {
-                mercy: Some(Duration::from_secs(mercy)),
-                ..taken(0, mono, ActionKind::Touch, &WORKERS)
-            },
-            "i1".into(),
-            vec![],
-        );
-    };
-    let at = |ep: &mut Episode, t: u64, workers: &[ProcId], procs: &[Proc]| {
-        ep.decide(&p, &pass(t, mono, workers, procs), &mut up(&[]))
-    };
-    let not_recovered = |d: Decision| match d {
+    }
+}
+
+/// The detail of a `not_recovered` outcome.
+fn not_recovered(d: Decision) -> Option<String> {
+    match d {
         Decision::Outcome(o) if o.result == OutcomeResult::NotRecovered => o.detail,
         other => panic!("expected not_recovered, got {other:?}"),
-    };
+    }
+}
 
-    // The old workers linger past verify (60 s): waiting; they go at 72 s, and the
-    // reload has worked.
-    let mut ep = Episode::default();
-    touch(&mut ep, 60);
-    assert_eq!(at(&mut ep, 61, &WORKERS, &over), Decision::Nothing);
-    assert_eq!(at(&mut ep, 70, &WORKERS[..1], &over), Decision::Nothing);
-    let Decision::Outcome(v) = at(&mut ep, 72, &new_workers, &under) else {
+const NEW_WORKERS: [ProcId; 2] = [
+    ProcId {
+        pid: 21,
+        start_time: 2,
+    },
+    ProcId {
+        pid: 22,
+        start_time: 2,
+    },
+];
+
+/// A touch's graceful reload under way past `verify` (an old worker hangs, or the old
+/// are gone and the new not up yet) is waited for up to its mercy and the margin, never
+/// past twice `verify`, and is recovered when its new workers are under the line.
+#[test]
+fn a_reload_under_way_is_waited_for_within_its_mercy() {
+    let mono = Instant::now();
+    let hung = &WORKERS[..1];
+    let mut ep = touched(mono, Some(60));
+    assert_eq!(
+        reload_pass(&mut ep, mono, 61, hung, false),
+        Decision::Nothing
+    );
+    assert_eq!(
+        reload_pass(&mut ep, mono, 70, &[], false),
+        Decision::Nothing
+    );
+    let Decision::Outcome(v) = reload_pass(&mut ep, mono, 72, &NEW_WORKERS, true) else {
         panic!("no outcome");
     };
     assert_eq!(v.result, OutcomeResult::Recovered);
 
-    // They are still there past mercy and margin (75 s): not recovered, and it says why.
-    let mut ep = Episode::default();
-    touch(&mut ep, 60);
-    assert_eq!(at(&mut ep, 75, &WORKERS, &over), Decision::Nothing);
+    // Still under way past mercy and margin (75 s): not recovered, and it says why.
+    let mut ep = touched(mono, Some(60));
     assert_eq!(
-        not_recovered(at(&mut ep, 76, &WORKERS, &over)).as_deref(),
-        Some("old workers were still there 76 s after the reload began (worker-reload-mercy 60 s)")
+        reload_pass(&mut ep, mono, 75, hung, false),
+        Decision::Nothing
+    );
+    assert_eq!(
+        not_recovered(reload_pass(&mut ep, mono, 76, hung, false)).as_deref(),
+        Some(
+            "old workers were still there 76 s after the reload began \
+             (uWSGI's mercy for its old workers: 60 s)"
+        )
+    );
+    let mut ep = touched(mono, Some(60));
+    assert_eq!(
+        not_recovered(reload_pass(&mut ep, mono, 76, &[], false)).as_deref(),
+        Some(
+            "no new worker had started 76 s after the reload began \
+             (uWSGI's mercy for its old workers: 60 s)"
+        )
     );
 
     // A mercy of 10 minutes is waited for up to twice verify only.
-    let mut ep = Episode::default();
-    touch(&mut ep, 600);
-    assert_eq!(at(&mut ep, 120, &WORKERS, &over), Decision::Nothing);
-    not_recovered(at(&mut ep, 121, &WORKERS, &over));
-
-    // The reload is done (new workers) and the master is still over its line: over at
-    // verify, as before.
-    let mut ep = Episode::default();
-    touch(&mut ep, 60);
+    let mut ep = touched(mono, Some(600));
     assert_eq!(
-        not_recovered(at(&mut ep, 61, &new_workers, &over)).as_deref(),
+        reload_pass(&mut ep, mono, 120, hung, false),
+        Decision::Nothing
+    );
+    not_recovered(reload_pass(&mut ep, mono, 121, hung, false));
+
+    // A pass that misses the master while it starts again ends nothing within the wait.
+    let mut ep = touched(mono, Some(60));
+    let p = verify_60();
+    assert_eq!(
+        ep.decide_stopped(&p, mono + Duration::from_secs(61)),
+        Decision::Nothing
+    );
+    not_recovered(ep.decide_stopped(&p, mono + Duration::from_secs(76)));
+}
+
+/// Past `verify`, a reload that shows no sign of beginning, one that is done with its
+/// master still over the line, and an action with no mercy are judged as they always
+/// were.
+#[test]
+fn a_reload_not_under_way_is_judged_at_verify() {
+    let mono = Instant::now();
+    let mut ep = touched(mono, Some(60));
+    assert_eq!(
+        not_recovered(reload_pass(&mut ep, mono, 61, &WORKERS, false)).as_deref(),
+        Some("workers were not replaced")
+    );
+    let mut ep = touched(mono, Some(60));
+    assert_eq!(
+        not_recovered(reload_pass(&mut ep, mono, 61, &NEW_WORKERS, false)).as_deref(),
         Some("fd counts are still over the line")
     );
-
-    // With no mercy (a recycle), old workers do not hold the verdict back.
-    let mut ep = Episode::default();
-    ep.acted(
-        taken(0, mono, ActionKind::Touch, &WORKERS),
-        "i1".into(),
-        vec![],
+    let mut ep = touched(mono, None);
+    assert_eq!(
+        reload_pass(&mut ep, mono, 60, &WORKERS[..1], false),
+        Decision::Nothing
     );
-    not_recovered(at(&mut ep, 61, &WORKERS, &over));
+    not_recovered(reload_pass(&mut ep, mono, 61, &WORKERS[..1], false));
 }
 
 #[test]
@@ -1382,16 +1448,35 @@ fn timings_rise_at_once_and_fall_slowly() {
     assert_eq!(t.of(Role::Master), Duration::from_secs(6));
     // From the log: recovered outcomes of each kind.
     let mut r = Timings::default();
-    r.replay(&crate::audit::history(&[
-        rec(0, "/v/a.ini", action(ActionKind::Touch, false, None)),
-        rec(9, "/v/a.ini", outcome(OutcomeResult::Recovered, 9.0)),
-        rec(
-            20,
-            "/v/a.ini",
-            action(ActionKind::RecycleWorker, false, None),
-        ),
-        rec(60, "/v/a.ini", outcome(OutcomeResult::NotRecovered, 40.0)),
-    ]));
+    r.replay(
+        &crate::audit::history(&[
+            rec(0, "/v/a.ini", action(ActionKind::Touch, false, None)),
+            rec(9, "/v/a.ini", outcome(OutcomeResult::Recovered, 9.0)),
+            rec(
+                20,
+                "/v/a.ini",
+                action(ActionKind::RecycleWorker, false, None),
+            ),
+            rec(60, "/v/a.ini", outcome(OutcomeResult::NotRecovered, 40.0)),
+        ]),
+        |_| 60.0,
+    );
     assert_eq!(r.of(Role::Master), Duration::from_secs(9));
     assert_eq!(r.of(Role::Worker), Duration::from_secs(3));
+    // A reload held past its vassal's verify (a hung worker) teaches only that verify.
+    let mut held = Timings::default();
+    held.replay(
+        &crate::audit::history(&[
+            rec(0, "/v/a.ini", action(ActionKind::Touch, false, None)),
+            rec(72, "/v/a.ini", outcome(OutcomeResult::Recovered, 72.0)),
+        ]),
+        |config| {
+            if config == Path::new("/v/a.ini") {
+                30.0
+            } else {
+                60.0
+            }
+        },
+    );
+    assert_eq!(held.of(Role::Master), Duration::from_secs(30));
 }

@@ -58,7 +58,13 @@ impl Timings {
     }
 
     /// Learns from every recovered outcome in the history.
-    pub(crate) fn replay<'a>(&mut self, history: impl IntoIterator<Item = &'a Entry>) {
+    /// `cap` is the most a vassal's recovered action teaches (its `verify`: a reload
+    /// held longer by a hung worker says nothing of how long reloads take).
+    pub(crate) fn replay<'a>(
+        &mut self,
+        history: impl IntoIterator<Item = &'a Entry>,
+        cap: impl Fn(&Path) -> f64,
+    ) {
         let mut last_kind: HashMap<&Path, ActionKind> = HashMap::new();
         for e in history {
             match &e.what {
@@ -74,7 +80,7 @@ impl Timings {
                     seconds,
                 } => {
                     if let Some(kind) = last_kind.get(e.config.as_path()) {
-                        self.observe(*kind, *seconds);
+                        self.observe(*kind, seconds.min(cap(&e.config)));
                     }
                 }
                 _ => {}

@@ -318,7 +318,12 @@ impl Warden {
         match self.ledger.history() {
             Ok(history) => {
                 self.episodes = Episode::replay(&history);
-                self.timings.replay(&history);
+                let vassals = &self.inv.vassals;
+                self.timings.replay(&history, |config| {
+                    vassals
+                        .get(config)
+                        .map_or(f64::INFINITY, |v| v.policy.verify.as_secs_f64())
+                });
             }
             Err(e) => {
                 warn!(file = %self.ledger.path().display(), "cannot read the incident log to restore cooldowns: {e}; they start empty; make it readable by the warden");
@@ -749,7 +754,14 @@ impl Warden {
         if let Decision::Outcome(o) = &d
             && o.result == OutcomeResult::Recovered
         {
-            self.timings.observe(o.kind, o.seconds);
+            // A reload held past `verify` by a hung worker teaches no more than `verify`:
+            // the time predictions lead by is every vassal's.
+            let verify = self
+                .inv
+                .vassals
+                .get(path)
+                .map_or(f64::INFINITY, |v| v.policy.verify.as_secs_f64());
+            self.timings.observe(o.kind, o.seconds.min(verify));
         }
         if let Some(v) = self.inv.vassals.get(path) {
             write_outcome(&mut self.ledger, v, d);

@@ -531,12 +531,15 @@ impl Warden {
         self.log().matches("pass done").count()
     }
 
-    /// Requests `path` of `vassal` once a pass, until `done` or 80 requests: each pass
+    /// Requests `path` of `vassal` once a pass, until `done`, a request fails (the app
+    /// at its limit: what the caller asserts then says why), or 80 requests: each pass
     /// sees the vassal at most two requests further on than the last, however slow a
     /// busy machine makes the passes, so that a leak is seen on its way to the line.
     pub fn leak_paced(&self, emp: &Emperor, vassal: &str, path: &str, done: impl Fn() -> bool) {
         for _ in 0..80 {
-            emp.request(vassal, path);
+            if emp.try_request(vassal, path).is_err() {
+                return;
+            }
             let n = self.passes();
             wait_for(Duration::from_secs(30), "a pass of the warden", || {
                 (self.passes() > n).then_some(())
