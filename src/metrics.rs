@@ -283,7 +283,6 @@ impl Out<'_> {
         let _ = writeln!(self.s, "# TYPE {PREFIX}{name} {kind}");
     }
 
-    /// One sample: `name{labels} value`. Label values are escaped.
     /// A sample of vassal `v`'s series: labelled `vassal`, then `owner` when it names
     /// one, then `more`.
     fn vsample(
@@ -306,6 +305,7 @@ impl Out<'_> {
         self.sample(name, &labels[..n], value);
     }
 
+    /// One sample: `name{labels} value`. Label values are escaped.
     fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: Value) {
         self.s.push_str(PREFIX);
         self.s.push_str(name);
@@ -437,11 +437,19 @@ fn detail_bytes(v: &VassalView<'_>) -> usize {
     let suppressions = v
         .counts
         .map_or(Reason::KNOWN.len(), |c| c.suppressions.len());
-    // vassal_state, two flags, last action, episode, incidents, actions, outcomes,
-    // hook failures.
-    let series = sides + State::ALL.len() + 2 + 1 + 1 + 1 + 3 + 3 + suppressions + 1;
-    // Escaping at most doubles each byte.
-    series * (2 * v.name.len() + SAMPLE_BYTES)
+    // vassal_state, two flags, last action, episode, a pause's end, incidents, actions,
+    // outcomes, hook failures.
+    let series = sides + State::ALL.len() + 2 + 1 + 1 + 1 + 1 + 3 + 3 + suppressions + 1;
+    // Escaping at most doubles each byte; the owner label (`,owner=""`) is on each.
+    let owner = v.owner.map_or(0, |o| 2 * o.len() + 9);
+    let each = 2 * v.name.len() + owner + SAMPLE_BYTES;
+    // The leak site's three labels: `MAX_SITE_LABEL` characters of up to 4 bytes each.
+    let site = if v.counts.is_some_and(|c| c.site.is_some()) {
+        each + 3 * (2 * 4 * MAX_SITE_LABEL + 16)
+    } else {
+        0
+    };
+    series * each + site
 }
 
 /// The vassals that have their own series this pass, in their given order: all of them
